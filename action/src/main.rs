@@ -1,1 +1,26 @@
-fn main() {}
+//! `module-builder`: validate, build and inspect powernode node modules.
+
+mod cli;
+mod cmd;
+mod git;
+mod logging;
+
+use clap::Parser;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    logging::init(cli.verbose);
+    let result = match cli.command {
+        cli::Command::Validate(a) => cmd::validate::run(a),
+        cli::Command::Build(a) => cmd::build::run(a),
+        cli::Command::Inspect(a) => cmd::inspect::run(a),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
