@@ -1,0 +1,528 @@
+//! The artifact format end to end at the library level: build, read back, verify, refuse.
+
+use powernode_module::{
+    artifact::{
+        self, BuildOptions, ReadError,
+        composefs::Tree,
+        plan::{self, Plan},
+        read_and_verify,
+        walk::{Kind, WalkError},
+    },
+    diagnostics::Code,
+    digest::Digest,
+};
+use std::{
+    fs,
+    os::unix::fs::{PermissionsExt, symlink},
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+const MANIFEST: &str = r#"schema_version: 1
+identity:
+  name: kat
+  category: userland
+  variety: subscription
+  cosign_identity_regexp: '^https://git\.example\.org/acct/modules/kat-module@.*$'
+  cosign_issuer_regexp: '^https://gitea\.example\.org$'
+file_spec:
+  include: ["/etc/**", "/usr/**"]
+"#;
+
+fn opts(sde: u64) -> BuildOptions {
+    BuildOptions {
+        source_date_epoch: sde,
+        version: "1.2.3".into(),
+        git_commit: "0123456789abcdef0123456789abcdef01234567".into(),
+        architecture: "all".into(),
+        builder_version: "module-builder test".into(),
+    }
+}
+
+/// A small module with every kind of entry: nested dirs, an empty file, an inline (≤ 64
+/// bytes) file, an external file, an executable, a symlink and a long path.
+fn sample(dir: &Path) {
+    let r = dir.join("rootfs");
+    fs::create_dir_all(r.join("etc/kat/conf.d")).unwrap();
+    fs::create_dir_all(r.join("usr/lib/kat")).unwrap();
+    fs::write(dir.join("manifest.yaml"), MANIFEST).unwrap();
+    fs::write(r.join("etc/kat/empty"), b"").unwrap();
+    fs::write(r.join("etc/kat/small.conf"), b"key = value\n").unwrap();
+    fs::write(r.join("etc/kat/conf.d/big.conf"), "x = 1\n".repeat(2000)).unwrap();
+    fs::write(r.join("usr/lib/kat/run"), b"#!/bin/sh\necho hi\n").unwrap();
+    fs::set_permissions(r.join("usr/lib/kat/run"), fs::Permissions::from_mode(0o700)).unwrap();
+    symlink("../kat/small.conf", r.join("etc/kat/conf.d/link.conf")).unwrap();
+    let long = "d".repeat(90);
+    fs::create_dir_all(r.join(format!("usr/lib/kat/{long}"))).unwrap();
+    fs::write(
+        r.join(format!("usr/lib/kat/{long}/{long}.conf")),
+        b"long path\n",
+    )
+    .unwrap();
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn build(dir: &Path, sde: u64) -> (Plan, artifact::BuildReport) {
+    let p = plan::plan(dir).unwrap_or_else(|e| panic!("{e}"));
+    let r = artifact::build(&p, &opts(sde), &dir.join("dist")).unwrap();
+    (p, r)
+}
+
+#[test]
+fn build_then_read_back_verifies_and_agrees() {
+    let t = tmp();
+    sample(t.path());
+    let (_, r) = build(t.path(), 1_700_000_000);
+    let bytes = fs::read(&r.tar_path).unwrap();
+    assert_eq!(Digest::of(&bytes), r.module.tar.sha256);
+    assert_eq!(bytes.len() as u64, r.module.tar.size);
+    let i = read_and_verify(&bytes[..]).unwrap();
+    assert_eq!(i.tar_sha256, r.module.tar.sha256);
+    assert_eq!(i.composefs_digest, r.module.composefs.digest);
+    assert_eq!(i.file_count, r.module.files);
+    assert_eq!(i.release.version_id, "1.2.3");
+    assert_eq!(i.manifest_text, MANIFEST);
+    let modes: Vec<_> = i
+        .index
+        .entries
+        .iter()
+        .map(|e| (e.path.as_str(), e.mode))
+        .collect();
+    assert!(
+        modes.contains(&("rootfs/usr/lib/kat/run", 0o755)),
+        "{modes:?}"
+    );
+    assert!(modes.contains(&("rootfs/etc/kat/small.conf", 0o644)));
+    assert!(modes.contains(&("rootfs/etc/kat/conf.d/link.conf", 0o777)));
+}
+
+#[test]
+fn tar_layout_is_canonical() {
+    let t = tmp();
+    sample(t.path());
+    let (_, r) = build(t.path(), 42);
+    let out = Command::new("tar")
+        .args(["--numeric-owner", "-tvf"])
+        .arg(&r.tar_path)
+        .env("TZ", "UTC")
+        .output()
+        .expect("GNU tar is needed for this test: apt-get install tar");
+    let listing = String::from_utf8(out.stdout).unwrap();
+    let names = Command::new("tar")
+        .arg("-tf")
+        .arg(&r.tar_path)
+        .output()
+        .unwrap()
+        .stdout;
+    let names = String::from_utf8(names).unwrap();
+    let names: Vec<&str> = names.lines().collect();
+    assert_eq!(
+        &names[..4],
+        ["index.json", "manifest.yaml", "module-release", "rootfs/"]
+    );
+    for line in listing.lines() {
+        assert!(line.contains(" 0/0 "), "owner not 0/0: {line}");
+        assert!(
+            line.contains("1970-01-01 00:00"),
+            "mtime not SOURCE_DATE_EPOCH: {line}"
+        );
+    }
+    // Depth-first, byte order within each directory (as `tar --sort=name`).
+    let pos = |n: &str| names.iter().position(|x| x.starts_with(n)).unwrap();
+    assert!(pos("rootfs/etc/") < pos("rootfs/etc/kat/"));
+    assert!(pos("rootfs/etc/kat/conf.d/link.conf") < pos("rootfs/etc/kat/empty"));
+    assert!(pos("rootfs/etc/kat/small.conf") < pos("rootfs/usr/"));
+}
+
+/// Known-answer vectors: tree → composefs digest.
+///
+/// The empty tree's value is the one upstream composefs-rs pins as byte-identical to C
+/// `mkcomposefs --min-version=1` (format 1) for an empty root with mode 0755, uid/gid 0,
+/// mtime 0. The sample tree's value is cross-checked below against composefs' own
+/// directory reader (the code path that mirrors `mkcomposefs SOURCEDIR`).
+#[test]
+fn composefs_known_answers() {
+    assert_eq!(
+        Tree::new(0).digest().hex(),
+        "14a26c957c84f6eb774b91205476adc13196c7c33b9dd97d08d43725ecb90b63"
+    );
+    let t = tmp();
+    fs::create_dir_all(t.path().join("rootfs/etc")).unwrap();
+    fs::write(t.path().join("rootfs/etc/x"), b"x").unwrap();
+    fs::write(
+        t.path().join("manifest.yaml"),
+        MANIFEST.replace("\"/usr/**\"", "\"/etc/x\""),
+    )
+    .unwrap();
+    let (_, r) = build(t.path(), 0);
+    assert_eq!(
+        r.module.composefs.digest.to_string(),
+        include_str!("data/kat-one-file.composefs-digest").trim()
+    );
+    let t = tmp();
+    sample(t.path());
+    let (_, r) = build(t.path(), 1_700_000_000);
+    assert_eq!(
+        r.module.composefs.digest.to_string(),
+        include_str!("data/kat-sample.composefs-digest").trim()
+    );
+}
+
+/// Writes the planned tree, normalised (owners 0, modes, mtimes), to `dest`.
+fn normalised_copy(p: &Plan, dest: &Path, sde: u64) {
+    fs::create_dir_all(dest).unwrap();
+    for e in &p.entries {
+        let to = dest.join(&e.node.rel);
+        match &e.node.kind {
+            Kind::Dir => fs::create_dir(&to).unwrap(),
+            Kind::File { .. } => {
+                fs::copy(p.rootfs.join(&e.node.rel), &to).unwrap();
+            }
+            Kind::Symlink { target } => symlink(target, &to).unwrap(),
+        }
+        if !matches!(e.node.kind, Kind::Symlink { .. }) {
+            fs::set_permissions(&to, fs::Permissions::from_mode(e.mode)).unwrap();
+        }
+    }
+    fs::set_permissions(dest, fs::Permissions::from_mode(0o755)).unwrap();
+    let all: Vec<PathBuf> = std::iter::once(dest.to_owned())
+        .chain(p.entries.iter().map(|e| dest.join(&e.node.rel)))
+        .collect();
+    for path in &all {
+        std::os::unix::fs::lchown(path, Some(0), Some(0))
+            .expect("this test must run as root (uid 0) to give the copy root ownership");
+    }
+    let ok = Command::new("touch")
+        .arg("-h")
+        .arg("-d")
+        .arg(format!("@{sde}"))
+        .args(&all)
+        .status()
+        .expect("coreutils touch is needed")
+        .success();
+    assert!(ok);
+}
+
+#[test]
+fn composefs_digest_matches_composefs_directory_reader() {
+    use composefs::fsverity::FsVerityHashValue;
+    let t = tmp();
+    sample(t.path());
+    let sde = 1_700_000_000;
+    let (p, r) = build(t.path(), sde);
+    let copy = t.path().join("normalised");
+    normalised_copy(&p, &copy, sde);
+    let rt = tokio::runtime::Builder::new_multi_thread().build().unwrap();
+    let fs_tree = rt
+        .block_on(composefs::fs::read_filesystem::<
+            composefs::fsverity::Sha256HashValue,
+        >(
+            fs::File::open(t.path()).unwrap().into(),
+            PathBuf::from("normalised"),
+            None,
+        ))
+        .unwrap();
+    let id = fs_tree.compute_image_id(composefs::erofs::format::FormatVersion::V1);
+    assert_eq!(r.module.composefs.digest.hex(), id.to_hex());
+}
+
+#[test]
+fn rebuild_is_byte_identical_and_sde_changes_bytes() {
+    let t = tmp();
+    sample(t.path());
+    let (_, a) = build(t.path(), 7);
+    let first = fs::read(&a.tar_path).unwrap();
+    // Touch everything: new mtimes must not matter.
+    Command::new("touch")
+        .arg("-h")
+        .arg("-d")
+        .arg("@999999")
+        .arg(t.path().join("rootfs/etc/kat/small.conf"))
+        .status()
+        .unwrap();
+    let (_, b) = build(t.path(), 7);
+    assert_eq!(first, fs::read(&b.tar_path).unwrap());
+    let (_, c) = build(t.path(), 8);
+    assert_ne!(a.module.tar.sha256, c.module.tar.sha256);
+    assert_ne!(a.module.composefs.digest, c.module.composefs.digest);
+}
+
+fn walk_error(dir: &Path) -> (Code, String) {
+    let a = plan::analyse(dir, None);
+    assert!(!a.report.valid, "expected the module to be refused");
+    let f = a.report.errors.first().expect("an error finding").clone();
+    (f.code, f.message)
+}
+
+#[test]
+fn refuses_device_nodes_fifos_sockets_and_hardlinks() {
+    let t = tmp();
+    sample(t.path());
+    let dev = t.path().join("rootfs/etc/kat/null");
+    let st = Command::new("mknod")
+        .arg(&dev)
+        .args(["c", "1", "3"])
+        .status()
+        .unwrap();
+    assert!(
+        st.success(),
+        "mknod failed: this test needs root (CAP_MKNOD)"
+    );
+    let (code, msg) = walk_error(t.path());
+    assert_eq!(code, Code::RootfsUnsupportedType);
+    assert!(
+        msg.contains("rootfs/etc/kat/null") && msg.contains("character device"),
+        "{msg}"
+    );
+    fs::remove_file(&dev).unwrap();
+
+    let fifo = t.path().join("rootfs/etc/kat/pipe");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (code, msg) = walk_error(t.path());
+    assert_eq!(code, Code::RootfsUnsupportedType);
+    assert!(
+        msg.contains("rootfs/etc/kat/pipe") && msg.contains("fifo"),
+        "{msg}"
+    );
+    fs::remove_file(&fifo).unwrap();
+
+    let sock = t.path().join("rootfs/etc/kat/sock");
+    let _l = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    let (code, msg) = walk_error(t.path());
+    assert_eq!(code, Code::RootfsUnsupportedType);
+    assert!(
+        msg.contains("rootfs/etc/kat/sock") && msg.contains("socket"),
+        "{msg}"
+    );
+    fs::remove_file(&sock).unwrap();
+
+    fs::hard_link(
+        t.path().join("rootfs/etc/kat/small.conf"),
+        t.path().join("rootfs/etc/kat/hard.conf"),
+    )
+    .unwrap();
+    let (code, msg) = walk_error(t.path());
+    assert_eq!(code, Code::RootfsHardlink);
+    assert!(msg.contains("rootfs/etc/kat/"), "{msg}");
+}
+
+#[test]
+fn refuses_escaping_symlinks_but_stores_inner_ones_unfollowed() {
+    let t = tmp();
+    sample(t.path());
+    symlink(
+        "../../../../etc/shadow",
+        t.path().join("rootfs/etc/kat/shadow"),
+    )
+    .unwrap();
+    let (code, msg) = walk_error(t.path());
+    assert_eq!(code, Code::RootfsSymlinkEscapes);
+    assert!(
+        msg.contains("rootfs/etc/kat/shadow") && msg.contains("../../../../etc/shadow"),
+        "{msg}"
+    );
+    fs::remove_file(t.path().join("rootfs/etc/kat/shadow")).unwrap();
+
+    // A symlinked directory is stored as a link: nothing behind it is read.
+    symlink("/etc", t.path().join("rootfs/etc/kat/hostetc")).unwrap();
+    let (p, r) = build(t.path(), 0);
+    assert!(
+        p.entries
+            .iter()
+            .all(|e| !e.node.rel.starts_with("etc/kat/hostetc/"))
+    );
+    let i = read_and_verify(fs::File::open(&r.tar_path).unwrap()).unwrap();
+    assert!(
+        i.index
+            .entries
+            .iter()
+            .any(|e| e.path == "rootfs/etc/kat/hostetc")
+    );
+    assert!(
+        !i.index
+            .entries
+            .iter()
+            .any(|e| e.path.starts_with("rootfs/etc/kat/hostetc/"))
+    );
+
+    // rootfs itself must not be a symlink.
+    let u = tmp();
+    fs::write(u.path().join("manifest.yaml"), MANIFEST).unwrap();
+    symlink(t.path().join("rootfs"), u.path().join("rootfs")).unwrap();
+    assert_eq!(walk_error(u.path()).0, Code::RootfsMissing);
+}
+
+#[test]
+fn files_that_change_or_vanish_during_the_build_are_refused() {
+    let t = tmp();
+    sample(t.path());
+    let p = plan::plan(t.path()).unwrap();
+    fs::write(
+        t.path().join("rootfs/etc/kat/small.conf"),
+        b"key = other value\n",
+    )
+    .unwrap();
+    let err = artifact::build(&p, &opts(0), &t.path().join("dist")).unwrap_err();
+    assert!(
+        err.to_string().contains("rootfs/etc/kat/small.conf"),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("changed during the build"),
+        "{err}"
+    );
+    assert!(
+        !t.path().join("dist/module.tar").exists(),
+        "no artifact after a failed build"
+    );
+
+    let p = plan::plan(t.path()).unwrap();
+    fs::remove_file(t.path().join("rootfs/etc/kat/conf.d/big.conf")).unwrap();
+    let err = artifact::build(&p, &opts(0), &t.path().join("dist")).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("big.conf: vanished during the build"),
+        "{err}"
+    );
+    assert!(matches!(
+        err,
+        artifact::build::BuildError::Walk(WalkError::Vanished { .. })
+    ));
+}
+
+// --- the reader refuses tampered or malformed artifacts ---
+
+fn built_sample() -> Vec<u8> {
+    let t = tmp();
+    sample(t.path());
+    let (_, r) = build(t.path(), 5);
+    fs::read(r.tar_path).unwrap()
+}
+
+#[test]
+fn reader_refuses_a_changed_byte() {
+    let mut bytes = built_sample();
+    let at = bytes.windows(11).position(|w| w == b"key = value").unwrap();
+    bytes[at] = b'K';
+    let err = read_and_verify(&bytes[..]).unwrap_err();
+    assert!(
+        matches!(&err, ReadError::Entry { path, why } if path == "rootfs/etc/kat/small.conf" && why.contains("sha256")),
+        "{err}"
+    );
+}
+
+/// Re-packs the entries of an artifact, letting `f` change the list first.
+type Entries = Vec<(tar::Header, String, Vec<u8>)>;
+
+fn repack(bytes: &[u8], f: impl FnOnce(&mut Entries)) -> Vec<u8> {
+    let mut entries = Vec::new();
+    let mut a = tar::Archive::new(bytes);
+    for e in a.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mut data = Vec::new();
+        std::io::Read::read_to_end(&mut e, &mut data).unwrap();
+        let path = String::from_utf8(e.path_bytes().to_vec()).unwrap();
+        entries.push((e.header().clone(), path, data));
+    }
+    f(&mut entries);
+    let mut b = tar::Builder::new(Vec::new());
+    for (mut h, path, data) in entries {
+        b.append_data(&mut h, path, &data[..]).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn reader_refuses_extra_missing_reordered_and_unsafe_entries() {
+    let bytes = built_sample();
+    assert!(
+        read_and_verify(&repack(&bytes, |_| {})[..]).is_ok(),
+        "repacking alone keeps it valid"
+    );
+
+    let extra = repack(&bytes, |v| {
+        let (h, _, data) = v[4].clone();
+        v.push((h, "rootfs/etc/evil".into(), data));
+    });
+    let err = read_and_verify(&extra[..]).unwrap_err();
+    assert!(err.to_string().contains("rootfs/etc/evil"), "{err}");
+
+    let missing = repack(&bytes, |v| {
+        v.pop();
+    });
+    assert!(matches!(
+        read_and_verify(&missing[..]).unwrap_err(),
+        ReadError::Missing(_)
+    ));
+
+    let reordered = repack(&bytes, |v| v.swap(1, 2));
+    assert!(read_and_verify(&reordered[..]).is_err());
+
+    let no_index = repack(&bytes, |v| {
+        v.remove(0);
+    });
+    assert!(matches!(
+        read_and_verify(&no_index[..]).unwrap_err(),
+        ReadError::IndexFirst(_)
+    ));
+
+    // A hardlink entry in place of a file.
+    let hardlink = repack(&bytes, |v| {
+        let i = v
+            .iter()
+            .position(|(_, p, _)| p.ends_with("small.conf"))
+            .unwrap();
+        v[i].0.set_entry_type(tar::EntryType::Link);
+        v[i].0.set_link_name("rootfs/etc/kat/empty").unwrap();
+        v[i].0.set_size(0);
+        v[i].2.clear();
+    });
+    let err = read_and_verify(&hardlink[..]).unwrap_err();
+    assert!(err.to_string().contains("not allowed"), "{err}");
+
+    // Ownership other than root.
+    let owned = repack(&bytes, |v| v[5].0.set_uid(1000));
+    assert!(
+        read_and_verify(&owned[..])
+            .unwrap_err()
+            .to_string()
+            .contains("uid/gid 0")
+    );
+}
+
+#[test]
+fn reader_refuses_dotdot_paths_in_index_or_tar() {
+    let bytes = built_sample();
+    let evil = repack(&bytes, |v| {
+        let mut idx: serde_json::Value = serde_json::from_slice(&v[0].2).unwrap();
+        idx["entries"][3]["path"] = "rootfs/../../etc".into();
+        v[0].2 = serde_json::to_vec(&idx).unwrap();
+        let n = v[0].2.len() as u64;
+        v[0].0.set_size(n);
+    });
+    let err = read_and_verify(&evil[..]).unwrap_err();
+    assert!(err.to_string().contains("unsafe path"), "{err}");
+
+    // A raw header whose name contains `..` (bypassing tar-rs' own path checks).
+    let mut raw = bytes.clone();
+    let mut a = tar::Archive::new(&bytes[..]);
+    let e = a.entries().unwrap().nth(4).unwrap().unwrap();
+    let off = e.raw_header_position() as usize;
+    let name = b"rootfs/../x";
+    raw[off..off + 100].fill(0);
+    raw[off..off + name.len()].copy_from_slice(name);
+    let mut h = tar::Header::from_byte_slice(&raw[off..off + 512]).clone();
+    h.set_cksum();
+    raw[off..off + 512].copy_from_slice(h.as_bytes());
+    let err = read_and_verify(&raw[..]).unwrap_err();
+    assert!(err.to_string().contains("unsafe path"), "{err}");
+}
