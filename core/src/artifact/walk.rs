@@ -257,6 +257,7 @@ mod tests {
         assert!(!escapes("etc/a", "b/../c"));
         assert!(escapes("etc/a", "../../etc/shadow"));
         assert!(escapes("a", "../x"));
-        assert!(escapes("etc/x/a", "y/../../../z"));
+        assert!(!escapes("etc/x/a", "y/../../../z"));
+        assert!(escapes("etc/x/a", "y/../../../../z"));
     }
 }
