@@ -27,42 +27,43 @@ pub fn header(entry_type: EntryType, mode: u32, size: u64, mtime: u64) -> Header
 }
 
 const BUF: usize = 1 << 20;
-/// Buffers in flight between the tar thread and the hashing thread: bounds memory to
+/// Buffers in flight between the writing thread and the hashing thread: bounds memory to
 /// (DEPTH + 1) MiB whatever the artifact size.
 const DEPTH: usize = 4;
 
-/// A `Write` that hands 1 MiB buffers to a thread which hashes them (SHA-256) and writes
-/// them to the inner writer.
+/// A `Write` that collects 1 MiB buffers, writes each to the inner writer on the caller's
+/// thread and hands it to a second thread that computes the SHA-256 of everything written.
+/// Writing (kernel time) and hashing (CPU time) then proceed in parallel.
 #[derive(Debug)]
-pub struct HashingSink {
+pub struct HashingSink<W: Write> {
+    out: W,
+    n: u64,
     buf: Vec<u8>,
     tx: Option<mpsc::SyncSender<Vec<u8>>>,
     recycle: mpsc::Receiver<Vec<u8>>,
-    worker: Option<thread::JoinHandle<io::Result<(Digest, u64)>>>,
+    hasher: Option<thread::JoinHandle<Digest>>,
 }
 
-impl HashingSink {
-    pub fn new<W: Write + Send + 'static>(mut out: W) -> Self {
+impl<W: Write> HashingSink<W> {
+    pub fn new(out: W) -> Self {
         let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(DEPTH);
         let (back_tx, recycle) = mpsc::channel::<Vec<u8>>();
-        let worker = thread::spawn(move || {
+        let hasher = thread::spawn(move || {
             let mut h = Sha256::new();
-            let mut n = 0u64;
             for mut buf in rx {
                 h.update(&buf);
-                out.write_all(&buf)?;
-                n += buf.len() as u64;
                 buf.clear();
                 let _ = back_tx.send(buf);
             }
-            out.flush()?;
-            Ok((Digest::from_bytes(h.finalize().into()), n))
+            Digest::from_bytes(h.finalize().into())
         });
         HashingSink {
+            out,
+            n: 0,
             buf: Vec::with_capacity(BUF),
             tx: Some(tx),
             recycle,
-            worker: Some(worker),
+            hasher: Some(hasher),
         }
     }
 
@@ -70,39 +71,34 @@ impl HashingSink {
         if self.buf.is_empty() {
             return Ok(());
         }
+        self.out.write_all(&self.buf)?;
+        self.n += self.buf.len() as u64;
         let next = self
             .recycle
             .try_recv()
             .unwrap_or_else(|_| Vec::with_capacity(BUF));
         let full = std::mem::replace(&mut self.buf, next);
-        let sent = self.tx.as_ref().map(|tx| tx.send(full).is_ok());
-        if sent == Some(true) {
-            Ok(())
-        } else {
-            // The worker stopped: its write error is reported by `finish`.
-            Err(io::Error::new(
-                io::ErrorKind::BrokenPipe,
-                "output writer stopped",
-            ))
+        match &self.tx {
+            Some(tx) if tx.send(full).is_ok() => Ok(()),
+            _ => Err(io::Error::other("the hashing thread stopped")),
         }
     }
 
-    /// Flushes, waits for the worker, and returns the SHA-256 and length of all bytes written.
+    /// Flushes, waits for the hasher, and returns the SHA-256 and length of all bytes written.
     pub fn finish(mut self) -> io::Result<(Digest, u64)> {
-        let sent = self.send();
+        self.send()?;
+        self.out.flush()?;
         drop(self.tx.take());
-        let res = self
-            .worker
+        let digest = self
+            .hasher
             .take()
-            .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .unwrap_or_else(|| Err(io::Error::other("finished twice")));
-        let res = res?;
-        sent?;
-        Ok(res)
+            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .ok_or_else(|| io::Error::other("finished twice"))?;
+        Ok((digest, self.n))
     }
 }
 
-impl Write for HashingSink {
+impl<W: Write> Write for HashingSink<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
         let room = BUF - self.buf.len();
         let n = data.len().min(room);
