@@ -13,8 +13,7 @@ use super::{
 use crate::digest::Digest;
 use serde::{Deserialize, Serialize};
 use std::{
-    fs,
-    io::{self, Read},
+    fs, io,
     path::{Path, PathBuf},
 };
 use tar::EntryType;
@@ -82,35 +81,21 @@ pub enum BuildError {
     },
 }
 
-/// Reads exactly the planned bytes of a file; a file that ends early is an error rather
-/// than a silently short tar entry.
-struct Exact<'a> {
-    file: fs::File,
-    left: u64,
-    path: &'a Path,
-}
-
-impl Read for Exact<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.left == 0 {
-            return Ok(0);
+/// Reserves disk space for the whole tar up front (an over-estimate, trimmed afterwards).
+/// Besides failing early on a full disk, this spares the filesystem from allocating blocks
+/// piecemeal during the write, which on ext4 measurably speeds up writing large artifacts.
+/// Filesystems without `fallocate` simply skip it.
+fn reserve(file: &fs::File, plan: &Plan, index_len: u64) -> bool {
+    let padded = |n: u64| n.div_ceil(512) * 512;
+    let mut total = 8 * 512 + padded(index_len) + padded(plan.manifest_text.len() as u64) + 1024;
+    for e in &plan.entries {
+        // Header, plus a GNU long-name record for long paths or link targets.
+        total += 512 + 2 * (512 + padded(e.node.rel.len() as u64 + 8));
+        if let Kind::File { size } = e.node.kind {
+            total += padded(size);
         }
-        let want = buf
-            .len()
-            .min(usize::try_from(self.left).unwrap_or(usize::MAX));
-        let n = self.file.read(&mut buf[..want])?;
-        if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!(
-                    "{}: changed during the build (shorter than when scanned)",
-                    self.path.display()
-                ),
-            ));
-        }
-        self.left -= n as u64;
-        Ok(n)
     }
+    rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, total).is_ok()
 }
 
 fn rootfs_path(rel: &str) -> String {
@@ -132,6 +117,15 @@ pub fn build(plan: &Plan, opts: &BuildOptions, out_dir: &Path) -> Result<BuildRe
     fs::create_dir_all(out_dir).map_err(out_err(out_dir))?;
     let tar_path = out_dir.join("module.tar");
     let json_path = out_dir.join("module.json");
+    // A previous build's outputs go first: a build that fails must not leave an older
+    // artifact behind that looks like its result.
+    for stale in [&tar_path, &json_path] {
+        match fs::remove_file(stale) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(out_err(stale)(e)),
+        }
+    }
 
     // 1. Per-file digests (the index, written first, needs them).
     let files: Vec<_> = plan
@@ -142,7 +136,11 @@ pub fn build(plan: &Plan, opts: &BuildOptions, out_dir: &Path) -> Result<BuildRe
         .collect();
     let t0 = std::time::Instant::now();
     let hashes = hash::hash_files(&plan.rootfs, &files)?;
-    tracing::debug!(ms = t0.elapsed().as_millis() as u64, files = files.len(), "hashed files");
+    tracing::debug!(
+        ms = t0.elapsed().as_millis() as u64,
+        files = files.len(),
+        "hashed files"
+    );
 
     // 2. Index, release, composefs tree.
     let m = &plan.manifest;
@@ -231,13 +229,12 @@ pub fn build(plan: &Plan, opts: &BuildOptions, out_dir: &Path) -> Result<BuildRe
     // 3. The tar, streamed through the hashing sink into a temporary file.
     let tmp_tar = out_dir.join(".module.tar.partial");
     let file = fs::File::create(&tmp_tar).map_err(out_err(&tmp_tar))?;
-    // The BufWriter lets `io::copy` (inside tar-rs) read files straight into a 1 MiB buffer
-    // instead of 8 KiB at a time.
-    let sink = io::BufWriter::with_capacity(1 << 20, HashingSink::new(file));
+    let reserved = reserve(&file, plan, index.to_bytes().len() as u64);
+    let sink = HashingSink::new(file);
     let mtime = opts.source_date_epoch;
     let mut tb = tar::Builder::new(sink);
     let io_err = out_err(&tmp_tar);
-    type Sink = io::BufWriter<HashingSink<fs::File>>;
+    type Sink = HashingSink<fs::File>;
     let write = |tb: &mut tar::Builder<Sink>, path: &str, mode: u32, data: &[u8]| {
         let mut h = header(EntryType::Regular, mode, data.len() as u64, mtime);
         tb.append_data(&mut h, path, data)
@@ -251,7 +248,7 @@ pub fn build(plan: &Plan, opts: &BuildOptions, out_dir: &Path) -> Result<BuildRe
         Ok(())
     })()
     .map_err(&io_err)?;
-    for (e, _fh) in plan.entries.iter().zip(&per_entry) {
+    for (e, fh) in plan.entries.iter().zip(&per_entry) {
         let path = rootfs_path(&e.node.rel);
         match &e.node.kind {
             Kind::Dir => {
@@ -264,15 +261,21 @@ pub fn build(plan: &Plan, opts: &BuildOptions, out_dir: &Path) -> Result<BuildRe
                 tb.append_link(&mut h, &path, target).map_err(&io_err)?;
             }
             Kind::File { size } => {
+                if let Some(data) = fh.and_then(|f| f.data.as_deref()) {
+                    // Kept from hashing: pack exactly the bytes that were hashed.
+                    write(&mut tb, &path, e.mode, data).map_err(&io_err)?;
+                    continue;
+                }
                 let src = plan.rootfs.join(&e.node.rel);
-                let file = open_checked(&src, &e.node.stamp)?;
+                let mut file = open_checked(&src, &e.node.stamp)?;
+                // tar-rs writes the header (and any GNU long-name record) for an entry of
+                // `size` bytes; the data is then read straight into the sink's buffers and
+                // padded to the 512-byte record, as `append_data` itself would.
                 let mut h = header(EntryType::Regular, e.mode, *size, mtime);
-                let mut r = Exact {
-                    file,
-                    left: *size,
-                    path: &src,
-                };
-                tb.append_data(&mut h, &path, &mut r).map_err(|err| {
+                tb.append_data(&mut h, &path, io::empty())
+                    .map_err(&io_err)?;
+                let sink = tb.get_mut();
+                sink.copy_exact(&mut file, *size).map_err(|err| {
                     if err.kind() == io::ErrorKind::UnexpectedEof {
                         BuildError::Walk(WalkError::Changed {
                             path: src.clone(),
@@ -282,13 +285,22 @@ pub fn build(plan: &Plan, opts: &BuildOptions, out_dir: &Path) -> Result<BuildRe
                         BuildError::Walk(WalkError::io(&src, err))
                     }
                 })?;
-                hash::check_unchanged(&r.file, &src, &e.node.stamp)?;
+                let pad = (512 - (*size % 512)) % 512;
+                io::Write::write_all(sink, &[0u8; 512][..pad as usize]).map_err(&io_err)?;
+                hash::check_unchanged(&file, &src, &e.node.stamp)?;
             }
         }
     }
     let sink = tb.into_inner().map_err(&io_err)?;
-    let sink = sink.into_inner().map_err(|e| io_err(e.into_error()))?;
     let (tar_sha256, tar_size) = sink.finish().map_err(&io_err)?;
+    if reserved {
+        // Give back whatever the reservation over-estimated.
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&tmp_tar)
+            .and_then(|f| f.set_len(tar_size))
+            .map_err(&io_err)?;
+    }
     tracing::debug!(ms = t0.elapsed().as_millis() as u64, "tar written");
 
     let module = ModuleJson {

@@ -28,7 +28,15 @@ pub enum Content {
 pub struct FileHash {
     pub sha256: Digest,
     pub content: Content,
+    /// The bytes that were hashed, kept for small files so the tar writer packs exactly
+    /// what was hashed without opening the file again.
+    pub data: Option<Box<[u8]>>,
 }
+
+/// Files up to this size are kept in memory between hashing and writing …
+const KEEP_FILE_MAX: u64 = 64 << 10;
+/// … up to this many bytes per hashing thread, which bounds memory whatever the module.
+const KEEP_BUDGET: u64 = 8 << 20;
 
 const CHUNK: usize = 1 << 20;
 
@@ -89,53 +97,111 @@ pub fn for_each_chunk(
     check_unchanged(file, path, stamp)
 }
 
-fn sha256_of(rootfs: &Path, node: &Node, buf: &mut [u8]) -> Result<Digest, WalkError> {
-    let path = rootfs.join(&node.rel);
-    let mut file = open_checked(&path, &node.stamp)?;
-    let mut h = Sha256::new();
-    for_each_chunk(&mut file, &path, &node.stamp, buf, |c| h.update(c))?;
-    Ok(Digest::from_bytes(h.finalize().into()))
+/// Files at least this large are hashed by both threads at once (one computes SHA-256, the
+/// other fs-verity); smaller files go to one thread, which computes both from one read.
+const SHARED_MIN: u64 = 4 << 20;
+
+#[derive(Default)]
+struct Partial {
+    sha256: Option<Digest>,
+    content: Option<Content>,
+    data: Option<Box<[u8]>>,
 }
 
-fn content_of(rootfs: &Path, node: &Node, buf: &mut [u8]) -> Result<Content, WalkError> {
+/// Reads a file once, feeding the requested digests.
+fn digest_file(
+    rootfs: &Path,
+    node: &Node,
+    buf: &mut [u8],
+    want_sha: bool,
+    want_content: bool,
+    keep: bool,
+) -> Result<Partial, WalkError> {
     let path = rootfs.join(&node.rel);
     let mut file = open_checked(&path, &node.stamp)?;
-    if node.stamp.size <= INLINE_MAX {
-        let mut data = Vec::with_capacity(node.stamp.size as usize);
-        for_each_chunk(&mut file, &path, &node.stamp, buf, |c| {
-            data.extend_from_slice(c)
-        })?;
-        return Ok(Content::Inline(data.into_boxed_slice()));
-    }
-    let mut h = FsVerityHasher::<Sha256HashValue, 12>::new();
+    let inline = node.stamp.size <= INLINE_MAX;
+    let keep = keep || (want_content && inline);
+    let mut sha = want_sha.then(Sha256::new);
+    let mut verity = (want_content && !inline).then(FsVerityHasher::<Sha256HashValue, 12>::new);
+    let mut data = Vec::new();
     for_each_chunk(&mut file, &path, &node.stamp, buf, |c| {
-        // Writing to the hasher cannot fail: it only buffers and hashes.
-        let _ = h.write_all(c);
+        if let Some(h) = sha.as_mut() {
+            h.update(c);
+        }
+        if let Some(v) = verity.as_mut() {
+            // Writing to the hasher cannot fail: it only buffers and hashes.
+            let _ = v.write_all(c);
+        }
+        if keep {
+            data.extend_from_slice(c);
+        }
     })?;
-    Ok(Content::External(h.digest()))
+    let data = keep.then(|| data.into_boxed_slice());
+    Ok(Partial {
+        sha256: sha.map(|h| Digest::from_bytes(h.finalize().into())),
+        content: want_content.then(|| match verity {
+            Some(mut v) => Content::External(v.digest()),
+            None => Content::Inline(data.clone().unwrap_or_default()),
+        }),
+        data,
+    })
 }
 
-/// Computes [`FileHash`] for each regular file in `files`, in the same order.
+/// One of the two hashing threads: `me` is 0 or 1.
+fn worker(rootfs: &Path, files: &[&Node], me: usize) -> Result<Vec<(usize, Partial)>, WalkError> {
+    let mut buf = vec![0u8; CHUNK];
+    let mut out = Vec::new();
+    let mut budget = KEEP_BUDGET;
+    for (i, n) in files.iter().enumerate() {
+        let size = n.stamp.size;
+        let (sha, content) = if size >= SHARED_MIN {
+            (me == 0, me == 1)
+        } else if i % 2 == me {
+            (true, true)
+        } else {
+            continue;
+        };
+        let keep = sha && size <= KEEP_FILE_MAX && size <= budget;
+        if keep {
+            budget -= size;
+        }
+        out.push((i, digest_file(rootfs, n, &mut buf, sha, content, keep)?));
+    }
+    Ok(out)
+}
+
+/// Computes [`FileHash`] for each regular file in `files`, in the same order, on two threads.
 pub fn hash_files(rootfs: &Path, files: &[&Node]) -> Result<Vec<FileHash>, WalkError> {
-    let (shas, contents) = std::thread::scope(|s| {
-        let shas = s.spawn(|| {
-            let mut buf = vec![0u8; CHUNK];
-            files
-                .iter()
-                .map(|n| sha256_of(rootfs, n, &mut buf))
-                .collect::<Result<Vec<_>, _>>()
-        });
-        let mut buf = vec![0u8; CHUNK];
-        let contents = files
-            .iter()
-            .map(|n| content_of(rootfs, n, &mut buf))
-            .collect::<Result<Vec<_>, _>>();
-        (shas.join(), contents)
+    let (a, b) = std::thread::scope(|s| {
+        let other = s.spawn(|| worker(rootfs, files, 1));
+        let mine = worker(rootfs, files, 0);
+        (mine, other.join())
     });
-    let shas = shas.unwrap_or_else(|p| std::panic::resume_unwind(p))?;
-    Ok(shas
+    let b = b.unwrap_or_else(|p| std::panic::resume_unwind(p))?;
+    let mut parts: Vec<Partial> = files.iter().map(|_| Partial::default()).collect();
+    for (i, p) in a?.into_iter().chain(b) {
+        let slot = &mut parts[i];
+        if p.sha256.is_some() {
+            slot.sha256 = p.sha256;
+            slot.data = p.data;
+        }
+        if p.content.is_some() {
+            slot.content = p.content;
+        }
+    }
+    parts
         .into_iter()
-        .zip(contents?)
-        .map(|(sha256, content)| FileHash { sha256, content })
-        .collect())
+        .zip(files)
+        .map(|(p, n)| match (p.sha256, p.content) {
+            (Some(sha256), Some(content)) => Ok(FileHash {
+                sha256,
+                content,
+                data: p.data,
+            }),
+            _ => Err(WalkError::Changed {
+                path: rootfs.join(&n.rel),
+                what: "not hashed",
+            }),
+        })
+        .collect()
 }

@@ -8,7 +8,7 @@
 use crate::digest::Digest;
 use sha2::{Digest as _, Sha256};
 use std::{
-    io::{self, Write},
+    io::{self, Read, Write},
     sync::mpsc,
     thread,
 };
@@ -38,21 +38,25 @@ const DEPTH: usize = 4;
 pub struct HashingSink<W: Write> {
     out: W,
     n: u64,
-    buf: Vec<u8>,
-    tx: Option<mpsc::SyncSender<Vec<u8>>>,
-    recycle: mpsc::Receiver<Vec<u8>>,
+    buf: Box<[u8]>,
+    len: usize,
+    tx: Option<mpsc::SyncSender<(Box<[u8]>, usize)>>,
+    recycle: mpsc::Receiver<Box<[u8]>>,
     hasher: Option<thread::JoinHandle<Digest>>,
+}
+
+fn new_buf() -> Box<[u8]> {
+    vec![0u8; BUF].into_boxed_slice()
 }
 
 impl<W: Write> HashingSink<W> {
     pub fn new(out: W) -> Self {
-        let (tx, rx) = mpsc::sync_channel::<Vec<u8>>(DEPTH);
-        let (back_tx, recycle) = mpsc::channel::<Vec<u8>>();
+        let (tx, rx) = mpsc::sync_channel::<(Box<[u8]>, usize)>(DEPTH);
+        let (back_tx, recycle) = mpsc::channel::<Box<[u8]>>();
         let hasher = thread::spawn(move || {
             let mut h = Sha256::new();
-            for mut buf in rx {
-                h.update(&buf);
-                buf.clear();
+            for (buf, len) in rx {
+                h.update(&buf[..len]);
                 let _ = back_tx.send(buf);
             }
             Digest::from_bytes(h.finalize().into())
@@ -60,7 +64,8 @@ impl<W: Write> HashingSink<W> {
         HashingSink {
             out,
             n: 0,
-            buf: Vec::with_capacity(BUF),
+            buf: new_buf(),
+            len: 0,
             tx: Some(tx),
             recycle,
             hasher: Some(hasher),
@@ -68,20 +73,38 @@ impl<W: Write> HashingSink<W> {
     }
 
     fn send(&mut self) -> io::Result<()> {
-        if self.buf.is_empty() {
+        if self.len == 0 {
             return Ok(());
         }
-        self.out.write_all(&self.buf)?;
-        self.n += self.buf.len() as u64;
-        let next = self
-            .recycle
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(BUF));
+        self.out.write_all(&self.buf[..self.len])?;
+        self.n += self.len as u64;
+        let next = self.recycle.try_recv().unwrap_or_else(|_| new_buf());
         let full = std::mem::replace(&mut self.buf, next);
+        let len = std::mem::take(&mut self.len);
         match &self.tx {
-            Some(tx) if tx.send(full).is_ok() => Ok(()),
+            Some(tx) if tx.send((full, len)).is_ok() => Ok(()),
             _ => Err(io::Error::other("the hashing thread stopped")),
         }
+    }
+
+    /// Copies exactly `n` bytes from `r` straight into the outgoing buffers (no intermediate
+    /// copy). Fails with `UnexpectedEof` if `r` ends early.
+    pub fn copy_exact(&mut self, r: &mut impl Read, mut n: u64) -> io::Result<()> {
+        while n > 0 {
+            if self.len == BUF {
+                self.send()?;
+            }
+            let room = (BUF - self.len).min(usize::try_from(n).unwrap_or(usize::MAX));
+            let got = match r.read(&mut self.buf[self.len..self.len + room]) {
+                Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(k) => k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            self.len += got;
+            n -= got as u64;
+        }
+        Ok(())
     }
 
     /// Flushes, waits for the hasher, and returns the SHA-256 and length of all bytes written.
@@ -100,12 +123,12 @@ impl<W: Write> HashingSink<W> {
 
 impl<W: Write> Write for HashingSink<W> {
     fn write(&mut self, data: &[u8]) -> io::Result<usize> {
-        let room = BUF - self.buf.len();
-        let n = data.len().min(room);
-        self.buf.extend_from_slice(&data[..n]);
-        if self.buf.len() == BUF {
+        if self.len == BUF {
             self.send()?;
         }
+        let n = data.len().min(BUF - self.len);
+        self.buf[self.len..self.len + n].copy_from_slice(&data[..n]);
+        self.len += n;
         Ok(n)
     }
 
