@@ -86,3 +86,31 @@ fn missing_and_mistyped_fields() {
         "{f}"
     );
 }
+
+#[test]
+fn zz_explore() {
+    let base = "schema_version: 1\nidentity:\n  name: me\n  category: userland\n  variety: config\n  cosign_identity_regexp: '^a$'\nfile_spec:\n  include: [\"/etc/**\"]\n";
+    let cases: Vec<String> = vec![
+        base.replace("schema_version: 1", "schema_version: 2"),
+        base.replace("'^a$'", "'^(a$'"),
+        base.replace("'^a$'", "'a'"),
+        base.replace("  cosign_identity_regexp: '^a$'\n", ""),
+        format!("{base}modes:\n  \"/etc/x\": 999\n  \"/etc/y\": \"rwx\"\n  \"/etc/z\": 0640\n  \"/etc/w\": 640\n  \"/etc/v\": \"+64\"\n  \"/etc/u\": 0o644\n  \"/etc/*\": \"0644\"\n  \"etc/r\": \"0644\"\n  \"/etc/../q\": \"0644\"\n  \"/etc/d/\": \"0644\"\n  \"/etc/t\": 1.5\n  \"/etc/s\": true\n"),
+        format!("{base}package_spec: [redis, Redis, redis, a]\n"),
+        format!("{base}dependency_spec:\n  - name: other\n  - name: other\n  - name: me\n  - name: Bad_Dep\n"),
+        format!("{base}dependency_spec:\n  - name: other\n    nmae: x\n"),
+        base.replace("  include: [\"/etc/**\"]\n", "  include: [\"/etc/**\"]\n  exlude: []\n"),
+        base.replace("  include: [\"/etc/**\"]\n", "  include: [\"/etc/**\", \"etc/x\", \"/etc/../x\", \"/etc/[x\"]\n"),
+        format!("{base}protected_spec: [\"/etc/x/secret\"]\n").replace("  include: [\"/etc/**\"]\n", "  include: [\"/etc/**\"]\n  exclude: [\"/etc/x\"]\n"),
+        format!("{base}mask: [\"/usr/x\"]\n").replace("variety: config", "variety: subscription"),
+        base.replace("  name: me\n", ""),
+        base.replace("file_spec:\n  include: [\"/etc/**\"]\n", "file_spec: {}\n"),
+        base.replace("file_spec:\n  include: [\"/etc/**\"]\n", ""),
+        format!("{base}dependency_spec:\n  - {{}}\n"),
+    ];
+    for c in cases {
+        let out = parse(&c);
+        println!("---\n{c}manifest: {}", out.manifest.is_some());
+        for f in &out.findings { println!("  {f}   field={:?}", f.field); }
+    }
+}
