@@ -40,6 +40,152 @@ pub enum Command {
     Build(BuildArgs),
     /// Verify an artifact against its index.json and print what it contains.
     Inspect(InspectArgs),
+    /// Write a cosign key pair (cosign.key encrypted with $COSIGN_PASSWORD, cosign.pub).
+    GenerateKeyPair(KeyPairArgs),
+    /// Push dist/module.tar to an OCI registry as a module artifact; prints HOST/REPO@sha256:….
+    ///
+    /// The blob is streamed and skipped when the registry already has it; pushing the same
+    /// build twice changes nothing.
+    Push(PushArgs),
+    /// Sign a pushed artifact (cosign-compatible), with a key or keyless (OIDC + Fulcio).
+    Sign(SignArgs),
+    /// Verify an artifact's signatures against a key or a pinned keyless identity.
+    Verify(VerifyArgs),
+    /// validate → build → push → sign in one step: the CI entry point.
+    ///
+    /// In Actions (GITHUB_ACTIONS or GITEA_ACTIONS set) it writes digest, reference,
+    /// composefs-digest and version to $GITHUB_OUTPUT and a summary to $GITHUB_STEP_SUMMARY.
+    /// The version comes from the tag (v0.1.0 → 0.1.0); a non-tag ref needs --version.
+    Release(ReleaseArgs),
+}
+
+/// How to reach the registry.
+#[derive(Debug, Args, Clone)]
+pub struct RegistryArgs {
+    /// Registry user name (else REGISTRY_USERNAME, else docker's config.json).
+    #[arg(short = 'u', long, env = "REGISTRY_USERNAME")]
+    pub username: Option<String>,
+    /// Registry password or token (else REGISTRY_PASSWORD, else docker's config.json).
+    #[arg(short = 'p', long, env = "REGISTRY_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Allow plain HTTP to a non-loopback registry (loopback registries always may).
+    #[arg(long)]
+    pub insecure: bool,
+}
+
+/// How to sign: a key, or keyless.
+#[derive(Debug, Args, Clone)]
+pub struct SigningArgs {
+    /// Sign with this cosign private key (password from $COSIGN_PASSWORD). Without it,
+    /// signing is keyless.
+    #[arg(long, value_name = "FILE", env = "COSIGN_KEY")]
+    pub key: Option<PathBuf>,
+    /// Fulcio to get a keyless signing certificate from.
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "FULCIO_URL",
+        default_value = "https://fulcio.sigstore.dev"
+    )]
+    pub fulcio_url: String,
+    /// Rekor to log the signature in (none: no transparency-log entry).
+    #[arg(long, value_name = "URL", env = "REKOR_URL")]
+    pub rekor_url: Option<String>,
+    /// OIDC identity token (else $SIGSTORE_ID_TOKEN, else the Actions runner's).
+    #[arg(long, value_name = "JWT", hide_env_values = true)]
+    pub identity_token: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KeyPairArgs {
+    /// Writes PREFIX.key and PREFIX.pub.
+    #[arg(long, default_value = "cosign", value_name = "PREFIX")]
+    pub output_key_prefix: String,
+    /// Overwrite existing files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The module directory; pushes DIR/dist/module.tar described by DIR/dist/module.json.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Target HOST/REPO[:TAG]; the tag defaults to v<version>.
+    #[arg(long = "ref", value_name = "HOST/REPO[:TAG]")]
+    pub reference: String,
+    /// Where module.tar and module.json are [default: DIR/dist].
+    #[arg(long, value_name = "DIR")]
+    pub artifact_dir: Option<PathBuf>,
+    /// Source repository URL for org.opencontainers.image.source [default: from Actions
+    /// env or git remote origin].
+    #[arg(long, value_name = "URL")]
+    pub source: Option<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct SignArgs {
+    /// What to sign: HOST/REPO@sha256:… (a tag is resolved to its digest first).
+    pub reference: String,
+    #[command(flatten)]
+    pub signing: SigningArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// What to verify: HOST/REPO:TAG or HOST/REPO@sha256:….
+    pub reference: String,
+    /// Accept signatures by this public key (cosign.pub); repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub key: Vec<PathBuf>,
+    /// Keyless: the certificate identity (SAN URI or email) must match this regexp.
+    #[arg(
+        long,
+        value_name = "REGEXP",
+        requires = "certificate_oidc_issuer_regexp"
+    )]
+    pub certificate_identity_regexp: Option<String>,
+    /// Keyless: the certificate's OIDC issuer must match this regexp.
+    #[arg(long, value_name = "REGEXP", requires = "certificate_identity_regexp")]
+    pub certificate_oidc_issuer_regexp: Option<String>,
+    /// Sigstore trusted_root.json with the Fulcio CA chains and Rekor keys to trust.
+    #[arg(long, value_name = "FILE")]
+    pub trusted_root: Option<PathBuf>,
+    /// Accept keyless signatures without a transparency-log entry.
+    #[arg(long)]
+    pub insecure_ignore_tlog: bool,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ReleaseArgs {
+    /// The module directory.
+    #[arg(default_value = ".")]
+    pub dir: PathBuf,
+    /// Target HOST/REPO[:TAG]; the tag defaults to v<version>.
+    #[arg(long = "ref", value_name = "HOST/REPO[:TAG]")]
+    pub reference: String,
+    /// Release this version even when not building a tag.
+    #[arg(long, value_name = "V")]
+    pub version: Option<String>,
+    /// Timestamp for every entry (see `build --help`).
+    #[arg(long, value_name = "N")]
+    pub source_date_epoch: Option<u64>,
+    /// Source repository URL for org.opencontainers.image.source.
+    #[arg(long, value_name = "URL")]
+    pub source: Option<String>,
+    #[command(flatten)]
+    pub signing: SigningArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
@@ -82,7 +228,7 @@ pub struct BuildArgs {
     /// Version recorded in module-release. Defaults to the exact git tag at HEAD without its
     /// leading "v" (v0.1.0 → 0.1.0), then 0.0.0-dev.
     #[arg(long = "version", value_name = "V")]
-    pub module_version: Option<String>,
+    pub version: Option<String>,
     /// Architecture recorded in module-release ("all" for architecture-independent modules).
     #[arg(long, default_value = "all")]
     pub architecture: String,

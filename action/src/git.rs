@@ -42,3 +42,8 @@ pub fn version_from_tag(tag: &str) -> String {
         _ => tag.to_owned(),
     }
 }
+
+/// `git remote get-url origin`, for org.opencontainers.image.source.
+pub fn origin_url(dir: &Path) -> Option<String> {
+    git(dir, &["remote", "get-url", "origin"])
+}

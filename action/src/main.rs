@@ -1,5 +1,6 @@
 //! `module-builder`: validate, build and inspect powernode node modules.
 
+mod ci;
 mod cli;
 mod cmd;
 mod git;
@@ -15,6 +16,11 @@ fn main() -> ExitCode {
         cli::Command::Validate(a) => cmd::validate::run(a),
         cli::Command::Build(a) => cmd::build::run(a),
         cli::Command::Inspect(a) => cmd::inspect::run(a),
+        cli::Command::GenerateKeyPair(a) => cmd::keys::run(a),
+        cli::Command::Push(a) => cmd::push::run(a),
+        cli::Command::Sign(a) => cmd::sign::run(a),
+        cli::Command::Verify(a) => cmd::verify::run(a),
+        cli::Command::Release(a) => cmd::release::run(a),
     };
     match result {
         Ok(code) => code,

@@ -70,10 +70,21 @@ fn every_example_validates_builds_and_inspects() {
 
         let out = tempfile::tempdir().unwrap();
         let o = run(bin()
-            .args(["build", "--format", "json", "--source-date-epoch", "1700000000", "-o"])
+            .args([
+                "build",
+                "--format",
+                "json",
+                "--source-date-epoch",
+                "1700000000",
+                "-o",
+            ])
             .arg(out.path())
             .arg(&ex));
-        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let built = json(&o);
         let on_disk: Value =
             serde_json::from_slice(&fs::read(out.path().join("module.json")).unwrap()).unwrap();
@@ -82,10 +93,17 @@ fn every_example_validates_builds_and_inspects() {
         let o = run(bin()
             .args(["inspect", "--format", "json"])
             .arg(out.path().join("module.tar")));
-        assert!(o.status.success(), "{name}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         let i = json(&o);
         assert_eq!(i["tar"]["sha256"], built["tar"]["sha256"], "{name}");
-        assert_eq!(i["composefs"]["digest"], built["composefs"]["digest"], "{name}");
+        assert_eq!(
+            i["composefs"]["digest"], built["composefs"]["digest"],
+            "{name}"
+        );
         assert_eq!(i["release"]["source_date_epoch"], 1700000000, "{name}");
     }
 }
@@ -113,7 +131,11 @@ fn validate_reports_codes_fields_and_lines_and_exits_1() {
     assert_eq!(v["valid"], false);
     let errors = v["errors"].as_array().unwrap();
     let codes: Vec<_> = errors.iter().map(|e| e["code"].as_str().unwrap()).collect();
-    assert_eq!(codes, ["NAME_INVALID", "PATH_INVALID"], "sorted by code: {v:#}");
+    assert_eq!(
+        codes,
+        ["NAME_INVALID", "PATH_INVALID"],
+        "sorted by code: {v:#}"
+    );
     assert_eq!(errors[0]["field"], "identity.name");
     assert_eq!(errors[0]["line"], 3);
     assert_eq!(errors[1]["field"], "file_spec.include[1]");
@@ -126,7 +148,10 @@ fn validate_reports_codes_fields_and_lines_and_exits_1() {
         human.contains("manifest.yaml:3:9: error[NAME_INVALID] identity.name: must match ^[a-z0-9][a-z0-9-]{0,62}$"),
         "{human}"
     );
-    assert!(human.ends_with("invalid: 2 error(s), 0 conflict(s), 0 warning(s)\n"), "{human}");
+    assert!(
+        human.ends_with("invalid: 2 error(s), 0 conflict(s), 0 warning(s)\n"),
+        "{human}"
+    );
 }
 
 #[test]
@@ -134,18 +159,26 @@ fn validate_category_and_usage_errors() {
     let ex = repo().join("examples/modules/my-redis");
     let o = run(bin().args(["validate", "--category", "userland"]).arg(&ex));
     assert_eq!(o.status.code(), Some(0));
-    let o = run(bin().args(["validate", "--format", "json", "--category", "firmware"]).arg(&ex));
+    let o = run(bin()
+        .args(["validate", "--format", "json", "--category", "firmware"])
+        .arg(&ex));
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(json(&o)["errors"][0]["code"], "CATEGORY_MISMATCH");
     let o = run(bin().args(["validate", "--category", "games"]).arg(&ex));
-    assert_eq!(o.status.code(), Some(2), "unknown category slug is a usage error");
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "unknown category slug is a usage error"
+    );
     assert!(String::from_utf8_lossy(&o.stderr).contains("expected one of firmware"));
     let o = run(bin().args(["validate", "--format", "yaml"]));
     assert_eq!(o.status.code(), Some(2));
     let o = run(bin().arg("frobnicate"));
     assert_eq!(o.status.code(), Some(2));
     let missing = tempfile::tempdir().unwrap();
-    let o = run(bin().args(["validate", "--format", "json"]).arg(missing.path()));
+    let o = run(bin()
+        .args(["validate", "--format", "json"])
+        .arg(missing.path()));
     assert_eq!(o.status.code(), Some(1));
     assert_eq!(json(&o)["errors"][0]["code"], "MANIFEST_MISSING");
 }
@@ -154,10 +187,16 @@ fn validate_category_and_usage_errors() {
 fn help_teaches() {
     let o = run(bin().arg("--help"));
     let h = String::from_utf8(o.stdout).unwrap();
-    assert!(h.contains("module-builder validate") && h.contains("Exit status"), "{h}");
+    assert!(
+        h.contains("module-builder validate") && h.contains("Exit status"),
+        "{h}"
+    );
     let o = run(bin().args(["build", "--help"]));
     let h = String::from_utf8(o.stdout).unwrap();
-    assert!(h.contains("--source-date-epoch") && h.contains("--dry-run"), "{h}");
+    assert!(
+        h.contains("--source-date-epoch") && h.contains("--dry-run"),
+        "{h}"
+    );
 }
 
 #[test]
@@ -167,19 +206,27 @@ fn dry_run_lists_and_writes_nothing() {
     assert!(o.status.success());
     let out = String::from_utf8(o.stdout).unwrap();
     assert!(out.contains("/etc/redis/redis.conf"), "{out}");
-    assert!(!out.contains("sentinel.conf"), "excluded file listed: {out}");
+    assert!(
+        !out.contains("sentinel.conf"),
+        "excluded file listed: {out}"
+    );
     assert!(out.contains("my-redis: 2 files"), "{out}");
     assert!(!t.path().join("dist").exists());
-    let o = run(bin().args(["build", "--dry-run", "--format", "json"]).arg(t.path()));
+    let o = run(bin()
+        .args(["build", "--dry-run", "--format", "json"])
+        .arg(t.path()));
     let v = json(&o);
     assert_eq!(v["files"], 2);
-    let size = fs::metadata(t.path().join("rootfs/etc/redis/redis.conf")).unwrap().len();
+    let size = fs::metadata(t.path().join("rootfs/etc/redis/redis.conf"))
+        .unwrap()
+        .len();
     assert_eq!(v["total_size"], size);
 }
 
 #[test]
 fn invalid_module_is_not_built() {
-    let t = module_with_manifest(&seed_manifest().replace("schema_version: 1", "schema_version: 2"));
+    let t =
+        module_with_manifest(&seed_manifest().replace("schema_version: 1", "schema_version: 2"));
     let o = run(bin().arg("build").arg(t.path()));
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stdout).contains("SCHEMA_VERSION_UNSUPPORTED"));
@@ -226,7 +273,10 @@ fn scatter(src: &Path, dest: &Path, file_mode: u32, dir_mode: u32, reverse: bool
 fn same_inputs_give_the_same_bytes_under_different_conditions() {
     let src = repo().join("examples/modules/security-hardening");
     let a = tempfile::tempdir().unwrap();
-    let b = tempfile::Builder::new().prefix("other-checkout-path").tempdir().unwrap();
+    let b = tempfile::Builder::new()
+        .prefix("other-checkout-path")
+        .tempdir()
+        .unwrap();
     let a_mod = a.path().join("m");
     let b_mod = b.path().join("deeper/dir/m");
     scatter(&src, &a_mod, 0o644, 0o755, false);
@@ -268,7 +318,9 @@ fn same_inputs_give_the_same_bytes_under_different_conditions() {
         fs::read(out_b.join("module.json")).unwrap()
     );
     // The manifest's modes still apply after normalisation.
-    let o = run(bin().args(["inspect", "--format", "json"]).arg(out_b.join("module.tar")));
+    let o = run(bin()
+        .args(["inspect", "--format", "json"])
+        .arg(out_b.join("module.tar")));
     let v = json(&o);
     let sudoers = v["index"]["entries"]
         .as_array()
@@ -323,7 +375,10 @@ fn defaults_come_from_git_head_and_tag() {
         .arg(t.path())
         .env("SOURCE_DATE_EPOCH", "5"));
     assert_eq!(json(&o)["source_date_epoch"], 6);
-    let o = run(bin().args(["build"]).arg(t.path()).env("SOURCE_DATE_EPOCH", "soon"));
+    let o = run(bin()
+        .args(["build"])
+        .arg(t.path())
+        .env("SOURCE_DATE_EPOCH", "soon"));
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("SOURCE_DATE_EPOCH"));
 
@@ -347,5 +402,8 @@ fn inspect_refuses_a_tampered_artifact() {
     let o = run(bin().arg("inspect").arg(&tar));
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("rootfs/etc/redis/redis.conf") && err.contains("sha256"), "{err}");
+    assert!(
+        err.contains("rootfs/etc/redis/redis.conf") && err.contains("sha256"),
+        "{err}"
+    );
 }

@@ -11,3 +11,5 @@ pub mod manifest;
 
 /// The version of this library, recorded in artifacts as `BUILDER_VERSION`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub mod registry;
+pub mod trust;

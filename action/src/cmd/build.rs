@@ -37,7 +37,7 @@ pub fn options(a: &BuildArgs) -> anyhow::Result<BuildOptions> {
     Ok(BuildOptions {
         source_date_epoch: source_date_epoch(a.source_date_epoch, &a.dir)?,
         version: a
-            .module_version
+            .version
             .clone()
             .or_else(|| git::exact_tag(&a.dir).map(|t| git::version_from_tag(&t)))
             .unwrap_or_else(|| "0.0.0-dev".into()),

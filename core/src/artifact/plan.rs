@@ -121,7 +121,8 @@ pub fn analyse(dir: &Path, category: Option<Category>) -> Analysis {
                         m.identity.category
                     ),
                 )
-                .field("identity.category"),
+                .field("identity.category")
+                .at(m.identity.category_pos),
             );
         }
     }

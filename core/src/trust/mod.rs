@@ -1,0 +1,27 @@
+//! Signing and verification in cosign's layout, so `cosign verify` accepts what we write and
+//! we accept what cosign writes.
+//!
+//! - [`layout`]: the `sha256-<hex>.sig` manifest and its layers;
+//! - [`payload`]: the simple-signing payload that names the signed manifest digest;
+//! - [`keys`]: cosign's encrypted key files;
+//! - [`oidc`], [`fulcio`], [`rekor`]: keyless signing;
+//! - [`cert`], [`trusted_root`], [`bundle`]: what verification trusts;
+//! - [`verify`]: every check of DESIGN.md section 5, as a pure function over one layer plus
+//!   the fetch that feeds it;
+//! - [`sign`]: signing and appending a signature layer.
+
+pub mod bundle;
+pub mod cert;
+pub mod fulcio;
+pub mod keys;
+pub mod layout;
+pub mod oidc;
+pub mod payload;
+pub mod rekor;
+pub mod sign;
+pub mod trusted_root;
+pub mod verify;
+
+/// Fulcio's issuer extension (v2: DER UTF8String), and the deprecated v1 (raw string).
+pub const OID_ISSUER_V2: &str = "1.3.6.1.4.1.57264.1.8";
+pub const OID_ISSUER_V1: &str = "1.3.6.1.4.1.57264.1.1";
