@@ -1,0 +1,110 @@
+//! Debian's `docker-registry` (CNCF Distribution 2.8), started per test on a free loopback
+//! port with its own storage, and stopped when dropped.
+
+use std::{
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+pub struct TestRegistry {
+    /// `127.0.0.1:PORT`
+    pub host: String,
+    child: Child,
+    _dir: tempfile::TempDir,
+    pub log: PathBuf,
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn binary() -> PathBuf {
+    for p in ["/usr/bin/docker-registry", "/usr/sbin/docker-registry"] {
+        if std::path::Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!(
+        "docker-registry is not installed; these tests need a real registry: \
+         apt-get install -y docker-registry (scripts/test does this)"
+    );
+}
+
+impl TestRegistry {
+    pub fn start() -> Self {
+        Self::start_with("")
+    }
+
+    /// Starts a registry; `extra` is appended to its YAML config (e.g. `notifications:`).
+    pub fn start_with(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let host = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{extra}",
+                dir.path().join("data").display()
+            ),
+        )
+        .unwrap();
+        let log = dir.path().join("registry.log");
+        let child = Command::new(binary())
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::options().append(true).open(&log).unwrap(),
+            ))
+            .spawn()
+            .expect("starting docker-registry");
+        let r = TestRegistry {
+            host,
+            child,
+            _dir: dir,
+            log,
+        };
+        r.wait_ready();
+        r
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(mut s) = TcpStream::connect(&self.host) {
+                let _ = s.write_all(b"GET /v2/ HTTP/1.0\r\n\r\n");
+                let mut buf = String::new();
+                let _ = s.read_to_string(&mut buf);
+                if buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "docker-registry did not come up on {}; its log:\n{}",
+            self.host,
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+
+    /// `127.0.0.1:PORT/<repo>`
+    pub fn repo(&self, repo: &str) -> String {
+        format!("{}/{repo}", self.host)
+    }
+}
+
+impl Drop for TestRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,271 @@
+//! Keyless signing offline: a test certificate authority that plays Fulcio, an HTTP
+//! stand-in for Fulcio's signing-certificate endpoint, and a Rekor stand-in that logs
+//! hashedrekord entries and signs entry timestamps.
+
+use crate::{
+    http::{Request, Response, Server},
+    now,
+};
+use ::sigstore::crypto::{CosignVerificationKey, SigStoreSigner, Signature, SigningScheme};
+use base64::Engine as _;
+use powernode_module::trust::{bundle::BundlePayload, trusted_root::TrustedRoot};
+use rcgen::{
+    BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType,
+    SignatureAlgorithm,
+};
+use sha2::{Digest as _, Sha256};
+use std::sync::{
+    Arc, Mutex,
+    atomic::{AtomicI64, Ordering},
+};
+use x509_cert::der::{Decode, Encode, asn1::Utf8StringRef};
+
+const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+/// A raw EC public key (the SPKI's bit string) that rcgen can certify.
+struct EcPublicKey(Vec<u8>);
+
+impl PublicKeyData for EcPublicKey {
+    fn der_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    fn algorithm(&self) -> &'static SignatureAlgorithm {
+        &PKCS_ECDSA_P256_SHA256
+    }
+}
+
+fn spki_point(spki_der: &[u8]) -> Vec<u8> {
+    let spki = x509_cert::spki::SubjectPublicKeyInfoOwned::from_der(spki_der).unwrap();
+    spki.subject_public_key.raw_bytes().to_vec()
+}
+
+fn pem_body(pem: &str) -> Vec<u8> {
+    let b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    B64.decode(b64).unwrap()
+}
+
+fn odt(secs: i64) -> time::OffsetDateTime {
+    time::OffsetDateTime::from_unix_timestamp(secs).unwrap()
+}
+
+/// A certificate authority for tests.
+pub struct TestCa {
+    pub root_der: Vec<u8>,
+    pub root_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl TestCa {
+    pub fn new(name: &str) -> Self {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.distinguished_name
+            .push(DnType::OrganizationName, "powernode tests");
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.not_before = odt(now() as i64 - 86_400);
+        p.not_after = odt(now() as i64 + 86_400 * 365);
+        let cert = p.self_signed(&key).unwrap();
+        TestCa {
+            root_der: cert.der().to_vec(),
+            root_pem: cert.pem(),
+            issuer: Issuer::new(p, key),
+        }
+    }
+
+    /// Issues a Fulcio-style leaf: SAN URI `identity`, issuer extensions (.1.1 raw and
+    /// .1.8 UTF8String), code-signing EKU, valid `[not_before, not_after]`.
+    pub fn issue(
+        &self,
+        spki_der: &[u8],
+        identity: &str,
+        oidc_issuer: &str,
+        not_before: i64,
+        not_after: i64,
+    ) -> String {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = vec![SanType::URI(identity.try_into().unwrap())];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.not_before = odt(not_before);
+        p.not_after = odt(not_after);
+        p.custom_extensions = vec![
+            CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 57264, 1, 1],
+                oidc_issuer.as_bytes().to_vec(),
+            ),
+            CustomExtension::from_oid_content(
+                &[1, 3, 6, 1, 4, 1, 57264, 1, 8],
+                Utf8StringRef::new(oidc_issuer).unwrap().to_der().unwrap(),
+            ),
+        ];
+        p.signed_by(&EcPublicKey(spki_point(spki_der)), &self.issuer)
+            .unwrap()
+            .pem()
+    }
+
+    /// A Sigstore trusted_root.json trusting this CA (and a Rekor key, if given).
+    pub fn trusted_root(&self, rekor_key_der: Option<&[u8]>) -> String {
+        TrustedRoot::to_json(std::slice::from_ref(&self.root_der), rekor_key_der)
+    }
+}
+
+/// An unsigned JWT with these claims (Fulcio stand-ins do not check signatures).
+pub fn jwt(claims: &serde_json::Value) -> String {
+    let e = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    format!(
+        "{}.{}.{}",
+        e(br#"{"alg":"RS256","typ":"JWT"}"#),
+        e(serde_json::to_string(claims).unwrap().as_bytes()),
+        e(b"not-a-signature")
+    )
+}
+
+/// How the Fulcio stand-in dates the certificates it issues.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Validity {
+    /// Valid from a minute ago for ten minutes (as Fulcio).
+    Current,
+    /// Expired half an hour ago.
+    Expired,
+}
+
+/// A Fulcio stand-in: `POST /api/v2/signingCert`. It checks the proof of possession and
+/// certifies the request's public key for the token's `san` claim (URI) and `iss`.
+pub struct FakeFulcio {
+    pub server: Server,
+    pub validity: Arc<Mutex<Validity>>,
+}
+
+impl FakeFulcio {
+    pub fn start(ca: Arc<TestCa>) -> Self {
+        let validity = Arc::new(Mutex::new(Validity::Current));
+        let v = validity.clone();
+        let server = Server::start(move |req: &Request| {
+            if req.method != "POST" || req.path != "/api/v2/signingCert" {
+                return Response::text(404, "not found");
+            }
+            let body: serde_json::Value = match serde_json::from_slice(&req.body) {
+                Ok(b) => b,
+                Err(e) => return Response::text(400, &e.to_string()),
+            };
+            let token = body["credentials"]["oidcIdentityToken"]
+                .as_str()
+                .unwrap_or_default();
+            let claims: serde_json::Value = token
+                .split('.')
+                .nth(1)
+                .and_then(|p| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(p)
+                        .ok()
+                })
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+            let pem = body["publicKeyRequest"]["publicKey"]["content"]
+                .as_str()
+                .unwrap_or_default();
+            let proof = body["publicKeyRequest"]["proofOfPossession"]
+                .as_str()
+                .unwrap_or_default();
+            let subject = claims["email"]
+                .as_str()
+                .or(claims["sub"].as_str())
+                .unwrap_or_default();
+            let key = match CosignVerificationKey::try_from_pem(pem.as_bytes()) {
+                Ok(k) => k,
+                Err(e) => return Response::text(400, &format!("public key: {e}")),
+            };
+            if key
+                .verify_signature(
+                    Signature::Base64Encoded(proof.as_bytes()),
+                    subject.as_bytes(),
+                )
+                .is_err()
+            {
+                return Response::text(400, "proof of possession does not verify");
+            }
+            let (nb, na) = match *v.lock().unwrap() {
+                Validity::Current => (now() as i64 - 60, now() as i64 + 600),
+                Validity::Expired => (now() as i64 - 3600, now() as i64 - 1800),
+            };
+            let leaf = ca.issue(
+                &pem_body(pem),
+                claims["san"]
+                    .as_str()
+                    .unwrap_or("https://unknown.example/identity"),
+                claims["iss"].as_str().unwrap_or_default(),
+                nb,
+                na,
+            );
+            Response::json(
+                201,
+                &serde_json::json!({
+                    "signedCertificateEmbeddedSct": {"chain": {"certificates": [leaf, ca.root_pem]}}
+                }),
+            )
+        });
+        FakeFulcio { server, validity }
+    }
+}
+
+/// A Rekor stand-in: `POST /api/v1/log/entries` (hashedrekord), answering with the entry
+/// and a signed entry timestamp under its own P-256 key.
+pub struct FakeRekor {
+    pub server: Server,
+    pub public_key_der: Vec<u8>,
+}
+
+impl FakeRekor {
+    pub fn start() -> Self {
+        let signer: Arc<SigStoreSigner> = Arc::new(
+            SigningScheme::ECDSA_P256_SHA256_ASN1
+                .create_signer()
+                .unwrap(),
+        );
+        let public_key_der = signer
+            .to_sigstore_keypair()
+            .unwrap()
+            .public_key_to_der()
+            .unwrap();
+        let log_id = hex::encode(Sha256::digest(&public_key_der));
+        let index = Arc::new(AtomicI64::new(0));
+        let server = Server::start(move |req: &Request| {
+            if req.method != "POST" || req.path != "/api/v1/log/entries" {
+                return Response::text(404, "not found");
+            }
+            let entry: serde_json::Value = match serde_json::from_slice(&req.body) {
+                Ok(v) => v,
+                Err(e) => return Response::text(400, &e.to_string()),
+            };
+            if entry["kind"] != "hashedrekord" {
+                return Response::text(400, "only hashedrekord");
+            }
+            let payload = BundlePayload {
+                body: B64.encode(serde_json::to_vec(&entry).unwrap()),
+                integrated_time: now() as i64,
+                log_index: index.fetch_add(1, Ordering::SeqCst),
+                log_id: log_id.clone(),
+            };
+            let set = signer.sign(&payload.canonical()).unwrap();
+            Response::json(
+                201,
+                &serde_json::json!({
+                    format!("{:064x}", payload.log_index): {
+                        "body": payload.body,
+                        "integratedTime": payload.integrated_time,
+                        "logID": payload.log_id,
+                        "logIndex": payload.log_index,
+                        "verification": {"signedEntryTimestamp": B64.encode(set)},
+                    }
+                }),
+            )
+        });
+        FakeRekor {
+            server,
+            public_key_der,
+        }
+    }
+}
