@@ -92,7 +92,9 @@ pub fn lint<'a>(
                 Finding::new(
                     Code::ModeNotShipped,
                     FILE_NAME,
-                    format!("sets the mode of {path}, which this module does not ship"),
+                    format!(
+                        "sets the mode of {path}, which this module does not ship as a file or directory"
+                    ),
                 )
                 .field(format!("modes.{path:?}"))
                 .at(mode.pos),

@@ -33,7 +33,7 @@ struct Raw {
 #[serde(deny_unknown_fields)]
 struct RawIdentity {
     name: Spanned<String>,
-    category: Category,
+    category: Spanned<Category>,
     variety: Variety,
     #[serde(default)]
     description: String,
@@ -129,8 +129,19 @@ fn deserialize(text: &str) -> Result<Raw, Finding> {
         } else {
             Code::FieldInvalid
         };
+        let mut field = clean_path(&path);
+        if code == Code::FieldMissing {
+            // The path is the mapping that lacks the key; name the key itself, as
+            // FIELD_UNKNOWN does (`identity.name`, not `identity`).
+            if let Some(key) = message.split('`').nth(1) {
+                field = if field.is_empty() {
+                    key.to_string()
+                } else {
+                    format!("{field}.{key}")
+                };
+            }
+        }
         let mut f = Finding::new(code, FILE_NAME, message).at(e.location().map(Position::from));
-        let field = clean_path(&path);
         if !field.is_empty() {
             f = f.field(field);
         }
@@ -257,7 +268,8 @@ impl Checker {
             schema_version: raw.schema_version.value,
             identity: Identity {
                 name: name?,
-                category: raw.identity.category,
+                category: raw.identity.category.value,
+                category_pos: pos(&raw.identity.category),
                 variety: raw.identity.variety,
                 description: raw.identity.description,
                 cosign_identity_regexp: identity_re,
@@ -306,7 +318,7 @@ impl Checker {
                     Code::RegexInvalid,
                     field,
                     pos(v),
-                    format!("does not compile: {last}"),
+                    format!("{:?} does not compile: {last}", v.value),
                 );
                 None
             }
@@ -384,13 +396,25 @@ impl Checker {
                     Code::PathInvalid,
                     &field,
                     pos(m),
-                    "modes take exact paths, not globs",
+                    format!("{path:?}: modes take exact paths, not globs"),
+                );
+                continue;
+            }
+            if path.len() > 1 && path.ends_with('/') {
+                // Shipped paths never end in '/', so this mode would never apply.
+                self.push(
+                    Code::PathInvalid,
+                    &field,
+                    pos(m),
+                    format!("{path:?}: modes take exact paths without a trailing '/'"),
                 );
                 continue;
             }
             let digits = m.value.strip_prefix("0o").unwrap_or(&m.value);
+            // `from_str_radix` alone would also accept a sign ("+644").
+            let octal = digits.bytes().all(|b| matches!(b, b'0'..=b'7'));
             match u32::from_str_radix(digits, 8) {
-                Ok(bits) if digits.len() >= 3 && bits <= 0o7777 => {
+                Ok(bits) if octal && digits.len() >= 3 && bits <= 0o7777 => {
                     out.insert(
                         path.clone(),
                         At {
@@ -429,7 +453,7 @@ impl Checker {
                     Code::DependencySelf,
                     field,
                     pos(&d.name),
-                    "a module cannot depend on itself",
+                    format!("{name} is this module's own name: a module cannot depend on itself"),
                 );
             } else if !seen.insert(name.clone()) {
                 self.push(

@@ -152,6 +152,9 @@ pub struct At<T> {
 pub struct Identity {
     pub name: ModuleName,
     pub category: Category,
+    /// Where `identity.category` was written, for findings about it.
+    #[serde(skip)]
+    pub category_pos: Option<Position>,
     pub variety: Variety,
     pub description: String,
     pub cosign_identity_regexp: Option<Pattern>,
