@@ -91,8 +91,7 @@ fn containerfile_is_multi_stage_pinned_and_non_root() {
     assert!(c.contains("ca-certificates"));
     let user = c
         .lines()
-        .filter(|l| l.starts_with("USER "))
-        .last()
+        .rfind(|l| l.starts_with("USER "))
         .expect("a USER line");
     assert!(!user.contains(" 0") && !user.contains("root"), "{user}");
     assert!(c.contains("COPY action/entrypoint.sh /usr/local/bin/module-builder-action"));

@@ -23,12 +23,13 @@ pub fn source_date_epoch(flag: Option<u64>, dir: &Path) -> anyhow::Result<u64> {
     if let Some(n) = flag {
         return Ok(n);
     }
-    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH") {
-        if !v.is_empty() {
-            return v.trim().parse().with_context(|| {
-                format!("SOURCE_DATE_EPOCH={v:?} is not a whole number of seconds")
-            });
-        }
+    if let Ok(v) = std::env::var("SOURCE_DATE_EPOCH")
+        && !v.is_empty()
+    {
+        return v
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH={v:?} is not a whole number of seconds"));
     }
     Ok(git::head_commit_time(dir).unwrap_or(0))
 }

@@ -99,6 +99,7 @@ pub fn run(a: ReleaseArgs) -> anyhow::Result<ExitCode> {
         ("version", version.clone()),
     ])
     .context("writing $GITHUB_OUTPUT")?;
+    let tag = format!("{repo}:{}", target.tag().unwrap_or_default());
     let mode = if a.signing.key.is_some() {
         "key"
     } else {
@@ -115,7 +116,7 @@ pub fn run(a: ReleaseArgs) -> anyhow::Result<ExitCode> {
          | Signature | {mode}, `{sig}` |\n",
         name = built.name,
         reference = pushed.reference,
-        tag = format!("{repo}:{}", target.tag().unwrap_or_default()),
+        tag = tag,
         digest = pushed.digest,
         cfs = built.composefs.digest,
         fmt = built.composefs.format,

@@ -110,8 +110,10 @@ pub fn analyse(dir: &Path, category: Option<Category>) -> Analysis {
     };
     let parsed = manifest::parse(&text);
     let mut findings = parsed.findings;
-    if let (Some(want), Some(m)) = (category, &parsed.manifest) {
-        if m.identity.category != want {
+    if let (Some(want), Some(m)) = (category, &parsed.manifest)
+        && m.identity.category != want
+    {
+        {
             findings.push(
                 Finding::new(
                     Code::CategoryMismatch,

@@ -288,7 +288,6 @@ pub fn read_and_verify(r: impl Read) -> Result<Inspection, ReadError> {
     if let Some(missing) = expected.next() {
         return Err(ReadError::Missing(missing.path.clone()));
     }
-    drop(archive);
     // Hash whatever follows the end-of-archive marker too: the digest covers every byte.
     io::copy(&mut counting, &mut io::sink())?;
 

@@ -56,10 +56,10 @@ pub async fn discover(explicit: Option<String>, http: &reqwest::Client) -> Resul
     if let Some(t) = explicit.filter(|t| !t.is_empty()) {
         return IdToken::parse(&t);
     }
-    if let Ok(t) = std::env::var("SIGSTORE_ID_TOKEN") {
-        if !t.is_empty() {
-            return IdToken::parse(&t);
-        }
+    if let Ok(t) = std::env::var("SIGSTORE_ID_TOKEN")
+        && !t.is_empty()
+    {
+        return IdToken::parse(&t);
     }
     let (Ok(url), Ok(bearer)) = (
         std::env::var("ACTIONS_ID_TOKEN_REQUEST_URL"),
