@@ -1,16 +1,19 @@
-//! `module-webhook`: the registry-event receiver and promotion engine.
-//!
-//! Only the command-line surface exists so far; the receiver is being built (see
-//! DESIGN.md section 6). `serve` refuses to start rather than pretend to work.
+//! `module-webhook serve [--config FILE]`.
 
 use clap::{Parser, Subcommand};
-use std::{path::PathBuf, process::ExitCode};
+use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 
 #[derive(Debug, Parser)]
 #[command(
     name = "module-webhook",
     version,
-    about = "Receive registry push events, verify and ingest node modules, drive promotion"
+    about = "Receive registry push events, verify and ingest node modules as draft versions",
+    long_about = "module-webhook receives push events from a registry (CNCF Distribution \
+notifications, Gitea package webhooks, Harbor webhooks), verifies each module artifact's \
+signature against the module's pinned signer, checks its content and records it as a draft \
+version. A reconciler lists the registry periodically to catch missed events.\n\n\
+Configuration: a TOML file (--config) plus MODULE_WEBHOOK__SECTION__KEY environment variables \
+(e.g. MODULE_WEBHOOK__HOOKS__DISTRIBUTION_TOKEN); DATABASE_URL selects PostgreSQL."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -19,24 +22,48 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the receiver (not available in this build yet).
+    /// Run the receiver, the workers and the reconciler.
     Serve {
         /// Configuration file (TOML).
-        #[arg(long)]
+        #[arg(long, env = "MODULE_WEBHOOK_CONFIG")]
         config: Option<PathBuf>,
     },
 }
 
+fn init_logging() {
+    use tracing_subscriber::{EnvFilter, fmt};
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let b = fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        b.compact().init();
+    } else {
+        b.json().init();
+    }
+}
+
 fn main() -> ExitCode {
-    match Cli::parse().command {
-        Command::Serve { config } => {
-            let _ = config;
-            eprintln!(
-                "module-webhook serve: the receiver is not part of this build yet; \
-                 module-builder {} can validate and build modules today",
-                powernode_module::VERSION
-            );
-            ExitCode::from(2)
+    let cli = Cli::parse();
+    init_logging();
+    let Command::Serve { config } = cli.command;
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async {
+        let cfg = module_webhook::config::Config::load(config.as_deref())?;
+        module_webhook::app::App::new(cfg).await?.serve().await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
         }
     }
 }

@@ -1,0 +1,161 @@
+//! `/api/v1`: bearer tokens with roles (`read`, `operator`, `break-glass`); JSON errors as
+//! `{error, message}`.
+
+use crate::{
+    config::Role,
+    server::{AppState, error},
+    store::Lifecycle,
+};
+use axum::{
+    Json, Router,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde::Deserialize;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/modules", get(modules))
+        .route("/modules/{name}/versions", get(versions))
+        .route("/versions/{id}", get(version))
+        .route("/versions/{id}/audit", get(audit))
+        .route("/dead-letters", get(dead_letters))
+        .route("/dead-letters/{id}/retry", post(retry))
+}
+
+/// The role of the presented bearer token, compared in constant time.
+fn role(s: &AppState, h: &HeaderMap) -> Option<Role> {
+    let presented = h
+        .get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")?;
+    s.tokens()
+        .iter()
+        .find(|t| bool::from(t.token.as_bytes().ct_eq(presented.as_bytes())))
+        .map(|t| t.role)
+}
+
+fn require(s: &AppState, h: &HeaderMap, need: Role) -> Result<Role, Response> {
+    match role(s, h) {
+        None => Err(error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "give a valid API token as `Authorization: Bearer …`",
+        )),
+        Some(r) if r < need => Err(error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!("this needs the {need:?} role; the token has {r:?}"),
+        )),
+        Some(r) => Ok(r),
+    }
+}
+
+fn internal(e: anyhow::Error) -> Response {
+    tracing::error!(error = %format!("{e:#}"), "api");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the request failed; see the server log",
+    )
+}
+
+async fn modules(State(s): State<AppState>, h: HeaderMap) -> Response {
+    if let Err(r) = require(&s, &h, Role::Read) {
+        return r;
+    }
+    match s.store.modules().await {
+        Ok(m) => Json(json!({"modules": m.iter().map(|(n, r, c)| json!({"name": n, "repository": r, "versions": c})).collect::<Vec<_>>()})).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+#[derive(Deserialize)]
+struct StateFilter {
+    state: Option<String>,
+}
+
+async fn versions(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(name): Path<String>,
+    Query(q): Query<StateFilter>,
+) -> Response {
+    if let Err(r) = require(&s, &h, Role::Read) {
+        return r;
+    }
+    let state = match q.state.as_deref().map(str::parse::<Lifecycle>).transpose() {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e),
+    };
+    match s.store.versions_of(&name, state).await {
+        Ok(v) => Json(json!({"module": name, "versions": v})).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn version(State(s): State<AppState>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = require(&s, &h, Role::Read) {
+        return r;
+    }
+    match s.store.version_by_id(&id).await {
+        Ok(Some(v)) => Json(v).into_response(),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no version {id}"),
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+async fn audit(State(s): State<AppState>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = require(&s, &h, Role::Read) {
+        return r;
+    }
+    match s.store.version_by_id(&id).await {
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no version {id}"),
+            );
+        }
+        Err(e) => return internal(e),
+        Ok(Some(_)) => {}
+    }
+    match s.store.audit_of(&id).await {
+        Ok(a) => Json(json!({"version": id, "audit": a})).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn dead_letters(State(s): State<AppState>, h: HeaderMap) -> Response {
+    if let Err(r) = require(&s, &h, Role::Read) {
+        return r;
+    }
+    match s.store.dead_letters().await {
+        Ok(j) => Json(json!({"dead_letters": j})).into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn retry(State(s): State<AppState>, h: HeaderMap, Path(id): Path<String>) -> Response {
+    if let Err(r) = require(&s, &h, Role::Operator) {
+        return r;
+    }
+    match s.store.retry_dead(&id).await {
+        Ok(true) => (StatusCode::ACCEPTED, Json(json!({"requeued": id}))).into_response(),
+        Ok(false) => error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no dead-lettered job {id}"),
+        ),
+        Err(e) => internal(e),
+    }
+}

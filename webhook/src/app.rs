@@ -1,0 +1,151 @@
+//! Assembling the service from its configuration, and running it until a shutdown signal.
+
+use crate::{
+    config::Config,
+    hooks::Repositories,
+    ingest::Ctx,
+    metrics::Metrics,
+    policy::Policies,
+    reconcile,
+    server::{AppState, router},
+    store::Store,
+    worker::Worker,
+};
+use powernode_module::registry::{Credentials, Registry, is_loopback, parse_reference};
+use std::{sync::Arc, time::Duration};
+use tokio::sync::watch;
+
+#[derive(Debug, Clone)]
+pub struct App {
+    pub state: AppState,
+    pub worker: Worker,
+}
+
+/// `http://host:port` → (`host:port`, plain HTTP?).
+fn registry_host(url: &str) -> anyhow::Result<(String, bool)> {
+    let (scheme, rest) = url.split_once("://").ok_or_else(|| {
+        anyhow::anyhow!("registry.url {url:?} needs a scheme (https:// or http://)")
+    })?;
+    let host = rest.trim_end_matches('/').to_owned();
+    Ok((host, scheme == "http"))
+}
+
+impl App {
+    pub async fn new(config: Config) -> anyhow::Result<App> {
+        let store = Store::connect(&config.database_url).await?;
+        let (host, http) = registry_host(&config.registry.url)?;
+        if http && !is_loopback(&host) && !config.registry.insecure {
+            anyhow::bail!(
+                "registry.url {} is plain HTTP to a non-loopback host; set registry.insecure = true to allow it",
+                config.registry.url
+            );
+        }
+        let creds = match (&config.registry.username, &config.registry.password) {
+            (Some(u), Some(p)) => Credentials::Basic {
+                username: u.clone(),
+                password: p.clone(),
+                source: "configuration".into(),
+            },
+            _ => Credentials::Anonymous,
+        };
+        let any_ref = parse_reference(&format!("{host}/x"))?;
+        let registry = Registry::new(&any_ref, creds, http || config.registry.insecure);
+        let policies = Arc::new(Policies::load(&config.modules)?);
+        let metrics = Arc::new(Metrics::default());
+        let work_dir = std::env::temp_dir();
+        let ctx = Ctx {
+            store: store.clone(),
+            registry,
+            registry_host: host,
+            policies,
+            metrics: metrics.clone(),
+            signature_timeout_ms: config.ingest.signature_timeout_secs * 1000,
+            max_artifact_bytes: config.ingest.max_artifact_bytes,
+            work_dir,
+        };
+        let worker = Worker {
+            ctx,
+            cfg: config.ingest.clone(),
+        };
+        let state = AppState {
+            store,
+            repos: Repositories::new(&config.registry.repositories)?,
+            config: Arc::new(config),
+            metrics,
+        };
+        Ok(App { state, worker })
+    }
+
+    /// Runs jobs until the queue has nothing due (tests step the queue with this).
+    pub async fn drain(&self) -> anyhow::Result<usize> {
+        let mut n = 0;
+        while self.worker.run_once().await? {
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// Serves until SIGINT/SIGTERM: in-flight requests finish, each worker finishes its
+    /// current job, queued jobs stay queued.
+    pub async fn serve(self) -> anyhow::Result<()> {
+        let cfg = self.state.config.clone();
+        let listener = tokio::net::TcpListener::bind(&cfg.listen).await?;
+        tracing::info!(listen = %listener.local_addr()?, "module-webhook listening");
+        if self.state.store.backend == crate::store::Backend::Sqlite {
+            let n = self.state.store.requeue_running().await?;
+            if n > 0 {
+                tracing::warn!(jobs = n, "re-queued jobs interrupted by the last stop");
+            }
+        }
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        for _ in 0..cfg.ingest.workers.max(1) {
+            let w = self.worker.clone();
+            let rx = stop_rx.clone();
+            tasks.push(tokio::spawn(async move { w.run_until(rx).await }));
+        }
+        let ctx = self.worker.ctx.clone();
+        let mut rx = stop_rx.clone();
+        let interval = Duration::from_secs(cfg.ingest.reconcile_interval_secs.max(1));
+        tasks.push(tokio::spawn(async move {
+            loop {
+                match reconcile::reconcile(&ctx).await {
+                    Ok(n) if n > 0 => tracing::info!(enqueued = n, "reconcile"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "reconcile"),
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = rx.changed() => return,
+                }
+            }
+        }));
+        axum::serve(listener, router(self.state.clone()))
+            .with_graceful_shutdown(shutdown_signal())
+            .await?;
+        tracing::info!("shutting down: finishing in-flight jobs");
+        let _ = stop_tx.send(true);
+        for t in tasks {
+            let _ = t.await;
+        }
+        Ok(())
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}

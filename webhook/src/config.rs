@@ -1,0 +1,219 @@
+//! Configuration: a TOML file plus environment overrides
+//! (`MODULE_WEBHOOK__SECTION__KEY`, e.g. `MODULE_WEBHOOK__GITEA__TOKEN`), validated once at
+//! start-up with messages that name the key.
+
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: String,
+    pub database_url: String,
+    pub registry: RegistryConfig,
+    pub hooks: HooksConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub modules: Vec<ModulePolicy>,
+    #[serde(default)]
+    pub ingest: IngestConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    /// Registry API base, e.g. `http://127.0.0.1:5000` (http only for loopback or `insecure`).
+    pub url: String,
+    /// Repository globs the reconciler lists and the hooks accept (`acct/modules/*`).
+    pub repositories: Vec<String>,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    /// Expected `Authorization: Bearer …` of Distribution notifications.
+    #[serde(default)]
+    pub distribution_token: Option<String>,
+    /// HMAC secrets for Gitea (several during rotation).
+    #[serde(default)]
+    pub gitea_secrets: Vec<String>,
+    /// Expected `Authorization` header of Harbor webhooks (verbatim).
+    #[serde(default)]
+    pub harbor_auth: Option<String>,
+    /// Largest accepted body, bytes.
+    #[serde(default = "default_body_limit")]
+    pub body_limit: usize,
+}
+
+fn default_body_limit() -> usize {
+    1 << 20
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    #[serde(default)]
+    pub tokens: Vec<ApiToken>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiToken {
+    pub name: String,
+    pub token: String,
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    Read,
+    Operator,
+    BreakGlass,
+}
+
+/// The pinned trust policy of one module. Never taken from the artifact.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModulePolicy {
+    pub name: String,
+    pub repository: String,
+    /// Public key files (cosign.pub).
+    #[serde(default)]
+    pub keys: Vec<PathBuf>,
+    #[serde(default)]
+    pub identity_regexp: Option<String>,
+    #[serde(default)]
+    pub issuer_regexp: Option<String>,
+    /// Sigstore trusted_root.json for keyless signatures.
+    #[serde(default)]
+    pub trusted_root: Option<PathBuf>,
+    /// Require a transparency-log entry for keyless signatures.
+    #[serde(default = "yes")]
+    pub require_tlog: bool,
+    /// Pin the identity of the first verified version (when no identity is configured).
+    #[serde(default)]
+    pub trust_on_first_use: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    pub workers: usize,
+    pub max_attempts: i64,
+    pub backoff_base_ms: i64,
+    pub backoff_cap_ms: i64,
+    /// How long a version may wait for its signature before it is rejected.
+    pub signature_timeout_secs: i64,
+    pub reconcile_interval_secs: u64,
+    /// How long a claimed job stays leased before another worker may take it over.
+    pub lease_secs: i64,
+    /// Largest artifact the receiver downloads.
+    pub max_artifact_bytes: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            workers: 2,
+            max_attempts: 8,
+            backoff_base_ms: 500,
+            backoff_cap_ms: 60_000,
+            signature_timeout_secs: 3_600,
+            reconcile_interval_secs: 300,
+            lease_secs: 120,
+            max_artifact_bytes: 2 << 30,
+        }
+    }
+}
+
+impl Config {
+    /// Loads `path` (if any), then `MODULE_WEBHOOK__…` variables; `DATABASE_URL` overrides
+    /// `database_url` as well.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Config> {
+        let mut f = Figment::from(Serialized::default("listen", "127.0.0.1:8080")).merge(
+            Serialized::default("database_url", "sqlite://data/module-webhook.db"),
+        );
+        if let Some(p) = path {
+            if !p.exists() {
+                anyhow::bail!("config file {} does not exist", p.display());
+            }
+            f = f.merge(Toml::file(p));
+        }
+        f = f.merge(
+            Env::prefixed("MODULE_WEBHOOK__")
+                .split("__")
+                .lowercase(true),
+        );
+        if let Ok(url) = std::env::var("DATABASE_URL")
+            && !url.is_empty()
+            && std::env::var_os("MODULE_WEBHOOK__DATABASE_URL").is_none()
+        {
+            f = f.merge(Serialized::default("database_url", url));
+        }
+        let c: Config = f
+            .extract()
+            .map_err(|e| anyhow::anyhow!("configuration: {e}"))?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.registry.repositories.is_empty() {
+            anyhow::bail!(
+                "configuration: registry.repositories is empty; name the repositories to accept"
+            );
+        }
+        for (i, m) in self.modules.iter().enumerate() {
+            powernode_module::manifest::ModuleName::parse(&m.name).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "configuration: modules[{i}].name {:?} is not a module name",
+                    m.name
+                )
+            })?;
+            let keyless = m.identity_regexp.is_some() || m.issuer_regexp.is_some();
+            if keyless && (m.identity_regexp.is_none() || m.issuer_regexp.is_none()) {
+                anyhow::bail!(
+                    "configuration: modules[{i}] ({}) needs both identity_regexp and issuer_regexp",
+                    m.name
+                );
+            }
+            if keyless && m.trusted_root.is_none() {
+                anyhow::bail!(
+                    "configuration: modules[{i}] ({}) is keyless but has no trusted_root",
+                    m.name
+                );
+            }
+            if m.keys.is_empty() && !keyless && !m.trust_on_first_use {
+                anyhow::bail!(
+                    "configuration: modules[{i}] ({}) pins no signer: give keys, identity_regexp + issuer_regexp, or trust_on_first_use",
+                    m.name
+                );
+            }
+        }
+        for (i, t) in self.api.tokens.iter().enumerate() {
+            if t.token.len() < 16 {
+                anyhow::bail!(
+                    "configuration: api.tokens[{i}] ({}) token is shorter than 16 characters",
+                    t.name
+                );
+            }
+        }
+        Ok(())
+    }
+}

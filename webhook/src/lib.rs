@@ -1,0 +1,14 @@
+//! `module-webhook`: receives registry push events, verifies and ingests module artifacts as
+//! `draft` versions, and serves the API. See DESIGN.md sections 6 and 7.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod hooks;
+pub mod ingest;
+pub mod metrics;
+pub mod policy;
+pub mod reconcile;
+pub mod server;
+pub mod store;
+pub mod worker;

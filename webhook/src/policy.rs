@@ -1,0 +1,70 @@
+//! Trust policies from the configuration, compiled once. A policy is found by repository:
+//! the artifact being verified never chooses its own signer.
+
+use crate::config::ModulePolicy;
+use powernode_module::trust::{
+    trusted_root::TrustedRoot,
+    verify::{Policy, TrustedKey},
+};
+
+#[derive(Debug, Clone)]
+pub struct ModuleTrust {
+    pub name: String,
+    pub repository: String,
+    pub policy: Policy,
+    pub trust_on_first_use: bool,
+    /// The identity regexp as configured (compared with what a manifest asks for).
+    pub identity_regexp: Option<String>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Policies(Vec<ModuleTrust>);
+
+impl Policies {
+    pub fn load(modules: &[ModulePolicy]) -> anyhow::Result<Self> {
+        let mut out = Vec::new();
+        for m in modules {
+            let mut p = Policy {
+                require_tlog: m.require_tlog,
+                ..Default::default()
+            };
+            for k in &m.keys {
+                let pem = std::fs::read_to_string(k)
+                    .map_err(|e| anyhow::anyhow!("modules.{}: key {}: {e}", m.name, k.display()))?;
+                p.keys.push(TrustedKey::from_pem(&pem).map_err(|e| {
+                    anyhow::anyhow!("modules.{}: key {}: {e}", m.name, k.display())
+                })?);
+            }
+            if let (Some(id), Some(iss)) = (&m.identity_regexp, &m.issuer_regexp) {
+                p.identity = Some(
+                    regex::Regex::new(id)
+                        .map_err(|e| anyhow::anyhow!("modules.{}.identity_regexp: {e}", m.name))?,
+                );
+                p.issuer = Some(
+                    regex::Regex::new(iss)
+                        .map_err(|e| anyhow::anyhow!("modules.{}.issuer_regexp: {e}", m.name))?,
+                );
+            }
+            if let Some(root) = &m.trusted_root {
+                p.trusted_root = TrustedRoot::load(root)
+                    .map_err(|e| anyhow::anyhow!("modules.{}.trusted_root: {e}", m.name))?;
+            }
+            out.push(ModuleTrust {
+                name: m.name.clone(),
+                repository: m.repository.clone(),
+                policy: p,
+                trust_on_first_use: m.trust_on_first_use,
+                identity_regexp: m.identity_regexp.clone(),
+            });
+        }
+        Ok(Policies(out))
+    }
+
+    pub fn for_repository(&self, repo: &str) -> Option<&ModuleTrust> {
+        self.0.iter().find(|m| m.repository == repo)
+    }
+
+    pub fn all(&self) -> &[ModuleTrust] {
+        &self.0
+    }
+}

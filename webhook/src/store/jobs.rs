@@ -1,0 +1,203 @@
+//! The durable job queue: jobs are claimed with a lease, retried with exponential backoff,
+//! and dead-lettered with their last error after too many attempts. A crash leaves a job
+//! `running` with a lease that expires, after which any worker takes it over.
+
+use super::{Backend, Store, now_ms};
+use serde::Serialize;
+use sqlx::{Any, Row, Transaction, any::AnyRow};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    Queued,
+    Running,
+    Done,
+    Dead,
+}
+
+impl JobState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Done => "done",
+            JobState::Dead => "dead",
+        }
+    }
+}
+
+/// A job to enqueue. `dedupe_key` collapses identical queued jobs (a burst of hints for the
+/// same tag runs once).
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    pub kind: String,
+    pub dedupe_key: String,
+    pub payload: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Job {
+    pub id: String,
+    pub kind: String,
+    pub payload: serde_json::Value,
+    pub state: String,
+    pub attempts: i64,
+    pub run_at: i64,
+    pub last_error: Option<String>,
+    pub updated_at: i64,
+}
+
+fn job(r: &AnyRow) -> anyhow::Result<Job> {
+    Ok(Job {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        payload: serde_json::from_str(&r.try_get::<String, _>("payload")?)?,
+        state: r.try_get("state")?,
+        attempts: r.try_get("attempts")?,
+        run_at: r.try_get("run_at")?,
+        last_error: r.try_get("last_error")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+pub(crate) async fn insert(
+    tx: &mut Transaction<'_, Any>,
+    j: &NewJob,
+    now: i64,
+) -> anyhow::Result<bool> {
+    let n = sqlx::query(
+        "INSERT INTO jobs (id, kind, dedupe_key, payload, state, attempts, run_at, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, 'queued', 0, $5, $5, $5) ON CONFLICT DO NOTHING",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(&j.kind)
+    .bind(&j.dedupe_key)
+    .bind(j.payload.to_string())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+const COLUMNS: &str = "id, kind, payload, state, attempts, run_at, last_error, updated_at";
+
+impl Store {
+    /// Enqueues a job (unless an identical one is already queued).
+    pub async fn enqueue(&self, j: &NewJob) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let fresh = insert(&mut tx, j, now_ms()).await?;
+        tx.commit().await?;
+        Ok(fresh)
+    }
+
+    /// Claims the next due job (queued and due, or running with an expired lease).
+    pub async fn claim(&self, lease_ms: i64) -> anyhow::Result<Option<Job>> {
+        let now = now_ms();
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let sql = format!(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = $1, updated_at = $2
+             WHERE id = (SELECT id FROM jobs
+                         WHERE (state = 'queued' AND run_at <= $2) OR (state = 'running' AND lease_until < $2)
+                         ORDER BY run_at LIMIT 1{lock})
+             RETURNING {COLUMNS}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(now + lease_ms)
+            .bind(now)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job).transpose()
+    }
+
+    pub async fn complete(&self, id: &str) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE jobs SET state = 'done', lease_until = NULL, updated_at = $2 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Schedules another attempt at `run_at`, or dead-letters the job after `max_attempts`.
+    pub async fn fail(
+        &self,
+        job: &Job,
+        error: &str,
+        run_at: i64,
+        max_attempts: i64,
+    ) -> anyhow::Result<JobState> {
+        let state = if job.attempts >= max_attempts {
+            JobState::Dead
+        } else {
+            JobState::Queued
+        };
+        sqlx::query(
+            "UPDATE jobs SET state = $2, run_at = $3, last_error = $4, lease_until = NULL, updated_at = $5 WHERE id = $1",
+        )
+        .bind(&job.id)
+        .bind(state.as_str())
+        .bind(run_at)
+        .bind(error)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(state)
+    }
+
+    /// On a single-instance start-up: jobs this instance was running when it stopped are
+    /// queued again at once instead of waiting for their leases to expire.
+    pub async fn requeue_running(&self) -> anyhow::Result<u64> {
+        Ok(sqlx::query("UPDATE jobs SET state = 'queued', lease_until = NULL, run_at = $1 WHERE state = 'running'")
+            .bind(now_ms())
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+
+    pub async fn dead_letters(&self) -> anyhow::Result<Vec<Job>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM jobs WHERE state = 'dead' ORDER BY updated_at"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job).collect()
+    }
+
+    /// Puts a dead-lettered job back in the queue with a fresh attempt budget.
+    pub async fn retry_dead(&self, id: &str) -> anyhow::Result<bool> {
+        let n = sqlx::query(
+            "UPDATE jobs SET state = 'queued', attempts = 0, run_at = $2, updated_at = $2 WHERE id = $1 AND state = 'dead'",
+        )
+        .bind(id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Jobs by state (for metrics).
+    pub async fn job_counts(&self) -> anyhow::Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<String, _>("state")?, r.try_get::<i64, _>("n")?)))
+            .collect()
+    }
+
+    /// Whether any job is queued or running (tests drain the queue with this).
+    pub async fn has_pending_jobs(&self) -> anyhow::Result<bool> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        Ok(n > 0)
+    }
+}

@@ -1,0 +1,140 @@
+//! Persistence: SQLite by default (WAL, created on first start) or PostgreSQL, through one
+//! set of migrations (`webhook/migrations/`) and plain queries. Callers see typed rows; the
+//! SQL stays here.
+
+mod jobs;
+mod versions;
+
+pub use jobs::{Job, JobState, NewJob};
+pub use versions::{AuditRow, Lifecycle, NewAudit, VersionRow};
+
+use sqlx::{
+    AnyPool, Row,
+    any::{AnyConnectOptions, AnyPoolOptions},
+};
+use std::{str::FromStr, time::Duration};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub(crate) pool: AnyPool,
+    pub backend: Backend,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A delivery as recorded before it is acknowledged.
+#[derive(Debug, Clone)]
+pub struct NewDelivery {
+    pub id: String,
+    pub source: String,
+    pub event_type: String,
+    pub body_sha256: String,
+}
+
+impl Store {
+    /// Connects (creating a SQLite file and its directory if needed) and runs migrations.
+    pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Backend::Postgres
+        } else if url.starts_with("sqlite:") {
+            Backend::Sqlite
+        } else {
+            anyhow::bail!("database_url {url:?}: use sqlite://PATH or postgres://…");
+        };
+        let url = if backend == Backend::Sqlite {
+            let path = url
+                .trim_start_matches("sqlite://")
+                .trim_start_matches("sqlite:");
+            let path = path.split('?').next().unwrap_or(path);
+            if let Some(dir) = std::path::Path::new(path).parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir)?;
+            }
+            format!("sqlite://{path}?mode=rwc")
+        } else {
+            url.to_owned()
+        };
+        let opts = AnyConnectOptions::from_str(&url)?;
+        let mut pool_opts = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .acquire_timeout(Duration::from_secs(10));
+        if backend == Backend::Sqlite {
+            pool_opts = pool_opts.after_connect(|conn, _| {
+                Box::pin(async move {
+                    sqlx::query("PRAGMA journal_mode=WAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA busy_timeout=10000")
+                        .execute(&mut *conn)
+                        .await?;
+                    sqlx::query("PRAGMA synchronous=NORMAL")
+                        .execute(&mut *conn)
+                        .await?;
+                    Ok(())
+                })
+            });
+        }
+        let pool = pool_opts.connect_with(opts).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool, backend })
+    }
+
+    /// Whether the database answers (for `/readyz`).
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").fetch_one(&self.pool).await.is_ok()
+    }
+
+    /// Records deliveries and enqueues their jobs in one transaction. Returns, per delivery,
+    /// whether it was new (a repeated id changes nothing).
+    pub async fn record_deliveries(
+        &self,
+        deliveries: &[(NewDelivery, Vec<NewJob>)],
+    ) -> anyhow::Result<Vec<bool>> {
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let mut fresh = Vec::with_capacity(deliveries.len());
+        for (d, jobs) in deliveries {
+            let n = sqlx::query(
+                "INSERT INTO deliveries (id, source, event_type, body_sha256, received_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(&d.id)
+            .bind(&d.source)
+            .bind(&d.event_type)
+            .bind(&d.body_sha256)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            fresh.push(n == 1);
+            if n == 1 {
+                for j in jobs {
+                    jobs::insert(&mut tx, j, now).await?;
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(fresh)
+    }
+
+    /// How many deliveries are recorded (for tests and metrics).
+    pub async fn delivery_count(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query("SELECT COUNT(*) FROM deliveries")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get::<i64, _>(0)?)
+    }
+}

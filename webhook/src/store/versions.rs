@@ -1,0 +1,389 @@
+//! Modules, versions and the append-only audit trail.
+
+use super::{Store, now_ms};
+use serde::Serialize;
+use sqlx::{Any, Row, Transaction, any::AnyRow};
+use std::{fmt, str::FromStr};
+
+/// Where a version stands. `PendingSignature` and `Rejected` come before `Draft`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    PendingSignature,
+    Rejected,
+    Draft,
+    Staging,
+    Blessed,
+    Live,
+    Yanked,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::PendingSignature => "pending_signature",
+            Lifecycle::Rejected => "rejected",
+            Lifecycle::Draft => "draft",
+            Lifecycle::Staging => "staging",
+            Lifecycle::Blessed => "blessed",
+            Lifecycle::Live => "live",
+            Lifecycle::Yanked => "yanked",
+        }
+    }
+
+    /// Whether the version was accepted (its content is fixed from here on).
+    pub fn is_published(self) -> bool {
+        !matches!(self, Lifecycle::PendingSignature | Lifecycle::Rejected)
+    }
+}
+
+impl fmt::Display for Lifecycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Lifecycle {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "pending_signature" => Lifecycle::PendingSignature,
+            "rejected" => Lifecycle::Rejected,
+            "draft" => Lifecycle::Draft,
+            "staging" => Lifecycle::Staging,
+            "blessed" => Lifecycle::Blessed,
+            "live" => Lifecycle::Live,
+            "yanked" => Lifecycle::Yanked,
+            other => return Err(format!("unknown lifecycle state {other:?}")),
+        })
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionRow {
+    pub id: String,
+    pub module: String,
+    pub version: String,
+    pub lifecycle: Lifecycle,
+    pub repository: String,
+    pub tag: String,
+    pub manifest_digest: String,
+    pub artifact_digest: Option<String>,
+    pub composefs_digest: Option<String>,
+    pub composefs_format: Option<i64>,
+    pub source_repository: Option<String>,
+    pub source_commit: Option<String>,
+    pub signer_identity: Option<String>,
+    pub signer_issuer: Option<String>,
+    pub file_index: Option<serde_json::Value>,
+    pub manifest: Option<String>,
+    pub reject_reason: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+const VCOLS: &str = "id, module, version, lifecycle, repository, tag, manifest_digest, artifact_digest, composefs_digest, composefs_format, source_repository, source_commit, signer_identity, signer_issuer, file_index, manifest, reject_reason, created_at, updated_at";
+
+fn version_row(r: &AnyRow) -> anyhow::Result<VersionRow> {
+    let lifecycle: String = r.try_get("lifecycle")?;
+    let index: Option<String> = r.try_get("file_index")?;
+    Ok(VersionRow {
+        id: r.try_get("id")?,
+        module: r.try_get("module")?,
+        version: r.try_get("version")?,
+        lifecycle: lifecycle.parse().map_err(anyhow::Error::msg)?,
+        repository: r.try_get("repository")?,
+        tag: r.try_get("tag")?,
+        manifest_digest: r.try_get("manifest_digest")?,
+        artifact_digest: r.try_get("artifact_digest")?,
+        composefs_digest: r.try_get("composefs_digest")?,
+        composefs_format: r.try_get("composefs_format")?,
+        source_repository: r.try_get("source_repository")?,
+        source_commit: r.try_get("source_commit")?,
+        signer_identity: r.try_get("signer_identity")?,
+        signer_issuer: r.try_get("signer_issuer")?,
+        file_index: index.map(|s| serde_json::from_str(&s)).transpose()?,
+        manifest: r.try_get("manifest")?,
+        reject_reason: r.try_get("reject_reason")?,
+        created_at: r.try_get("created_at")?,
+        updated_at: r.try_get("updated_at")?,
+    })
+}
+
+/// An audit entry to append.
+#[derive(Debug, Clone)]
+pub struct NewAudit {
+    pub version_id: Option<String>,
+    pub module: Option<String>,
+    pub actor: String,
+    pub via: String,
+    pub action: String,
+    pub from_state: Option<Lifecycle>,
+    pub to_state: Option<Lifecycle>,
+    pub reason: Option<String>,
+    pub evidence: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRow {
+    pub id: String,
+    pub version_id: Option<String>,
+    pub module: Option<String>,
+    pub at: i64,
+    pub actor: String,
+    pub via: String,
+    pub action: String,
+    pub from_state: Option<String>,
+    pub to_state: Option<String>,
+    pub reason: Option<String>,
+    pub evidence: serde_json::Value,
+}
+
+/// Appends an audit row inside a transaction. The only write to `audit` anywhere.
+pub(crate) async fn append_audit(
+    tx: &mut Transaction<'_, Any>,
+    a: &NewAudit,
+) -> anyhow::Result<()> {
+    let at = now_ms();
+    let seq = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    sqlx::query(
+        "INSERT INTO audit (id, seq, version_id, module, at, actor, via, action, from_state, to_state, reason, evidence)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(seq)
+    .bind(&a.version_id)
+    .bind(&a.module)
+    .bind(at)
+    .bind(&a.actor)
+    .bind(&a.via)
+    .bind(&a.action)
+    .bind(a.from_state.map(|s| s.as_str().to_owned()))
+    .bind(a.to_state.map(|s| s.as_str().to_owned()))
+    .bind(&a.reason)
+    .bind(a.evidence.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    pub async fn version(&self, module: &str, version: &str) -> anyhow::Result<Option<VersionRow>> {
+        let row = sqlx::query(&format!(
+            "SELECT {VCOLS} FROM versions WHERE module = $1 AND version = $2"
+        ))
+        .bind(module)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(version_row).transpose()
+    }
+
+    pub async fn version_by_id(&self, id: &str) -> anyhow::Result<Option<VersionRow>> {
+        let row = sqlx::query(&format!("SELECT {VCOLS} FROM versions WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(version_row).transpose()
+    }
+
+    /// Versions waiting for a signature, optionally only those of one manifest digest.
+    pub async fn pending_versions(&self, digest: Option<&str>) -> anyhow::Result<Vec<VersionRow>> {
+        let rows = match digest {
+            Some(d) => {
+                sqlx::query(&format!(
+                    "SELECT {VCOLS} FROM versions WHERE lifecycle = 'pending_signature' AND manifest_digest = $1"
+                ))
+                .bind(d)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!("SELECT {VCOLS} FROM versions WHERE lifecycle = 'pending_signature'"))
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(version_row).collect()
+    }
+
+    pub async fn versions_of(
+        &self,
+        module: &str,
+        state: Option<Lifecycle>,
+    ) -> anyhow::Result<Vec<VersionRow>> {
+        let rows = match state {
+            Some(s) => {
+                sqlx::query(&format!(
+                    "SELECT {VCOLS} FROM versions WHERE module = $1 AND lifecycle = $2 ORDER BY created_at"
+                ))
+                .bind(module)
+                .bind(s.as_str())
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query(&format!("SELECT {VCOLS} FROM versions WHERE module = $1 ORDER BY created_at"))
+                    .bind(module)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.iter().map(version_row).collect()
+    }
+
+    /// Tags of `repository` that have a version row (any state).
+    pub async fn known_tags(&self, repository: &str) -> anyhow::Result<Vec<String>> {
+        let rows = sqlx::query("SELECT tag FROM versions WHERE repository = $1")
+            .bind(repository)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<String, _>("tag")?))
+            .collect()
+    }
+
+    /// (module, repository, number of versions).
+    pub async fn modules(&self) -> anyhow::Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query(
+            "SELECT m.name, m.repository, (SELECT COUNT(*) FROM versions v WHERE v.module = m.name) AS n FROM modules m ORDER BY m.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("name")?,
+                    r.try_get("repository")?,
+                    r.try_get("n")?,
+                ))
+            })
+            .collect()
+    }
+
+    pub async fn audit_of(&self, version_id: &str) -> anyhow::Result<Vec<AuditRow>> {
+        let rows = sqlx::query(
+            "SELECT id, version_id, module, at, actor, via, action, from_state, to_state, reason, evidence
+             FROM audit WHERE version_id = $1 ORDER BY seq, id",
+        )
+        .bind(version_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRow {
+                    id: r.try_get("id")?,
+                    version_id: r.try_get("version_id")?,
+                    module: r.try_get("module")?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    via: r.try_get("via")?,
+                    action: r.try_get("action")?,
+                    from_state: r.try_get("from_state")?,
+                    to_state: r.try_get("to_state")?,
+                    reason: r.try_get("reason")?,
+                    evidence: serde_json::from_str(&r.try_get::<String, _>("evidence")?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Writes (inserts or replaces a pre-draft row of) a version together with its audit
+    /// entry, in one transaction. A published version is never overwritten: if one exists
+    /// for (module, version) this returns `false` and writes nothing.
+    pub async fn write_version(&self, v: &VersionRow, audit: &NewAudit) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let existing =
+            sqlx::query("SELECT lifecycle FROM versions WHERE module = $1 AND version = $2")
+                .bind(&v.module)
+                .bind(&v.version)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if let Some(r) = existing {
+            let state: String = r.try_get("lifecycle")?;
+            let state: Lifecycle = state.parse().map_err(anyhow::Error::msg)?;
+            if state.is_published() {
+                return Ok(false);
+            }
+            sqlx::query("DELETE FROM versions WHERE module = $1 AND version = $2")
+                .bind(&v.module)
+                .bind(&v.version)
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("INSERT INTO modules (name, repository, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(&v.module)
+            .bind(&v.repository)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO versions ({VCOLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+        ))
+        .bind(&v.id)
+        .bind(&v.module)
+        .bind(&v.version)
+        .bind(v.lifecycle.as_str())
+        .bind(&v.repository)
+        .bind(&v.tag)
+        .bind(&v.manifest_digest)
+        .bind(&v.artifact_digest)
+        .bind(&v.composefs_digest)
+        .bind(v.composefs_format)
+        .bind(&v.source_repository)
+        .bind(&v.source_commit)
+        .bind(&v.signer_identity)
+        .bind(&v.signer_issuer)
+        .bind(v.file_index.as_ref().map(|i| i.to_string()))
+        .bind(&v.manifest)
+        .bind(&v.reject_reason)
+        .bind(v.created_at)
+        .bind(v.updated_at)
+        .execute(&mut *tx)
+        .await?;
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// Appends an audit entry on its own (refusals that change no version).
+    pub async fn audit(&self, a: &NewAudit) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        append_audit(&mut tx, a).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The identity pinned for `module` on first use, if any.
+    pub async fn pin(&self, module: &str) -> anyhow::Result<Option<(String, String)>> {
+        let row = sqlx::query("SELECT identity, issuer FROM trust_pins WHERE module = $1")
+            .bind(module)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| Ok((r.try_get("identity")?, r.try_get("issuer")?)))
+            .transpose()
+    }
+
+    pub async fn set_pin(
+        &self,
+        module: &str,
+        identity: &str,
+        issuer: &str,
+        version_id: &str,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO trust_pins (module, identity, issuer, pinned_at, version_id) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+        )
+        .bind(module)
+        .bind(identity)
+        .bind(issuer)
+        .bind(now_ms())
+        .bind(version_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,117 @@
+//! Workers: claim a job, run it, and record the outcome. Transient failures are retried with
+//! exponential backoff (capped); after `max_attempts` the job is dead-lettered with its last
+//! error. Tests drive [`Worker::run_once`] directly instead of sleeping.
+
+use crate::{
+    config::IngestConfig,
+    ingest::{Ctx, Outcome, Transient},
+    store::{Job, JobState, now_ms},
+};
+use std::time::{Duration, Instant};
+use tracing::Instrument;
+
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub ctx: Ctx,
+    pub cfg: IngestConfig,
+}
+
+/// Delay before attempt `attempts + 1`: base · 2^(attempts−1), capped.
+pub fn backoff_ms(cfg: &IngestConfig, attempts: i64) -> i64 {
+    let exp = (attempts.max(1) - 1).min(30) as u32;
+    cfg.backoff_base_ms
+        .saturating_mul(1i64 << exp)
+        .min(cfg.backoff_cap_ms)
+}
+
+impl Worker {
+    /// Claims and runs one due job. Returns whether there was one.
+    pub async fn run_once(&self) -> anyhow::Result<bool> {
+        let Some(job) = self.ctx.store.claim(self.cfg.lease_secs * 1000).await? else {
+            return Ok(false);
+        };
+        let span =
+            tracing::info_span!("job", id = %job.id, kind = %job.kind, attempt = job.attempts);
+        self.run(job).instrument(span).await?;
+        Ok(true)
+    }
+
+    async fn run(&self, job: Job) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let repo = job.payload["repository"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let result: Result<Vec<Outcome>, Transient> = match job.kind.as_str() {
+            "ingest" => {
+                let tag = job.payload["tag"].as_str().unwrap_or_default();
+                self.ctx.ingest(&repo, tag).await.map(|o| vec![o])
+            }
+            "signature" => {
+                let digest = job.payload["digest"].as_str().unwrap_or_default();
+                self.ctx.recheck_signature(&repo, digest).await
+            }
+            other => Ok(vec![Outcome::Ignored(format!("unknown job kind {other}"))]),
+        };
+        self.ctx
+            .metrics
+            .ingest_duration(started.elapsed().as_secs_f64());
+        match result {
+            Ok(outcomes) => {
+                for o in &outcomes {
+                    tracing::info!(outcome = ?o, repository = %repo, "job done");
+                }
+                self.ctx.store.complete(&job.id).await
+            }
+            Err(Transient(e)) => {
+                let at = now_ms() + backoff_ms(&self.cfg, job.attempts);
+                let state = self
+                    .ctx
+                    .store
+                    .fail(&job, &e, at, self.cfg.max_attempts)
+                    .await?;
+                if state == JobState::Dead {
+                    tracing::error!(error = %e, attempts = job.attempts, "job dead-lettered");
+                } else {
+                    tracing::warn!(error = %e, attempts = job.attempts, "job failed; will retry");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Runs jobs until `stop` is set, polling when idle. An in-flight job is finished before
+    /// returning; queued jobs stay queued.
+    pub async fn run_until(&self, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                return;
+            }
+            match self.run_once().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => tracing::error!(error = %format!("{e:#}"), "worker"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let cfg = IngestConfig {
+            backoff_base_ms: 100,
+            backoff_cap_ms: 1000,
+            ..Default::default()
+        };
+        let d: Vec<i64> = (1..=6).map(|a| backoff_ms(&cfg, a)).collect();
+        assert_eq!(d, [100, 200, 400, 800, 1000, 1000]);
+    }
+}
