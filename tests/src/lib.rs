@@ -46,3 +46,26 @@ pub fn now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
+
+/// The `module-builder` binary of this workspace, built on first use if a test of another
+/// package needs it (`cargo test --workspace` has built it already).
+pub fn module_builder() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().unwrap();
+            // target/debug/deps/<test> → target/debug/module-builder
+            let dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
+            let bin = dir.join("module-builder");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let ok = std::process::Command::new(cargo)
+                .args(["build", "-q", "-p", "module-builder"])
+                .current_dir(workspace())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(ok && bin.exists(), "could not build module-builder at {}", bin.display());
+            bin
+        })
+        .clone()
+}

@@ -1,0 +1,177 @@
+//! Shared set-up for the receiver's tests: databases (SQLite always, PostgreSQL when
+//! `DATABASE_URL` is set), configuration, an in-process server on a free port.
+
+#![allow(dead_code)]
+
+use module_webhook::{
+    app::App,
+    config::{ApiConfig, ApiToken, Config, HooksConfig, IngestConfig, ModulePolicy, RegistryConfig, Role},
+};
+use std::path::{Path, PathBuf};
+
+pub const GITEA_SECRET: &str = "fixture-webhook-secret";
+pub const DIST_TOKEN: &str = "s3cr3t-token";
+pub const HARBOR_AUTH: &str = "Basic aGFyYm9yOmhvb2s=";
+pub const READ_TOKEN: &str = "read-token-0123456789";
+pub const OPS_TOKEN: &str = "ops-token-0123456789";
+
+pub fn data(name: &str) -> Vec<u8> {
+    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)).unwrap()
+}
+
+pub fn headers(name: &str) -> Vec<(String, String)> {
+    let v: serde_json::Value = serde_json::from_slice(&data(name)).unwrap();
+    v.as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| !k.starts_with('_'))
+        .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_owned()))
+        .collect()
+}
+
+/// A database for one test. Dropping it leaves PostgreSQL databases behind (named
+/// `mw_test_*`); each run creates fresh ones.
+pub struct TestDb {
+    pub url: String,
+    pub name: &'static str,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub async fn sqlite() -> TestDb {
+    let dir = tempfile::tempdir().unwrap();
+    TestDb {
+        url: format!("sqlite://{}", dir.path().join("db/module-webhook.db").display()),
+        name: "sqlite",
+        _dir: Some(dir),
+    }
+}
+
+/// A fresh PostgreSQL database, when `DATABASE_URL` points at a server.
+pub async fn postgres() -> Option<TestDb> {
+    let base = std::env::var("DATABASE_URL").ok().filter(|u| u.starts_with("postgres"))?;
+    use sqlx::Connection;
+    let mut c = sqlx::PgConnection::connect(&base)
+        .await
+        .unwrap_or_else(|e| panic!("DATABASE_URL={base} is set but PostgreSQL does not answer: {e}"));
+    let db = format!("mw_test_{}", uuid::Uuid::new_v4().simple());
+    sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut c).await.unwrap();
+    let url = match base.rsplit_once('/') {
+        Some((head, _)) if head.contains("://") && head.len() > "postgres://".len() => format!("{head}/{db}"),
+        _ => format!("{base}/{db}"),
+    };
+    Some(TestDb {
+        url,
+        name: "postgres",
+        _dir: None,
+    })
+}
+
+/// Every backend this run covers.
+pub async fn databases() -> Vec<TestDb> {
+    let mut v = vec![sqlite().await];
+    v.extend(postgres().await);
+    v
+}
+
+pub fn config(db: &str, registry_host: &str, modules: Vec<ModulePolicy>) -> Config {
+    Config {
+        listen: "127.0.0.1:0".into(),
+        database_url: db.into(),
+        registry: RegistryConfig {
+            url: format!("http://{registry_host}"),
+            repositories: vec!["acct/modules/*".into(), "acme/*".into()],
+            username: None,
+            password: None,
+            insecure: false,
+        },
+        hooks: HooksConfig {
+            distribution_token: Some(DIST_TOKEN.into()),
+            gitea_secrets: vec!["previous-secret".into(), GITEA_SECRET.into()],
+            harbor_auth: Some(HARBOR_AUTH.into()),
+            body_limit: 64 << 10,
+        },
+        api: ApiConfig {
+            tokens: vec![
+                ApiToken {
+                    name: "reader".into(),
+                    token: READ_TOKEN.into(),
+                    role: Role::Read,
+                },
+                ApiToken {
+                    name: "ops".into(),
+                    token: OPS_TOKEN.into(),
+                    role: Role::Operator,
+                },
+            ],
+        },
+        modules,
+        ingest: IngestConfig {
+            backoff_base_ms: 0,
+            backoff_cap_ms: 0,
+            ..Default::default()
+        },
+    }
+}
+
+pub fn key_policy(name: &str, repository: &str, key: PathBuf) -> ModulePolicy {
+    ModulePolicy {
+        name: name.into(),
+        repository: repository.into(),
+        keys: vec![key],
+        identity_regexp: None,
+        issuer_regexp: None,
+        trusted_root: None,
+        require_tlog: true,
+        trust_on_first_use: false,
+    }
+}
+
+/// An app serving on a free loopback port.
+pub struct Running {
+    pub app: App,
+    pub url: String,
+    pub http: reqwest::Client,
+}
+
+pub async fn serve(cfg: Config) -> Running {
+    let app = App::new(cfg).await.unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let router = module_webhook::server::router(app.state.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Running {
+        app,
+        url,
+        http: reqwest::Client::new(),
+    }
+}
+
+impl Running {
+    pub async fn post(&self, path: &str, body: Vec<u8>, headers: &[(String, String)]) -> (u16, String) {
+        let mut r = self.http.post(format!("{}{path}", self.url)).body(body);
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        let res = r.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.text().await.unwrap())
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+        let mut r = self.http.get(format!("{}{path}", self.url));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        let res = r.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+    }
+}
+
+pub fn dist_headers() -> Vec<(String, String)> {
+    vec![
+        ("Authorization".into(), format!("Bearer {DIST_TOKEN}")),
+        ("Content-Type".into(), "application/vnd.docker.distribution.events.v1+json".into()),
+    ]
+}
