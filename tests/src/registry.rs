@@ -17,7 +17,8 @@ pub struct TestRegistry {
     pub log: PathBuf,
 }
 
-fn free_port() -> u16 {
+/// A free loopback port (for services whose address others must know in advance).
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -44,8 +45,22 @@ impl TestRegistry {
 
     /// Starts a registry; `extra` is appended to its YAML config (e.g. `notifications:`).
     pub fn start_with(extra: &str) -> Self {
+        Self::start_on(free_port(), extra)
+    }
+
+    /// Starts a registry on `port` (see [`free_port`]) that notifies `hook_url` of every
+    /// manifest event, as a deployment would configure it.
+    pub fn start_notifying(port: u16, hook_url: &str, token: &str) -> Self {
+        Self::start_on(
+            port,
+            &format!(
+                "notifications:\n  events:\n    includereferences: true\n  endpoints:\n    - name: receiver\n      url: {hook_url}\n      headers:\n        Authorization: [Bearer {token}]\n      timeout: 2s\n      threshold: 3\n      backoff: 1s\n      ignoredmediatypes:\n        - application/octet-stream\n"
+            ),
+        )
+    }
+
+    pub fn start_on(port: u16, extra: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
         let host = format!("127.0.0.1:{port}");
         let config = dir.path().join("config.yml");
         std::fs::write(
