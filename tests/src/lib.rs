@@ -64,7 +64,11 @@ pub fn module_builder() -> PathBuf {
                 .status()
                 .map(|s| s.success())
                 .unwrap_or(false);
-            assert!(ok && bin.exists(), "could not build module-builder at {}", bin.display());
+            assert!(
+                ok && bin.exists(),
+                "could not build module-builder at {}",
+                bin.display()
+            );
             bin
         })
         .clone()

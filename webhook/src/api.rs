@@ -40,6 +40,7 @@ fn role(s: &AppState, h: &HeaderMap) -> Option<Role> {
         .map(|t| t.role)
 }
 
+#[allow(clippy::result_large_err)] // an axum response is the natural error of a handler helper
 fn require(s: &AppState, h: &HeaderMap, need: Role) -> Result<Role, Response> {
     match role(s, h) {
         None => Err(error(

@@ -9,7 +9,15 @@ async fn deliveries(r: &Running) -> i64 {
 }
 
 async fn jobs(r: &Running) -> usize {
-    r.app.state.store.job_counts().await.unwrap().iter().map(|(_, n)| *n as usize).sum()
+    r.app
+        .state
+        .store
+        .job_counts()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, n)| *n as usize)
+        .sum()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -24,24 +32,47 @@ async fn distribution_push_is_recorded_once_and_bad_requests_change_nothing() {
         let (s, text) = r.post("/hooks/distribution", body.clone(), &bad).await;
         assert_eq!(s, 401, "{}: {text}", db.name);
         assert!(text.contains("\"error\":\"unauthorized\""), "{text}");
-        let (s, _) = r.post("/hooks/distribution", body.clone(), &dist_headers()[1..]).await;
+        let (s, _) = r
+            .post("/hooks/distribution", body.clone(), &dist_headers()[1..])
+            .await;
         assert_eq!(s, 401);
         // Wrong content type, malformed JSON, oversized body.
         let mut ct = dist_headers();
         ct[1].1 = "text/plain".into();
-        assert_eq!(r.post("/hooks/distribution", body.clone(), &ct).await.0, 415);
-        let (s, text) = r.post("/hooks/distribution", b"{\"events\": [".to_vec(), &dist_headers()).await;
+        assert_eq!(
+            r.post("/hooks/distribution", body.clone(), &ct).await.0,
+            415
+        );
+        let (s, text) = r
+            .post(
+                "/hooks/distribution",
+                b"{\"events\": [".to_vec(),
+                &dist_headers(),
+            )
+            .await;
         assert_eq!(s, 400, "{text}");
         assert!(text.contains("bad_request"), "{text}");
-        let (s, text) = r.post("/hooks/distribution", vec![b' '; 70 << 10], &dist_headers()).await;
+        let (s, text) = r
+            .post("/hooks/distribution", vec![b' '; 70 << 10], &dist_headers())
+            .await;
         assert_eq!(s, 413, "{text}");
-        assert_eq!(deliveries(&r).await, 0, "{}: rejected requests stored something", db.name);
+        assert_eq!(
+            deliveries(&r).await,
+            0,
+            "{}: rejected requests stored something",
+            db.name
+        );
         assert_eq!(jobs(&r).await, 0);
 
         // The real capture: accepted, one delivery, one ingest job for acme/hello-module:0.1.0.
-        let (s, text) = r.post("/hooks/distribution", body.clone(), &dist_headers()).await;
+        let (s, text) = r
+            .post("/hooks/distribution", body.clone(), &dist_headers())
+            .await;
         assert_eq!(s, 202, "{}: {text}", db.name);
-        assert!(text.contains("\"accepted\":1") && text.contains("\"jobs\":1"), "{text}");
+        assert!(
+            text.contains("\"accepted\":1") && text.contains("\"jobs\":1"),
+            "{text}"
+        );
         // The same delivery again: acknowledged, nothing changes.
         let (s, text) = r.post("/hooks/distribution", body, &dist_headers()).await;
         assert_eq!(s, 200, "{text}");
@@ -50,8 +81,14 @@ async fn distribution_push_is_recorded_once_and_bad_requests_change_nothing() {
         assert_eq!(jobs(&r).await, 1);
 
         // Blob, untagged child, pull: recorded as deliveries, but start nothing.
-        for f in ["push-blob.envelope.json", "push-manifest-untagged-child.envelope.json", "pull-manifest.envelope.json"] {
-            let (s, text) = r.post("/hooks/distribution", data(f), &dist_headers()).await;
+        for f in [
+            "push-blob.envelope.json",
+            "push-manifest-untagged-child.envelope.json",
+            "pull-manifest.envelope.json",
+        ] {
+            let (s, text) = r
+                .post("/hooks/distribution", data(f), &dist_headers())
+                .await;
             assert_eq!(s, 202, "{f}: {text}");
             assert!(text.contains("\"jobs\":0"), "{f}: {text}");
         }
@@ -90,7 +127,11 @@ async fn gitea_hmac_with_rotation_and_event_routing() {
         // Other event types: authenticated, then 204 (the promotion engine's business).
         for f in ["issue-comment-created-on-pull-request", "status-success"] {
             let (s, text) = r
-                .post("/hooks/gitea", data(&format!("{f}.json")), &headers(&format!("{f}.headers.json")))
+                .post(
+                    "/hooks/gitea",
+                    data(&format!("{f}.json")),
+                    &headers(&format!("{f}.headers.json")),
+                )
                 .await;
             assert_eq!(s, 204, "{f}: {text}");
         }
@@ -106,7 +147,11 @@ async fn gitea_rejects_when_no_secret_matches() {
     cfg.hooks.gitea_secrets = vec!["rotated-away".into()];
     let r = serve(cfg).await;
     let (s, _) = r
-        .post("/hooks/gitea", data("package-created-container.json"), &headers("package-created-container.headers.json"))
+        .post(
+            "/hooks/gitea",
+            data("package-created-container.json"),
+            &headers("package-created-container.headers.json"),
+        )
         .await;
     assert_eq!(s, 401);
     assert_eq!(deliveries(&r).await, 0);
@@ -120,21 +165,45 @@ async fn harbor_default_and_cloudevents() {
             ("Authorization".to_string(), HARBOR_AUTH.to_string()),
             ("Content-Type".to_string(), "application/json".to_string()),
         ];
-        let (s, _) = r.post("/hooks/harbor", data("push-artifact.default.json"), &auth[1..]).await;
+        let (s, _) = r
+            .post(
+                "/hooks/harbor",
+                data("push-artifact.default.json"),
+                &auth[1..],
+            )
+            .await;
         assert_eq!(s, 401, "no Authorization");
-        let (s, text) = r.post("/hooks/harbor", data("push-artifact.default.json"), &auth).await;
+        let (s, text) = r
+            .post("/hooks/harbor", data("push-artifact.default.json"), &auth)
+            .await;
         assert_eq!(s, 202, "{}: {text}", db.name);
         assert!(text.contains("\"jobs\":1"), "{text}");
-        let (s, _) = r.post("/hooks/harbor", data("push-artifact.default.json"), &auth).await;
+        let (s, _) = r
+            .post("/hooks/harbor", data("push-artifact.default.json"), &auth)
+            .await;
         assert_eq!(s, 200, "Harbor's retry of the same body is a duplicate");
-        let (s, text) = r.post("/hooks/harbor", data("push-artifact-by-digest.default.json"), &auth).await;
+        let (s, text) = r
+            .post(
+                "/hooks/harbor",
+                data("push-artifact-by-digest.default.json"),
+                &auth,
+            )
+            .await;
         assert_eq!(s, 202, "{text}");
-        assert!(text.contains("\"jobs\":0"), "untagged push starts nothing: {text}");
+        assert!(
+            text.contains("\"jobs\":0"),
+            "untagged push starts nothing: {text}"
+        );
         let ce = vec![
             ("Authorization".to_string(), HARBOR_AUTH.to_string()),
-            ("Content-Type".to_string(), "application/cloudevents+json".to_string()),
+            (
+                "Content-Type".to_string(),
+                "application/cloudevents+json".to_string(),
+            ),
         ];
-        let (s, text) = r.post("/hooks/harbor", data("push-artifact.cloudevents.json"), &ce).await;
+        let (s, text) = r
+            .post("/hooks/harbor", data("push-artifact.cloudevents.json"), &ce)
+            .await;
         assert_eq!(s, 202, "{text}");
         assert_eq!(deliveries(&r).await, 3);
         // The same tag from two sources is one queued job.
@@ -148,22 +217,36 @@ async fn health_readiness_metrics_and_api_auth() {
     let r = serve(config(&db.url, "127.0.0.1:1", vec![])).await;
     assert_eq!(r.get("/healthz", None).await.0, 200);
     assert_eq!(r.get("/readyz", None).await.0, 200);
-    r.post("/hooks/distribution", data("push-manifest-tagged.envelope.json"), &dist_headers()).await;
+    r.post(
+        "/hooks/distribution",
+        data("push-manifest-tagged.envelope.json"),
+        &dist_headers(),
+    )
+    .await;
     let (s, m) = r.get("/metrics", None).await;
     assert_eq!(s, 200);
     let m = m.as_str().unwrap().to_owned();
-    assert!(m.contains("module_webhook_deliveries_total{source=\"distribution\",outcome=\"accepted\"} 1"), "{m}");
+    assert!(
+        m.contains(
+            "module_webhook_deliveries_total{source=\"distribution\",outcome=\"accepted\"} 1"
+        ),
+        "{m}"
+    );
     assert!(m.contains("module_webhook_jobs{state=\"queued\"} 1"), "{m}");
     assert!(m.contains("module_webhook_ingest_duration_seconds"), "{m}");
 
     let (s, v) = r.get("/api/v1/modules", None).await;
     assert_eq!(s, 401);
     assert_eq!(v["error"], "unauthorized");
-    let (s, v) = r.get("/api/v1/modules", Some("wrong-token-0123456789")).await;
+    let (s, v) = r
+        .get("/api/v1/modules", Some("wrong-token-0123456789"))
+        .await;
     assert_eq!(s, 401, "{v}");
     let (s, v) = r.get("/api/v1/modules", Some(READ_TOKEN)).await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = r.get("/api/v1/versions/v-nope-1.0.0", Some(READ_TOKEN)).await;
+    let (s, v) = r
+        .get("/api/v1/versions/v-nope-1.0.0", Some(READ_TOKEN))
+        .await;
     assert_eq!(s, 404);
     assert_eq!(v["error"], "not_found");
     let res = r
@@ -174,6 +257,8 @@ async fn health_readiness_metrics_and_api_auth() {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 403, "retry needs the operator role");
-    let (s, v) = r.get("/api/v1/modules/x/versions?state=bogus", Some(READ_TOKEN)).await;
+    let (s, v) = r
+        .get("/api/v1/modules/x/versions?state=bogus", Some(READ_TOKEN))
+        .await;
     assert_eq!(s, 400, "{v}");
 }

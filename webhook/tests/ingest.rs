@@ -9,8 +9,16 @@ use powernode_module::{
     registry::{Credentials, Registry, parse_reference, with_tag},
     trust::{keys, sign},
 };
-use powernode_testkit::{copy_tree, example, module_builder, registry::{TestRegistry, free_port}};
-use std::{fs, path::{Path, PathBuf}, process::Command, time::Duration};
+use powernode_testkit::{
+    copy_tree, example, module_builder,
+    registry::{TestRegistry, free_port},
+};
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
+};
 
 const REPO: &str = "acct/modules/my-redis-module";
 
@@ -38,7 +46,10 @@ fn keys() -> Keys {
 
 fn mb(args: &[&str], dir: Option<&Path>, key: Option<&Path>) -> String {
     let mut c = Command::new(module_builder());
-    c.args(args).env("COSIGN_PASSWORD", "pw").env("DOCKER_CONFIG", "/nonexistent").env_remove("SOURCE_DATE_EPOCH");
+    c.args(args)
+        .env("COSIGN_PASSWORD", "pw")
+        .env("DOCKER_CONFIG", "/nonexistent")
+        .env_remove("SOURCE_DATE_EPOCH");
     if let Some(d) = dir {
         c.arg(d);
     }
@@ -46,7 +57,11 @@ fn mb(args: &[&str], dir: Option<&Path>, key: Option<&Path>) -> String {
         c.arg("--key").arg(k);
     }
     let o = c.output().unwrap();
-    assert!(o.status.success(), "module-builder {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "module-builder {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8(o.stdout).unwrap()
 }
 
@@ -58,8 +73,20 @@ fn module(name: &str) -> tempfile::TempDir {
 
 /// Builds and pushes (unsigned); returns the digest reference.
 fn push(m: &Path, target: &str, version: &str) -> String {
-    mb(&["build", "--source-date-epoch", "1700000000", "--version", version], Some(m), None);
-    mb(&["push", "--ref", target], Some(m), None).trim().to_owned()
+    mb(
+        &[
+            "build",
+            "--source-date-epoch",
+            "1700000000",
+            "--version",
+            version,
+        ],
+        Some(m),
+        None,
+    );
+    mb(&["push", "--ref", target], Some(m), None)
+        .trim()
+        .to_owned()
 }
 
 fn digest_of(reference: &str) -> String {
@@ -88,7 +115,15 @@ fn envelope(id: &str, repo: &str, tag: &str, digest: &str) -> Vec<u8> {
 }
 
 async fn audit_actions(r: &Running, id: &str) -> Vec<String> {
-    r.app.state.store.audit_of(id).await.unwrap().into_iter().map(|a| a.action).collect()
+    r.app
+        .state
+        .store
+        .audit_of(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -96,11 +131,28 @@ async fn release_is_ingested_to_draft_through_registry_notifications() {
     for db in databases().await {
         let k = keys();
         let port = free_port();
-        let r = serve(config(&db.url, &format!("127.0.0.1:{port}"), vec![key_policy("my-redis", REPO, k.public.clone())])).await;
-        let reg = TestRegistry::start_notifying(port, &format!("{}/hooks/distribution", r.url), DIST_TOKEN);
+        let r = serve(config(
+            &db.url,
+            &format!("127.0.0.1:{port}"),
+            vec![key_policy("my-redis", REPO, k.public.clone())],
+        ))
+        .await;
+        let reg = TestRegistry::start_notifying(
+            port,
+            &format!("{}/hooks/distribution", r.url),
+            DIST_TOKEN,
+        );
         let m = module("my-redis");
         let out = mb(
-            &["release", "--ref", &reg.repo(REPO), "--version", "0.1.0", "--source-date-epoch", "1700000000"],
+            &[
+                "release",
+                "--ref",
+                &reg.repo(REPO),
+                "--version",
+                "0.1.0",
+                "--source-date-epoch",
+                "1700000000",
+            ],
             Some(m.path()),
             Some(&k.key),
         );
@@ -108,26 +160,67 @@ async fn release_is_ingested_to_draft_through_registry_notifications() {
         // Artifact manifest + signature manifest.
         wait_for_deliveries(&r, 2).await;
         r.app.drain().await.unwrap();
-        let v = r.app.state.store.version("my-redis", "0.1.0").await.unwrap().expect("a version");
-        assert_eq!(v.lifecycle, Lifecycle::Draft, "{}: {:?}", db.name, v.reject_reason);
+        let v = r
+            .app
+            .state
+            .store
+            .version("my-redis", "0.1.0")
+            .await
+            .unwrap()
+            .expect("a version");
+        assert_eq!(
+            v.lifecycle,
+            Lifecycle::Draft,
+            "{}: {:?}",
+            db.name,
+            v.reject_reason
+        );
         assert_eq!(v.id, "v-my-redis-0.1.0");
         assert_eq!(v.manifest_digest, digest_of(&reference));
-        let mj: serde_json::Value = serde_json::from_slice(&fs::read(m.path().join("dist/module.json")).unwrap()).unwrap();
-        assert_eq!(v.composefs_digest.as_deref(), mj["composefs"]["digest"].as_str());
+        let mj: serde_json::Value =
+            serde_json::from_slice(&fs::read(m.path().join("dist/module.json")).unwrap()).unwrap();
+        assert_eq!(
+            v.composefs_digest.as_deref(),
+            mj["composefs"]["digest"].as_str()
+        );
         assert_eq!(v.artifact_digest.as_deref(), mj["tar"]["sha256"].as_str());
         assert_eq!(v.composefs_format, Some(1));
         assert!(v.manifest.as_deref().unwrap().contains("name: my-redis"));
-        assert!(v.file_index.as_ref().unwrap().to_string().contains("rootfs/etc/redis/redis.conf"));
+        assert!(
+            v.file_index
+                .as_ref()
+                .unwrap()
+                .to_string()
+                .contains("rootfs/etc/redis/redis.conf")
+        );
         let actions = audit_actions(&r, &v.id).await;
-        assert_eq!(actions.iter().filter(|a| *a == "ingested").count(), 1, "{actions:?}");
+        assert_eq!(
+            actions.iter().filter(|a| *a == "ingested").count(),
+            1,
+            "{actions:?}"
+        );
 
         // The API shows it.
-        let (s, body) = r.get("/api/v1/modules/my-redis/versions?state=draft", Some(READ_TOKEN)).await;
+        let (s, body) = r
+            .get(
+                "/api/v1/modules/my-redis/versions?state=draft",
+                Some(READ_TOKEN),
+            )
+            .await;
         assert_eq!(s, 200);
         assert_eq!(body["versions"][0]["id"], "v-my-redis-0.1.0");
-        let (s, body) = r.get("/api/v1/versions/v-my-redis-0.1.0/audit", Some(READ_TOKEN)).await;
+        let (s, body) = r
+            .get("/api/v1/versions/v-my-redis-0.1.0/audit", Some(READ_TOKEN))
+            .await;
         assert_eq!(s, 200);
-        assert!(body["audit"].as_array().unwrap().iter().any(|a| a["to_state"] == "draft"), "{body}");
+        assert!(
+            body["audit"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|a| a["to_state"] == "draft"),
+            "{body}"
+        );
         let (_, body) = r.get("/api/v1/modules", Some(READ_TOKEN)).await;
         assert_eq!(body["modules"][0]["name"], "my-redis");
     }
@@ -139,13 +232,32 @@ async fn reconciler_ingests_what_was_pushed_while_the_receiver_was_down() {
     let k = keys();
     let reg = TestRegistry::start();
     let m = module("my-redis");
-    mb(&["release", "--ref", &reg.repo(REPO), "--version", "0.2.0"], Some(m.path()), Some(&k.key));
-    let r = serve(config(&db.url, &reg.host, vec![key_policy("my-redis", REPO, k.public.clone())])).await;
+    mb(
+        &["release", "--ref", &reg.repo(REPO), "--version", "0.2.0"],
+        Some(m.path()),
+        Some(&k.key),
+    );
+    let r = serve(config(
+        &db.url,
+        &reg.host,
+        vec![key_policy("my-redis", REPO, k.public.clone())],
+    ))
+    .await;
     assert_eq!(r.app.state.store.delivery_count().await.unwrap(), 0);
     let n = reconcile(&r.app.worker.ctx).await.unwrap();
-    assert_eq!(n, 1, "one tag without a version (the .sig tag is not a version)");
+    assert_eq!(
+        n, 1,
+        "one tag without a version (the .sig tag is not a version)"
+    );
     r.app.drain().await.unwrap();
-    let v = r.app.state.store.version("my-redis", "0.2.0").await.unwrap().unwrap();
+    let v = r
+        .app
+        .state
+        .store
+        .version("my-redis", "0.2.0")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(v.lifecycle, Lifecycle::Draft);
     // A second pass finds nothing to do.
     assert_eq!(reconcile(&r.app.worker.ctx).await.unwrap(), 0);
@@ -156,27 +268,69 @@ async fn signature_after_and_before_the_artifact_and_duplicates_give_one_version
     for db in databases().await {
         let k = keys();
         let reg = TestRegistry::start();
-        let r = serve(config(&db.url, &reg.host, vec![key_policy("my-redis", REPO, k.public.clone())])).await;
+        let r = serve(config(
+            &db.url,
+            &reg.host,
+            vec![key_policy("my-redis", REPO, k.public.clone())],
+        ))
+        .await;
         let m = module("my-redis");
         let target = reg.repo(REPO);
 
         // Artifact first, unsigned: pending_signature.
         let reference = push(m.path(), &target, "0.3.0");
         let d = digest_of(&reference);
-        r.post("/hooks/distribution", envelope("e1", REPO, "v0.3.0", &d), &dist_headers()).await;
+        r.post(
+            "/hooks/distribution",
+            envelope("e1", REPO, "v0.3.0", &d),
+            &dist_headers(),
+        )
+        .await;
         r.app.drain().await.unwrap();
-        let v = r.app.state.store.version("my-redis", "0.3.0").await.unwrap().unwrap();
+        let v = r
+            .app
+            .state
+            .store
+            .version("my-redis", "0.3.0")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(v.lifecycle, Lifecycle::PendingSignature, "{}", db.name);
-        assert!(v.reject_reason.as_deref().unwrap().contains("not signed"), "{:?}", v.reject_reason);
+        assert!(
+            v.reject_reason.as_deref().unwrap().contains("not signed"),
+            "{:?}",
+            v.reject_reason
+        );
 
         // The signature arrives: its .sig push re-checks the pending version.
         mb(&["sign", &reference], None, Some(&k.key));
         let sig_tag = format!("sha256-{}.sig", d.trim_start_matches("sha256:"));
-        r.post("/hooks/distribution", envelope("e2", REPO, &sig_tag, "sha256:00"), &dist_headers()).await;
+        r.post(
+            "/hooks/distribution",
+            envelope("e2", REPO, &sig_tag, "sha256:00"),
+            &dist_headers(),
+        )
+        .await;
         r.app.drain().await.unwrap();
-        let v = r.app.state.store.version("my-redis", "0.3.0").await.unwrap().unwrap();
-        assert_eq!(v.lifecycle, Lifecycle::Draft, "{}: {:?}", db.name, v.reject_reason);
-        assert_eq!(audit_actions(&r, &v.id).await, ["awaiting_signature", "ingested"]);
+        let v = r
+            .app
+            .state
+            .store
+            .version("my-redis", "0.3.0")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            v.lifecycle,
+            Lifecycle::Draft,
+            "{}: {:?}",
+            db.name,
+            v.reject_reason
+        );
+        assert_eq!(
+            audit_actions(&r, &v.id).await,
+            ["awaiting_signature", "ingested"]
+        );
 
         // Signature event before the artifact event, and every event twice.
         let m2 = module("my-redis");
@@ -184,16 +338,43 @@ async fn signature_after_and_before_the_artifact_and_duplicates_give_one_version
         let d = digest_of(&reference);
         mb(&["sign", &reference], None, Some(&k.key));
         let sig_tag = format!("sha256-{}.sig", d.trim_start_matches("sha256:"));
-        for (id, tag) in [("s1", sig_tag.as_str()), ("a1", "v0.4.0"), ("s1", sig_tag.as_str()), ("a1", "v0.4.0")] {
-            r.post("/hooks/distribution", envelope(id, REPO, tag, &d), &dist_headers()).await;
+        for (id, tag) in [
+            ("s1", sig_tag.as_str()),
+            ("a1", "v0.4.0"),
+            ("s1", sig_tag.as_str()),
+            ("a1", "v0.4.0"),
+        ] {
+            r.post(
+                "/hooks/distribution",
+                envelope(id, REPO, tag, &d),
+                &dist_headers(),
+            )
+            .await;
         }
         r.app.drain().await.unwrap();
         reconcile(&r.app.worker.ctx).await.unwrap();
         r.app.drain().await.unwrap();
-        let v = r.app.state.store.version("my-redis", "0.4.0").await.unwrap().unwrap();
+        let v = r
+            .app
+            .state
+            .store
+            .version("my-redis", "0.4.0")
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(v.lifecycle, Lifecycle::Draft);
-        assert_eq!(audit_actions(&r, &v.id).await, ["ingested"], "exactly one ingest");
-        let all = r.app.state.store.versions_of("my-redis", None).await.unwrap();
+        assert_eq!(
+            audit_actions(&r, &v.id).await,
+            ["ingested"],
+            "exactly one ingest"
+        );
+        let all = r
+            .app
+            .state
+            .store
+            .versions_of("my-redis", None)
+            .await
+            .unwrap();
         assert_eq!(all.len(), 2, "{}", db.name);
     }
 }
@@ -204,40 +385,95 @@ async fn wrong_signer_and_unsigned_never_become_drafts() {
     let trusted = keys();
     let other = keys();
     let reg = TestRegistry::start();
-    let mut cfg = config(&db.url, &reg.host, vec![key_policy("my-redis", REPO, trusted.public.clone())]);
+    let mut cfg = config(
+        &db.url,
+        &reg.host,
+        vec![key_policy("my-redis", REPO, trusted.public.clone())],
+    );
     let r = serve(cfg.clone()).await;
     let m = module("my-redis");
     let reference = push(m.path(), &reg.repo(REPO), "0.5.0");
     mb(&["sign", &reference], None, Some(&other.key));
     let out = r.app.worker.ctx.ingest(REPO, "v0.5.0").await.unwrap();
     assert!(matches!(out, Outcome::PendingSignature(_)), "{out:?}");
-    let v = r.app.state.store.version("my-redis", "0.5.0").await.unwrap().unwrap();
+    let v = r
+        .app
+        .state
+        .store
+        .version("my-redis", "0.5.0")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(v.lifecycle, Lifecycle::PendingSignature);
-    assert!(v.reject_reason.as_deref().unwrap().contains("does not verify with any trusted key"), "{:?}", v.reject_reason);
+    assert!(
+        v.reject_reason
+            .as_deref()
+            .unwrap()
+            .contains("does not verify with any trusted key"),
+        "{:?}",
+        v.reject_reason
+    );
     let (_, metrics) = r.get("/metrics", None).await;
-    assert!(metrics.as_str().unwrap().contains("verification_failures_total{reason=\"key_mismatch\"} 1"), "{metrics}");
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("verification_failures_total{reason=\"key_mismatch\"} 1"),
+        "{metrics}"
+    );
 
     // Past the signature timeout, it is rejected, with the reason.
     cfg.ingest.signature_timeout_secs = 0;
     let r2 = serve(cfg).await;
     tokio::time::sleep(Duration::from_millis(5)).await;
     let out = r2.app.worker.ctx.ingest(REPO, "v0.5.0").await.unwrap();
-    assert!(matches!(&out, Outcome::Rejected(_, why) if why.starts_with("signature_timeout")), "{out:?}");
-    let v = r2.app.state.store.version("my-redis", "0.5.0").await.unwrap().unwrap();
+    assert!(
+        matches!(&out, Outcome::Rejected(_, why) if why.starts_with("signature_timeout")),
+        "{out:?}"
+    );
+    let v = r2
+        .app
+        .state
+        .store
+        .version("my-redis", "0.5.0")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(v.lifecycle, Lifecycle::Rejected);
-    assert_eq!(audit_actions(&r2, &v.id).await, ["awaiting_signature", "rejected"]);
+    assert_eq!(
+        audit_actions(&r2, &v.id).await,
+        ["awaiting_signature", "rejected"]
+    );
 }
 
 /// Pushes `manifest` (JSON, edited) under `tag` and signs it with `key`.
-async fn push_signed(reg: &TestRegistry, tag: &str, manifest: &serde_json::Value, key: &Path) -> Digest {
+async fn push_signed(
+    reg: &TestRegistry,
+    tag: &str,
+    manifest: &serde_json::Value,
+    key: &Path,
+) -> Digest {
     let r = parse_reference(&format!("{}:{tag}", reg.repo(REPO))).unwrap();
     let c = Registry::new(&r, Credentials::Anonymous, false);
     let d = c
-        .push_manifest(&r, &serde_json::to_vec(manifest).unwrap(), "application/vnd.oci.image.manifest.v1+json")
+        .push_manifest(
+            &r,
+            &serde_json::to_vec(manifest).unwrap(),
+            "application/vnd.oci.image.manifest.v1+json",
+        )
         .await
         .unwrap();
     let signer = keys::load_private(key, b"pw").unwrap();
-    sign::sign(&c, &reqwest::Client::new(), &r, &d, &sign::Material::Key(signer), None).await.unwrap();
+    sign::sign(
+        &c,
+        &reqwest::Client::new(),
+        &r,
+        &d,
+        &sign::Material::Key(signer),
+        None,
+    )
+    .await
+    .unwrap();
     d
 }
 
@@ -246,7 +482,12 @@ async fn tampered_content_is_rejected_even_when_signed() {
     let db = sqlite().await;
     let k = keys();
     let reg = TestRegistry::start();
-    let r = serve(config(&db.url, &reg.host, vec![key_policy("my-redis", REPO, k.public.clone())])).await;
+    let r = serve(config(
+        &db.url,
+        &reg.host,
+        vec![key_policy("my-redis", REPO, k.public.clone())],
+    ))
+    .await;
     let m = module("my-redis");
     let reference = push(m.path(), &reg.repo(REPO), "1.0.0");
     let rr = parse_reference(&reference).unwrap();
@@ -256,11 +497,15 @@ async fn tampered_content_is_rejected_even_when_signed() {
 
     // A signed manifest whose composefs annotation lies.
     let mut lie = original.clone();
-    lie["annotations"]["org.powernode.module.composefs-digest"] = format!("sha256:{}", "0".repeat(64)).into();
+    lie["annotations"]["org.powernode.module.composefs-digest"] =
+        format!("sha256:{}", "0".repeat(64)).into();
     lie["annotations"]["org.opencontainers.image.version"] = "1.0.1".into();
     push_signed(&reg, "v1.0.1", &lie, &k.key).await;
     let out = r.app.worker.ctx.ingest(REPO, "v1.0.1").await.unwrap();
-    assert!(matches!(&out, Outcome::Rejected(_, why) if why.starts_with("composefs_mismatch")), "{out:?}");
+    assert!(
+        matches!(&out, Outcome::Rejected(_, why) if why.starts_with("composefs_mismatch")),
+        "{out:?}"
+    );
 
     // A signed manifest pointing at a tar whose content does not match its index.
     let mut tar = fs::read(m.path().join("dist/module.tar")).unwrap();
@@ -278,7 +523,14 @@ async fn tampered_content_is_rejected_even_when_signed() {
         "{out:?}"
     );
     for v in ["1.0.1", "1.0.2"] {
-        let row = r.app.state.store.version("my-redis", v).await.unwrap().unwrap();
+        let row = r
+            .app
+            .state
+            .store
+            .version("my-redis", v)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(row.lifecycle, Lifecycle::Rejected);
         assert!(row.reject_reason.is_some());
     }
@@ -287,7 +539,10 @@ async fn tampered_content_is_rejected_even_when_signed() {
     let oref = push(other.path(), &format!("{}:v9.9.9", reg.repo(REPO)), "9.9.9");
     mb(&["sign", &oref], None, Some(&k.key));
     let out = r.app.worker.ctx.ingest(REPO, "v9.9.9").await.unwrap();
-    assert!(matches!(&out, Outcome::Rejected(_, why) if why.starts_with("module_mismatch")), "{out:?}");
+    assert!(
+        matches!(&out, Outcome::Rejected(_, why) if why.starts_with("module_mismatch")),
+        "{out:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -295,7 +550,12 @@ async fn versions_are_immutable() {
     let db = sqlite().await;
     let k = keys();
     let reg = TestRegistry::start();
-    let r = serve(config(&db.url, &reg.host, vec![key_policy("my-redis", REPO, k.public.clone())])).await;
+    let r = serve(config(
+        &db.url,
+        &reg.host,
+        vec![key_policy("my-redis", REPO, k.public.clone())],
+    ))
+    .await;
     let m = module("my-redis");
     let first = push(m.path(), &reg.repo(REPO), "2.0.0");
     mb(&["sign", &first], None, Some(&k.key));
@@ -307,9 +567,20 @@ async fn versions_are_immutable() {
     mb(&["sign", &second], None, Some(&k.key));
     let out = r.app.worker.ctx.ingest(REPO, "v2.0.0").await.unwrap();
     assert!(matches!(out, Outcome::Rejected(..)), "{out:?}");
-    let v = r.app.state.store.version("my-redis", "2.0.0").await.unwrap().unwrap();
+    let v = r
+        .app
+        .state
+        .store
+        .version("my-redis", "2.0.0")
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(v.lifecycle, Lifecycle::Draft);
-    assert_eq!(v.manifest_digest, digest_of(&first), "the first digest stays");
+    assert_eq!(
+        v.manifest_digest,
+        digest_of(&first),
+        "the first digest stays"
+    );
     let actions = audit_actions(&r, &v.id).await;
     assert_eq!(actions, ["ingested", "refused_different_digest"]);
     let _ = with_tag;

@@ -53,10 +53,9 @@ pub fn parse(body: &[u8], repos: &Repositories) -> Result<Parsed, HookError> {
         if e.action == "push"
             && MANIFEST_TYPES.contains(&t.media_type.as_str())
             && repos.accepts(&t.repository)
+            && let Some(tag) = t.tag.as_deref().filter(|t| !t.is_empty())
         {
-            if let Some(tag) = t.tag.as_deref().filter(|t| !t.is_empty()) {
-                jobs.push(job_for_tag(&t.repository, tag));
-            }
+            jobs.push(job_for_tag(&t.repository, tag));
         }
         out.deliveries.push((
             NewDelivery {

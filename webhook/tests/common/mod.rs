@@ -5,7 +5,9 @@
 
 use module_webhook::{
     app::App,
-    config::{ApiConfig, ApiToken, Config, HooksConfig, IngestConfig, ModulePolicy, RegistryConfig, Role},
+    config::{
+        ApiConfig, ApiToken, Config, HooksConfig, IngestConfig, ModulePolicy, RegistryConfig, Role,
+    },
 };
 use std::path::{Path, PathBuf};
 
@@ -16,7 +18,12 @@ pub const READ_TOKEN: &str = "read-token-0123456789";
 pub const OPS_TOKEN: &str = "ops-token-0123456789";
 
 pub fn data(name: &str) -> Vec<u8> {
-    std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(name)).unwrap()
+    std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data")
+            .join(name),
+    )
+    .unwrap()
 }
 
 pub fn headers(name: &str) -> Vec<(String, String)> {
@@ -40,7 +47,10 @@ pub struct TestDb {
 pub async fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().unwrap();
     TestDb {
-        url: format!("sqlite://{}", dir.path().join("db/module-webhook.db").display()),
+        url: format!(
+            "sqlite://{}",
+            dir.path().join("db/module-webhook.db").display()
+        ),
         name: "sqlite",
         _dir: Some(dir),
     }
@@ -48,15 +58,24 @@ pub async fn sqlite() -> TestDb {
 
 /// A fresh PostgreSQL database, when `DATABASE_URL` points at a server.
 pub async fn postgres() -> Option<TestDb> {
-    let base = std::env::var("DATABASE_URL").ok().filter(|u| u.starts_with("postgres"))?;
+    let base = std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|u| u.starts_with("postgres"))?;
     use sqlx::Connection;
     let mut c = sqlx::PgConnection::connect(&base)
         .await
-        .unwrap_or_else(|e| panic!("DATABASE_URL={base} is set but PostgreSQL does not answer: {e}"));
+        .unwrap_or_else(|e| {
+            panic!("DATABASE_URL={base} is set but PostgreSQL does not answer: {e}")
+        });
     let db = format!("mw_test_{}", uuid::Uuid::new_v4().simple());
-    sqlx::query(&format!("CREATE DATABASE {db}")).execute(&mut c).await.unwrap();
+    sqlx::query(&format!("CREATE DATABASE {db}"))
+        .execute(&mut c)
+        .await
+        .unwrap();
     let url = match base.rsplit_once('/') {
-        Some((head, _)) if head.contains("://") && head.len() > "postgres://".len() => format!("{head}/{db}"),
+        Some((head, _)) if head.contains("://") && head.len() > "postgres://".len() => {
+            format!("{head}/{db}")
+        }
         _ => format!("{base}/{db}"),
     };
     Some(TestDb {
@@ -147,7 +166,12 @@ pub async fn serve(cfg: Config) -> Running {
 }
 
 impl Running {
-    pub async fn post(&self, path: &str, body: Vec<u8>, headers: &[(String, String)]) -> (u16, String) {
+    pub async fn post(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(String, String)],
+    ) -> (u16, String) {
         let mut r = self.http.post(format!("{}{path}", self.url)).body(body);
         for (k, v) in headers {
             r = r.header(k, v);
@@ -165,13 +189,19 @@ impl Running {
         let res = r.send().await.unwrap();
         let status = res.status().as_u16();
         let text = res.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+        )
     }
 }
 
 pub fn dist_headers() -> Vec<(String, String)> {
     vec![
         ("Authorization".into(), format!("Bearer {DIST_TOKEN}")),
-        ("Content-Type".into(), "application/vnd.docker.distribution.events.v1+json".into()),
+        (
+            "Content-Type".into(),
+            "application/vnd.docker.distribution.events.v1+json".into(),
+        ),
     ]
 }

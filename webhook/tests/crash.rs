@@ -1,0 +1,180 @@
+//! Kill the receiver (SIGKILL) in the middle of an ingest; after a restart the version is
+//! ingested exactly once.
+
+mod common;
+use common::*;
+use module_webhook::store::{Lifecycle, Store};
+use powernode_testkit::{
+    copy_tree, example, module_builder,
+    registry::{TestRegistry, free_port},
+};
+use std::{
+    fs,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+const REPO: &str = "acct/modules/my-redis-module";
+
+fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_module-webhook"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            fs::File::options()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        ))
+        .spawn()
+        .unwrap()
+}
+
+async fn wait_ready(url: &str) {
+    let c = reqwest::Client::new();
+    for _ in 0..200 {
+        if let Ok(r) = c.get(format!("{url}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("module-webhook did not become ready at {url}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_mid_ingest_then_restart_ingests_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start();
+    // A module with a large file, so the ingest (download + verification) takes a while.
+    let m = dir.path().join("module");
+    copy_tree(&example("my-redis"), &m);
+    let big: Vec<u8> = (0..(96u32 << 20))
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    fs::create_dir_all(m.join("rootfs/var/lib/redis")).unwrap();
+    fs::write(m.join("rootfs/var/lib/redis/seed.rdb"), &big).unwrap();
+    let manifest = fs::read_to_string(m.join("manifest.yaml"))
+        .unwrap()
+        .replace("\"/var/lib/redis/.gitkeep\"", "\"/var/lib/redis/**\"");
+    fs::write(m.join("manifest.yaml"), manifest).unwrap();
+    let keys = dir.path().join("cosign");
+    let keygen = Command::new(module_builder())
+        .args(["generate-key-pair", "--output-key-prefix"])
+        .arg(&keys)
+        .env("COSIGN_PASSWORD", "pw")
+        .status()
+        .unwrap();
+    assert!(keygen.success());
+    let rel = Command::new(module_builder())
+        .arg("release")
+        .arg(&m)
+        .args(["--ref", &reg.repo(REPO), "--version", "3.0.0", "--key"])
+        .arg(dir.path().join("cosign.key"))
+        .env("COSIGN_PASSWORD", "pw")
+        .env("DOCKER_CONFIG", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(
+        rel.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rel.stderr)
+    );
+
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let db = format!("sqlite://{}", dir.path().join("state/db.sqlite").display());
+    let config = dir.path().join("module-webhook.toml");
+    fs::write(
+        &config,
+        format!(
+            r#"listen = "127.0.0.1:{port}"
+database_url = "{db}"
+[registry]
+url = "http://{host}"
+repositories = ["acct/modules/*"]
+[hooks]
+distribution_token = "{DIST_TOKEN}"
+[ingest]
+workers = 1
+max_attempts = 5
+backoff_base_ms = 100
+backoff_cap_ms = 1000
+signature_timeout_secs = 3600
+reconcile_interval_secs = 3600
+lease_secs = 120
+max_artifact_bytes = 1073741824
+[[modules]]
+name = "my-redis"
+repository = "{REPO}"
+keys = ["{key}"]
+"#,
+            host = reg.host,
+            key = dir.path().join("cosign.pub").display(),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("webhook.log");
+    let mut child = spawn(&config, &log);
+    wait_ready(&url).await;
+    // The first start's reconcile pass may already pick the tag up; either way a job runs.
+    let store = Store::connect(&db).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let counts = store.job_counts().await.unwrap();
+        if counts.iter().any(|(s, n)| s == "running" && *n > 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no job started: {counts:?}\n{}",
+            fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let v = store.version("my-redis", "3.0.0").await.unwrap();
+    assert!(
+        v.is_none_or(|v| v.lifecycle != Lifecycle::Draft),
+        "the kill did not land mid-ingest (the version was already a draft); make the artifact larger"
+    );
+
+    let mut child = spawn(&config, &log);
+    wait_ready(&url).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let v = loop {
+        if let Some(v) = store.version("my-redis", "3.0.0").await.unwrap()
+            && v.lifecycle == Lifecycle::Draft
+        {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ingested after restart:\n{}",
+            fs::read_to_string(&log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // Let any duplicate work finish, then count.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let audit = store.audit_of(&v.id).await.unwrap();
+    assert_eq!(
+        audit.iter().filter(|a| a.action == "ingested").count(),
+        1,
+        "{audit:?}"
+    );
+    assert_eq!(store.versions_of("my-redis", None).await.unwrap().len(), 1);
+    assert!(
+        !store.has_pending_jobs().await.unwrap(),
+        "{:?}",
+        store.job_counts().await.unwrap()
+    );
+}

@@ -1,0 +1,131 @@
+//! The durable job queue on both stores: dedupe, leases, retries with backoff, dead letters
+//! and the operator's retry through the API.
+
+mod common;
+use common::*;
+use module_webhook::{
+    hooks::ingest_job,
+    store::{NewJob, Store},
+};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn dedupe_leases_and_takeover() {
+    for db in databases().await {
+        let s = Store::connect(&db.url).await.unwrap();
+        let j = ingest_job("acct/modules/x", "v1");
+        assert!(s.enqueue(&j).await.unwrap());
+        assert!(
+            !s.enqueue(&j).await.unwrap(),
+            "{}: an identical queued job is collapsed",
+            db.name
+        );
+        let claimed = s.claim(60_000).await.unwrap().expect("a job");
+        assert_eq!(claimed.attempts, 1);
+        assert!(
+            s.claim(60_000).await.unwrap().is_none(),
+            "leased jobs are not handed out twice"
+        );
+        // A hint that arrives while the job runs is kept for after it.
+        assert!(s.enqueue(&j).await.unwrap());
+        let second = s.claim(60_000).await.unwrap().expect("the follow-up job");
+        assert_ne!(second.id, claimed.id);
+        s.complete(&second.id).await.unwrap();
+        // A crashed worker's lease expires and another worker takes the job over.
+        let other = NewJob {
+            kind: "ingest".into(),
+            dedupe_key: "k2".into(),
+            payload: serde_json::json!({}),
+        };
+        s.enqueue(&other).await.unwrap();
+        let mut lost = None;
+        while let Some(j) = s.claim(1).await.unwrap() {
+            if j.id != claimed.id {
+                lost = Some(j);
+                break;
+            }
+        }
+        let lost = lost.expect("the new job");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let again = loop {
+            let j = s
+                .claim(60_000)
+                .await
+                .unwrap()
+                .expect("the expired lease is claimable");
+            if j.id == lost.id {
+                break j;
+            }
+        };
+        assert_eq!(again.attempts, 2);
+        // Restart of a single instance: running jobs go back to the queue.
+        assert!(s.requeue_running().await.unwrap() >= 1);
+        assert!(s.has_pending_jobs().await.unwrap());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_down_retries_then_dead_letters_and_operator_retries() {
+    for db in databases().await {
+        // Nothing listens on port 1: every attempt fails with a connection error.
+        let mut cfg = config(
+            &db.url,
+            "127.0.0.1:1",
+            vec![key_policy(
+                "my-redis",
+                "acct/modules/my-redis-module",
+                "/dev/null".into(),
+            )],
+        );
+        cfg.modules.clear();
+        cfg.modules.push(module_webhook::config::ModulePolicy {
+            trust_on_first_use: true,
+            keys: vec![],
+            ..key_policy(
+                "my-redis",
+                "acct/modules/my-redis-module",
+                "/dev/null".into(),
+            )
+        });
+        cfg.ingest.max_attempts = 3;
+        let r = serve(cfg).await;
+        r.app
+            .state
+            .store
+            .enqueue(&ingest_job("acct/modules/my-redis-module", "v1.0.0"))
+            .await
+            .unwrap();
+        let runs = r.app.drain().await.unwrap();
+        assert_eq!(runs, 3, "{}: three attempts, then dead", db.name);
+        let (s, v) = r.get("/api/v1/dead-letters", Some(READ_TOKEN)).await;
+        assert_eq!(s, 200);
+        let dead = v["dead_letters"].as_array().unwrap();
+        assert_eq!(dead.len(), 1, "{v}");
+        assert_eq!(dead[0]["attempts"], 3);
+        let err = dead[0]["last_error"].as_str().unwrap();
+        assert!(
+            err.contains("127.0.0.1:1"),
+            "the reason names the registry: {err}"
+        );
+        let (_, m) = r.get("/metrics", None).await;
+        assert!(
+            m.as_str()
+                .unwrap()
+                .contains("module_webhook_jobs{state=\"dead\"} 1"),
+            "{m}"
+        );
+
+        let id = dead[0]["id"].as_str().unwrap();
+        let res = r
+            .http
+            .post(format!("{}/api/v1/dead-letters/{id}/retry", r.url))
+            .bearer_auth(OPS_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 202);
+        assert!(r.app.state.store.has_pending_jobs().await.unwrap());
+        let (_, v) = r.get("/api/v1/dead-letters", Some(READ_TOKEN)).await;
+        assert_eq!(v["dead_letters"].as_array().unwrap().len(), 0);
+        assert_eq!(r.app.drain().await.unwrap(), 3, "a fresh attempt budget");
+    }
+}
