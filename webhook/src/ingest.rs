@@ -375,6 +375,7 @@ impl Ctx {
             "key_index": signer.key_index,
             "tlog_integrated_time": signer.integrated_time,
         });
+        row.updated_at = now_ms();
         let a = audit(&row, "ingested", from, None, evidence);
         if !self.store.write_version(&row, &a).await? {
             return Ok(Outcome::AlreadyIngested(id));
@@ -457,6 +458,7 @@ impl Ctx {
         self.metrics.rejection(code);
         row.lifecycle = Lifecycle::Rejected;
         row.reject_reason = Some(format!("{code}: {why}"));
+        row.updated_at = now_ms();
         let same = existing.is_some_and(|e| {
             e.lifecycle == Lifecycle::Rejected
                 && e.manifest_digest == row.manifest_digest

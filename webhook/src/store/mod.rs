@@ -70,7 +70,9 @@ impl Store {
         };
         let opts = AnyConnectOptions::from_str(&url)?;
         let mut pool_opts = AnyPoolOptions::new()
-            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            // SQLite has one writer: one connection queues writers in the pool (FIFO) instead
+            // of letting them collide and back off in the busy handler (tens of ms at p99).
+            .max_connections(if backend == Backend::Sqlite { 1 } else { 8 })
             .acquire_timeout(Duration::from_secs(10));
         if backend == Backend::Sqlite {
             pool_opts = pool_opts.after_connect(|conn, _| {
