@@ -193,7 +193,7 @@ impl Config {
                     m.name
                 );
             }
-            if keyless && m.trusted_root.is_none() {
+            if (keyless || m.trust_on_first_use) && m.trusted_root.is_none() {
                 anyhow::bail!(
                     "configuration: modules[{i}] ({}) is keyless but has no trusted_root",
                     m.name

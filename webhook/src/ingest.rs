@@ -381,7 +381,7 @@ impl Ctx {
             return Ok(Outcome::AlreadyIngested(id));
         }
         if trust.trust_on_first_use
-            && trust.policy.identity.is_none()
+            && trust.identity_regexp.is_none()
             && let (Some(i), Some(iss)) = (&signer.identity, &signer.issuer)
         {
             self.store.set_pin(&trust.name, i, iss, &id).await?;
@@ -396,10 +396,7 @@ impl Ctx {
         verified: &[Verified],
     ) -> Result<Result<Verified, String>, Transient> {
         let first = verified[0].clone();
-        if !(trust.trust_on_first_use
-            && trust.policy.identity.is_none()
-            && trust.policy.keys.is_empty())
-        {
+        if !(trust.trust_on_first_use && trust.identity_regexp.is_none()) {
             return Ok(Ok(first));
         }
         match self.store.pin(&trust.name).await? {

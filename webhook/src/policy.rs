@@ -45,6 +45,12 @@ impl Policies {
                         .map_err(|e| anyhow::anyhow!("modules.{}.issuer_regexp: {e}", m.name))?,
                 );
             }
+            if m.trust_on_first_use && p.identity.is_none() {
+                // Any certificate identity under the trusted root, until the first verified
+                // version pins one (ingest enforces the pin).
+                p.identity = Some(regex::Regex::new("^.*$")?);
+                p.issuer = Some(regex::Regex::new("^.*$")?);
+            }
             if let Some(root) = &m.trusted_root {
                 p.trusted_root = TrustedRoot::load(root)
                     .map_err(|e| anyhow::anyhow!("modules.{}.trusted_root: {e}", m.name))?;

@@ -178,3 +178,60 @@ keys = ["{key}"]
         store.job_counts().await.unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_shuts_down_cleanly_and_keeps_queued_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let db = format!("sqlite://{}", dir.path().join("db.sqlite").display());
+    let config = dir.path().join("c.toml");
+    fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"{db}\"\n[registry]\nurl = \"http://127.0.0.1:9\"\nrepositories = [\"acme/*\"]\n[hooks]\ndistribution_token = \"{DIST_TOKEN}\"\n"
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("log");
+    let mut child = spawn(&config, &log);
+    let url = format!("http://127.0.0.1:{port}");
+    wait_ready(&url).await;
+    let res = reqwest::Client::new()
+        .post(format!("{url}/hooks/distribution"))
+        .header("Authorization", format!("Bearer {DIST_TOKEN}"))
+        .header(
+            "Content-Type",
+            "application/vnd.docker.distribution.events.v1+json",
+        )
+        .body(data("push-manifest-tagged.envelope.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 202);
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "did not stop after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(
+        status.success(),
+        "{status:?}\n{}",
+        fs::read_to_string(&log).unwrap()
+    );
+    // Nothing was lost: the delivery is recorded and its job is not half-done.
+    let store = Store::connect(&db).await.unwrap();
+    assert_eq!(store.delivery_count().await.unwrap(), 1);
+    let counts = store.job_counts().await.unwrap();
+    assert!(
+        !counts.iter().any(|(s, n)| s == "running" && *n > 0),
+        "{counts:?}"
+    );
+}
