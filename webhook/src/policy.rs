@@ -23,6 +23,7 @@ pub struct Policies(Vec<ModuleTrust>);
 impl Policies {
     pub fn load(modules: &[ModulePolicy]) -> anyhow::Result<Self> {
         let mut out = Vec::new();
+        let any = regex::Regex::new("^.*$")?;
         for m in modules {
             let mut p = Policy {
                 require_tlog: m.require_tlog,
@@ -48,8 +49,8 @@ impl Policies {
             if m.trust_on_first_use && p.identity.is_none() {
                 // Any certificate identity under the trusted root, until the first verified
                 // version pins one (ingest enforces the pin).
-                p.identity = Some(regex::Regex::new("^.*$")?);
-                p.issuer = Some(regex::Regex::new("^.*$")?);
+                p.identity = Some(any.clone());
+                p.issuer = Some(any.clone());
             }
             if let Some(root) = &m.trusted_root {
                 p.trusted_root = TrustedRoot::load(root)
