@@ -23,6 +23,8 @@ pub fn router() -> Router<AppState> {
         .route("/modules/{name}/versions", get(versions))
         .route("/versions/{id}", get(version))
         .route("/versions/{id}/audit", get(audit))
+        .route("/versions/{id}/promote", post(promote))
+        .route("/versions/{id}/yank", post(yank))
         .route("/dead-letters", get(dead_letters))
         .route("/dead-letters/{id}/retry", post(retry))
 }
@@ -159,4 +161,103 @@ async fn retry(State(s): State<AppState>, h: HeaderMap, Path(id): Path<String>) 
         ),
         Err(e) => internal(e),
     }
+}
+
+#[derive(Deserialize)]
+struct PromoteBody {
+    to: String,
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct YankBody {
+    reason: String,
+}
+
+/// The name of the presented token (the actor in the audit trail).
+fn token_name(s: &AppState, h: &HeaderMap) -> String {
+    let presented = h
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    s.tokens()
+        .iter()
+        .find(|t| bool::from(t.token.as_bytes().ct_eq(presented.as_bytes())))
+        .map(|t| format!("api:{}", t.name))
+        .unwrap_or_default()
+}
+
+/// API requests go through the same policy as comments. API callers have no PR, so
+/// approvals cannot be gathered: only the break-glass role waives them (audited as such).
+async fn decide(
+    s: &AppState,
+    h: &HeaderMap,
+    id: &str,
+    request: crate::lifecycle::Request,
+) -> Response {
+    let role = match require(s, h, Role::Operator) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let v = match s.store.version_by_id(id).await {
+        Ok(Some(v)) => v,
+        Ok(None) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no version {id}"),
+            );
+        }
+        Err(e) => return internal(e),
+    };
+    let evidence = crate::lifecycle::Evidence {
+        requester: token_name(s, h),
+        requester_permission: Some(crate::lifecycle::Permission::Owner),
+        break_glass: role == Role::BreakGlass,
+        ..Default::default()
+    };
+    let promoter = crate::promotion::Promoter {
+        store: s.store.clone(),
+        config: s.config.promotion.clone(),
+    };
+    match promoter.request(&v, &request, evidence, "api").await {
+        Ok(d @ crate::promotion::Decision::Done { .. }) => Json(json!({"version": id, "decision": d})).into_response(),
+        Ok(d) => (
+            StatusCode::CONFLICT,
+            Json(json!({"error": "requirements_not_met", "message": "the policy does not allow this transition now", "version": id, "decision": d})),
+        )
+            .into_response(),
+        Err(e) => internal(e),
+    }
+}
+
+async fn promote(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    Json(b): Json<PromoteBody>,
+) -> Response {
+    let to = match b.to.parse::<Lifecycle>() {
+        Ok(t) => t,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "bad_request", e),
+    };
+    let _ = b.reason;
+    decide(&s, &h, &id, crate::lifecycle::Request::Promote { to }).await
+}
+
+async fn yank(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    Json(b): Json<YankBody>,
+) -> Response {
+    decide(
+        &s,
+        &h,
+        &id,
+        crate::lifecycle::Request::Yank { reason: b.reason },
+    )
+    .await
 }

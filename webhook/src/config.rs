@@ -22,6 +22,83 @@ pub struct Config {
     pub modules: Vec<ModulePolicy>,
     #[serde(default)]
     pub ingest: IngestConfig,
+    #[serde(default)]
+    pub promotion: PromotionConfig,
+}
+
+/// Promotion policy per target stage, with per-module and per-category overrides.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PromotionConfig {
+    pub staging: crate::lifecycle::StagePolicy,
+    pub blessed: crate::lifecycle::StagePolicy,
+    pub live: crate::lifecycle::StagePolicy,
+    /// Who may yank (only `who` applies).
+    pub yank: crate::lifecycle::StagePolicy,
+    pub overrides: Vec<PromotionOverride>,
+    /// A pending request expires after this long.
+    pub request_ttl_secs: i64,
+}
+
+impl Default for PromotionConfig {
+    fn default() -> Self {
+        use crate::lifecycle::StagePolicy;
+        PromotionConfig {
+            staging: StagePolicy::default(),
+            blessed: StagePolicy::default(),
+            // As in the seed: going live needs an approval.
+            live: StagePolicy {
+                min_approvals: 1,
+                ..StagePolicy::default()
+            },
+            yank: StagePolicy::default(),
+            overrides: Vec::new(),
+            request_ttl_secs: 7 * 86_400,
+        }
+    }
+}
+
+/// Replaces the policy of `stage` for one module or one category (module wins).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionOverride {
+    #[serde(default)]
+    pub module: Option<String>,
+    #[serde(default)]
+    pub category: Option<String>,
+    pub stage: String,
+    pub policy: crate::lifecycle::StagePolicy,
+}
+
+impl PromotionConfig {
+    /// The policy for entering `stage` (or yanking) for `module` of `category`.
+    pub fn policy_for(
+        &self,
+        stage: crate::store::Lifecycle,
+        module: &str,
+        category: Option<&str>,
+    ) -> crate::lifecycle::StagePolicy {
+        use crate::store::Lifecycle;
+        let name = stage.as_str();
+        let pick = |f: &dyn Fn(&PromotionOverride) -> bool| {
+            self.overrides
+                .iter()
+                .find(|o| o.stage == name && f(o))
+                .map(|o| o.policy.clone())
+        };
+        pick(&|o| o.module.as_deref() == Some(module))
+            .or_else(|| {
+                pick(&|o| {
+                    o.module.is_none() && category.is_some() && o.category.as_deref() == category
+                })
+            })
+            .unwrap_or_else(|| match stage {
+                Lifecycle::Staging => self.staging.clone(),
+                Lifecycle::Blessed => self.blessed.clone(),
+                Lifecycle::Live => self.live.clone(),
+                _ => self.yank.clone(),
+            })
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

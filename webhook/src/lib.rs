@@ -3,11 +3,14 @@
 
 pub mod api;
 pub mod app;
+pub mod commands;
 pub mod config;
 pub mod hooks;
 pub mod ingest;
+pub mod lifecycle;
 pub mod metrics;
 pub mod policy;
+pub mod promotion;
 pub mod reconcile;
 pub mod server;
 pub mod store;

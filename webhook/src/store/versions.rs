@@ -387,3 +387,34 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// Moves a version from `from` to `to` if it is still in `from`, together with its audit
+    /// row, in one transaction. Returns `false` (and writes nothing) when the version is no
+    /// longer in `from`: of two concurrent requests, exactly one transitions.
+    pub async fn transition_version(
+        &self,
+        id: &str,
+        from: Lifecycle,
+        to: Lifecycle,
+        audit: &NewAudit,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "UPDATE versions SET lifecycle = $3, updated_at = $4 WHERE id = $1 AND lifecycle = $2",
+        )
+        .bind(id)
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            return Ok(false);
+        }
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}

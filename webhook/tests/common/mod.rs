@@ -129,6 +129,7 @@ pub fn config(db: &str, registry_host: &str, modules: Vec<ModulePolicy>) -> Conf
             backoff_cap_ms: 0,
             ..Default::default()
         },
+        promotion: Default::default(),
     }
 }
 

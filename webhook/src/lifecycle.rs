@@ -1,0 +1,365 @@
+//! The lifecycle of a published version: `draft → staging → blessed → live`, one step at a
+//! time; `yanked` from any state with a reason; nothing leaves `yanked`. One pure function
+//! decides every transition from the state, the request, the evidence, the policy and the
+//! time, and says exactly what is missing when it refuses.
+
+use crate::store::Lifecycle;
+use serde::{Deserialize, Serialize};
+use std::{collections::BTreeMap, fmt};
+
+/// What someone asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    Promote { to: Lifecycle },
+    Yank { reason: String },
+}
+
+/// A repository permission as Gitea reports it, ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Permission {
+    None,
+    Read,
+    Write,
+    Admin,
+    Owner,
+}
+
+impl Permission {
+    pub fn parse(s: &str) -> Permission {
+        match s {
+            "owner" => Permission::Owner,
+            "admin" => Permission::Admin,
+            "write" => Permission::Write,
+            "read" => Permission::Read,
+            _ => Permission::None,
+        }
+    }
+}
+
+/// An approving review that counts: latest review of its author, by a writer, bound to the
+/// digest the request names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Approval {
+    pub user: String,
+    pub review_id: i64,
+}
+
+/// What was observed right before deciding.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Evidence {
+    /// Who asks, and their permission on the repository (API callers: `Owner` for operators).
+    pub requester: String,
+    pub requester_permission: Option<Permission>,
+    pub approvals: Vec<Approval>,
+    /// Commit status contexts of the source commit and their states (`success`, …).
+    pub checks: BTreeMap<String, String>,
+    /// When the version entered its current state (ms).
+    pub entered_state_at: i64,
+    /// The break-glass role waives approvals, checks and soak (audited as such).
+    pub break_glass: bool,
+}
+
+/// Requirements to enter one stage.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StagePolicy {
+    pub required_checks: Vec<String>,
+    pub min_approvals: usize,
+    /// Minimum time in the previous stage, seconds.
+    pub min_soak_secs: i64,
+    /// Minimum repository permission to ask.
+    pub who: Permission,
+    /// Promote by itself as soon as the requirements hold.
+    pub auto: bool,
+    /// Whether the requester's own approval is excluded.
+    pub exclude_requester: bool,
+}
+
+impl Default for StagePolicy {
+    fn default() -> Self {
+        StagePolicy {
+            required_checks: Vec::new(),
+            min_approvals: 0,
+            min_soak_secs: 0,
+            who: Permission::Write,
+            auto: false,
+            exclude_requester: true,
+        }
+    }
+}
+
+/// Why a transition cannot happen (now, or ever).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Missing {
+    /// Never: not the next stage, or from a terminal state.
+    NotAllowed {
+        from: String,
+        to: String,
+    },
+    /// Never for this requester.
+    Permission {
+        need: Permission,
+        has: Option<Permission>,
+    },
+    Approvals {
+        need: usize,
+        have: usize,
+    },
+    Check {
+        context: String,
+        state: Option<String>,
+    },
+    Soak {
+        remaining_secs: i64,
+    },
+    Reason,
+}
+
+impl Missing {
+    /// Whether waiting could satisfy it (a pending request), or it is final (a refusal).
+    pub fn can_be_met_later(&self) -> bool {
+        matches!(
+            self,
+            Missing::Approvals { .. } | Missing::Check { .. } | Missing::Soak { .. }
+        )
+    }
+}
+
+impl fmt::Display for Missing {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Missing::NotAllowed { from, to } => write!(f, "{from} → {to} is not a lifecycle step"),
+            Missing::Permission { need, has } => {
+                write!(
+                    f,
+                    "needs {need:?} permission on the repository, requester has {has:?}"
+                )
+            }
+            Missing::Approvals { need, have } => write!(f, "{have} of {need} required approvals"),
+            Missing::Check { context, state } => match state {
+                Some(s) => write!(f, "check `{context}` is {s}, not success"),
+                None => write!(f, "check `{context}` has not reported"),
+            },
+            Missing::Soak { remaining_secs } => {
+                write!(f, "{remaining_secs}s more soak time in the current stage")
+            }
+            Missing::Reason => write!(f, "a yank needs a reason"),
+        }
+    }
+}
+
+/// The stage after `s`, if any.
+pub fn next(s: Lifecycle) -> Option<Lifecycle> {
+    match s {
+        Lifecycle::Draft => Some(Lifecycle::Staging),
+        Lifecycle::Staging => Some(Lifecycle::Blessed),
+        Lifecycle::Blessed => Some(Lifecycle::Live),
+        _ => None,
+    }
+}
+
+/// Decides a transition. `policy` is the target stage's policy (for yanks, `who` of the
+/// yank policy applies).
+pub fn transition(
+    state: Lifecycle,
+    request: &Request,
+    evidence: &Evidence,
+    policy: &StagePolicy,
+    now_ms: i64,
+) -> Result<Lifecycle, Vec<Missing>> {
+    let mut missing = Vec::new();
+    let allowed_permission = |missing: &mut Vec<Missing>| {
+        if evidence.requester_permission.is_none_or(|p| p < policy.who) {
+            missing.push(Missing::Permission {
+                need: policy.who,
+                has: evidence.requester_permission,
+            });
+        }
+    };
+    match request {
+        Request::Yank { reason } => {
+            if state == Lifecycle::Yanked || !state.is_published() {
+                return Err(vec![Missing::NotAllowed {
+                    from: state.to_string(),
+                    to: Lifecycle::Yanked.to_string(),
+                }]);
+            }
+            allowed_permission(&mut missing);
+            if reason.trim().is_empty() {
+                missing.push(Missing::Reason);
+            }
+            if missing.is_empty() {
+                Ok(Lifecycle::Yanked)
+            } else {
+                Err(missing)
+            }
+        }
+        Request::Promote { to } => {
+            if next(state) != Some(*to) {
+                return Err(vec![Missing::NotAllowed {
+                    from: state.to_string(),
+                    to: to.to_string(),
+                }]);
+            }
+            allowed_permission(&mut missing);
+            if !evidence.break_glass {
+                let approvals = evidence
+                    .approvals
+                    .iter()
+                    .filter(|a| !(policy.exclude_requester && a.user == evidence.requester))
+                    .count();
+                if approvals < policy.min_approvals {
+                    missing.push(Missing::Approvals {
+                        need: policy.min_approvals,
+                        have: approvals,
+                    });
+                }
+                for c in &policy.required_checks {
+                    let st = evidence.checks.get(c);
+                    if st.map(String::as_str) != Some("success") {
+                        missing.push(Missing::Check {
+                            context: c.clone(),
+                            state: st.cloned(),
+                        });
+                    }
+                }
+                let soaked = (now_ms - evidence.entered_state_at) / 1000;
+                if soaked < policy.min_soak_secs {
+                    missing.push(Missing::Soak {
+                        remaining_secs: policy.min_soak_secs - soaked,
+                    });
+                }
+            }
+            if missing.is_empty() {
+                Ok(*to)
+            } else {
+                Err(missing)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Lifecycle::*;
+
+    const ALL: [Lifecycle; 7] = [
+        PendingSignature,
+        Rejected,
+        Draft,
+        Staging,
+        Blessed,
+        Live,
+        Yanked,
+    ];
+
+    fn writer() -> Evidence {
+        Evidence {
+            requester: "alice".into(),
+            requester_permission: Some(Permission::Write),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn every_pair_of_states() {
+        let open = StagePolicy::default();
+        for from in ALL {
+            for to in ALL {
+                let got = transition(from, &Request::Promote { to }, &writer(), &open, 0);
+                let step = matches!(
+                    (from, to),
+                    (Draft, Staging) | (Staging, Blessed) | (Blessed, Live)
+                );
+                assert_eq!(got.is_ok(), step, "{from} → {to}: {got:?}");
+                if !step {
+                    assert!(matches!(got.unwrap_err()[0], Missing::NotAllowed { .. }));
+                }
+            }
+            let y = transition(
+                from,
+                &Request::Yank {
+                    reason: "CVE".into(),
+                },
+                &writer(),
+                &open,
+                0,
+            );
+            let can = matches!(from, Draft | Staging | Blessed | Live);
+            assert_eq!(y.is_ok(), can, "yank from {from}: {y:?}");
+        }
+    }
+
+    #[test]
+    fn requirements_are_listed_and_break_glass_waives_them() {
+        let p = StagePolicy {
+            required_checks: vec!["ci/build".into(), "ci/e2e".into()],
+            min_approvals: 2,
+            min_soak_secs: 3600,
+            ..Default::default()
+        };
+        let mut e = writer();
+        e.approvals = vec![
+            Approval {
+                user: "alice".into(),
+                review_id: 1,
+            },
+            Approval {
+                user: "bob".into(),
+                review_id: 2,
+            },
+        ];
+        e.checks.insert("ci/build".into(), "success".into());
+        e.checks.insert("ci/e2e".into(), "failure".into());
+        e.entered_state_at = 0;
+        let m = transition(Blessed, &Request::Promote { to: Live }, &e, &p, 1_800_000).unwrap_err();
+        assert_eq!(
+            m,
+            vec![
+                Missing::Approvals { need: 2, have: 1 },
+                Missing::Check {
+                    context: "ci/e2e".into(),
+                    state: Some("failure".into())
+                },
+                Missing::Soak {
+                    remaining_secs: 1800
+                },
+            ],
+            "the requester's own approval does not count"
+        );
+        assert!(m.iter().all(Missing::can_be_met_later));
+        e.break_glass = true;
+        assert_eq!(
+            transition(Blessed, &Request::Promote { to: Live }, &e, &p, 0),
+            Ok(Live)
+        );
+    }
+
+    #[test]
+    fn permission_and_reason() {
+        let p = StagePolicy::default();
+        let mut e = writer();
+        e.requester_permission = Some(Permission::Read);
+        let m = transition(Draft, &Request::Promote { to: Staging }, &e, &p, 0).unwrap_err();
+        assert_eq!(
+            m,
+            vec![Missing::Permission {
+                need: Permission::Write,
+                has: Some(Permission::Read)
+            }]
+        );
+        assert!(!m[0].can_be_met_later());
+        let m = transition(
+            Live,
+            &Request::Yank { reason: " ".into() },
+            &writer(),
+            &p,
+            0,
+        )
+        .unwrap_err();
+        assert_eq!(m, vec![Missing::Reason]);
+    }
+}

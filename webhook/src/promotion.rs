@@ -1,0 +1,130 @@
+//! Promotion requests: gather the policy for the target stage, run the lifecycle's transition
+//! function, and commit the transition (compare-and-set) or record why not. Every outcome —
+//! transition, pending, refusal — is an audit row with its evidence.
+
+use crate::{
+    config::PromotionConfig,
+    lifecycle::{self, Evidence, Missing, Request},
+    store::{Lifecycle, NewAudit, Store, VersionRow},
+};
+use serde::Serialize;
+use serde_json::json;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Decision {
+    Done {
+        from: Lifecycle,
+        to: Lifecycle,
+    },
+    /// Requirements not met yet (approvals, checks, soak): worth waiting for.
+    Pending {
+        missing: Vec<Missing>,
+    },
+    /// Never for this request (not the next stage, no permission, lost a race).
+    Refused {
+        missing: Vec<Missing>,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct Promoter {
+    pub store: Store,
+    pub config: PromotionConfig,
+}
+
+fn category_of(v: &VersionRow) -> Option<String> {
+    let text = v.manifest.as_deref()?;
+    powernode_module::manifest::parse(text)
+        .manifest
+        .map(|m| m.identity.category.to_string())
+}
+
+impl Promoter {
+    /// Decides and (when allowed) applies `request` to `v`, auditing the outcome.
+    pub async fn request(
+        &self,
+        v: &VersionRow,
+        request: &Request,
+        mut evidence: Evidence,
+        via: &str,
+    ) -> anyhow::Result<Decision> {
+        let target = match request {
+            Request::Promote { to } => *to,
+            Request::Yank { .. } => Lifecycle::Yanked,
+        };
+        let category = category_of(v);
+        let policy = self
+            .config
+            .policy_for(target, &v.module, category.as_deref());
+        evidence.entered_state_at = v.updated_at;
+        let now = crate::store::now_ms();
+        let result = lifecycle::transition(v.lifecycle, request, &evidence, &policy, now);
+        let reason = match request {
+            Request::Yank { reason } => Some(reason.clone()),
+            Request::Promote { .. } => None,
+        };
+        let record = |action: &str, to: Option<Lifecycle>, missing: &[Missing]| NewAudit {
+            version_id: Some(v.id.clone()),
+            module: Some(v.module.clone()),
+            actor: evidence.requester.clone(),
+            via: via.to_owned(),
+            action: action.to_owned(),
+            from_state: Some(v.lifecycle),
+            to_state: to,
+            reason: reason.clone().or_else(|| {
+                (!missing.is_empty()).then(|| {
+                    missing
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+            }),
+            evidence: json!({
+                "digest": v.manifest_digest,
+                "requested": target.as_str(),
+                "approvals": evidence.approvals,
+                "checks": evidence.checks,
+                "requester_permission": evidence.requester_permission,
+                "break_glass": evidence.break_glass,
+                "policy": policy,
+                "missing": missing,
+            }),
+        };
+        match result {
+            Ok(to) => {
+                let action = if evidence.break_glass {
+                    "transition_break_glass"
+                } else {
+                    "transition"
+                };
+                if self
+                    .store
+                    .transition_version(&v.id, v.lifecycle, to, &record(action, Some(to), &[]))
+                    .await?
+                {
+                    Ok(Decision::Done {
+                        from: v.lifecycle,
+                        to,
+                    })
+                } else {
+                    let missing = vec![Missing::NotAllowed {
+                        from: v.lifecycle.to_string(),
+                        to: format!("{to} (the version changed concurrently)"),
+                    }];
+                    self.store.audit(&record("refused", None, &missing)).await?;
+                    Ok(Decision::Refused { missing })
+                }
+            }
+            Err(missing) if missing.iter().all(Missing::can_be_met_later) => {
+                self.store.audit(&record("pending", None, &missing)).await?;
+                Ok(Decision::Pending { missing })
+            }
+            Err(missing) => {
+                self.store.audit(&record("refused", None, &missing)).await?;
+                Ok(Decision::Refused { missing })
+            }
+        }
+    }
+}
