@@ -6,6 +6,7 @@
 
 #![allow(missing_debug_implementations)]
 
+pub mod gitea;
 pub mod http;
 pub mod registry;
 pub mod sigstore;

@@ -63,9 +63,23 @@ impl App {
             max_artifact_bytes: config.ingest.max_artifact_bytes,
             work_dir,
         };
+        let engine = match &config.gitea {
+            Some(g) => Some(crate::engine::Engine {
+                store: store.clone(),
+                gitea: crate::gitea::Gitea::new(&g.url, g.token.as_deref())?,
+                promoter: crate::promotion::Promoter {
+                    store: store.clone(),
+                    config: config.promotion.clone(),
+                },
+                policies: ctx.policies.clone(),
+                request_ttl_ms: config.promotion.request_ttl_secs * 1000,
+            }),
+            None => None,
+        };
         let worker = Worker {
             ctx,
             cfg: config.ingest.clone(),
+            engine,
         };
         let state = AppState {
             store,
@@ -105,6 +119,7 @@ impl App {
             tasks.push(tokio::spawn(async move { w.run_until(rx).await }));
         }
         let ctx = self.worker.ctx.clone();
+        let engine = self.worker.engine.clone();
         let mut rx = stop_rx.clone();
         let interval = Duration::from_secs(cfg.ingest.reconcile_interval_secs.max(1));
         tasks.push(tokio::spawn(async move {
@@ -113,6 +128,12 @@ impl App {
                     Ok(n) if n > 0 => tracing::info!(enqueued = n, "reconcile"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %format!("{e:#}"), "reconcile"),
+                }
+                // The timer that lets soak times elapse and requests expire.
+                if let Some(engine) = &engine
+                    && let Err(e) = engine.reevaluate(None).await
+                {
+                    tracing::warn!(error = %e, "re-evaluating pending promotions");
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(interval) => {}

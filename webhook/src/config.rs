@@ -24,6 +24,18 @@ pub struct Config {
     pub ingest: IngestConfig,
     #[serde(default)]
     pub promotion: PromotionConfig,
+    #[serde(default)]
+    pub gitea: Option<GiteaConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GiteaConfig {
+    /// The instance, e.g. `https://gitea.example.org` (API under `/api/v1`).
+    pub url: String,
+    /// API token (set it as MODULE_WEBHOOK__GITEA__TOKEN).
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// Promotion policy per target stage, with per-module and per-category overrides.
@@ -182,6 +194,10 @@ pub struct ModulePolicy {
     /// Pin the identity of the first verified version (when no identity is configured).
     #[serde(default)]
     pub trust_on_first_use: bool,
+    /// The Gitea repository (`owner/name`) whose PR comments drive this module's promotion
+    /// [default: `repository`].
+    #[serde(default)]
+    pub gitea_repository: Option<String>,
 }
 
 fn yes() -> bool {

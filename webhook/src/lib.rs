@@ -5,6 +5,8 @@ pub mod api;
 pub mod app;
 pub mod commands;
 pub mod config;
+pub mod engine;
+pub mod gitea;
 pub mod hooks;
 pub mod ingest;
 pub mod lifecycle;

@@ -15,6 +15,8 @@ pub struct ModuleTrust {
     pub trust_on_first_use: bool,
     /// The identity regexp as configured (compared with what a manifest asks for).
     pub identity_regexp: Option<String>,
+    /// The Gitea repository whose PRs drive promotion.
+    pub gitea_repository: String,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -62,6 +64,10 @@ impl Policies {
                 policy: p,
                 trust_on_first_use: m.trust_on_first_use,
                 identity_regexp: m.identity_regexp.clone(),
+                gitea_repository: m
+                    .gitea_repository
+                    .clone()
+                    .unwrap_or_else(|| m.repository.clone()),
             });
         }
         Ok(Policies(out))
@@ -69,6 +75,15 @@ impl Policies {
 
     pub fn for_repository(&self, repo: &str) -> Option<&ModuleTrust> {
         self.0.iter().find(|m| m.repository == repo)
+    }
+
+    /// The module promoted from PRs of Gitea repository `full_name`.
+    pub fn for_gitea_repository(&self, full_name: &str) -> Option<&ModuleTrust> {
+        self.0.iter().find(|m| m.gitea_repository == full_name)
+    }
+
+    pub fn by_name(&self, name: &str) -> Option<&ModuleTrust> {
+        self.0.iter().find(|m| m.name == name)
     }
 
     pub fn all(&self) -> &[ModuleTrust] {

@@ -46,8 +46,21 @@ impl Promoter {
         &self,
         v: &VersionRow,
         request: &Request,
+        evidence: Evidence,
+        via: &str,
+    ) -> anyhow::Result<Decision> {
+        self.decide(v, request, evidence, via, true).await
+    }
+
+    /// As [`Promoter::request`]; `audit_pending: false` skips the audit row of a still-pending
+    /// outcome (re-evaluations on a timer would otherwise repeat it).
+    pub async fn decide(
+        &self,
+        v: &VersionRow,
+        request: &Request,
         mut evidence: Evidence,
         via: &str,
+        audit_pending: bool,
     ) -> anyhow::Result<Decision> {
         let target = match request {
             Request::Promote { to } => *to,
@@ -118,7 +131,9 @@ impl Promoter {
                 }
             }
             Err(missing) if missing.iter().all(Missing::can_be_met_later) => {
-                self.store.audit(&record("pending", None, &missing)).await?;
+                if audit_pending {
+                    self.store.audit(&record("pending", None, &missing)).await?;
+                }
                 Ok(Decision::Pending { missing })
             }
             Err(missing) => {

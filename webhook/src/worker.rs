@@ -14,6 +14,8 @@ use tracing::Instrument;
 pub struct Worker {
     pub ctx: Ctx,
     pub cfg: IngestConfig,
+    /// The promotion engine, when Gitea is configured.
+    pub engine: Option<crate::engine::Engine>,
 }
 
 /// Delay before attempt `attempts + 1`: base · 2^(attempts−1), capped.
@@ -51,6 +53,18 @@ impl Worker {
                 let digest = job.payload["digest"].as_str().unwrap_or_default();
                 self.ctx.recheck_signature(&repo, digest).await
             }
+            "command" | "reevaluate" => match &self.engine {
+                None => Ok(vec![Outcome::Ignored(
+                    "no [gitea] configured: promotion commands are not handled".into(),
+                )]),
+                Some(engine) if job.kind == "command" => {
+                    match serde_json::from_value::<crate::engine::CommentJob>(job.payload.clone()) {
+                        Ok(c) => engine.on_comment(&c).await.map(|_| Vec::new()),
+                        Err(e) => Ok(vec![Outcome::Ignored(format!("bad command job: {e}"))]),
+                    }
+                }
+                Some(engine) => engine.reevaluate(Some(&repo)).await.map(|_| Vec::new()),
+            },
             other => Ok(vec![Outcome::Ignored(format!("unknown job kind {other}"))]),
         };
         self.ctx

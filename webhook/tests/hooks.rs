@@ -124,7 +124,7 @@ async fn gitea_hmac_with_rotation_and_event_routing() {
         assert_eq!(r.post("/hooks/gitea", body.clone(), &h2).await.0, 401);
         assert_eq!(deliveries(&r).await, 1);
 
-        // Other event types: authenticated, then 204 (the promotion engine's business).
+        // Comments and statuses are the promotion engine's: recorded, one job each.
         for f in ["issue-comment-created-on-pull-request", "status-success"] {
             let (s, text) = r
                 .post(
@@ -133,10 +133,23 @@ async fn gitea_hmac_with_rotation_and_event_routing() {
                     &headers(&format!("{f}.headers.json")),
                 )
                 .await;
-            assert_eq!(s, 204, "{f}: {text}");
+            assert_eq!(s, 202, "{f}: {text}");
         }
-        assert_eq!(deliveries(&r).await, 1);
-        assert_eq!(jobs(&r).await, 1);
+        // Event types nobody handles: authenticated, then 204, nothing stored.
+        let mut h = headers("status-success.headers.json");
+        for (k, v) in h.iter_mut() {
+            if k == "X-Gitea-Event-Type" {
+                *v = "fork".into();
+            }
+        }
+        assert_eq!(
+            r.post("/hooks/gitea", data("status-success.json"), &h)
+                .await
+                .0,
+            204
+        );
+        assert_eq!(deliveries(&r).await, 3);
+        assert_eq!(jobs(&r).await, 3);
     }
 }
 

@@ -49,6 +49,7 @@ fn policy(root: &Path, identity: Option<&str>, tofu: bool) -> ModulePolicy {
         trusted_root: Some(root.to_owned()),
         require_tlog: true,
         trust_on_first_use: tofu,
+        gitea_repository: None,
     }
 }
 

@@ -1,9 +1,10 @@
 //! Gitea webhooks. `package` events for container packages start an ingest (they carry no
 //! digest: ingest resolves the tag at the registry); untagged `sha256:` versions are
-//! ignored. Other event types belong to the promotion engine and are acknowledged with 204.
+//! ignored. New PR comments become command jobs; reviews and statuses re-evaluate pending
+//! promotion requests; other event types are acknowledged with 204.
 
 use super::{HookError, Parsed, Repositories, body_sha256, job_for_tag};
-use crate::store::NewDelivery;
+use crate::store::{NewDelivery, NewJob};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -26,20 +27,112 @@ struct Owner {
     login: String,
 }
 
+#[derive(Deserialize)]
+struct CommentPayload {
+    action: String,
+    #[serde(default)]
+    is_pull: bool,
+    comment: Comment,
+    issue: Issue,
+    repository: Repository,
+}
+
+#[derive(Deserialize)]
+struct Comment {
+    id: i64,
+    #[serde(default)]
+    body: String,
+    user: Owner,
+}
+
+#[derive(Deserialize)]
+struct Issue {
+    number: i64,
+}
+
+#[derive(Deserialize)]
+struct Repository {
+    full_name: String,
+}
+
+#[derive(Deserialize)]
+struct RepoOnly {
+    repository: Repository,
+}
+
+fn delivery(id: &str, event: String, body: &[u8]) -> NewDelivery {
+    NewDelivery {
+        id: format!("gitea:{id}"),
+        source: "gitea".into(),
+        event_type: event,
+        body_sha256: body_sha256(body),
+    }
+}
+
+/// Comments, reviews and statuses: work for the promotion engine.
+fn promotion_event(
+    event_type: &str,
+    delivery_id: &str,
+    body: &[u8],
+) -> Result<Option<Parsed>, HookError> {
+    let bad = |e: serde_json::Error| {
+        HookError::BadRequest(format!("not a Gitea {event_type} payload: {e}"))
+    };
+    let jobs = match event_type {
+        "pull_request_comment" | "issue_comment" => {
+            let c: CommentPayload = serde_json::from_slice(body).map_err(bad)?;
+            // Only new comments on pull requests; edits never run commands.
+            if c.action != "created" || !c.is_pull {
+                Vec::new()
+            } else {
+                vec![NewJob {
+                    kind: "command".into(),
+                    dedupe_key: format!("command:{}:{}", c.repository.full_name, c.comment.id),
+                    payload: serde_json::json!({
+                        "repository": c.repository.full_name,
+                        "pr": c.issue.number,
+                        "comment_id": c.comment.id,
+                        "user": c.comment.user.login,
+                        "body": c.comment.body,
+                    }),
+                }]
+            }
+        }
+        "pull_request_review_approved"
+        | "pull_request_review_rejected"
+        | "pull_request_review_comment"
+        | "status" => {
+            let r: RepoOnly = serde_json::from_slice(body).map_err(bad)?;
+            vec![NewJob {
+                kind: "reevaluate".into(),
+                dedupe_key: format!("reevaluate:{}", r.repository.full_name),
+                payload: serde_json::json!({"repository": r.repository.full_name}),
+            }]
+        }
+        _ => return Ok(None),
+    };
+    Ok(Some(Parsed {
+        deliveries: vec![(delivery(delivery_id, event_type.to_owned(), body), jobs)],
+        ignored: false,
+    }))
+}
+
 pub fn parse(
     event_type: &str,
     delivery_id: &str,
     body: &[u8],
     repos: &Repositories,
 ) -> Result<Parsed, HookError> {
-    if event_type != "package" {
-        return Ok(Parsed {
-            deliveries: Vec::new(),
-            ignored: true,
-        });
-    }
     if delivery_id.is_empty() {
         return Err(HookError::BadRequest("missing X-Gitea-Delivery".into()));
+    }
+    if event_type != "package" {
+        return Ok(
+            promotion_event(event_type, delivery_id, body)?.unwrap_or(Parsed {
+                deliveries: Vec::new(),
+                ignored: true,
+            }),
+        );
     }
     let p: PackagePayload = serde_json::from_slice(body)
         .map_err(|e| HookError::BadRequest(format!("not a Gitea package payload: {e}")))?;

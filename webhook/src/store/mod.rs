@@ -3,9 +3,11 @@
 //! SQL stays here.
 
 mod jobs;
+mod requests;
 mod versions;
 
 pub use jobs::{Job, JobState, NewJob};
+pub use requests::PromotionRequest;
 pub use versions::{AuditRow, Lifecycle, NewAudit, VersionRow};
 
 use sqlx::{

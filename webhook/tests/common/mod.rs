@@ -130,6 +130,7 @@ pub fn config(db: &str, registry_host: &str, modules: Vec<ModulePolicy>) -> Conf
             ..Default::default()
         },
         promotion: Default::default(),
+        gitea: None,
     }
 }
 
@@ -143,6 +144,7 @@ pub fn key_policy(name: &str, repository: &str, key: PathBuf) -> ModulePolicy {
         trusted_root: None,
         require_tlog: true,
         trust_on_first_use: false,
+        gitea_repository: None,
     }
 }
 

@@ -1,0 +1,244 @@
+//! The Gitea adapter: octocrab as the HTTP transport (base URI `https://HOST/api/v1`, retries,
+//! timeouts), our own models for Gitea's shapes. The domain calls `reviews`, `comment`, …,
+//! never HTTP.
+
+use crate::lifecycle::Permission;
+use octocrab::Octocrab;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct User {
+    pub login: String,
+}
+
+/// A pull-request review as Gitea returns it.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Review {
+    pub id: i64,
+    #[serde(default)]
+    pub user: Option<User>,
+    /// `APPROVED`, `REQUEST_CHANGES`, `COMMENT`, `PENDING`, `REQUEST_REVIEW`.
+    pub state: String,
+    #[serde(default)]
+    pub commit_id: String,
+    #[serde(default)]
+    pub stale: bool,
+    #[serde(default)]
+    pub dismissed: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct CombinedStatus {
+    #[serde(default)]
+    statuses: Option<Vec<StatusEntry>>,
+}
+
+/// Gitea names the per-entry state `status` (not GitHub's `state`).
+#[derive(Debug, Clone, Deserialize)]
+struct StatusEntry {
+    context: String,
+    #[serde(default)]
+    status: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct PermissionAnswer {
+    permission: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct CommentBody<'a> {
+    body: &'a str,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct StatusBody<'a> {
+    state: &'a str,
+    context: &'a str,
+    description: &'a str,
+    target_url: &'a str,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("Gitea: {0}")]
+pub struct GiteaError(pub String);
+
+impl From<octocrab::Error> for GiteaError {
+    fn from(e: octocrab::Error) -> Self {
+        GiteaError(match &e {
+            octocrab::Error::GitHub { source, .. } => {
+                format!("{} {}", source.status_code, source.message)
+            }
+            other => other.to_string(),
+        })
+    }
+}
+
+/// A Gitea instance, authenticated with a token.
+#[derive(Clone)]
+pub struct Gitea {
+    client: Octocrab,
+    /// Gitea API calls made (for measurements).
+    pub calls: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl std::fmt::Debug for Gitea {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Gitea")
+    }
+}
+
+impl Gitea {
+    /// `url` is the instance (`https://gitea.example.org`); the API is under `/api/v1`.
+    pub fn new(url: &str, token: Option<&str>) -> anyhow::Result<Gitea> {
+        let mut b =
+            Octocrab::builder().base_uri(format!("{}/api/v1", url.trim_end_matches('/')))?;
+        if let Some(t) = token {
+            b = b.personal_token(t.to_owned());
+        }
+        Ok(Gitea {
+            client: b.build()?,
+            calls: Default::default(),
+        })
+    }
+
+    fn count(&self) {
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The user's permission on the repository (`GET /repos/{o}/{r}/collaborators/{u}/permission`).
+    pub async fn permission(
+        &self,
+        owner: &str,
+        repo: &str,
+        user: &str,
+    ) -> Result<Permission, GiteaError> {
+        self.count();
+        match self
+            .client
+            .get::<PermissionAnswer, _, ()>(
+                format!("/repos/{owner}/{repo}/collaborators/{user}/permission"),
+                None,
+            )
+            .await
+        {
+            Ok(a) => Ok(Permission::parse(&a.permission)),
+            // Not a collaborator: Gitea answers 403/404.
+            Err(octocrab::Error::GitHub { source, .. })
+                if matches!(source.status_code.as_u16(), 403 | 404) =>
+            {
+                Ok(Permission::None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    pub async fn reviews(
+        &self,
+        owner: &str,
+        repo: &str,
+        pr: i64,
+    ) -> Result<Vec<Review>, GiteaError> {
+        self.count();
+        Ok(self
+            .client
+            .get(
+                format!("/repos/{owner}/{repo}/pulls/{pr}/reviews"),
+                None::<&()>,
+            )
+            .await?)
+    }
+
+    /// Commit status contexts of `sha` and their states.
+    pub async fn statuses(
+        &self,
+        owner: &str,
+        repo: &str,
+        sha: &str,
+    ) -> Result<BTreeMap<String, String>, GiteaError> {
+        self.count();
+        let c: CombinedStatus = self
+            .client
+            .get(
+                format!("/repos/{owner}/{repo}/commits/{sha}/status"),
+                None::<&()>,
+            )
+            .await?;
+        Ok(c.statuses
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| (s.context, s.status))
+            .collect())
+    }
+
+    pub async fn comment(
+        &self,
+        owner: &str,
+        repo: &str,
+        issue: i64,
+        body: &str,
+    ) -> Result<(), GiteaError> {
+        self.count();
+        let _: serde_json::Value = self
+            .client
+            .post(
+                format!("/repos/{owner}/{repo}/issues/{issue}/comments"),
+                Some(&CommentBody { body }),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Sets a commit status (`state`: pending, success, error, failure, warning).
+    pub async fn set_status(
+        &self,
+        owner: &str,
+        repo: &str,
+        sha: &str,
+        state: &str,
+        context: &str,
+        description: &str,
+    ) -> Result<(), GiteaError> {
+        self.count();
+        let _: serde_json::Value = self
+            .client
+            .post(
+                format!("/repos/{owner}/{repo}/statuses/{sha}"),
+                Some(&StatusBody {
+                    state,
+                    context,
+                    description,
+                    target_url: "",
+                }),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+/// Approvals that count: the latest review of each user, `APPROVED`, not dismissed or stale,
+/// on `commit` (when the version's source commit is known), and not by `requester` when
+/// excluded. The caller then keeps reviewers with write permission.
+pub fn latest_approvals(reviews: &[Review], commit: Option<&str>) -> Vec<(String, i64)> {
+    let mut latest: BTreeMap<&str, &Review> = BTreeMap::new();
+    for r in reviews {
+        let Some(u) = &r.user else { continue };
+        if !matches!(r.state.as_str(), "APPROVED" | "REQUEST_CHANGES") {
+            continue;
+        }
+        match latest.get(u.login.as_str()) {
+            Some(prev) if prev.id > r.id => {}
+            _ => {
+                latest.insert(&u.login, r);
+            }
+        }
+    }
+    latest
+        .into_iter()
+        .filter(|(_, r)| r.state == "APPROVED" && !r.dismissed && !r.stale)
+        .filter(|(_, r)| commit.is_none_or(|c| r.commit_id == c))
+        .map(|(u, r)| (u.to_owned(), r.id))
+        .collect()
+}

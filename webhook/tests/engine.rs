@@ -1,0 +1,438 @@
+//! The promotion engine driven by signed Gitea webhooks through the real router, with the
+//! real Gitea client talking to a fake Gitea that records every call.
+
+mod common;
+use common::*;
+use hmac::{Hmac, Mac};
+use module_webhook::{
+    config::GiteaConfig,
+    lifecycle::StagePolicy,
+    store::{Lifecycle, NewAudit, VersionRow, now_ms},
+};
+use powernode_testkit::gitea::{FakeGitea, review};
+use sha2::Sha256;
+
+const GITEA_REPO: &str = "acme/hello-module";
+const HEAD: &str = "4c1f8e2b9a7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f";
+
+struct Env {
+    r: Running,
+    gitea: FakeGitea,
+    _db: TestDb,
+}
+
+async fn env(db: TestDb, tweak: impl FnOnce(&mut module_webhook::config::Config)) -> Env {
+    let gitea = FakeGitea::start();
+    for (u, p) in [
+        ("alice", "write"),
+        ("bob", "write"),
+        ("carol", "write"),
+        ("dave", "write"),
+        ("reader", "read"),
+    ] {
+        gitea.grant(GITEA_REPO, u, p);
+    }
+    let mut policy = key_policy(
+        "my-redis",
+        "acct/modules/my-redis-module",
+        "/dev/null".into(),
+    );
+    policy.gitea_repository = Some(GITEA_REPO.into());
+    let mut cfg = config(&db.url, "127.0.0.1:1", vec![]);
+    cfg.modules = vec![policy];
+    cfg.gitea = Some(GiteaConfig {
+        url: gitea.server.url.clone(),
+        token: Some("gitea-token".into()),
+    });
+    tweak(&mut cfg);
+    // Policies load key files; use a real key.
+    let keys = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(powernode_testkit::module_builder())
+        .args(["generate-key-pair", "--output-key-prefix"])
+        .arg(keys.path().join("k"))
+        .env("COSIGN_PASSWORD", "x")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    cfg.modules[0].keys = vec![keys.path().join("k.pub")];
+    let r = serve(cfg).await;
+    std::mem::forget(keys);
+    Env { r, gitea, _db: db }
+}
+
+async fn draft(r: &Running, version: &str) -> String {
+    let manifest =
+        std::fs::read_to_string(powernode_testkit::example("my-redis").join("manifest.yaml"))
+            .unwrap();
+    let id = format!("v-my-redis-{version}");
+    let v = VersionRow {
+        id: id.clone(),
+        module: "my-redis".into(),
+        version: version.into(),
+        lifecycle: Lifecycle::Draft,
+        repository: "acct/modules/my-redis-module".into(),
+        tag: format!("v{version}"),
+        manifest_digest: format!("sha256:{}", "cd".repeat(32)),
+        artifact_digest: None,
+        composefs_digest: None,
+        composefs_format: Some(1),
+        source_repository: None,
+        source_commit: Some(HEAD.into()),
+        signer_identity: None,
+        signer_issuer: None,
+        file_index: None,
+        manifest: Some(manifest),
+        reject_reason: None,
+        created_at: now_ms(),
+        updated_at: now_ms(),
+    };
+    let a = NewAudit {
+        version_id: Some(id.clone()),
+        module: Some("my-redis".into()),
+        actor: "test".into(),
+        via: "ingest".into(),
+        action: "ingested".into(),
+        from_state: None,
+        to_state: Some(Lifecycle::Draft),
+        reason: None,
+        evidence: serde_json::json!({}),
+    };
+    r.app.state.store.write_version(&v, &a).await.unwrap();
+    id
+}
+
+fn sign(body: &[u8]) -> String {
+    let mut m = Hmac::<Sha256>::new_from_slice(GITEA_SECRET.as_bytes()).unwrap();
+    m.update(body);
+    hex::encode(m.finalize().into_bytes())
+}
+
+/// Posts the fixture comment with `text` as its body (re-signed), as user `user`.
+async fn comment(e: &Env, id: i64, user: &str, text: &str, action: &str) -> u16 {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&data("issue-comment-created-on-pull-request.json")).unwrap();
+    v["comment"]["id"] = id.into();
+    v["comment"]["body"] = text.into();
+    v["comment"]["user"]["login"] = user.into();
+    v["action"] = action.into();
+    let body = serde_json::to_vec_pretty(&v).unwrap();
+    let h = vec![
+        ("Content-Type".to_string(), "application/json".to_string()),
+        (
+            "X-Gitea-Delivery".to_string(),
+            format!("comment-{id}-{action}"),
+        ),
+        ("X-Gitea-Event".to_string(), "issue_comment".to_string()),
+        (
+            "X-Gitea-Event-Type".to_string(),
+            "pull_request_comment".to_string(),
+        ),
+        ("X-Gitea-Signature".to_string(), sign(&body)),
+    ];
+    let (s, _) = e.r.post("/hooks/gitea", body, &h).await;
+    e.r.app.drain().await.unwrap();
+    s
+}
+
+/// The review fixture, as a new delivery each time (the HMAC covers the body only).
+async fn review_event(e: &Env) {
+    let body = data("pull-request-review-approved.json");
+    let mut h = headers("pull-request-review-approved.headers.json");
+    let n = e.r.app.state.store.delivery_count().await.unwrap();
+    for (k, v) in h.iter_mut() {
+        if k == "X-Gitea-Delivery" {
+            *v = format!("review-{n}");
+        }
+    }
+    let (s, text) = e.r.post("/hooks/gitea", body, &h).await;
+    assert!(s == 202 || s == 200, "{text}");
+    e.r.app.drain().await.unwrap();
+}
+
+async fn state(e: &Env, id: &str) -> Lifecycle {
+    e.r.app
+        .state
+        .store
+        .version_by_id(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .lifecycle
+}
+
+fn live_needs_two(c: &mut module_webhook::config::Config) {
+    c.promotion.live = StagePolicy {
+        min_approvals: 2,
+        ..Default::default()
+    };
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn happy_path_to_live_with_two_approvals() {
+    for db in databases().await {
+        let name = db.name;
+        let e = env(db, live_needs_two).await;
+        let id = draft(&e.r, "0.1.0").await;
+        assert_eq!(
+            comment(&e, 1, "bob", "/promote 0.1.0 staging", "created").await,
+            202
+        );
+        assert_eq!(
+            state(&e, &id).await,
+            Lifecycle::Staging,
+            "{name}: {:?}",
+            e.gitea.comments()
+        );
+        comment(&e, 2, "bob", "/promote my-redis@0.1.0 blessed", "created").await;
+        assert_eq!(state(&e, &id).await, Lifecycle::Blessed);
+        comment(&e, 3, "alice", "/promote 0.1.0 live", "created").await;
+        assert_eq!(
+            state(&e, &id).await,
+            Lifecycle::Blessed,
+            "pending: no approvals yet"
+        );
+        let last = e.gitea.comments().last().unwrap().clone();
+        assert!(
+            last.contains("pending") && last.contains("0 of 2 required approvals"),
+            "{last}"
+        );
+
+        e.gitea
+            .add_review(GITEA_REPO, 7, review(11, "carol", "APPROVED", HEAD));
+        review_event(&e).await;
+        assert_eq!(state(&e, &id).await, Lifecycle::Blessed, "one of two");
+        e.gitea
+            .add_review(GITEA_REPO, 7, review(12, "dave", "APPROVED", HEAD));
+        review_event(&e).await;
+        assert_eq!(state(&e, &id).await, Lifecycle::Live, "{name}");
+        let comments = e.gitea.comments();
+        assert!(
+            comments.last().unwrap().contains("blessed → **live**"),
+            "{comments:?}"
+        );
+        let statuses = e.gitea.state.lock().unwrap().set_statuses.clone();
+        let last = &statuses.last().unwrap();
+        assert_eq!(last.1, HEAD);
+        assert_eq!(last.2["context"], "powernode/lifecycle");
+        assert!(last.2["description"].as_str().unwrap().ends_with("live"));
+        // The audit trail names the reviews that counted.
+        let audit = e.r.app.state.store.audit_of(&id).await.unwrap();
+        let t = audit.iter().rfind(|a| a.action == "transition").unwrap();
+        assert_eq!(t.to_state.as_deref(), Some("live"));
+        let ids: Vec<i64> = t.evidence["approvals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["review_id"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ids, [11, 12]);
+        assert_eq!(t.evidence["digest"], format!("sha256:{}", "cd".repeat(32)));
+
+        // Yank from live.
+        comment(
+            &e,
+            4,
+            "bob",
+            "/yank 0.1.0 CVE-2026-0001 in redis.conf",
+            "created",
+        )
+        .await;
+        assert_eq!(state(&e, &id).await, Lifecycle::Yanked);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn approvals_that_do_not_count() {
+    let e = env(sqlite().await, |c| {
+        c.promotion.staging = StagePolicy {
+            min_approvals: 1,
+            ..Default::default()
+        }
+    })
+    .await;
+    let id = draft(&e.r, "0.2.0").await;
+    comment(&e, 1, "alice", "/promote 0.2.0 staging", "created").await;
+    // A read-only reviewer, the requester herself, a dismissed approval, an approval on an old
+    // commit, and an approval superseded by a later change request: none counts.
+    e.gitea
+        .add_review(GITEA_REPO, 7, review(21, "reader", "APPROVED", HEAD));
+    e.gitea
+        .add_review(GITEA_REPO, 7, review(22, "alice", "APPROVED", HEAD));
+    let mut dismissed = review(23, "carol", "APPROVED", HEAD);
+    dismissed["dismissed"] = true.into();
+    e.gitea.add_review(GITEA_REPO, 7, dismissed);
+    e.gitea.add_review(
+        GITEA_REPO,
+        7,
+        review(
+            24,
+            "dave",
+            "APPROVED",
+            "0000000000000000000000000000000000000000",
+        ),
+    );
+    e.gitea
+        .add_review(GITEA_REPO, 7, review(25, "bob", "APPROVED", HEAD));
+    e.gitea
+        .add_review(GITEA_REPO, 7, review(26, "bob", "REQUEST_CHANGES", HEAD));
+    review_event(&e).await;
+    assert_eq!(state(&e, &id).await, Lifecycle::Draft);
+    // Dismissal without a webhook: re-read before deciding.
+    e.gitea
+        .add_review(GITEA_REPO, 7, review(27, "carol", "APPROVED", HEAD));
+    e.r.app
+        .worker
+        .engine
+        .as_ref()
+        .unwrap()
+        .reevaluate(None)
+        .await
+        .unwrap();
+    assert_eq!(state(&e, &id).await, Lifecycle::Staging);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_check_then_status_event_and_soak_then_timer() {
+    let e = env(sqlite().await, |c| {
+        c.promotion.staging = StagePolicy {
+            required_checks: vec!["module-builder / build".into()],
+            ..Default::default()
+        };
+        c.promotion.blessed = StagePolicy {
+            min_soak_secs: 1,
+            ..Default::default()
+        };
+    })
+    .await;
+    let id = draft(&e.r, "0.3.0").await;
+    e.gitea
+        .set_check(GITEA_REPO, HEAD, "module-builder / build", "failure");
+    comment(&e, 1, "bob", "/promote 0.3.0 staging", "created").await;
+    assert_eq!(state(&e, &id).await, Lifecycle::Draft);
+    assert!(
+        e.gitea
+            .comments()
+            .last()
+            .unwrap()
+            .contains("is failure, not success")
+    );
+    e.gitea
+        .set_check(GITEA_REPO, HEAD, "module-builder / build", "success");
+    let body = data("status-success.json");
+    e.r.post(
+        "/hooks/gitea",
+        body,
+        &headers("status-success.headers.json"),
+    )
+    .await;
+    e.r.app.drain().await.unwrap();
+    assert_eq!(state(&e, &id).await, Lifecycle::Staging);
+
+    comment(&e, 2, "bob", "/promote 0.3.0 blessed", "created").await;
+    assert_eq!(state(&e, &id).await, Lifecycle::Staging, "soak not elapsed");
+    assert!(e.gitea.comments().last().unwrap().contains("soak"));
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    e.r.app
+        .worker
+        .engine
+        .as_ref()
+        .unwrap()
+        .reevaluate(None)
+        .await
+        .unwrap();
+    assert_eq!(state(&e, &id).await, Lifecycle::Blessed);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ignored_comments_non_writers_duplicates_and_help() {
+    let e = env(sqlite().await, |_| {}).await;
+    let id = draft(&e.r, "0.4.0").await;
+    comment(
+        &e,
+        1,
+        "bob",
+        "Like this:\n```\n/promote 0.4.0 staging\n```\n> /promote 0.4.0 staging",
+        "created",
+    )
+    .await;
+    comment(&e, 2, "bob", "/promote 0.4.0 staging", "edited").await;
+    assert_eq!(state(&e, &id).await, Lifecycle::Draft);
+    assert!(
+        e.gitea.comments().is_empty(),
+        "no reply to ignored comments"
+    );
+
+    comment(&e, 3, "reader", "/promote 0.4.0 staging", "created").await;
+    assert_eq!(state(&e, &id).await, Lifecycle::Draft);
+    assert!(
+        e.gitea
+            .comments()
+            .last()
+            .unwrap()
+            .contains("needs Write permission"),
+        "{:?}",
+        e.gitea.comments()
+    );
+
+    // The same delivery twice, and the same comment in two deliveries: one transition.
+    assert_eq!(
+        comment(&e, 4, "bob", "/promote 0.4.0 staging", "created").await,
+        202
+    );
+    assert_eq!(
+        comment(&e, 4, "bob", "/promote 0.4.0 staging", "created").await,
+        200
+    );
+    assert_eq!(state(&e, &id).await, Lifecycle::Staging);
+    let audit = e.r.app.state.store.audit_of(&id).await.unwrap();
+    assert_eq!(audit.iter().filter(|a| a.action == "transition").count(), 1);
+
+    comment(&e, 5, "bob", "/frobnicate", "created").await;
+    assert!(
+        e.gitea
+            .comments()
+            .last()
+            .unwrap()
+            .contains("Unknown command `/frobnicate`")
+    );
+    comment(&e, 6, "bob", "/status", "created").await;
+    assert!(
+        e.gitea
+            .comments()
+            .last()
+            .unwrap()
+            .contains("| 0.4.0 | staging |")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn gitea_down_keeps_the_request_and_retries() {
+    let e = env(sqlite().await, |c| c.ingest.max_attempts = 10).await;
+    let id = draft(&e.r, "0.5.0").await;
+    e.gitea.state.lock().unwrap().down = true;
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&data("issue-comment-created-on-pull-request.json")).unwrap();
+    v["comment"]["body"] = "/promote 0.5.0 staging".into();
+    let body = serde_json::to_vec(&v).unwrap();
+    let h = vec![
+        ("X-Gitea-Delivery".to_string(), "down-1".to_string()),
+        (
+            "X-Gitea-Event-Type".to_string(),
+            "pull_request_comment".to_string(),
+        ),
+        ("X-Gitea-Signature".to_string(), sign(&body)),
+    ];
+    assert_eq!(e.r.post("/hooks/gitea", body, &h).await.0, 202);
+    // Two attempts fail while Gitea is down; the job is kept for a retry.
+    assert!(e.r.app.worker.run_once().await.unwrap());
+    assert!(e.r.app.worker.run_once().await.unwrap());
+    assert_eq!(state(&e, &id).await, Lifecycle::Draft);
+    assert!(
+        e.r.app.state.store.has_pending_jobs().await.unwrap(),
+        "nothing lost"
+    );
+    e.gitea.state.lock().unwrap().down = false;
+    e.r.app.drain().await.unwrap();
+    assert_eq!(state(&e, &id).await, Lifecycle::Staging);
+    assert_eq!(e.gitea.comments().len(), 1, "one reply");
+}
