@@ -292,9 +292,57 @@ impl Engine {
         Ok(format!("cancelled {n} pending request(s)"))
     }
 
+    /// Promotes versions into stages whose policy says `auto`, as soon as the requirements
+    /// (checks, soak) hold. Approvals cannot be gathered without a PR, so an `auto` stage that
+    /// needs approvals waits for a comment.
+    pub async fn auto_promote(&self, repository: Option<&str>) -> Result<usize, Transient> {
+        let mut n = 0;
+        for m in self.policies.all() {
+            if repository.is_some_and(|r| r != m.gitea_repository) {
+                continue;
+            }
+            for v in self.store.versions_of(&m.name, None).await? {
+                let Some(to) = crate::lifecycle::next(v.lifecycle) else {
+                    continue;
+                };
+                let category = v
+                    .manifest
+                    .as_deref()
+                    .and_then(|t| powernode_module::manifest::parse(t).manifest)
+                    .map(|m| m.identity.category.to_string());
+                if !self
+                    .promoter
+                    .config
+                    .policy_for(to, &v.module, category.as_deref())
+                    .auto
+                {
+                    continue;
+                }
+                let evidence = self.evidence(&m.gitea_repository, None, "auto", &v).await?;
+                if let Decision::Done { to, .. } = self
+                    .promoter
+                    .decide(&v, &Request::Promote { to }, evidence, "auto", false)
+                    .await?
+                {
+                    n += 1;
+                    let v = self.store.version_by_id(&v.id).await?.unwrap_or(v);
+                    self.set_status(&m.gitea_repository, &v, to).await?;
+                }
+            }
+        }
+        Ok(n)
+    }
+
     /// Re-evaluates pending requests (of one repository, or all): reviews, statuses, the
     /// timer (soak) and expiry. Replies on the PR when a request completes or expires.
+    /// Then runs `auto` promotions.
     pub async fn reevaluate(&self, repository: Option<&str>) -> Result<usize, Transient> {
+        let mut done = self.reevaluate_requests(repository).await?;
+        done += self.auto_promote(repository).await?;
+        Ok(done)
+    }
+
+    async fn reevaluate_requests(&self, repository: Option<&str>) -> Result<usize, Transient> {
         let mut done = 0;
         for r in self.store.pending_requests(repository).await? {
             let repo_full = r.repository.clone().unwrap_or_default();

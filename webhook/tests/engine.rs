@@ -436,3 +436,94 @@ async fn gitea_down_keeps_the_request_and_retries() {
     assert_eq!(state(&e, &id).await, Lifecycle::Staging);
     assert_eq!(e.gitea.comments().len(), 1, "one reply");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_stage_cancel_and_expiry() {
+    let e = env(sqlite().await, |c| {
+        c.promotion.staging = StagePolicy {
+            auto: true,
+            required_checks: vec!["module-builder / build".into()],
+            ..Default::default()
+        };
+        c.promotion.blessed = StagePolicy {
+            min_soak_secs: 3600,
+            ..Default::default()
+        };
+        c.promotion.request_ttl_secs = 0;
+    })
+    .await;
+    let engine = e.r.app.worker.engine.clone().unwrap();
+    let id = draft(&e.r, "0.6.0").await;
+    // auto: nothing happens until the required check passes, then it promotes by itself.
+    engine.reevaluate(None).await.unwrap();
+    assert_eq!(state(&e, &id).await, Lifecycle::Draft);
+    e.gitea
+        .set_check(GITEA_REPO, HEAD, "module-builder / build", "success");
+    engine.reevaluate(None).await.unwrap();
+    assert_eq!(state(&e, &id).await, Lifecycle::Staging);
+    let audit = e.r.app.state.store.audit_of(&id).await.unwrap();
+    let t = audit.iter().rfind(|a| a.action == "transition").unwrap();
+    assert_eq!((t.actor.as_str(), t.via.as_str()), ("auto", "auto"));
+
+    // A pending request can be cancelled by its requester.
+    comment(&e, 1, "bob", "/promote 0.6.0 blessed", "created").await;
+    assert_eq!(
+        e.r.app
+            .state
+            .store
+            .pending_requests(None)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    comment(&e, 2, "carol", "/cancel", "created").await;
+    assert_eq!(
+        e.r.app
+            .state
+            .store
+            .pending_requests(None)
+            .await
+            .unwrap()
+            .len(),
+        1,
+        "only the requester cancels"
+    );
+    comment(&e, 3, "bob", "/cancel 0.6.0", "created").await;
+    assert!(
+        e.r.app
+            .state
+            .store
+            .pending_requests(None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        e.gitea
+            .comments()
+            .last()
+            .unwrap()
+            .contains("cancelled 1 pending request(s)")
+    );
+
+    // And expires (the TTL here is 0).
+    comment(&e, 4, "bob", "/promote 0.6.0 blessed", "created").await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    engine.reevaluate(None).await.unwrap();
+    assert!(
+        e.r.app
+            .state
+            .store
+            .pending_requests(None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        e.gitea.comments().last().unwrap().contains("expired"),
+        "{:?}",
+        e.gitea.comments()
+    );
+    assert_eq!(state(&e, &id).await, Lifecycle::Staging);
+}
