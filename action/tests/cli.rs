@@ -1,5 +1,6 @@
 //! `module-builder` as a user runs it: exit codes, output shapes, reproducibility.
 
+use powernode_testkit::copy_tree;
 use serde_json::Value;
 use std::{
     fs,
@@ -41,20 +42,6 @@ fn json(o: &Output) -> Value {
             String::from_utf8_lossy(&o.stderr)
         )
     })
-}
-
-/// Copies a directory tree (files and dirs only).
-fn copy_tree(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap() {
-        let e = e.unwrap();
-        let dest = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_tree(&e.path(), &dest);
-        } else {
-            fs::copy(e.path(), dest).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -4,11 +4,7 @@
 mod common;
 use common::*;
 use hmac::{Hmac, Mac};
-use module_webhook::{
-    config::GiteaConfig,
-    lifecycle::StagePolicy,
-    store::{Lifecycle, NewAudit, VersionRow, now_ms},
-};
+use module_webhook::{config::GiteaConfig, lifecycle::StagePolicy, store::Lifecycle};
 use powernode_testkit::gitea::{FakeGitea, review};
 use sha2::Sha256;
 
@@ -61,44 +57,7 @@ async fn env(db: TestDb, tweak: impl FnOnce(&mut module_webhook::config::Config)
 }
 
 async fn draft(r: &Running, version: &str) -> String {
-    let manifest =
-        std::fs::read_to_string(powernode_testkit::example("my-redis").join("manifest.yaml"))
-            .unwrap();
-    let id = format!("v-my-redis-{version}");
-    let v = VersionRow {
-        id: id.clone(),
-        module: "my-redis".into(),
-        version: version.into(),
-        lifecycle: Lifecycle::Draft,
-        repository: "acct/modules/my-redis-module".into(),
-        tag: format!("v{version}"),
-        manifest_digest: format!("sha256:{}", "cd".repeat(32)),
-        artifact_digest: None,
-        composefs_digest: None,
-        composefs_format: Some(1),
-        source_repository: None,
-        source_commit: Some(HEAD.into()),
-        signer_identity: None,
-        signer_issuer: None,
-        file_index: None,
-        manifest: Some(manifest),
-        reject_reason: None,
-        created_at: now_ms(),
-        updated_at: now_ms(),
-    };
-    let a = NewAudit {
-        version_id: Some(id.clone()),
-        module: Some("my-redis".into()),
-        actor: "test".into(),
-        via: "ingest".into(),
-        action: "ingested".into(),
-        from_state: None,
-        to_state: Some(Lifecycle::Draft),
-        reason: None,
-        evidence: serde_json::json!({}),
-    };
-    r.app.state.store.write_version(&v, &a).await.unwrap();
-    id
+    published(r, version, Lifecycle::Draft, "cd", HEAD).await
 }
 
 fn sign(body: &[u8]) -> String {

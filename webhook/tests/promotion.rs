@@ -6,51 +6,13 @@ use common::*;
 use module_webhook::{
     config::{ApiToken, PromotionOverride, Role},
     lifecycle::StagePolicy,
-    store::{Lifecycle, NewAudit, VersionRow, now_ms},
+    store::Lifecycle,
 };
 
 const BREAK_GLASS: &str = "break-glass-token-0123456789";
 
 async fn draft(r: &Running, version: &str) -> String {
-    let manifest = String::from_utf8(
-        std::fs::read(powernode_testkit::example("my-redis").join("manifest.yaml")).unwrap(),
-    )
-    .unwrap();
-    let id = format!("v-my-redis-{version}");
-    let v = VersionRow {
-        id: id.clone(),
-        module: "my-redis".into(),
-        version: version.into(),
-        lifecycle: Lifecycle::Draft,
-        repository: "acct/modules/my-redis-module".into(),
-        tag: format!("v{version}"),
-        manifest_digest: format!("sha256:{}", "ab".repeat(32)),
-        artifact_digest: None,
-        composefs_digest: None,
-        composefs_format: Some(1),
-        source_repository: None,
-        source_commit: Some("c0ffee".into()),
-        signer_identity: None,
-        signer_issuer: None,
-        file_index: None,
-        manifest: Some(manifest),
-        reject_reason: None,
-        created_at: now_ms(),
-        updated_at: now_ms(),
-    };
-    let a = NewAudit {
-        version_id: Some(id.clone()),
-        module: Some("my-redis".into()),
-        actor: "test".into(),
-        via: "ingest".into(),
-        action: "ingested".into(),
-        from_state: None,
-        to_state: Some(Lifecycle::Draft),
-        reason: None,
-        evidence: serde_json::json!({}),
-    };
-    assert!(r.app.state.store.write_version(&v, &a).await.unwrap());
-    id
+    published(r, version, Lifecycle::Draft, "ab", "c0ffee").await
 }
 
 async fn post(

@@ -208,3 +208,53 @@ pub fn dist_headers() -> Vec<(String, String)> {
         ),
     ]
 }
+
+/// Writes a published version of my-redis (the example manifest) straight into the store,
+/// in `state`, with `source_commit`, and returns its id.
+pub async fn published(
+    r: &Running,
+    version: &str,
+    state: module_webhook::store::Lifecycle,
+    digest_byte: &str,
+    source_commit: &str,
+) -> String {
+    use module_webhook::store::{NewAudit, VersionRow, now_ms};
+    let manifest =
+        std::fs::read_to_string(powernode_testkit::example("my-redis").join("manifest.yaml"))
+            .unwrap();
+    let id = format!("v-my-redis-{version}");
+    let v = VersionRow {
+        id: id.clone(),
+        module: "my-redis".into(),
+        version: version.into(),
+        lifecycle: state,
+        repository: "acct/modules/my-redis-module".into(),
+        tag: format!("v{version}"),
+        manifest_digest: format!("sha256:{}", digest_byte.repeat(32)),
+        artifact_digest: None,
+        composefs_digest: None,
+        composefs_format: Some(1),
+        source_repository: None,
+        source_commit: Some(source_commit.into()),
+        signer_identity: None,
+        signer_issuer: None,
+        file_index: None,
+        manifest: Some(manifest),
+        reject_reason: None,
+        created_at: now_ms(),
+        updated_at: now_ms(),
+    };
+    let a = NewAudit {
+        version_id: Some(id.clone()),
+        module: Some("my-redis".into()),
+        actor: "test".into(),
+        via: "ingest".into(),
+        action: "ingested".into(),
+        from_state: None,
+        to_state: Some(state),
+        reason: None,
+        evidence: serde_json::json!({}),
+    };
+    assert!(r.app.state.store.write_version(&v, &a).await.unwrap());
+    id
+}
