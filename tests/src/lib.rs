@@ -48,8 +48,8 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
-/// The `module-builder` binary of this workspace, built on first use if a test of another
-/// package needs it (`cargo test --workspace` has built it already).
+/// The `module-builder` binary of this workspace: the one `cargo test --workspace` built, or
+/// built on first use when a single package's tests run alone.
 pub fn module_builder() -> PathBuf {
     static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     BUILT
@@ -58,6 +58,11 @@ pub fn module_builder() -> PathBuf {
             // target/debug/deps/<test> → target/debug/module-builder
             let dir = exe.parent().and_then(Path::parent).unwrap().to_owned();
             let bin = dir.join("module-builder");
+            // `cargo test --workspace` has built it (with the workspace's features); building
+            // it again from here would resolve features for one package and rebuild much.
+            if bin.exists() {
+                return bin;
+            }
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let ok = std::process::Command::new(cargo)
                 .args(["build", "-q", "-p", "module-builder"])
