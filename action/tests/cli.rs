@@ -394,3 +394,32 @@ fn inspect_refuses_a_tampered_artifact() {
         "{err}"
     );
 }
+
+#[test]
+fn release_refuses_an_untagged_head_without_version() {
+    let t = module_with_manifest(&seed_manifest());
+    git(t.path(), &["init", "-q"]);
+    git(t.path(), &["add", "."]);
+    git(t.path(), &["commit", "-qm", "untagged"]);
+    let o = run(bin()
+        .arg("release")
+        .arg(t.path())
+        .args([
+            "--ref",
+            "127.0.0.1:9/acct/modules/x",
+            "--key",
+            "/nonexistent",
+        ])
+        .env_remove("GITHUB_ACTIONS")
+        .env_remove("GITEA_ACTIONS"));
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("is not tagged") && err.contains("--version"),
+        "{err}"
+    );
+    assert!(
+        !t.path().join("dist/module.tar").exists(),
+        "nothing was built"
+    );
+}

@@ -124,7 +124,15 @@ impl App {
         let interval = Duration::from_secs(cfg.ingest.reconcile_interval_secs.max(1));
         tasks.push(tokio::spawn(async move {
             loop {
-                match reconcile::reconcile(&ctx).await {
+                // One reconciler across replicas (PostgreSQL advisory lock).
+                let lock = ctx.store.singleton(crate::store::RECONCILER_LOCK).await;
+                let result = match &lock {
+                    Ok(Some(_held)) => reconcile::reconcile(&ctx).await,
+                    Ok(None) => Ok(0),
+                    Err(e) => Err(anyhow::anyhow!("{e:#}")),
+                };
+                drop(lock);
+                match result {
                     Ok(n) if n > 0 => tracing::info!(enqueued = n, "reconcile"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %format!("{e:#}"), "reconcile"),

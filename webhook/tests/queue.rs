@@ -129,3 +129,38 @@ async fn registry_down_retries_then_dead_letters_and_operator_retries() {
         assert_eq!(r.app.drain().await.unwrap(), 3, "a fresh attempt budget");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn singletons_exclude_other_instances_on_postgres() {
+    for db in databases().await {
+        let a = Store::connect(&db.url).await.unwrap();
+        let b = Store::connect(&db.url).await.unwrap();
+        let held = a
+            .singleton(module_webhook::store::RECONCILER_LOCK)
+            .await
+            .unwrap();
+        assert!(held.is_some());
+        let other = b
+            .singleton(module_webhook::store::RECONCILER_LOCK)
+            .await
+            .unwrap();
+        match a.backend {
+            module_webhook::store::Backend::Postgres => assert!(
+                other.is_none(),
+                "a second replica must not run the reconciler"
+            ),
+            module_webhook::store::Backend::Sqlite => {
+                assert!(other.is_some(), "one instance: always held")
+            }
+        }
+        drop(other);
+        drop(held);
+        assert!(
+            b.singleton(module_webhook::store::RECONCILER_LOCK)
+                .await
+                .unwrap()
+                .is_some(),
+            "released on drop"
+        );
+    }
+}

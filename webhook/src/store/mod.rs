@@ -142,3 +142,32 @@ impl Store {
             .try_get::<i64, _>(0)?)
     }
 }
+
+/// Proof of holding a singleton lock (released when dropped). On PostgreSQL this is a
+/// transaction-scoped advisory lock, so several replicas never run the same singleton at
+/// once; SQLite serves one instance, so the lock is trivially held.
+#[derive(Debug)]
+pub struct Singleton {
+    _tx: Option<sqlx::Transaction<'static, sqlx::Any>>,
+}
+
+/// Advisory-lock keys of the singletons.
+pub const RECONCILER_LOCK: i64 = 0x706e_7263; // "pnrc"
+
+impl Store {
+    /// Takes the singleton `key` if no other instance holds it.
+    pub async fn singleton(&self, key: i64) -> anyhow::Result<Option<Singleton>> {
+        match self.backend {
+            Backend::Sqlite => Ok(Some(Singleton { _tx: None })),
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                let got: bool = sqlx::query("SELECT pg_try_advisory_xact_lock($1)")
+                    .bind(key)
+                    .fetch_one(&mut *tx)
+                    .await?
+                    .try_get(0)?;
+                Ok(got.then_some(Singleton { _tx: Some(tx) }))
+            }
+        }
+    }
+}
