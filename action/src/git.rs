@@ -35,13 +35,7 @@ pub fn exact_tag(dir: &Path) -> Option<String> {
     git(dir, &["describe", "--tags", "--exact-match", "HEAD"])
 }
 
-/// `v0.1.0` → `0.1.0`; other tags unchanged.
-pub fn version_from_tag(tag: &str) -> String {
-    match tag.strip_prefix('v') {
-        Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => rest.to_owned(),
-        _ => tag.to_owned(),
-    }
-}
+pub use powernode_module::version_from_tag;
 
 /// `git remote get-url origin`, for org.opencontainers.image.source.
 pub fn origin_url(dir: &Path) -> Option<String> {

@@ -9,6 +9,14 @@ pub mod diagnostics;
 pub mod digest;
 pub mod manifest;
 
+/// The version a release tag names: `v0.1.0` → `0.1.0`; other tags unchanged.
+pub fn version_from_tag(tag: &str) -> String {
+    match tag.strip_prefix('v') {
+        Some(rest) if rest.starts_with(|c: char| c.is_ascii_digit()) => rest.to_owned(),
+        _ => tag.to_owned(),
+    }
+}
+
 /// The version of this library, recorded in artifacts as `BUILDER_VERSION`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub mod registry;

@@ -59,6 +59,20 @@ fn require(s: &AppState, h: &HeaderMap, need: Role) -> Result<Role, Response> {
     }
 }
 
+/// The version `id`, or the 404/500 response to answer instead.
+#[allow(clippy::result_large_err)] // an axum response is the natural error of a handler helper
+async fn find_version(s: &AppState, id: &str) -> Result<crate::store::VersionRow, Response> {
+    match s.store.version_by_id(id).await {
+        Ok(Some(v)) => Ok(v),
+        Ok(None) => Err(error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no version {id}"),
+        )),
+        Err(e) => Err(internal(e)),
+    }
+}
+
 fn internal(e: anyhow::Error) -> Response {
     tracing::error!(error = %format!("{e:#}"), "api");
     error(
@@ -106,14 +120,9 @@ async fn version(State(s): State<AppState>, h: HeaderMap, Path(id): Path<String>
     if let Err(r) = require(&s, &h, Role::Read) {
         return r;
     }
-    match s.store.version_by_id(&id).await {
-        Ok(Some(v)) => Json(v).into_response(),
-        Ok(None) => error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no version {id}"),
-        ),
-        Err(e) => internal(e),
+    match find_version(&s, &id).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
     }
 }
 
@@ -121,16 +130,8 @@ async fn audit(State(s): State<AppState>, h: HeaderMap, Path(id): Path<String>) 
     if let Err(r) = require(&s, &h, Role::Read) {
         return r;
     }
-    match s.store.version_by_id(&id).await {
-        Ok(None) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no version {id}"),
-            );
-        }
-        Err(e) => return internal(e),
-        Ok(Some(_)) => {}
+    if let Err(r) = find_version(&s, &id).await {
+        return r;
     }
     match s.store.audit_of(&id).await {
         Ok(a) => Json(json!({"version": id, "audit": a})).into_response(),
@@ -201,17 +202,11 @@ async fn decide(
         Ok(r) => r,
         Err(r) => return r,
     };
-    let v = match s.store.version_by_id(id).await {
-        Ok(Some(v)) => v,
-        Ok(None) => {
-            return error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no version {id}"),
-            );
-        }
-        Err(e) => return internal(e),
+    let v = match find_version(s, id).await {
+        Ok(v) => v,
+        Err(r) => return r,
     };
+
     let evidence = crate::lifecycle::Evidence {
         requester: token_name(s, h),
         requester_permission: Some(crate::lifecycle::Permission::Owner),

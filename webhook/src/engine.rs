@@ -305,11 +305,7 @@ impl Engine {
                 let Some(to) = crate::lifecycle::next(v.lifecycle) else {
                     continue;
                 };
-                let category = v
-                    .manifest
-                    .as_deref()
-                    .and_then(|t| powernode_module::manifest::parse(t).manifest)
-                    .map(|m| m.identity.category.to_string());
+                let category = crate::promotion::category_of(&v);
                 if !self
                     .promoter
                     .config

@@ -81,14 +81,6 @@ struct Layer {
     size: u64,
 }
 
-/// `v0.1.0` → `0.1.0`.
-fn version_from_tag(tag: &str) -> String {
-    match tag.strip_prefix('v') {
-        Some(r) if r.starts_with(|c: char| c.is_ascii_digit()) => r.to_owned(),
-        _ => tag.to_owned(),
-    }
-}
-
 pub fn version_id(module: &str, version: &str) -> String {
     format!("v-{module}-{version}")
 }
@@ -148,7 +140,7 @@ impl Ctx {
             .annotations
             .get(ann::ANN_VERSION)
             .cloned()
-            .unwrap_or_else(|| version_from_tag(tag));
+            .unwrap_or_else(|| powernode_module::version_from_tag(tag));
         let id = version_id(&trust.name, &version);
         let existing = self.store.version(&trust.name, &version).await?;
         if let Some(e) = &existing
@@ -375,7 +367,6 @@ impl Ctx {
             "key_index": signer.key_index,
             "tlog_integrated_time": signer.integrated_time,
         });
-        row.updated_at = now_ms();
         let a = audit(&row, "ingested", from, None, evidence);
         if !self.store.write_version(&row, &a).await? {
             return Ok(Outcome::AlreadyIngested(id));
@@ -455,7 +446,6 @@ impl Ctx {
         self.metrics.rejection(code);
         row.lifecycle = Lifecycle::Rejected;
         row.reject_reason = Some(format!("{code}: {why}"));
-        row.updated_at = now_ms();
         let same = existing.is_some_and(|e| {
             e.lifecycle == Lifecycle::Rejected
                 && e.manifest_digest == row.manifest_digest

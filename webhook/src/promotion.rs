@@ -33,7 +33,8 @@ pub struct Promoter {
     pub config: PromotionConfig,
 }
 
-fn category_of(v: &VersionRow) -> Option<String> {
+/// The category a version's manifest declares (for per-category policy overrides).
+pub fn category_of(v: &VersionRow) -> Option<String> {
     let text = v.manifest.as_deref()?;
     powernode_module::manifest::parse(text)
         .manifest

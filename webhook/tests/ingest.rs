@@ -6,7 +6,7 @@ use common::*;
 use module_webhook::{ingest::Outcome, reconcile::reconcile, store::Lifecycle};
 use powernode_module::{
     digest::Digest,
-    registry::{Credentials, Registry, parse_reference, with_tag},
+    registry::{Credentials, Registry, parse_reference},
     trust::{keys, sign},
 };
 use powernode_testkit::{
@@ -583,5 +583,4 @@ async fn versions_are_immutable() {
     );
     let actions = audit_actions(&r, &v.id).await;
     assert_eq!(actions, ["ingested", "refused_different_digest"]);
-    let _ = with_tag;
 }

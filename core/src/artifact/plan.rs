@@ -190,16 +190,9 @@ fn walk_finding(dir: &Path, e: &WalkError) -> Finding {
 
 fn select(m: &Manifest, nodes: Vec<Node>) -> Vec<Entry> {
     let sel = &m.selector;
-    let keep: Vec<bool> = nodes
-        .iter()
-        .map(|n| {
-            let t = n.target();
-            match n.kind {
-                Kind::Dir => sel.ships_dir(&t),
-                _ => sel.ships(&t),
-            }
-        })
-        .collect();
+    // A directory ships for its own sake when it matches; ancestors of shipped paths are
+    // added below either way.
+    let keep: Vec<bool> = nodes.iter().map(|n| sel.ships(&n.target())).collect();
     let mut ancestors = HashSet::new();
     for (n, k) in nodes.iter().zip(&keep) {
         if *k {

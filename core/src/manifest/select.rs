@@ -63,7 +63,6 @@ fn set(patterns: &[String]) -> GlobSet {
 /// The compiled `file_spec`, `protected_spec` and `mask` patterns of one manifest.
 #[derive(Debug, Clone, Default)]
 pub struct PathSelector {
-    include: Vec<GlobMatcher>,
     include_set: GlobSet,
     exclude_set: GlobSet,
     protected: Vec<GlobMatcher>,
@@ -89,7 +88,6 @@ impl PathSelector {
     ) -> Self {
         let matchers = |ps: &[String]| ps.iter().filter_map(|p| compile(p).ok()).collect();
         PathSelector {
-            include: matchers(include),
             include_set: set(include),
             exclude_set: set(exclude),
             protected: matchers(protected),
@@ -107,12 +105,6 @@ impl PathSelector {
             included |= self.include_set.is_match(p);
         }
         included
-    }
-
-    /// Whether a directory at `path` is shipped for its own sake (it matched an include and
-    /// nothing excludes it). Ancestors of shipped paths are shipped regardless.
-    pub fn ships_dir(&self, path: &str) -> bool {
-        self.ships(path)
     }
 
     /// Indices of the include patterns that match `path` or one of its ancestors.
@@ -137,10 +129,6 @@ impl PathSelector {
     /// Whether `path` or an ancestor matches an exclude pattern.
     pub fn excluded(&self, path: &str) -> bool {
         self_and_ancestors(path).any(|p| self.exclude_set.is_match(p))
-    }
-
-    pub fn include_count(&self) -> usize {
-        self.include.len()
     }
 }
 

@@ -341,7 +341,8 @@ impl Store {
         .bind(&v.manifest)
         .bind(&v.reject_reason)
         .bind(v.created_at)
-        .bind(v.updated_at)
+        // Written now: `updated_at` is when this state was entered (soak times count from it).
+        .bind(now_ms())
         .execute(&mut *tx)
         .await?;
         append_audit(&mut tx, audit).await?;
