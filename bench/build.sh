@@ -7,6 +7,7 @@
 set -euo pipefail
 runs=${1:-10}
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/bench/lib.sh"
 command -v hyperfine >/dev/null || { echo "bench/build.sh needs hyperfine: apt-get install -y hyperfine" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "bench/build.sh needs GNU time: apt-get install -y time" >&2; exit 1; }
 cargo build --release -q -p module-builder --manifest-path "$here/Cargo.toml"
@@ -16,17 +17,7 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/mb-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 mod="$work/module"
 mkdir -p "$mod/rootfs/srv/big" "$mod/rootfs/srv/small"
-cat > "$mod/manifest.yaml" <<'YAML'
-schema_version: 1
-identity:
-  name: bench
-  category: userland
-  variety: subscription
-  cosign_identity_regexp: '^https://git\.example\.org/acct/modules/bench-module@.*$'
-  cosign_issuer_regexp: '^https://gitea\.example\.org$'
-file_spec:
-  include: ["/srv/**"]
-YAML
+bench_module "$mod"
 python3 - "$mod/rootfs/srv/small" <<'PY'
 import os, random, sys
 random.seed(1)

@@ -10,6 +10,7 @@ set -euo pipefail
 secs=${1:-10}
 conns=${2:-16}
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/bench/lib.sh"
 command -v wrk >/dev/null || { echo "bench/hooks.sh needs wrk: apt-get install -y wrk" >&2; exit 1; }
 cargo build --release -q -p module-webhook --manifest-path "$here/Cargo.toml"
 mw="$here/target/release/module-webhook"
@@ -21,7 +22,7 @@ export HOOK_SIGNATURE=$(python3 -c 'import json,sys; print(json.load(open(sys.ar
 
 run() {
   local name=$1 db=$2
-  local port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  local port=$(free_port)
   cat > "$work/$name.toml" <<TOML
 listen = "127.0.0.1:$port"
 database_url = "$db"

@@ -8,14 +8,14 @@
 set -euo pipefail
 runs=${1:-5}
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/bench/lib.sh"
 cargo build --release -q -p module-webhook -p module-builder --manifest-path "$here/Cargo.toml"
 mb="$here/target/release/module-builder"
 mw="$here/target/release/module-webhook"
 work=$(mktemp -d "${TMPDIR:-/tmp}/mw-ingest.XXXXXX")
 pids=()
 trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null; done; rm -rf "$work"' EXIT
-free() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-rport=$(free); wport=$(free)
+rport=$(free_port); wport=$(free_port)
 COSIGN_PASSWORD=bench "$mb" generate-key-pair --output-key-prefix "$work/cosign" >/dev/null
 cat > "$work/registry.yml" <<YAML
 version: 0.1
@@ -64,18 +64,7 @@ RUST_LOG=warn DATABASE_URL= "$mw" serve --config "$work/webhook.toml" 2>"$work/w
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$rport/v2/" >/dev/null && curl -fs "http://127.0.0.1:$wport/readyz" >/dev/null && break; sleep 0.1; done
 
 mod="$work/module"
-mkdir -p "$mod/rootfs/srv"
-cat > "$mod/manifest.yaml" <<'YAML'
-schema_version: 1
-identity:
-  name: bench
-  category: userland
-  variety: subscription
-  cosign_identity_regexp: '^https://git\.example\.org/acct/modules/bench-module@.*$'
-  cosign_issuer_regexp: '^https://gitea\.example\.org$'
-file_spec:
-  include: ["/srv/**"]
-YAML
+bench_module "$mod"
 python3 - "$work/webhook.db" "$mb" "$mod" "127.0.0.1:$rport/bench/bench-module" "$runs" <<'PY'
 import os, sqlite3, statistics, subprocess, sys, time
 db, mb, mod, repo, runs = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])

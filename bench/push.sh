@@ -9,6 +9,7 @@
 set -euo pipefail
 runs=${1:-5}
 here=$(cd "$(dirname "$0")/.." && pwd)
+. "$here/bench/lib.sh"
 for t in docker-registry hyperfine; do
   command -v $t >/dev/null || { echo "bench/push.sh needs $t: apt-get install -y $t" >&2; exit 1; }
 done
@@ -18,7 +19,7 @@ py="$here/target/oras-venv/bin/python"
 if [ ! -x "$py" ]; then python3 -m venv "$here/target/oras-venv"; "$here/target/oras-venv/bin/pip" install -q oras; fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/mb-push-bench.XXXXXX")
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+port=$(free_port)
 cat > "$work/registry.yml" <<YAML
 version: 0.1
 log:
@@ -38,18 +39,7 @@ for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && brea
 host=127.0.0.1:$port
 
 mod="$work/module"
-mkdir -p "$mod/rootfs/srv"
-cat > "$mod/manifest.yaml" <<'YAML'
-schema_version: 1
-identity:
-  name: bench
-  category: userland
-  variety: subscription
-  cosign_identity_regexp: '^https://git\.example\.org/acct/modules/bench-module@.*$'
-  cosign_issuer_regexp: '^https://gitea\.example\.org$'
-file_spec:
-  include: ["/srv/**"]
-YAML
+bench_module "$mod"
 head -c $((512 << 20)) /dev/urandom > "$mod/rootfs/srv/blob.bin"
 "$mb" build "$mod" --version 1.0.0 --source-date-epoch 0 >/dev/null
 tar="$mod/dist/module.tar"
