@@ -236,9 +236,20 @@ async fn approvals_that_do_not_count() {
         .add_review(GITEA_REPO, 7, review(26, "bob", "REQUEST_CHANGES", HEAD));
     review_event(&e).await;
     assert_eq!(state(&e, &id).await, Lifecycle::Draft);
-    // Dismissal without a webhook: re-read before deciding.
+    // An approval whose webhook arrives after it was dismissed (Gitea sends no webhook for
+    // the dismissal): the engine re-reads the reviews and does not count it.
     e.gitea
         .add_review(GITEA_REPO, 7, review(27, "carol", "APPROVED", HEAD));
+    for r in e.gitea.state.lock().unwrap().reviews.values_mut().flatten() {
+        if r["id"] == 27 {
+            r["dismissed"] = true.into();
+        }
+    }
+    review_event(&e).await;
+    assert_eq!(state(&e, &id).await, Lifecycle::Draft);
+    // A fresh approval does count.
+    e.gitea
+        .add_review(GITEA_REPO, 7, review(28, "carol", "APPROVED", HEAD));
     e.r.app
         .worker
         .engine
