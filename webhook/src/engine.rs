@@ -338,29 +338,35 @@ impl Engine {
         Ok(done)
     }
 
+    /// Answers the requester on the request's PR (API requests have none).
+    async fn reply(&self, r: &PromotionRequest, text: &str) -> Result<(), Transient> {
+        if let (Some(repo_full), Some(pr)) = (&r.repository, r.pr_number) {
+            let (owner, repo) = split(repo_full);
+            self.gitea
+                .comment(owner, repo, pr, &format!("@{} {text}", r.requester))
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn reevaluate_requests(&self, repository: Option<&str>) -> Result<usize, Transient> {
         let mut done = 0;
         for r in self.store.pending_requests(repository).await? {
             let repo_full = r.repository.clone().unwrap_or_default();
-            let (owner, repo) = split(&repo_full);
             if now_ms() > r.expires_at {
                 if self
                     .store
                     .close_request(&r.id, "expired", &r.missing)
                     .await?
-                    && let Some(pr) = r.pr_number
                 {
-                    self.gitea
-                        .comment(
-                            owner,
-                            repo,
-                            pr,
-                            &format!(
-                                "@{} the request to move {} to {} expired.",
-                                r.requester, r.version_id, r.to_state
-                            ),
-                        )
-                        .await?;
+                    self.reply(
+                        &r,
+                        &format!(
+                            "the request to move {} to {} expired.",
+                            r.version_id, r.to_state
+                        ),
+                    )
+                    .await?;
                 }
                 continue;
             }
@@ -392,19 +398,14 @@ impl Engine {
                         done += 1;
                         let v = self.store.version_by_id(&v.id).await?.unwrap_or(v);
                         self.set_status(&repo_full, &v, to).await?;
-                        if let Some(pr) = r.pr_number {
-                            self.gitea
-                                .comment(
-                                    owner,
-                                    repo,
-                                    pr,
-                                    &format!(
-                                        "@{} {} {}: {from} → **{to}** (requirements now met).",
-                                        r.requester, v.module, v.version
-                                    ),
-                                )
-                                .await?;
-                        }
+                        self.reply(
+                            &r,
+                            &format!(
+                                "{} {}: {from} → **{to}** (requirements now met).",
+                                v.module, v.version
+                            ),
+                        )
+                        .await?;
                     }
                 }
                 Decision::Pending { missing } => {
