@@ -53,9 +53,9 @@ impl Drop for Group {
     }
 }
 
-/// The version to release from the Actions ref: `refs/tags/v0.1.0` → `0.1.0`.
-/// `None` when the run is not for a tag.
-pub fn version_from_ref() -> Option<String> {
+/// The tag this Actions run is for (`refs/tags/v0.1.0` → `v0.1.0`); `None` when the run is
+/// not for a tag.
+pub fn tag_from_ref() -> Option<String> {
     let is_tag = std::env::var("GITHUB_REF_TYPE")
         .map(|t| t == "tag")
         .unwrap_or(false)
@@ -70,5 +70,5 @@ pub fn version_from_ref() -> Option<String> {
             .ok()
             .map(|r| r.trim_start_matches("refs/tags/").to_owned())
     })?;
-    Some(crate::git::version_from_tag(&name))
+    Some(name)
 }

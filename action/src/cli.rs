@@ -173,9 +173,9 @@ pub struct ReleaseArgs {
     /// Target HOST/REPO[:TAG]; the tag defaults to v<version>.
     #[arg(long = "ref", value_name = "HOST/REPO[:TAG]")]
     pub reference: String,
-    /// Release this version even when not building a tag.
+    /// Release this version even when not building a tag (SemVer 2.0: 1.2.0, 1.2.0-rc.1).
     #[arg(long, value_name = "V")]
-    pub version: Option<String>,
+    pub version: Option<powernode_module::Version>,
     /// Timestamp for every entry (see `build --help`).
     #[arg(long, value_name = "N")]
     pub source_date_epoch: Option<u64>,
@@ -226,9 +226,9 @@ pub struct BuildArgs {
     #[arg(long, value_name = "N")]
     pub source_date_epoch: Option<u64>,
     /// Version recorded in module-release. Defaults to the exact git tag at HEAD without its
-    /// leading "v" (v0.1.0 → 0.1.0), then 0.0.0-dev.
+    /// leading "v" (v0.1.0 → 0.1.0), then 0.0.0-dev. Always SemVer 2.0.
     #[arg(long = "version", value_name = "V")]
-    pub version: Option<String>,
+    pub version: Option<powernode_module::Version>,
     /// Architecture recorded in module-release ("all" for architecture-independent modules).
     #[arg(long, default_value = "all")]
     pub architecture: String,

@@ -35,8 +35,6 @@ pub fn exact_tag(dir: &Path) -> Option<String> {
     git(dir, &["describe", "--tags", "--exact-match", "HEAD"])
 }
 
-pub use powernode_module::version_from_tag;
-
 /// `git remote get-url origin`, for org.opencontainers.image.source.
 pub fn origin_url(dir: &Path) -> Option<String> {
     git(dir, &["remote", "get-url", "origin"])

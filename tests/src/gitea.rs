@@ -1,6 +1,7 @@
 //! A fake Gitea: an in-process HTTP server with state (permissions, reviews, commit statuses,
 //! comments) that serves Gitea's API shapes under `/api/v1` and records every call, so the
-//! real client can be driven against it.
+//! real client can be driven against it. Lists are paginated as Gitea paginates them
+//! (`page` from 1, `limit` defaulting to 30 and capped at 50).
 
 use crate::http::{Request, Response, Server};
 use serde_json::{Value, json};
@@ -23,6 +24,41 @@ pub struct GiteaState {
     pub set_statuses: Vec<(String, String, Value)>,
     /// When set, every API call answers 503.
     pub down: bool,
+    /// When set, a `GET …/reviews` call waits here until the test lets it go (to hold a
+    /// re-evaluation between reading the evidence and deciding).
+    pub gate: Option<Gate>,
+}
+
+/// A one-shot rendezvous: the server says it arrived, then waits to be released.
+#[derive(Debug)]
+pub struct Gate {
+    pub arrived: std::sync::mpsc::Sender<()>,
+    pub release: Arc<Mutex<std::sync::mpsc::Receiver<()>>>,
+}
+
+/// Gitea's default and largest page sizes (`DEFAULT_PAGING_NUM`, `MAX_RESPONSE_ITEMS`).
+pub const DEFAULT_LIMIT: usize = 30;
+pub const MAX_LIMIT: usize = 50;
+
+fn query(path: &str, key: &str) -> Option<usize> {
+    let q = path.split_once('?')?.1;
+    q.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+/// One page of `items`, as Gitea answers `?page=&limit=`.
+fn page(path: &str, items: Vec<Value>) -> Vec<Value> {
+    let limit = query(path, "limit")
+        .unwrap_or(DEFAULT_LIMIT)
+        .clamp(1, MAX_LIMIT);
+    let page = query(path, "page").unwrap_or(1).max(1);
+    items
+        .into_iter()
+        .skip((page - 1) * limit)
+        .take(limit)
+        .collect()
 }
 
 pub struct FakeGitea {
@@ -30,8 +66,17 @@ pub struct FakeGitea {
     pub state: Arc<Mutex<GiteaState>>,
 }
 
-/// A review as Gitea's API returns it.
+/// A review as Gitea's API returns it, submitted now.
 pub fn review(id: i64, user: &str, state: &str, commit: &str) -> Value {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let mut r = review_at(id, user, state, commit);
+    r["submitted_at"] = now.clone().into();
+    r["updated_at"] = now.into();
+    r
+}
+
+/// A review submitted on 2026-11-20 (before any request a test makes).
+pub fn review_at(id: i64, user: &str, state: &str, commit: &str) -> Value {
     json!({
         "id": id, "user": {"id": id, "login": user}, "team": null, "state": state, "body": "",
         "commit_id": commit, "stale": false, "official": true, "dismissed": false,
@@ -41,6 +86,20 @@ pub fn review(id: i64, user: &str, state: &str, commit: &str) -> Value {
 }
 
 fn route(state: &Mutex<GiteaState>, req: &Request) -> Response {
+    if req.method == "GET"
+        && req
+            .path
+            .split('?')
+            .next()
+            .unwrap_or_default()
+            .ends_with("/reviews")
+    {
+        let gate = state.lock().unwrap().gate.take();
+        if let Some(g) = gate {
+            let _ = g.arrived.send(());
+            let _ = g.release.lock().unwrap().recv();
+        }
+    }
     let mut s = state.lock().unwrap();
     if s.down {
         return Response::text(503, "Gitea is down");
@@ -66,10 +125,8 @@ fn route(state: &Mutex<GiteaState>, req: &Request) -> Response {
         }
         ("GET", ["pulls", n, "reviews"]) => {
             let n: i64 = n.parse().unwrap_or(0);
-            Response::json(
-                200,
-                &Value::Array(s.reviews.get(&(repo, n)).cloned().unwrap_or_default()),
-            )
+            let all = s.reviews.get(&(repo, n)).cloned().unwrap_or_default();
+            Response::json(200, &Value::Array(page(&req.path, all)))
         }
         ("GET", ["commits", sha, "status"]) => {
             let entries = s
@@ -81,6 +138,8 @@ fn route(state: &Mutex<GiteaState>, req: &Request) -> Response {
                 .iter()
                 .map(|(c, st)| json!({"id": 1, "status": st, "context": c, "description": "", "target_url": ""}))
                 .collect();
+            let total = statuses.len();
+            let statuses = page(&req.path, statuses);
             let combined = if entries.is_empty() {
                 ""
             } else if entries.iter().all(|(_, st)| st == "success") {
@@ -90,7 +149,7 @@ fn route(state: &Mutex<GiteaState>, req: &Request) -> Response {
             };
             Response::json(
                 200,
-                &json!({"state": combined, "sha": sha, "total_count": statuses.len(), "statuses": statuses}),
+                &json!({"state": combined, "sha": sha, "total_count": total, "statuses": statuses}),
             )
         }
         ("POST", ["issues", n, "comments"]) => {
@@ -161,5 +220,19 @@ impl FakeGitea {
             .into_iter()
             .map(|r| (r.method, r.path))
             .collect()
+    }
+
+    /// Holds the next `GET …/reviews` until the returned sender is used (or dropped); the
+    /// receiver says when that call arrived.
+    pub fn hold_next_reviews(
+        &self,
+    ) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+        let (arrived_tx, arrived_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel();
+        self.state.lock().unwrap().gate = Some(Gate {
+            arrived: arrived_tx,
+            release: Arc::new(Mutex::new(release_rx)),
+        });
+        (arrived_rx, release_tx)
     }
 }

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 const REPO: &str = "acme/hello-module";
 const HEAD: &str = "4c1f8e2b9a7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f";
-const SECRET: &str = "bench-secret";
+const SECRET: &str = "bench-secret-0123456789";
 
 fn sign(body: &[u8]) -> String {
     let mut m = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).expect("key");
@@ -70,6 +70,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
             require_tlog: true,
             trust_on_first_use: false,
             gitea_repository: Some(REPO.into()),
+            category: None,
         }],
         ingest: Default::default(),
         promotion: Default::default(),
@@ -77,6 +78,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
             url: gitea.server.url.clone(),
             token: Some("t".into()),
         }),
+        data_dir: dir.path().join("data"),
     };
     let app = App::new(cfg).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

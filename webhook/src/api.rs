@@ -186,7 +186,7 @@ fn token_name(s: &AppState, h: &HeaderMap) -> String {
     s.tokens()
         .iter()
         .find(|t| bool::from(t.token.as_bytes().ct_eq(presented.as_bytes())))
-        .map(|t| format!("api:{}", t.name))
+        .map(|t| t.name.clone())
         .unwrap_or_default()
 }
 
@@ -208,14 +208,16 @@ async fn decide(
     };
 
     let evidence = crate::lifecycle::Evidence {
-        requester: token_name(s, h),
+        requester: crate::lifecycle::Actor::Api(token_name(s, h)),
         requester_permission: Some(crate::lifecycle::Permission::Owner),
+        source_commit: v.source_commit.clone(),
         break_glass: role == Role::BreakGlass,
         ..Default::default()
     };
     let promoter = crate::promotion::Promoter {
         store: s.store.clone(),
         config: s.config.promotion.clone(),
+        policies: s.policies.clone(),
     };
     match promoter.request(&v, &request, evidence, "api").await {
         Ok(d @ crate::promotion::Decision::Done { .. }) => Json(json!({"version": id, "decision": d})).into_response(),

@@ -4,9 +4,9 @@ use crate::{
     config::Config,
     hooks::Repositories,
     ingest::Ctx,
+    ingest::reconcile,
+    ingest::trust::Policies,
     metrics::Metrics,
-    policy::Policies,
-    reconcile,
     server::{AppState, router},
     store::Store,
     worker::Worker,
@@ -52,7 +52,16 @@ impl App {
         let registry = Registry::new(&any_ref, creds, http || config.registry.insecure);
         let policies = Arc::new(Policies::load(&config.modules)?);
         let metrics = Arc::new(Metrics::default());
-        let work_dir = std::env::temp_dir();
+        // Blobs are staged under the receiver's own data directory, never the shared system
+        // temporary directory (other users can fill or watch it).
+        let work_dir = config.data_dir.join("staging");
+        std::fs::create_dir_all(&work_dir)
+            .map_err(|e| anyhow::anyhow!("data_dir: creating {}: {e}", work_dir.display()))?;
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&work_dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| anyhow::anyhow!("data_dir: {}: {e}", work_dir.display()))?;
+        }
         let ctx = Ctx {
             store: store.clone(),
             registry,
@@ -64,12 +73,13 @@ impl App {
             work_dir,
         };
         let engine = match &config.gitea {
-            Some(g) => Some(crate::engine::Engine {
+            Some(g) => Some(crate::promotion::Engine {
                 store: store.clone(),
                 gitea: crate::gitea::Gitea::new(&g.url, g.token.as_deref())?,
                 promoter: crate::promotion::Promoter {
                     store: store.clone(),
                     config: config.promotion.clone(),
+                    policies: ctx.policies.clone(),
                 },
                 policies: ctx.policies.clone(),
                 request_ttl_ms: config.promotion.request_ttl_secs * 1000,
@@ -82,6 +92,7 @@ impl App {
             engine,
         };
         let state = AppState {
+            policies: worker.ctx.policies.clone(),
             store,
             repos: Repositories::new(&config.registry.repositories)?,
             config: Arc::new(config),

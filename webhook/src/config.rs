@@ -26,6 +26,14 @@ pub struct Config {
     pub promotion: PromotionConfig,
     #[serde(default)]
     pub gitea: Option<GiteaConfig>,
+    /// Where the receiver keeps its own files (blobs staged during ingest go under
+    /// `staging/`), never the system's shared temporary directory.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -78,12 +86,15 @@ pub struct PromotionOverride {
     pub module: Option<String>,
     #[serde(default)]
     pub category: Option<String>,
-    pub stage: String,
+    /// The stage entered (`staging`, `blessed`, `live`) or `yanked`; a typo fails at start-up.
+    pub stage: crate::store::Lifecycle,
     pub policy: crate::lifecycle::StagePolicy,
 }
 
 impl PromotionConfig {
-    /// The policy for entering `stage` (or yanking) for `module` of `category`.
+    /// The policy for entering `stage` (or yanking) for `module` of `category`. The category
+    /// is the one pinned in the module's configuration entry, never the one an artifact's
+    /// manifest declares: an artifact must not choose its own policy.
     pub fn policy_for(
         &self,
         stage: crate::store::Lifecycle,
@@ -91,11 +102,10 @@ impl PromotionConfig {
         category: Option<&str>,
     ) -> crate::lifecycle::StagePolicy {
         use crate::store::Lifecycle;
-        let name = stage.as_str();
         let pick = |f: &dyn Fn(&PromotionOverride) -> bool| {
             self.overrides
                 .iter()
-                .find(|o| o.stage == name && f(o))
+                .find(|o| o.stage == stage && f(o))
                 .map(|o| o.policy.clone())
         };
         pick(&|o| o.module.as_deref() == Some(module))
@@ -198,6 +208,10 @@ pub struct ModulePolicy {
     /// [default: `repository`].
     #[serde(default)]
     pub gitea_repository: Option<String>,
+    /// The module's category, pinned: category policy overrides apply by this value, and an
+    /// artifact whose manifest declares another category is rejected.
+    #[serde(default)]
+    pub category: Option<String>,
 }
 
 fn yes() -> bool {
@@ -233,6 +247,19 @@ impl Default for IngestConfig {
             max_artifact_bytes: 2 << 30,
         }
     }
+}
+
+/// Shortest shared secret accepted (API tokens, hook tokens and HMAC secrets).
+pub const MIN_SECRET_LEN: usize = 16;
+
+fn check_secret(key: &str, value: &str) -> anyhow::Result<()> {
+    if value.trim().len() < MIN_SECRET_LEN {
+        anyhow::bail!(
+            "configuration: {key} is {} characters; a shared secret needs at least {MIN_SECRET_LEN} (generate one with `openssl rand -hex 32`)",
+            value.trim().len()
+        );
+    }
+    Ok(())
 }
 
 impl Config {
@@ -300,10 +327,35 @@ impl Config {
             }
         }
         for (i, t) in self.api.tokens.iter().enumerate() {
-            if t.token.len() < 16 {
+            check_secret(&format!("api.tokens[{i}] ({}) token", t.name), &t.token)?;
+        }
+        // A hook secret that is empty or short lets anyone forge deliveries: refuse it here
+        // rather than accept every request that presents the same nothing.
+        if let Some(t) = &self.hooks.distribution_token {
+            check_secret("hooks.distribution_token", t)?;
+        }
+        for (i, s) in self.hooks.gitea_secrets.iter().enumerate() {
+            check_secret(&format!("hooks.gitea_secrets[{i}]"), s)?;
+        }
+        if let Some(a) = &self.hooks.harbor_auth {
+            check_secret("hooks.harbor_auth", a)?;
+        }
+        for (i, o) in self.promotion.overrides.iter().enumerate() {
+            if o.module.is_none() && o.category.is_none() {
                 anyhow::bail!(
-                    "configuration: api.tokens[{i}] ({}) token is shorter than 16 characters",
-                    t.name
+                    "configuration: promotion.overrides[{i}] names neither a module nor a category"
+                );
+            }
+            if !matches!(
+                o.stage,
+                crate::store::Lifecycle::Staging
+                    | crate::store::Lifecycle::Blessed
+                    | crate::store::Lifecycle::Live
+                    | crate::store::Lifecycle::Yanked
+            ) {
+                anyhow::bail!(
+                    "configuration: promotion.overrides[{i}].stage {} is not staging, blessed, live or yanked",
+                    o.stage
                 );
             }
         }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Store,
+    pub policies: Arc<crate::ingest::trust::Policies>,
     pub config: Arc<Config>,
     pub repos: Repositories,
     pub metrics: Arc<Metrics>,

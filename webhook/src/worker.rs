@@ -1,6 +1,10 @@
 //! Workers: claim a job, run it, and record the outcome. Transient failures are retried with
 //! exponential backoff (capped); after `max_attempts` the job is dead-lettered with its last
 //! error. Tests drive [`Worker::run_once`] directly instead of sleeping.
+//!
+//! While a job runs, its lease is renewed every third of the lease time, so a long ingest is
+//! never taken over by another worker; if the lease is lost anyway (this worker stalled past
+//! it), the job is abandoned here and its outcome recorded by whoever holds it now.
 
 use crate::{
     config::IngestConfig,
@@ -15,7 +19,7 @@ pub struct Worker {
     pub ctx: Ctx,
     pub cfg: IngestConfig,
     /// The promotion engine, when Gitea is configured.
-    pub engine: Option<crate::engine::Engine>,
+    pub engine: Option<crate::promotion::Engine>,
 }
 
 /// Delay before attempt `attempts + 1`: base · 2^(attempts−1), capped.
@@ -39,6 +43,28 @@ impl Worker {
     }
 
     async fn run(&self, job: Job) -> anyhow::Result<()> {
+        let lease_ms = self.cfg.lease_secs.max(1) * 1000;
+        let heartbeat = async {
+            let every = Duration::from_millis((lease_ms / 3).max(1) as u64);
+            loop {
+                tokio::time::sleep(every).await;
+                match self.ctx.store.renew_lease(&job, lease_ms).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "renewing a job lease"),
+                }
+            }
+        };
+        tokio::select! {
+            r = self.execute(&job) => r,
+            () = heartbeat => {
+                tracing::error!("lost the job's lease to another worker; abandoning it here");
+                Ok(())
+            }
+        }
+    }
+
+    async fn execute(&self, job: &Job) -> anyhow::Result<()> {
         let started = Instant::now();
         let repo = job.payload["repository"]
             .as_str()
@@ -58,7 +84,9 @@ impl Worker {
                     "no [gitea] configured: promotion commands are not handled".into(),
                 )]),
                 Some(engine) if job.kind == "command" => {
-                    match serde_json::from_value::<crate::engine::CommentJob>(job.payload.clone()) {
+                    match serde_json::from_value::<crate::promotion::CommentJob>(
+                        job.payload.clone(),
+                    ) {
                         Ok(c) => engine.on_comment(&c).await.map(|_| Vec::new()),
                         Err(e) => Ok(vec![Outcome::Ignored(format!("bad command job: {e}"))]),
                     }
@@ -75,16 +103,21 @@ impl Worker {
                 for o in &outcomes {
                     tracing::info!(outcome = ?o, repository = %repo, "job done");
                 }
-                self.ctx.store.complete(&job.id).await
+                if !self.ctx.store.complete(job).await? {
+                    tracing::warn!("job finished after its lease passed to another worker");
+                }
+                Ok(())
             }
             Err(Transient(e)) => {
                 let at = now_ms() + backoff_ms(&self.cfg, job.attempts);
                 let state = self
                     .ctx
                     .store
-                    .fail(&job, &e, at, self.cfg.max_attempts)
+                    .fail(job, &e, at, self.cfg.max_attempts)
                     .await?;
-                if state == JobState::Dead {
+                if state.is_none() {
+                    tracing::warn!(error = %e, "job failed after its lease passed to another worker");
+                } else if state == Some(JobState::Dead) {
                     tracing::error!(error = %e, attempts = job.attempts, "job dead-lettered");
                 } else {
                     tracing::warn!(error = %e, attempts = job.attempts, "job failed; will retry");

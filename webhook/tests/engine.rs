@@ -339,7 +339,7 @@ async fn ignored_comments_non_writers_duplicates_and_help() {
             .comments()
             .last()
             .unwrap()
-            .contains("needs Write permission"),
+            .contains("needs write permission"),
         "{:?}",
         e.gitea.comments()
     );

@@ -3,7 +3,10 @@
 
 mod common;
 use common::*;
-use module_webhook::{ingest::Outcome, reconcile::reconcile, store::Lifecycle};
+use module_webhook::{
+    ingest::{Outcome, reconcile::reconcile},
+    store::Lifecycle,
+};
 use powernode_module::{
     digest::Digest,
     registry::{Credentials, Registry, parse_reference},

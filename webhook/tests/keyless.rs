@@ -50,6 +50,7 @@ fn policy(root: &Path, identity: Option<&str>, tofu: bool) -> ModulePolicy {
         require_tlog: true,
         trust_on_first_use: tofu,
         gitea_repository: None,
+        category: None,
     }
 }
 
@@ -129,10 +130,8 @@ async fn keyless_pinned_identity_and_trust_on_first_use() {
     let r = serve(config(&db.url, &reg.host, vec![policy(&root, None, true)])).await;
     let out = r.app.worker.ctx.ingest(REPO, "v1.0.0").await.unwrap();
     assert_eq!(out, Outcome::Ingested("v-my-redis-1.0.0".into()));
-    assert_eq!(
-        r.app.state.store.pin("my-redis").await.unwrap(),
-        Some((good.to_owned(), ISSUER.to_owned()))
-    );
+    let pin = r.app.state.store.pin("my-redis").await.unwrap().unwrap();
+    assert_eq!((pin.identity.as_str(), pin.issuer.as_str()), (good, ISSUER));
     let out = r.app.worker.ctx.ingest(REPO, "v1.0.1").await.unwrap();
     assert!(
         matches!(&out, Outcome::Rejected(_, why) if why.starts_with("signer_not_pinned") && why.contains(good)),

@@ -202,7 +202,7 @@ async fn per_module_override_requires_soak() {
     cfg.promotion.overrides.push(PromotionOverride {
         module: Some("my-redis".into()),
         category: None,
-        stage: "staging".into(),
+        stage: Lifecycle::Staging,
         policy: StagePolicy {
             min_soak_secs: 3600,
             ..Default::default()

@@ -29,7 +29,7 @@ async fn dedupe_leases_and_takeover() {
         assert!(s.enqueue(&j).await.unwrap());
         let second = s.claim(60_000).await.unwrap().expect("the follow-up job");
         assert_ne!(second.id, claimed.id);
-        s.complete(&second.id).await.unwrap();
+        assert!(s.complete(&second).await.unwrap());
         // A crashed worker's lease expires and another worker takes the job over.
         let other = NewJob {
             kind: "ingest".into(),

@@ -5,6 +5,10 @@ use crate::{
     git,
 };
 use anyhow::Context;
+/// The version of a build that names none (no --version, no release tag at HEAD).
+const DEV_VERSION: &str = "0.0.0-dev";
+
+use powernode_module::Version;
 use powernode_module::artifact::{
     self, BuildOptions,
     plan::{self, Plan},
@@ -37,11 +41,14 @@ pub fn source_date_epoch(flag: Option<u64>, dir: &Path) -> anyhow::Result<u64> {
 pub fn options(a: &BuildArgs) -> anyhow::Result<BuildOptions> {
     Ok(BuildOptions {
         source_date_epoch: source_date_epoch(a.source_date_epoch, &a.dir)?,
-        version: a
-            .version
-            .clone()
-            .or_else(|| git::exact_tag(&a.dir).map(|t| git::version_from_tag(&t)))
-            .unwrap_or_else(|| "0.0.0-dev".into()),
+        version: match (&a.version, git::exact_tag(&a.dir)) {
+            (Some(v), _) => v.to_string(),
+            // A tag at HEAD that is not a version is some other tag: build as a dev version.
+            (None, Some(t)) => Version::from_tag(&t)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|_| DEV_VERSION.into()),
+            (None, None) => DEV_VERSION.into(),
+        },
         git_commit: git::head_commit(&a.dir).unwrap_or_default(),
         architecture: a.architecture.clone(),
         builder_version: builder_version(),

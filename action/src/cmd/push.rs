@@ -32,7 +32,18 @@ pub fn target(reference: &str, version: &str) -> anyhow::Result<Reference> {
         .map(|(_, last)| last.contains(':'))
         .unwrap_or(false);
     Ok(if explicit_tag {
-        r
+        // The receiver takes the version from the tag too and refuses a mismatch: catch it
+        // here, before anything is pushed.
+        let tag = r.tag().unwrap_or_default();
+        match powernode_module::Version::from_tag(tag) {
+            Ok(v) if v.to_string() == version => r,
+            Ok(v) => anyhow::bail!(
+                "--ref {reference}: the tag names version {v}, but the artifact is version {version}"
+            ),
+            Err(e) => anyhow::bail!(
+                "--ref {reference}: {e}; release tags name the version (v{version} or {version})"
+            ),
+        }
     } else {
         registry::with_tag(&r, &format!("v{version}"))
     })

@@ -7,24 +7,26 @@ use crate::{
 };
 use anyhow::{Context, bail};
 use powernode_module::{
+    Version,
     artifact::{self, plan},
     registry,
 };
 use std::process::ExitCode;
 
-/// The version to release: --version, else the Actions tag, else the exact git tag at HEAD.
-/// Anything else is refused: releases come from tags.
-fn version(a: &ReleaseArgs) -> anyhow::Result<String> {
+/// The version to release: --version, else the Actions tag, else the exact git tag at HEAD,
+/// always SemVer 2.0. Anything else is refused: releases come from tags.
+fn version(a: &ReleaseArgs) -> anyhow::Result<Version> {
     if let Some(v) = &a.version {
         return Ok(v.clone());
     }
     if ci::in_actions() {
-        return ci::version_from_ref().context(
+        let tag = ci::tag_from_ref().context(
             "this run is not for a tag (GITHUB_REF_TYPE/GITHUB_REF); release from a tag push, or pass --version",
-        );
+        )?;
+        return Version::from_tag(&tag).with_context(|| format!("release tag {tag}"));
     }
     match git::exact_tag(&a.dir) {
-        Some(t) => Ok(git::version_from_tag(&t)),
+        Some(t) => Version::from_tag(&t).with_context(|| format!("git tag {t} at HEAD")),
         None => bail!(
             "HEAD of {} is not tagged; tag it (git tag v0.1.0) or pass --version",
             a.dir.display()
@@ -74,7 +76,7 @@ pub fn run(a: ReleaseArgs) -> anyhow::Result<ExitCode> {
     };
 
     let rt = super::runtime()?;
-    let target = super::push::target(&a.reference, &version)?;
+    let target = super::push::target(&a.reference, &version.to_string())?;
     let pushed = {
         let _g = Group::start("push");
         let source = super::push::source_url(a.source.as_deref(), &a.dir);
@@ -96,7 +98,7 @@ pub fn run(a: ReleaseArgs) -> anyhow::Result<ExitCode> {
         ("digest", pushed.digest.to_string()),
         ("reference", pushed.reference.clone()),
         ("composefs-digest", built.composefs.digest.to_string()),
-        ("version", version.clone()),
+        ("version", version.to_string()),
     ])
     .context("writing $GITHUB_OUTPUT")?;
     let tag = format!("{repo}:{}", target.tag().unwrap_or_default());

@@ -2,8 +2,8 @@
 //! timeouts), our own models for Gitea's shapes. The domain calls `reviews`, `comment`, …,
 //! never HTTP.
 
-use crate::lifecycle::Permission;
 use octocrab::Octocrab;
+use powernode_module::lifecycle::Permission;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -26,7 +26,24 @@ pub struct Review {
     pub stale: bool,
     #[serde(default)]
     pub dismissed: bool,
+    /// When the review was submitted (RFC 3339), if Gitea says.
+    #[serde(default)]
+    pub submitted_at: Option<String>,
 }
+
+impl Review {
+    /// `submitted_at` in Unix milliseconds, when present and well-formed.
+    pub fn submitted_at_ms(&self) -> Option<i64> {
+        let t = chrono::DateTime::parse_from_rfc3339(self.submitted_at.as_deref()?).ok()?;
+        Some(t.timestamp_millis())
+    }
+}
+
+/// Page size asked of Gitea's list endpoints (Gitea caps `limit` at its
+/// `MAX_RESPONSE_ITEMS`, 50 by default).
+pub const PAGE_LIMIT: usize = 50;
+/// A bound on pages read from one list, so a misbehaving server cannot keep us paging.
+const MAX_PAGES: usize = 200;
 
 #[derive(Debug, Clone, Deserialize)]
 struct CombinedStatus {
@@ -45,6 +62,22 @@ struct StatusEntry {
 #[derive(Debug, Clone, Deserialize)]
 struct PermissionAnswer {
     permission: String,
+}
+
+/// Query of a list endpoint.
+#[derive(Debug, Clone, Serialize)]
+struct Page {
+    page: usize,
+    limit: usize,
+}
+
+impl Page {
+    fn new(page: usize) -> Page {
+        Page {
+            page,
+            limit: PAGE_LIMIT,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -135,20 +168,30 @@ impl Gitea {
         }
     }
 
+    /// Every review of PR `pr`, paging through Gitea's list (`page`, `limit`).
     pub async fn reviews(
         &self,
         owner: &str,
         repo: &str,
         pr: i64,
     ) -> Result<Vec<Review>, GiteaError> {
-        self.count();
-        Ok(self
-            .client
-            .get(
-                format!("/repos/{owner}/{repo}/pulls/{pr}/reviews"),
-                None::<&()>,
-            )
-            .await?)
+        let mut all = Vec::new();
+        for page in 1..=MAX_PAGES {
+            self.count();
+            let got: Vec<Review> = self
+                .client
+                .get(
+                    format!("/repos/{owner}/{repo}/pulls/{pr}/reviews"),
+                    Some(&Page::new(page)),
+                )
+                .await?;
+            let last = got.len() < PAGE_LIMIT;
+            all.extend(got);
+            if last {
+                break;
+            }
+        }
+        Ok(all)
     }
 
     /// Commit status contexts of `sha` and their states.
@@ -158,19 +201,25 @@ impl Gitea {
         repo: &str,
         sha: &str,
     ) -> Result<BTreeMap<String, String>, GiteaError> {
-        self.count();
-        let c: CombinedStatus = self
-            .client
-            .get(
-                format!("/repos/{owner}/{repo}/commits/{sha}/status"),
-                None::<&()>,
-            )
-            .await?;
-        Ok(c.statuses
-            .unwrap_or_default()
-            .into_iter()
-            .map(|s| (s.context, s.status))
-            .collect())
+        let mut all = BTreeMap::new();
+        for page in 1..=MAX_PAGES {
+            self.count();
+            let c: CombinedStatus = self
+                .client
+                .get(
+                    format!("/repos/{owner}/{repo}/commits/{sha}/status"),
+                    Some(&Page::new(page)),
+                )
+                .await?;
+            let got = c.statuses.unwrap_or_default();
+            let last = got.len() < PAGE_LIMIT;
+            // Gitea lists the latest status of each context once.
+            all.extend(got.into_iter().map(|s| (s.context, s.status)));
+            if last {
+                break;
+            }
+        }
+        Ok(all)
     }
 
     pub async fn comment(
@@ -218,10 +267,18 @@ impl Gitea {
     }
 }
 
-/// Approvals that count: the latest review of each user, `APPROVED`, not dismissed or stale,
-/// on `commit` (when the version's source commit is known), and not by `requester` when
-/// excluded. The caller then keeps reviewers with write permission.
-pub fn latest_approvals(reviews: &[Review], commit: Option<&str>) -> Vec<(String, i64)> {
+/// Approvals that count for one request: the latest review of each user, `APPROVED`, not
+/// dismissed or stale, on the version's source `commit`, and submitted after the request was
+/// made (`since_ms`), so the approvals that carried one stage do not carry the next. No
+/// commit, no approvals. The caller then keeps reviewers with write permission.
+pub fn latest_approvals(
+    reviews: &[Review],
+    commit: Option<&str>,
+    since_ms: i64,
+) -> Vec<(String, i64)> {
+    let Some(commit) = commit else {
+        return Vec::new();
+    };
     let mut latest: BTreeMap<&str, &Review> = BTreeMap::new();
     for r in reviews {
         let Some(u) = &r.user else { continue };
@@ -238,7 +295,12 @@ pub fn latest_approvals(reviews: &[Review], commit: Option<&str>) -> Vec<(String
     latest
         .into_iter()
         .filter(|(_, r)| r.state == "APPROVED" && !r.dismissed && !r.stale)
-        .filter(|(_, r)| commit.is_none_or(|c| r.commit_id == c))
+        .filter(|(_, r)| r.commit_id == commit)
+        // Gitea reports whole seconds: compare at that resolution.
+        .filter(|(_, r)| {
+            r.submitted_at_ms()
+                .is_some_and(|t| t / 1000 >= since_ms / 1000)
+        })
         .map(|(u, r)| (u.to_owned(), r.id))
         .collect()
 }

@@ -1,6 +1,11 @@
 //! The durable job queue: jobs are claimed with a lease, retried with exponential backoff,
 //! and dead-lettered with their last error after too many attempts. A crash leaves a job
 //! `running` with a lease that expires, after which any worker takes it over.
+//!
+//! Leases are fenced: claiming a job hands out a fresh lease token, the worker renews the
+//! lease (heartbeat) while it runs, and completing or failing a job only counts while the
+//! token is still the job's. A worker that lost its lease (it stalled past the lease, and
+//! another worker took the job over) changes nothing.
 
 use super::{Backend, Store, now_ms};
 use serde::Serialize;
@@ -45,6 +50,9 @@ pub struct Job {
     pub run_at: i64,
     pub last_error: Option<String>,
     pub updated_at: i64,
+    /// The token of the lease this worker holds (set by [`Store::claim`]).
+    #[serde(skip)]
+    pub lease_token: Option<String>,
 }
 
 fn job(r: &AnyRow) -> anyhow::Result<Job> {
@@ -57,6 +65,7 @@ fn job(r: &AnyRow) -> anyhow::Result<Job> {
         run_at: r.try_get("run_at")?,
         last_error: r.try_get("last_error")?,
         updated_at: r.try_get("updated_at")?,
+        lease_token: r.try_get("lease_token")?,
     })
 }
 
@@ -80,7 +89,8 @@ pub(crate) async fn insert(
     Ok(n == 1)
 }
 
-const COLUMNS: &str = "id, kind, payload, state, attempts, run_at, last_error, updated_at";
+const COLUMNS: &str =
+    "id, kind, payload, state, attempts, run_at, last_error, updated_at, lease_token";
 
 impl Store {
     /// Enqueues a job (unless an identical one is already queued).
@@ -99,7 +109,7 @@ impl Store {
             Backend::Sqlite => "",
         };
         let sql = format!(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = $1, updated_at = $2
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, lease_until = $1, updated_at = $2, lease_token = $3
              WHERE id = (SELECT id FROM jobs
                          WHERE (state = 'queued' AND run_at <= $2) OR (state = 'running' AND lease_until < $2)
                          ORDER BY run_at LIMIT 1{lock})
@@ -108,46 +118,70 @@ impl Store {
         let row = sqlx::query(&sql)
             .bind(now + lease_ms)
             .bind(now)
+            .bind(uuid::Uuid::new_v4().to_string())
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(job).transpose()
     }
 
-    pub async fn complete(&self, id: &str) -> anyhow::Result<()> {
-        sqlx::query(
-            "UPDATE jobs SET state = 'done', lease_until = NULL, updated_at = $2 WHERE id = $1",
+    /// Extends the lease of a running job this worker still holds. Returns `false` when the
+    /// lease was lost (another worker took the job over): the caller must stop.
+    pub async fn renew_lease(&self, job: &Job, lease_ms: i64) -> anyhow::Result<bool> {
+        let now = now_ms();
+        let n = sqlx::query(
+            "UPDATE jobs SET lease_until = $3, updated_at = $4 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
         )
-        .bind(id)
-        .bind(now_ms())
+        .bind(&job.id)
+        .bind(&job.lease_token)
+        .bind(now + lease_ms)
+        .bind(now)
         .execute(&self.pool)
-        .await?;
-        Ok(())
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 
-    /// Schedules another attempt at `run_at`, or dead-letters the job after `max_attempts`.
+    /// Marks the job done, if this worker still holds its lease (returns whether it did).
+    pub async fn complete(&self, job: &Job) -> anyhow::Result<bool> {
+        let n = sqlx::query(
+            "UPDATE jobs SET state = 'done', lease_until = NULL, updated_at = $3 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
+        )
+        .bind(&job.id)
+        .bind(&job.lease_token)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Schedules another attempt at `run_at`, or dead-letters the job after `max_attempts`,
+    /// if this worker still holds its lease (`None` when it lost it).
     pub async fn fail(
         &self,
         job: &Job,
         error: &str,
         run_at: i64,
         max_attempts: i64,
-    ) -> anyhow::Result<JobState> {
+    ) -> anyhow::Result<Option<JobState>> {
         let state = if job.attempts >= max_attempts {
             JobState::Dead
         } else {
             JobState::Queued
         };
-        sqlx::query(
-            "UPDATE jobs SET state = $2, run_at = $3, last_error = $4, lease_until = NULL, updated_at = $5 WHERE id = $1",
+        let n = sqlx::query(
+            "UPDATE jobs SET state = $2, run_at = $3, last_error = $4, lease_until = NULL, updated_at = $5 WHERE id = $1 AND lease_token = $6 AND state = 'running'",
         )
         .bind(&job.id)
         .bind(state.as_str())
         .bind(run_at)
         .bind(error)
         .bind(now_ms())
+        .bind(&job.lease_token)
         .execute(&self.pool)
-        .await?;
-        Ok(state)
+        .await?
+        .rows_affected();
+        Ok((n == 1).then_some(state))
     }
 
     /// On a single-instance start-up: jobs this instance was running when it stopped are

@@ -3,11 +3,13 @@
 //! SQL stays here.
 
 mod jobs;
+mod pins;
 mod requests;
 mod versions;
 
 pub use jobs::{Job, JobState, NewJob};
-pub use requests::PromotionRequest;
+pub use pins::Pin;
+pub use requests::{PromotionRequest, RequestState};
 pub use versions::{AuditRow, Lifecycle, NewAudit, VersionRow};
 
 use sqlx::{

@@ -1,75 +1,122 @@
-//! Promotion requests waiting for their requirements.
+//! Promotion requests waiting for their requirements. Every change of a request's state is a
+//! compare-and-set on `state = 'pending'`, like version transitions: a `/cancel` and a
+//! concurrent re-evaluation cannot undo each other.
 
 use super::{Store, now_ms};
+use powernode_module::lifecycle::{Actor, Lifecycle};
 use serde::Serialize;
 use sqlx::{Row, any::AnyRow};
+use std::fmt;
+
+/// Where a request stands. Only `Pending` ever changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RequestState {
+    Pending,
+    Done,
+    Refused,
+    Cancelled,
+    Expired,
+}
+
+impl RequestState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RequestState::Pending => "pending",
+            RequestState::Done => "done",
+            RequestState::Refused => "refused",
+            RequestState::Cancelled => "cancelled",
+            RequestState::Expired => "expired",
+        }
+    }
+
+    fn parse(s: &str) -> anyhow::Result<RequestState> {
+        Ok(match s {
+            "pending" => RequestState::Pending,
+            "done" => RequestState::Done,
+            "refused" => RequestState::Refused,
+            "cancelled" => RequestState::Cancelled,
+            "expired" => RequestState::Expired,
+            other => anyhow::bail!("unknown request state {other:?}"),
+        })
+    }
+}
+
+impl fmt::Display for RequestState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PromotionRequest {
     pub id: String,
     pub version_id: String,
-    pub to_state: String,
+    pub to_state: Lifecycle,
+    /// The manifest digest the request named: approvals count only for it.
     pub digest: String,
-    pub requester: String,
+    pub requester: Actor,
     pub via: String,
     pub repository: Option<String>,
     pub pr_number: Option<i64>,
-    /// pending | done | refused | cancelled | expired
-    pub state: String,
+    pub state: RequestState,
     pub missing: serde_json::Value,
+    /// The reason of a yank request.
+    pub reason: Option<String>,
+    /// When the request was made: only approvals submitted after it count for it.
     pub created_at: i64,
     pub expires_at: i64,
 }
 
-const COLS: &str = "id, version_id, to_state, digest, requester, via, repository, pr_number, state, missing, created_at, expires_at";
+const COLS: &str = "id, version_id, to_state, digest, requester, via, repository, pr_number, state, missing, reason, created_at, expires_at";
 
 fn row(r: &AnyRow) -> anyhow::Result<PromotionRequest> {
     Ok(PromotionRequest {
         id: r.try_get("id")?,
         version_id: r.try_get("version_id")?,
-        to_state: r.try_get("to_state")?,
+        to_state: r
+            .try_get::<String, _>("to_state")?
+            .parse()
+            .map_err(anyhow::Error::msg)?,
         digest: r.try_get("digest")?,
-        requester: r.try_get("requester")?,
+        requester: Actor::decode(&r.try_get::<String, _>("requester")?)
+            .map_err(anyhow::Error::msg)?,
         via: r.try_get("via")?,
         repository: r.try_get("repository")?,
         pr_number: r.try_get("pr_number")?,
-        state: r.try_get("state")?,
+        state: RequestState::parse(&r.try_get::<String, _>("state")?)?,
         missing: serde_json::from_str(&r.try_get::<String, _>("missing")?)?,
+        reason: r.try_get("reason")?,
         created_at: r.try_get("created_at")?,
         expires_at: r.try_get("expires_at")?,
     })
 }
 
 impl Store {
-    /// Records (or refreshes) a pending request. The id is derived from its origin, so a
-    /// re-run of the same command updates the same request.
-    pub async fn upsert_request(&self, r: &PromotionRequest) -> anyhow::Result<()> {
-        let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM promotion_requests WHERE id = $1")
-            .bind(&r.id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(&format!(
-            "INSERT INTO promotion_requests ({COLS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+    /// Records a new request. Returns `false` (and writes nothing) if one with this id exists:
+    /// the id is derived from the request's origin, so a re-run never records it twice.
+    pub async fn insert_request(&self, r: &PromotionRequest) -> anyhow::Result<bool> {
+        let n = sqlx::query(&format!(
+            "INSERT INTO promotion_requests ({COLS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING"
         ))
         .bind(&r.id)
         .bind(&r.version_id)
-        .bind(&r.to_state)
+        .bind(r.to_state.as_str())
         .bind(&r.digest)
-        .bind(&r.requester)
+        .bind(r.requester.encode())
         .bind(&r.via)
         .bind(&r.repository)
         .bind(r.pr_number)
-        .bind(&r.state)
+        .bind(r.state.as_str())
         .bind(r.missing.to_string())
+        .bind(&r.reason)
         .bind(r.created_at)
         .bind(r.expires_at)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
     }
 
     pub async fn request_by_id(&self, id: &str) -> anyhow::Result<Option<PromotionRequest>> {
@@ -105,18 +152,37 @@ impl Store {
         rows.iter().map(row).collect()
     }
 
+    /// Updates what a pending request still misses (returns false if it left `pending`).
+    pub async fn refresh_request(
+        &self,
+        id: &str,
+        missing: &serde_json::Value,
+    ) -> anyhow::Result<bool> {
+        let n = sqlx::query(
+            "UPDATE promotion_requests SET missing = $2, updated_at = $3 WHERE id = $1 AND state = 'pending'",
+        )
+        .bind(id)
+        .bind(missing.to_string())
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
     /// Moves a request out of `pending` (returns false if it already left it).
     pub async fn close_request(
         &self,
         id: &str,
-        state: &str,
+        state: RequestState,
         missing: &serde_json::Value,
     ) -> anyhow::Result<bool> {
+        debug_assert_ne!(state, RequestState::Pending);
         let n = sqlx::query(
             "UPDATE promotion_requests SET state = $2, missing = $3, updated_at = $4 WHERE id = $1 AND state = 'pending'",
         )
         .bind(id)
-        .bind(state)
+        .bind(state.as_str())
         .bind(missing.to_string())
         .bind(now_ms())
         .execute(&self.pool)

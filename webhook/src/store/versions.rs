@@ -1,63 +1,9 @@
 //! Modules, versions and the append-only audit trail.
 
 use super::{Store, now_ms};
+pub use powernode_module::lifecycle::Lifecycle;
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction, any::AnyRow};
-use std::{fmt, str::FromStr};
-
-/// Where a version stands. `PendingSignature` and `Rejected` come before `Draft`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Lifecycle {
-    PendingSignature,
-    Rejected,
-    Draft,
-    Staging,
-    Blessed,
-    Live,
-    Yanked,
-}
-
-impl Lifecycle {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Lifecycle::PendingSignature => "pending_signature",
-            Lifecycle::Rejected => "rejected",
-            Lifecycle::Draft => "draft",
-            Lifecycle::Staging => "staging",
-            Lifecycle::Blessed => "blessed",
-            Lifecycle::Live => "live",
-            Lifecycle::Yanked => "yanked",
-        }
-    }
-
-    /// Whether the version was accepted (its content is fixed from here on).
-    pub fn is_published(self) -> bool {
-        !matches!(self, Lifecycle::PendingSignature | Lifecycle::Rejected)
-    }
-}
-
-impl fmt::Display for Lifecycle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Lifecycle {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "pending_signature" => Lifecycle::PendingSignature,
-            "rejected" => Lifecycle::Rejected,
-            "draft" => Lifecycle::Draft,
-            "staging" => Lifecycle::Staging,
-            "blessed" => Lifecycle::Blessed,
-            "live" => Lifecycle::Live,
-            "yanked" => Lifecycle::Yanked,
-            other => return Err(format!("unknown lifecycle state {other:?}")),
-        })
-    }
-}
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VersionRow {
@@ -355,36 +301,6 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         append_audit(&mut tx, a).await?;
         tx.commit().await?;
-        Ok(())
-    }
-
-    /// The identity pinned for `module` on first use, if any.
-    pub async fn pin(&self, module: &str) -> anyhow::Result<Option<(String, String)>> {
-        let row = sqlx::query("SELECT identity, issuer FROM trust_pins WHERE module = $1")
-            .bind(module)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| Ok((r.try_get("identity")?, r.try_get("issuer")?)))
-            .transpose()
-    }
-
-    pub async fn set_pin(
-        &self,
-        module: &str,
-        identity: &str,
-        issuer: &str,
-        version_id: &str,
-    ) -> anyhow::Result<()> {
-        sqlx::query(
-            "INSERT INTO trust_pins (module, identity, issuer, pinned_at, version_id) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-        )
-        .bind(module)
-        .bind(identity)
-        .bind(issuer)
-        .bind(now_ms())
-        .bind(version_id)
-        .execute(&self.pool)
-        .await?;
         Ok(())
     }
 }

@@ -12,7 +12,7 @@ use module_webhook::{
 use std::path::{Path, PathBuf};
 
 pub const GITEA_SECRET: &str = "fixture-webhook-secret";
-pub const DIST_TOKEN: &str = "s3cr3t-token";
+pub const DIST_TOKEN: &str = "s3cr3t-token-0123456789";
 pub const HARBOR_AUTH: &str = "Basic aGFyYm9yOmhvb2s=";
 pub const READ_TOKEN: &str = "read-token-0123456789";
 pub const OPS_TOKEN: &str = "ops-token-0123456789";
@@ -105,7 +105,7 @@ pub fn config(db: &str, registry_host: &str, modules: Vec<ModulePolicy>) -> Conf
         },
         hooks: HooksConfig {
             distribution_token: Some(DIST_TOKEN.into()),
-            gitea_secrets: vec!["previous-secret".into(), GITEA_SECRET.into()],
+            gitea_secrets: vec!["previous-secret-0123".into(), GITEA_SECRET.into()],
             harbor_auth: Some(HARBOR_AUTH.into()),
             body_limit: 64 << 10,
         },
@@ -131,6 +131,20 @@ pub fn config(db: &str, registry_host: &str, modules: Vec<ModulePolicy>) -> Conf
         },
         promotion: Default::default(),
         gitea: None,
+        data_dir: data_dir(db),
+    }
+}
+
+/// The receiver's data directory for a test: beside a SQLite database (inside its temporary
+/// directory), else one shared directory under the system's (staged blobs are unique files).
+fn data_dir(db: &str) -> PathBuf {
+    match db.strip_prefix("sqlite://") {
+        Some(path) => Path::new(path)
+            .parent()
+            .and_then(Path::parent)
+            .map(|d| d.join("data"))
+            .unwrap(),
+        None => std::env::temp_dir().join("module-webhook-tests"),
     }
 }
 
@@ -145,6 +159,7 @@ pub fn key_policy(name: &str, repository: &str, key: PathBuf) -> ModulePolicy {
         require_tlog: true,
         trust_on_first_use: false,
         gitea_repository: None,
+        category: None,
     }
 }
 

@@ -1,11 +1,128 @@
 //! The lifecycle of a published version: `draft → staging → blessed → live`, one step at a
 //! time; `yanked` from any state with a reason; nothing leaves `yanked`. One pure function
 //! decides every transition from the state, the request, the evidence, the policy and the
-//! time, and says exactly what is missing when it refuses.
+//! time, and says exactly what is missing when it refuses. Shared by the receiver (which
+//! decides) and every program that reads states (the builder, the node agent).
 
-use crate::store::Lifecycle;
 use serde::{Deserialize, Serialize};
-use std::{collections::BTreeMap, fmt};
+use std::{collections::BTreeMap, fmt, str::FromStr};
+
+/// Where a version stands. `PendingSignature` and `Rejected` come before `Draft`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    PendingSignature,
+    Rejected,
+    Draft,
+    Staging,
+    Blessed,
+    Live,
+    Yanked,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lifecycle::PendingSignature => "pending_signature",
+            Lifecycle::Rejected => "rejected",
+            Lifecycle::Draft => "draft",
+            Lifecycle::Staging => "staging",
+            Lifecycle::Blessed => "blessed",
+            Lifecycle::Live => "live",
+            Lifecycle::Yanked => "yanked",
+        }
+    }
+
+    /// Whether the version was accepted (its content is fixed from here on).
+    pub fn is_published(self) -> bool {
+        !matches!(self, Lifecycle::PendingSignature | Lifecycle::Rejected)
+    }
+
+    /// The stage after this one, if any.
+    pub fn next(self) -> Option<Lifecycle> {
+        next(self)
+    }
+}
+
+impl fmt::Display for Lifecycle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Lifecycle {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "pending_signature" => Lifecycle::PendingSignature,
+            "rejected" => Lifecycle::Rejected,
+            "draft" => Lifecycle::Draft,
+            "staging" => Lifecycle::Staging,
+            "blessed" => Lifecycle::Blessed,
+            "live" => Lifecycle::Live,
+            "yanked" => Lifecycle::Yanked,
+            other => return Err(format!("unknown lifecycle state {other:?}")),
+        })
+    }
+}
+
+/// Who acted. A type, never a string to compare: a Gitea user named `auto` or `api:ops` is a
+/// Gitea user like any other, and its permission is read from Gitea.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub enum Actor {
+    /// A Gitea user (a comment, a review).
+    Gitea(String),
+    /// An API token, by its configured name; its role says what it may do.
+    Api(String),
+    /// The receiver itself: `auto` stages and re-evaluations on a timer.
+    #[default]
+    Auto,
+}
+
+impl Actor {
+    /// The stored and audited form: `gitea:<user>`, `api:<token name>` or `auto`. Gitea user
+    /// names cannot contain `:`, so the forms never overlap.
+    pub fn encode(&self) -> String {
+        match self {
+            Actor::Gitea(u) => format!("gitea:{u}"),
+            Actor::Api(n) => format!("api:{n}"),
+            Actor::Auto => "auto".to_owned(),
+        }
+    }
+
+    pub fn decode(s: &str) -> Result<Actor, String> {
+        if s == "auto" {
+            return Ok(Actor::Auto);
+        }
+        match s.split_once(':') {
+            Some(("gitea", u)) if !u.is_empty() => Ok(Actor::Gitea(u.to_owned())),
+            Some(("api", n)) if !n.is_empty() => Ok(Actor::Api(n.to_owned())),
+            _ => Err(format!(
+                "{s:?} is not an actor (gitea:<user>, api:<token>, auto)"
+            )),
+        }
+    }
+
+    /// The Gitea user, when a Gitea user acted.
+    pub fn gitea_user(&self) -> Option<&str> {
+        match self {
+            Actor::Gitea(u) => Some(u),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.encode())
+    }
+}
+
+impl Serialize for Actor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.encode())
+    }
+}
 
 /// What someone asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +143,16 @@ pub enum Permission {
 }
 
 impl Permission {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::None => "none",
+            Permission::Read => "read",
+            Permission::Write => "write",
+            Permission::Admin => "admin",
+            Permission::Owner => "owner",
+        }
+    }
+
     pub fn parse(s: &str) -> Permission {
         match s {
             "owner" => Permission::Owner,
@@ -48,9 +175,13 @@ pub struct Approval {
 /// What was observed right before deciding.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Evidence {
-    /// Who asks, and their permission on the repository (API callers: `Owner` for operators).
-    pub requester: String,
+    /// Who asks, and their permission on the module's repository (API callers: `Owner` for
+    /// operators; the receiver itself: `Owner`).
+    pub requester: Actor,
     pub requester_permission: Option<Permission>,
+    /// The version's source commit, when known. Approvals are counted on it, so a stage that
+    /// needs approvals needs it.
+    pub source_commit: Option<String>,
     pub approvals: Vec<Approval>,
     /// Commit status contexts of the source commit and their states (`success`, …).
     pub checks: BTreeMap<String, String>,
@@ -115,6 +246,8 @@ pub enum Missing {
         remaining_secs: i64,
     },
     Reason,
+    /// Approvals are required but the version names no source commit to approve.
+    SourceCommit,
 }
 
 impl Missing {
@@ -132,9 +265,14 @@ impl fmt::Display for Missing {
         match self {
             Missing::NotAllowed { from, to } => write!(f, "{from} → {to} is not a lifecycle step"),
             Missing::Permission { need, has } => {
+                let has = match has {
+                    None | Some(Permission::None) => "no",
+                    Some(p) => p.as_str(),
+                };
                 write!(
                     f,
-                    "needs {need:?} permission on the repository, requester has {has:?}"
+                    "needs {} permission on the module's repository; the requester has {has} permission",
+                    need.as_str()
                 )
             }
             Missing::Approvals { need, have } => write!(f, "{have} of {need} required approvals"),
@@ -146,6 +284,10 @@ impl fmt::Display for Missing {
                 write!(f, "{remaining_secs}s more soak time in the current stage")
             }
             Missing::Reason => write!(f, "a yank needs a reason"),
+            Missing::SourceCommit => write!(
+                f,
+                "approvals are required, but the version names no source commit to approve"
+            ),
         }
     }
 }
@@ -205,12 +347,15 @@ pub fn transition(
             }
             allowed_permission(&mut missing);
             if !evidence.break_glass {
+                let requester = evidence.requester.gitea_user();
                 let approvals = evidence
                     .approvals
                     .iter()
-                    .filter(|a| !(policy.exclude_requester && a.user == evidence.requester))
+                    .filter(|a| !(policy.exclude_requester && Some(a.user.as_str()) == requester))
                     .count();
-                if approvals < policy.min_approvals {
+                if policy.min_approvals > 0 && evidence.source_commit.is_none() {
+                    missing.push(Missing::SourceCommit);
+                } else if approvals < policy.min_approvals {
                     missing.push(Missing::Approvals {
                         need: policy.min_approvals,
                         have: approvals,
@@ -258,8 +403,9 @@ mod tests {
 
     fn writer() -> Evidence {
         Evidence {
-            requester: "alice".into(),
+            requester: Actor::Gitea("alice".into()),
             requester_permission: Some(Permission::Write),
+            source_commit: Some("c0ffee".into()),
             ..Default::default()
         }
     }
@@ -361,5 +507,51 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(m, vec![Missing::Reason]);
+        assert_eq!(
+            Missing::Permission {
+                need: Permission::Write,
+                has: None
+            }
+            .to_string(),
+            "needs write permission on the module's repository; the requester has no permission"
+        );
+    }
+
+    #[test]
+    fn approvals_need_a_source_commit() {
+        let p = StagePolicy {
+            min_approvals: 1,
+            ..Default::default()
+        };
+        let mut e = writer();
+        e.source_commit = None;
+        e.approvals = vec![Approval {
+            user: "bob".into(),
+            review_id: 1,
+        }];
+        let m = transition(Blessed, &Request::Promote { to: Live }, &e, &p, 0).unwrap_err();
+        assert_eq!(m, vec![Missing::SourceCommit]);
+        assert!(
+            !m[0].can_be_met_later(),
+            "a version's commit never appears later"
+        );
+    }
+
+    #[test]
+    fn actors_round_trip_and_never_collide() {
+        for a in [
+            Actor::Gitea("alice".into()),
+            Actor::Gitea("auto".into()),
+            Actor::Gitea("api".into()),
+            Actor::Api("ops".into()),
+            Actor::Auto,
+        ] {
+            assert_eq!(Actor::decode(&a.encode()), Ok(a.clone()), "{a:?}");
+        }
+        assert_ne!(Actor::Gitea("auto".into()).encode(), Actor::Auto.encode());
+        assert!(
+            Actor::decode("alice").is_err(),
+            "a bare name is not an actor"
+        );
     }
 }

@@ -17,6 +17,8 @@ pub struct ModuleTrust {
     pub identity_regexp: Option<String>,
     /// The Gitea repository whose PRs drive promotion.
     pub gitea_repository: String,
+    /// The category pinned in configuration, if any.
+    pub category: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -68,6 +70,7 @@ impl Policies {
                     .gitea_repository
                     .clone()
                     .unwrap_or_else(|| m.repository.clone()),
+                category: m.category.clone(),
             });
         }
         Ok(Policies(out))

@@ -1,17 +1,20 @@
 //! PR-comment commands: comment text → typed commands. Pure, so it is tested exhaustively.
 //!
-//! One command per line, at the start of the line. Lines inside fenced code blocks
-//! (``` or ~~~), indented code (4 spaces or a tab) and quotes (`>`) are ignored, so
-//! quoting or documenting a command never runs it.
+//! A command is a line a reader sees as plain text: one command per line, at the start of a
+//! line of a top-level paragraph, as Gitea renders the comment's Markdown (CommonMark with
+//! GitHub's tables). The comment is parsed with a CommonMark parser, not line heuristics, so
+//! code blocks of any fence length, indented code, quotes (lazy continuation lines
+//! included), list items, tables, HTML blocks and comments (`<!-- /yank … -->`) and inline
+//! code never run a command: quoting or documenting a command is safe.
 
 use crate::store::Lifecycle;
-use powernode_module::manifest::ModuleName;
-
+use powernode_module::{Version, manifest::ModuleName};
+use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
 /// `<version>` or `<module>@<version>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub module: Option<ModuleName>,
-    pub version: String,
+    pub version: Version,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,23 +60,10 @@ fn target(s: &str) -> Result<Target, String> {
         ),
         None => (None, s),
     };
-    let ok = !version.is_empty()
-        && version.len() <= 128
-        && version.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && version
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '+' | '_'));
-    if !ok {
-        return Err(format!("`{version}` is not a version"));
-    }
-    let version = version
-        .strip_prefix('v')
-        .filter(|r| r.starts_with(|c: char| c.is_ascii_digit()))
-        .unwrap_or(version);
-    Ok(Target {
-        module,
-        version: version.to_owned(),
-    })
+    // `v0.1.0` names version 0.1.0, as a release tag does.
+    let version = Version::from_tag(version)
+        .map_err(|_| format!("`{version}` is not a version (SemVer: 0.1.0, 1.2.0-rc.1)"))?;
+    Ok(Target { module, version })
 }
 
 fn stage(s: &str) -> Result<Lifecycle, String> {
@@ -142,35 +132,63 @@ fn parse_line(line: &str) -> Option<Command> {
     })
 }
 
-/// All commands in a comment, in order.
-pub fn parse(body: &str) -> Vec<Command> {
-    let mut out = Vec::new();
-    let mut fence: Option<&str> = None;
-    for raw in body.lines() {
-        let trimmed = raw.trim_start();
-        if let Some(f) = fence {
-            if trimmed.starts_with(f) {
-                fence = None;
+/// The lines of `body` a reader sees as plain text at the start of a line: the lines of
+/// top-level paragraphs, each up to its first piece of non-plain inline content (code,
+/// HTML, a link, emphasis), which ends what a command on that line may say.
+fn plain_lines(body: &str) -> Vec<String> {
+    let opts = Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH | Options::ENABLE_TASKLISTS;
+    let mut lines = Vec::new();
+    // Depth of block containers (quotes, lists, tables, …) around the current position.
+    let mut depth = 0usize;
+    let mut in_paragraph = false;
+    // Depth of inline markup (emphasis, links, …) inside the paragraph.
+    let mut inline = 0usize;
+    let mut line = String::new();
+    // Whether the current line has met non-plain content: the rest of it is not plain text.
+    let mut cut = false;
+    fn end_line(line: &mut String, cut: &mut bool, lines: &mut Vec<String>) {
+        lines.push(std::mem::take(line));
+        *cut = false;
+    }
+    for ev in Parser::new_ext(body, opts) {
+        match ev {
+            Event::Start(Tag::Paragraph) if depth == 0 => in_paragraph = true,
+            Event::End(TagEnd::Paragraph) if in_paragraph => {
+                end_line(&mut line, &mut cut, &mut lines);
+                in_paragraph = false;
             }
-            continue;
-        }
-        if trimmed.starts_with("```") {
-            fence = Some("```");
-            continue;
-        }
-        if trimmed.starts_with("~~~") {
-            fence = Some("~~~");
-            continue;
-        }
-        let indent = raw.len() - trimmed.len();
-        if raw.starts_with('\t') || indent >= 4 || trimmed.starts_with('>') {
-            continue;
-        }
-        if let Some(c) = parse_line(trimmed.trim_end()) {
-            out.push(c);
+            Event::Start(t) if !in_paragraph => {
+                if !matches!(t, Tag::Paragraph) {
+                    depth += 1;
+                }
+            }
+            Event::End(t) if !in_paragraph => {
+                if t != TagEnd::Paragraph {
+                    depth = depth.saturating_sub(1);
+                }
+            }
+            Event::Start(_) => {
+                inline += 1;
+                cut = true;
+            }
+            Event::End(_) => inline = inline.saturating_sub(1),
+            Event::Text(t) if in_paragraph && inline == 0 && !cut => line.push_str(&t),
+            Event::SoftBreak | Event::HardBreak if in_paragraph => {
+                end_line(&mut line, &mut cut, &mut lines)
+            }
+            _ if in_paragraph => cut = true,
+            _ => {}
         }
     }
-    out
+    lines
+}
+
+/// All commands in a comment, in order.
+pub fn parse(body: &str) -> Vec<Command> {
+    plain_lines(body)
+        .iter()
+        .filter_map(|l| parse_line(l.trim()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -180,7 +198,7 @@ mod tests {
     fn t(v: &str) -> Target {
         Target {
             module: None,
-            version: v.into(),
+            version: Version::parse(v).unwrap(),
         }
     }
 
@@ -206,7 +224,7 @@ mod tests {
             vec![Command::Promote {
                 target: Target {
                     module: ModuleName::parse("my-redis"),
-                    version: "1.2.3-rc.1".into()
+                    version: Version::parse("1.2.3-rc.1").unwrap()
                 },
                 to: Lifecycle::Blessed
             }]
@@ -224,6 +242,12 @@ mod tests {
             &parse("/promote 1.0;rm live")[0],
             Command::Invalid { .. }
         ));
+        for not_semver in ["1.0", "redis-3.0.0", "latest", "01.0.0"] {
+            assert!(
+                matches!(&parse(&format!("/promote {not_semver} live"))[0], Command::Invalid { message, .. } if message.contains("not a version")),
+                "{not_semver}"
+            );
+        }
         assert!(matches!(
             &parse("/promote 0.1.0 live now")[0],
             Command::Invalid { .. }
@@ -282,6 +306,48 @@ mod tests {
                 },
                 Command::Status { target: None }
             ]
+        );
+    }
+
+    /// Issue 8, item 5: what Markdown renders as code, a quote or a comment never runs.
+    #[test]
+    fn markdown_that_hides_a_command_does_not_run_it() {
+        let hidden = [
+            // A four-backtick fence holding a three-backtick line.
+            "````\n```\n/promote 0.1.0 live\n````",
+            "````md\n/promote 0.1.0 live\n```\n/yank 0.1.0 x\n````",
+            // An HTML comment, on one line or several.
+            "<!-- /yank 0.1.0 gone -->",
+            "<!--\n/yank 0.1.0 gone\n-->",
+            "text <!--\n/yank 0.1.0 gone\n--> more",
+            // A lazy continuation line of a block quote is part of the quote.
+            "> quoted\n/promote 0.1.0 live",
+            "> a\n> b\n/promote 0.1.0 live",
+            // Lists, tables, inline code, emphasis.
+            "- /promote 0.1.0 live",
+            "1. /promote 0.1.0 live",
+            "| a |\n|---|\n| /promote 0.1.0 live |",
+            "`/promote 0.1.0 live`",
+            "*/promote 0.1.0 live*",
+            "<div>\n/promote 0.1.0 live\n</div>",
+        ];
+        for body in hidden {
+            assert!(parse(body).is_empty(), "{body:?} ran {:?}", parse(body));
+        }
+        // A quote ends at a blank line; a paragraph after it is read.
+        assert_eq!(
+            parse("> quoted\n\n/promote 0.1.0 live"),
+            vec![Command::Promote {
+                target: t("0.1.0"),
+                to: Lifecycle::Live
+            }]
+        );
+        // Inline content later on the line ends the command's arguments there.
+        assert_eq!(
+            parse("/status 0.1.0 `x`"),
+            vec![Command::Status {
+                target: Some(t("0.1.0"))
+            }]
         );
     }
 }

@@ -4,11 +4,13 @@
 
 use crate::{
     config::PromotionConfig,
-    lifecycle::{self, Evidence, Missing, Request},
+    ingest::trust::Policies,
+    lifecycle::{self, Evidence, Missing, Request, StagePolicy},
     store::{Lifecycle, NewAudit, Store, VersionRow},
 };
 use serde::Serialize;
 use serde_json::json;
+use std::sync::Arc;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
@@ -31,17 +33,21 @@ pub enum Decision {
 pub struct Promoter {
     pub store: Store,
     pub config: PromotionConfig,
-}
-
-/// The category a version's manifest declares (for per-category policy overrides).
-pub fn category_of(v: &VersionRow) -> Option<String> {
-    let text = v.manifest.as_deref()?;
-    powernode_module::manifest::parse(text)
-        .manifest
-        .map(|m| m.identity.category.to_string())
+    /// The modules' configuration entries: a category override applies by the category
+    /// pinned there, never by the one an artifact's manifest declares.
+    pub policies: Arc<Policies>,
 }
 
 impl Promoter {
+    /// The policy for `module` entering `stage` (or being yanked).
+    pub fn policy(&self, stage: Lifecycle, module: &str) -> StagePolicy {
+        let category = self
+            .policies
+            .by_name(module)
+            .and_then(|m| m.category.as_deref());
+        self.config.policy_for(stage, module, category)
+    }
+
     /// Decides and (when allowed) applies `request` to `v`, auditing the outcome.
     pub async fn request(
         &self,
@@ -67,10 +73,7 @@ impl Promoter {
             Request::Promote { to } => *to,
             Request::Yank { .. } => Lifecycle::Yanked,
         };
-        let category = category_of(v);
-        let policy = self
-            .config
-            .policy_for(target, &v.module, category.as_deref());
+        let policy = self.policy(target, &v.module);
         evidence.entered_state_at = v.updated_at;
         let now = crate::store::now_ms();
         let result = lifecycle::transition(v.lifecycle, request, &evidence, &policy, now);
@@ -81,7 +84,7 @@ impl Promoter {
         let record = |action: &str, to: Option<Lifecycle>, missing: &[Missing]| NewAudit {
             version_id: Some(v.id.clone()),
             module: Some(v.module.clone()),
-            actor: evidence.requester.clone(),
+            actor: evidence.requester.encode(),
             via: via.to_owned(),
             action: action.to_owned(),
             from_state: Some(v.lifecycle),

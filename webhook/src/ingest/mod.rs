@@ -1,0 +1,578 @@
+//! Ingest: a tag in the registry becomes a verified `draft` version, or a recorded reason
+//! why not. Always re-reads the registry by digest; a webhook is only a hint.
+//!
+//! Three steps: **fetch** (the manifest by tag, the signatures, the blob, streamed into the
+//! staging directory), **check** (pure functions in [`checks`] and [`tofu`], each returning a
+//! typed [`Rejection`]) and **write** (the version and its audit row in one transaction).
+//!
+//! Order of checks: release tag is SemVer → artifact type → version immutability → the tag,
+//! annotation and `module-release` agree on the version → signature under the module's pinned
+//! policy → source commit → blob size and digest → every tar entry against index.json →
+//! composefs digest against the signed annotation → manifest valid, naming the policy's
+//! module, in its pinned category → first-use pin.
+
+pub mod checks;
+pub mod reconcile;
+pub mod rejection;
+pub mod tofu;
+pub mod trust;
+
+use crate::{
+    metrics::Metrics,
+    store::{Lifecycle, NewAudit, Pin, Store, VersionRow, now_ms},
+};
+use powernode_module::{
+    Version,
+    artifact::{ARTIFACT_TYPE, Inspection, LAYER_MEDIA_TYPE, read_and_verify},
+    digest::Digest,
+    manifest,
+    registry::{Registry, RegistryError, artifact as ann, parse_reference, with_digest, with_tag},
+    trust::verify::{self, Verified, VerifyError},
+};
+pub use rejection::Rejection;
+use serde::Deserialize;
+use serde_json::json;
+use std::{collections::BTreeMap, sync::Arc};
+use trust::{ModuleTrust, Policies};
+
+/// What ingest needs, shared by workers.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    pub store: Store,
+    pub registry: Registry,
+    /// `host[:port]` of the registry, prefixed to repository names.
+    pub registry_host: String,
+    pub policies: Arc<Policies>,
+    pub metrics: Arc<Metrics>,
+    pub signature_timeout_ms: i64,
+    pub max_artifact_bytes: u64,
+    /// Where blobs are staged while they are checked (under the data directory).
+    pub work_dir: std::path::PathBuf,
+}
+
+/// How a job ended, when it did not fail transiently.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Ingested(String),
+    AlreadyIngested(String),
+    PendingSignature(String),
+    Rejected(String, String),
+    Ignored(String),
+}
+
+/// A failure worth retrying (the registry is down, the database is busy, …).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Transient(pub String);
+
+impl From<RegistryError> for Transient {
+    fn from(e: RegistryError) -> Self {
+        Transient(e.to_string())
+    }
+}
+
+impl From<anyhow::Error> for Transient {
+    fn from(e: anyhow::Error) -> Self {
+        Transient(format!("{e:#}"))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct OciManifest {
+    #[serde(default)]
+    artifact_type: Option<String>,
+    #[serde(default)]
+    layers: Vec<Layer>,
+    #[serde(default)]
+    annotations: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Layer {
+    media_type: String,
+    digest: String,
+    size: u64,
+}
+
+/// The id of `module`'s `version`: `v-{module}-{version}`, the walkthrough's readable form.
+/// Unique by construction: module names have no `.` and a SemVer version starts with
+/// `MAJOR.`, so the module ends at the last `-` before the first `.`; no (module, version)
+/// pair shares an id with another (`my` + `redis-3.0.0` is no version at all).
+pub fn version_id(module: &str, version: &Version) -> String {
+    format!("v-{module}-{version}")
+}
+
+fn audit(
+    v: &VersionRow,
+    action: &str,
+    from: Option<Lifecycle>,
+    reason: Option<String>,
+    evidence: serde_json::Value,
+) -> NewAudit {
+    NewAudit {
+        version_id: Some(v.id.clone()),
+        module: Some(v.module.clone()),
+        actor: "module-webhook".into(),
+        via: "ingest".into(),
+        action: action.into(),
+        from_state: from,
+        to_state: Some(v.lifecycle),
+        reason,
+        evidence,
+    }
+}
+
+/// The signature accepted for a version, and the first-use pin it would establish.
+struct Signer {
+    verified: Verified,
+    proposed_pin: Option<Pin>,
+}
+
+impl Ctx {
+    /// Ingests `repository:tag`.
+    pub async fn ingest(&self, repository: &str, tag: &str) -> Result<Outcome, Transient> {
+        let Some(trust) = self.policies.for_repository(repository) else {
+            return Ok(Outcome::Ignored(format!(
+                "no trust policy pins a signer for {repository}"
+            )));
+        };
+        // Versions are SemVer; any other tag (`latest`, `redis-3.0.0`) is not a release and
+        // must not take a version's place.
+        let version = match Version::from_tag(tag) {
+            Ok(v) => v,
+            Err(e) => {
+                return Ok(Outcome::Ignored(format!(
+                    "{repository}:{tag} is not a release tag: {e}"
+                )));
+            }
+        };
+        let repo_ref = parse_reference(&format!("{}/{repository}", self.registry_host))?;
+        let tag_ref = with_tag(&repo_ref, tag);
+        let Some((bytes, digest)) = self.registry.fetch_manifest(&tag_ref).await? else {
+            return Ok(Outcome::Ignored(format!(
+                "{repository}:{tag} no longer exists"
+            )));
+        };
+        let m: OciManifest = match serde_json::from_slice(&bytes) {
+            Ok(m) => m,
+            Err(_) => {
+                return Ok(Outcome::Ignored(format!(
+                    "{repository}:{tag} is not an OCI manifest"
+                )));
+            }
+        };
+        if m.artifact_type.as_deref() != Some(ARTIFACT_TYPE)
+            || m.layers.len() != 1
+            || m.layers[0].media_type != LAYER_MEDIA_TYPE
+        {
+            return Ok(Outcome::Ignored(format!(
+                "{repository}:{tag} is not a module artifact"
+            )));
+        }
+        let id = version_id(&trust.name, &version);
+        let existing = self
+            .store
+            .version(&trust.name, &version.to_string())
+            .await?;
+        if let Some(e) = &existing
+            && e.lifecycle.is_published()
+        {
+            if e.manifest_digest == digest.to_string() {
+                return Ok(Outcome::AlreadyIngested(id));
+            }
+            return self
+                .refuse_different_digest(trust, e, repository, tag, &digest)
+                .await;
+        }
+        let now = now_ms();
+        let row = VersionRow {
+            id: id.clone(),
+            module: trust.name.clone(),
+            version: version.to_string(),
+            lifecycle: Lifecycle::PendingSignature,
+            repository: repository.to_owned(),
+            tag: tag.to_owned(),
+            manifest_digest: digest.to_string(),
+            artifact_digest: Some(m.layers[0].digest.clone()),
+            composefs_digest: None,
+            composefs_format: None,
+            source_repository: m.annotations.get(ann::ANN_SOURCE).cloned(),
+            source_commit: None,
+            signer_identity: None,
+            signer_issuer: None,
+            file_index: None,
+            manifest: None,
+            reject_reason: None,
+            created_at: existing
+                .as_ref()
+                .filter(|e| e.manifest_digest == digest.to_string())
+                .map(|e| e.created_at)
+                .unwrap_or(now),
+            updated_at: now,
+        };
+        let existing = existing.as_ref();
+        if let Err(r) = checks::version(
+            &version,
+            m.annotations.get(ann::ANN_VERSION).map(String::as_str),
+            None,
+        ) {
+            return self.reject(row, existing, r).await;
+        }
+
+        // Signature.
+        let verified = match verify::verify(&self.registry, &repo_ref, &digest, &trust.policy).await
+        {
+            Ok(v) => v,
+            Err(VerifyError::Fetch(e)) => return Err(e.into()),
+            Err(e) => {
+                self.metrics.verification_failure(e.code());
+                return self.wait_for_signature(row, existing, e.to_string()).await;
+            }
+        };
+        let signer = match self.pick_signer(trust, &verified, &id).await? {
+            Ok(s) => s,
+            Err(r) => return self.reject(row, existing, r).await,
+        };
+
+        // Content.
+        let inspection = match self.fetch_and_inspect(&repo_ref, &digest, &m).await? {
+            Ok(i) => i,
+            Err(r) => return self.reject(row, existing, r).await,
+        };
+        let checked = self.check_content(trust, &m, &version, &signer.verified, &inspection);
+        let (man_text, source_commit) = match checked {
+            Ok(c) => c,
+            Err(r) => return self.reject(row, existing, r).await,
+        };
+
+        // The first-use pin, claimed atomically once everything else holds: the loser of a
+        // race is verified against the winner's pin.
+        let signer = match signer.proposed_pin {
+            None => signer.verified,
+            Some(candidate) => {
+                let held = self.store.claim_pin(&trust.name, &candidate).await?;
+                let won = (&held.identity_pattern, &held.issuer, &held.version_id)
+                    == (
+                        &candidate.identity_pattern,
+                        &candidate.issuer,
+                        &candidate.version_id,
+                    );
+                if won {
+                    self.store
+                        .audit(&NewAudit {
+                            version_id: Some(id.clone()),
+                            module: Some(trust.name.clone()),
+                            actor: "module-webhook".into(),
+                            via: "ingest".into(),
+                            action: "trust_pinned".into(),
+                            from_state: None,
+                            to_state: None,
+                            reason: Some(format!(
+                                "trust on first use pinned identity pattern {} (issuer {})",
+                                held.identity_pattern, held.issuer
+                            )),
+                            evidence: json!({"identity": held.identity, "pattern": held.identity_pattern, "issuer": held.issuer}),
+                        })
+                        .await?;
+                }
+                match tofu::under_pin(&held, &verified) {
+                    Ok(v) => v,
+                    Err(r) => return self.reject(row, existing, r).await,
+                }
+            }
+        };
+        self.write_draft(row, existing, signer, inspection, man_text, source_commit)
+            .await
+    }
+
+    /// A published version is immutable: record the attempt to replace it, change nothing.
+    async fn refuse_different_digest(
+        &self,
+        trust: &ModuleTrust,
+        e: &VersionRow,
+        repository: &str,
+        tag: &str,
+        digest: &Digest,
+    ) -> Result<Outcome, Transient> {
+        self.store
+            .audit(&NewAudit {
+                version_id: Some(e.id.clone()),
+                module: Some(trust.name.clone()),
+                actor: "module-webhook".into(),
+                via: "ingest".into(),
+                action: "refused_different_digest".into(),
+                from_state: Some(e.lifecycle),
+                to_state: Some(e.lifecycle),
+                reason: Some(format!(
+                    "version {} is already {} with digest {}; {repository}:{tag} now points to {digest}",
+                    e.version, e.lifecycle, e.manifest_digest
+                )),
+                evidence: json!({"existing": e.manifest_digest, "offered": digest.to_string(), "tag": tag}),
+            })
+            .await?;
+        Ok(Outcome::Rejected(
+            e.id.clone(),
+            "version exists with another digest".into(),
+        ))
+    }
+
+    /// Streams the layer into the staging directory and verifies every entry of it.
+    async fn fetch_and_inspect(
+        &self,
+        repo_ref: &oci_client::Reference,
+        digest: &Digest,
+        m: &OciManifest,
+    ) -> Result<Result<Inspection, Rejection>, Transient> {
+        let layer = &m.layers[0];
+        if layer.size > self.max_artifact_bytes {
+            return Ok(Err(Rejection::ArtifactTooLarge {
+                size: layer.size,
+                max: self.max_artifact_bytes,
+            }));
+        }
+        let Ok(layer_digest) = layer.digest.parse::<Digest>() else {
+            return Ok(Err(Rejection::ArtifactInvalid(format!(
+                "layer digest {:?} is invalid",
+                layer.digest
+            ))));
+        };
+        let tmp = tempfile::NamedTempFile::new_in(&self.work_dir).map_err(|e| {
+            Transient(format!(
+                "staging a blob in {}: {e}",
+                self.work_dir.display()
+            ))
+        })?;
+        let mut f = tokio::fs::File::create(tmp.path())
+            .await
+            .map_err(|e| Transient(format!("staging a blob: {e}")))?;
+        match self
+            .registry
+            .pull_blob_into(
+                &with_digest(repo_ref, digest),
+                &layer_digest,
+                self.max_artifact_bytes,
+                &mut f,
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(RegistryError::Invalid { what, message }) => {
+                return Ok(Err(Rejection::ArtifactInvalid(format!(
+                    "{what}: {message}"
+                ))));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        drop(f);
+        let path = tmp.path().to_owned();
+        let inspection = tokio::task::spawn_blocking(move || {
+            std::fs::File::open(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|f| {
+                    read_and_verify(std::io::BufReader::with_capacity(1 << 20, f))
+                        .map_err(|e| e.to_string())
+                })
+        })
+        .await
+        .map_err(|e| Transient(e.to_string()))?;
+        Ok(inspection.map_err(Rejection::ArtifactInvalid))
+    }
+
+    /// The content checks once the artifact is read: composefs digest, manifest, module,
+    /// identity, category, version and commit. Returns the manifest text and source commit.
+    fn check_content(
+        &self,
+        trust: &ModuleTrust,
+        m: &OciManifest,
+        version: &Version,
+        signer: &Verified,
+        inspection: &Inspection,
+    ) -> Result<(String, Option<String>), Rejection> {
+        let signed_cfs = m.annotations.get(ann::ANN_COMPOSEFS_DIGEST);
+        if signed_cfs != Some(&inspection.composefs_digest.to_string()) {
+            return Err(Rejection::ComposefsMismatch {
+                artifact: inspection.composefs_digest.to_string(),
+                signed: signed_cfs.cloned(),
+            });
+        }
+        let parsed = manifest::parse(&inspection.manifest_text);
+        let Some(man) = parsed.manifest else {
+            let why: Vec<String> = parsed.findings.iter().map(|f| f.to_string()).collect();
+            return Err(Rejection::ManifestInvalid(why.join("; ")));
+        };
+        if man.identity.name.as_str() != trust.name || inspection.release.name != trust.name {
+            return Err(Rejection::ModuleMismatch {
+                artifact: man.identity.name.as_str().to_owned(),
+                repository: trust.repository.clone(),
+                module: trust.name.clone(),
+            });
+        }
+        if let (Some(pinned), Some(asked)) = (
+            &trust.identity_regexp,
+            man.identity.cosign_identity_regexp.as_ref(),
+        ) && pinned != &asked.source
+        {
+            return Err(Rejection::IdentityChangeHeld {
+                asked: asked.source.clone(),
+                pinned: pinned.clone(),
+            });
+        }
+        checks::category(
+            &man.identity.category.to_string(),
+            trust.category.as_deref(),
+        )?;
+        checks::version(
+            version,
+            m.annotations.get(ann::ANN_VERSION).map(String::as_str),
+            Some(&inspection.release),
+        )?;
+        let commit = checks::source_commit(
+            m.annotations.get(ann::ANN_REVISION).map(String::as_str),
+            None::<&str>.or(signer.identity.as_deref().filter(|_| false)), // HELPER-D: signer.source_commit
+            Some(inspection.release.git_commit.as_str()),
+        )?;
+        Ok((inspection.manifest_text.clone(), commit))
+    }
+
+    async fn write_draft(
+        &self,
+        mut row: VersionRow,
+        existing: Option<&VersionRow>,
+        signer: Verified,
+        inspection: Inspection,
+        manifest_text: String,
+        source_commit: Option<String>,
+    ) -> Result<Outcome, Transient> {
+        let from = existing.map(|e| e.lifecycle);
+        row.lifecycle = Lifecycle::Draft;
+        row.signer_identity = signer.identity.clone();
+        row.signer_issuer = signer.issuer.clone();
+        row.source_commit = source_commit;
+        row.composefs_digest = Some(inspection.composefs_digest.to_string());
+        row.composefs_format = Some(powernode_module::artifact::COMPOSEFS_FORMAT as i64);
+        row.file_index = Some(serde_json::to_value(&inspection.index).unwrap_or_default());
+        row.manifest = Some(manifest_text);
+        let evidence = json!({
+            "manifest_digest": row.manifest_digest,
+            "artifact_digest": row.artifact_digest,
+            "composefs_digest": row.composefs_digest,
+            "source_commit": row.source_commit,
+            "signature_layer": signer.layer_digest,
+            "signer_identity": signer.identity,
+            "signer_issuer": signer.issuer,
+            "key_index": signer.key_index,
+            "tlog_integrated_time": signer.integrated_time,
+        });
+        let id = row.id.clone();
+        let a = audit(&row, "ingested", from, None, evidence);
+        if !self.store.write_version(&row, &a).await? {
+            return Ok(Outcome::AlreadyIngested(id));
+        }
+        Ok(Outcome::Ingested(id))
+    }
+
+    /// Chooses the accepted signature. Under trust on first use: the one matching the pin,
+    /// or, with no pin yet, the one signature that may establish it (and the pin it would).
+    async fn pick_signer(
+        &self,
+        trust: &ModuleTrust,
+        verified: &[Verified],
+        version_id: &str,
+    ) -> Result<Result<Signer, Rejection>, Transient> {
+        if !(trust.trust_on_first_use && trust.identity_regexp.is_none()) {
+            return Ok(Ok(Signer {
+                verified: verified[0].clone(),
+                proposed_pin: None,
+            }));
+        }
+        Ok(match self.store.pin(&trust.name).await? {
+            Some(pin) => tofu::under_pin(&pin, verified).map(|v| Signer {
+                verified: v,
+                proposed_pin: None,
+            }),
+            None => {
+                tofu::first_use(verified, &trust.gitea_repository, version_id).map(|(v, pin)| {
+                    Signer {
+                        verified: v,
+                        proposed_pin: Some(pin),
+                    }
+                })
+            }
+        })
+    }
+
+    /// No acceptable signature yet: wait (until the timeout, then reject).
+    async fn wait_for_signature(
+        &self,
+        mut row: VersionRow,
+        existing: Option<&VersionRow>,
+        why: String,
+    ) -> Result<Outcome, Transient> {
+        if now_ms() - row.created_at > self.signature_timeout_ms {
+            return self
+                .reject(row, existing, Rejection::SignatureTimeout(why))
+                .await;
+        }
+        row.reject_reason = Some(why.clone());
+        let unchanged = existing.is_some_and(|e| {
+            e.lifecycle == Lifecycle::PendingSignature && e.manifest_digest == row.manifest_digest
+        });
+        if !unchanged {
+            let a = audit(
+                &row,
+                "awaiting_signature",
+                existing.map(|e| e.lifecycle),
+                Some(why),
+                json!({"manifest_digest": row.manifest_digest}),
+            );
+            self.store.write_version(&row, &a).await?;
+        }
+        Ok(Outcome::PendingSignature(row.id))
+    }
+
+    async fn reject(
+        &self,
+        mut row: VersionRow,
+        existing: Option<&VersionRow>,
+        why: Rejection,
+    ) -> Result<Outcome, Transient> {
+        let code = why.code();
+        self.metrics.rejection(code);
+        let reason = why.to_string();
+        row.lifecycle = Lifecycle::Rejected;
+        row.reject_reason = Some(reason.clone());
+        let same = existing.is_some_and(|e| {
+            e.lifecycle == Lifecycle::Rejected
+                && e.manifest_digest == row.manifest_digest
+                && e.reject_reason == row.reject_reason
+        });
+        if !same {
+            let a = audit(
+                &row,
+                "rejected",
+                existing.map(|e| e.lifecycle),
+                Some(reason.clone()),
+                json!({"manifest_digest": row.manifest_digest, "code": code}),
+            );
+            self.store.write_version(&row, &a).await?;
+        }
+        Ok(Outcome::Rejected(row.id, reason))
+    }
+
+    /// A `.sig` tag was pushed: re-check versions of `repository` waiting for `digest`.
+    pub async fn recheck_signature(
+        &self,
+        repository: &str,
+        digest: &str,
+    ) -> Result<Vec<Outcome>, Transient> {
+        let mut out = Vec::new();
+        for v in self.store.pending_versions(Some(digest)).await? {
+            if v.repository == repository {
+                out.push(self.ingest(&v.repository, &v.tag).await?);
+            }
+        }
+        Ok(out)
+    }
+}

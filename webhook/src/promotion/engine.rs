@@ -1,0 +1,485 @@
+//! The promotion engine's handlers: PR-comment commands, and re-evaluation of pending
+//! requests on reviews, statuses and a timer. A Gitea outage is a transient error: the job is
+//! retried and the request stays pending.
+//!
+//! A command acts only on a module promoted from the repository it was posted in: a comment
+//! in `mallory/playground` naming `other-module@1.0.0` is refused (and audited), and evidence
+//! is read from the module's pinned repository only.
+
+use super::{
+    Decision, Promoter,
+    commands::{self, Command, Target},
+    evidence::{self, split},
+    replies,
+};
+use crate::{
+    gitea::{Gitea, GiteaError},
+    ingest::Transient,
+    ingest::trust::{ModuleTrust, Policies},
+    store::{Lifecycle, NewAudit, PromotionRequest, RequestState, Store, VersionRow, now_ms},
+};
+use powernode_module::lifecycle::{Actor, Request};
+use serde_json::json;
+use std::sync::Arc;
+
+/// The commit status context the engine maintains on each version's source commit.
+pub const STATUS_CONTEXT: &str = "powernode/lifecycle";
+
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub store: Store,
+    pub gitea: Gitea,
+    pub promoter: Promoter,
+    pub policies: Arc<Policies>,
+    pub request_ttl_ms: i64,
+}
+
+impl From<GiteaError> for Transient {
+    fn from(e: GiteaError) -> Self {
+        Transient(e.to_string())
+    }
+}
+
+/// A comment to handle (the job payload).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CommentJob {
+    pub repository: String,
+    pub pr: i64,
+    pub comment_id: i64,
+    pub user: String,
+    pub body: String,
+}
+
+impl CommentJob {
+    fn actor(&self) -> Actor {
+        Actor::Gitea(self.user.clone())
+    }
+}
+
+/// Why a command names no version it may act on: the reply, and whether it is a refusal
+/// to audit (a command aimed at another repository's module).
+struct NotHere {
+    reply: String,
+    refusal: Option<(String, Option<String>)>,
+}
+
+impl NotHere {
+    fn reply(reply: String) -> NotHere {
+        NotHere {
+            reply,
+            refusal: None,
+        }
+    }
+}
+
+fn target_state(request: &Request) -> Lifecycle {
+    match request {
+        Request::Promote { to } => *to,
+        Request::Yank { .. } => Lifecycle::Yanked,
+    }
+}
+
+impl Engine {
+    /// The module a command in `repository` acts on: the one it names, which must be promoted
+    /// from `repository`, or the one promoted from `repository`.
+    fn module_for(&self, repository: &str, named: Option<&str>) -> Result<&ModuleTrust, NotHere> {
+        match named {
+            Some(name) => match self.policies.by_name(name) {
+                Some(m) if m.gitea_repository == repository => Ok(m),
+                Some(m) => Err(NotHere {
+                    reply: replies::wrong_repository(name, repository, &m.gitea_repository),
+                    refusal: Some((m.name.clone(), None)),
+                }),
+                None => Err(NotHere::reply(replies::no_module_named(name))),
+            },
+            None => self
+                .policies
+                .for_gitea_repository(repository)
+                .ok_or_else(|| NotHere::reply(replies::no_module_here(repository))),
+        }
+    }
+
+    /// The published version a command's target names, with its module.
+    async fn version_for(
+        &self,
+        repository: &str,
+        t: &Target,
+    ) -> Result<Result<(&ModuleTrust, VersionRow), NotHere>, Transient> {
+        let module = match self.module_for(repository, t.module.as_ref().map(|m| m.as_str())) {
+            Ok(m) => m,
+            Err(mut e) => {
+                if let Some((name, id)) = &mut e.refusal {
+                    *id = self
+                        .store
+                        .version(name, &t.version.to_string())
+                        .await?
+                        .map(|v| v.id);
+                }
+                return Ok(Err(e));
+            }
+        };
+        let version = t.version.to_string();
+        Ok(match self.store.version(&module.name, &version).await? {
+            Some(v) if v.lifecycle.is_published() => Ok((module, v)),
+            Some(v) => Err(NotHere::reply(replies::not_published(&v.id, v.lifecycle))),
+            None => Err(NotHere::reply(replies::no_version(&module.name, &version))),
+        })
+    }
+
+    /// Audits a command refused because it named a module of another repository.
+    async fn audit_refusal(&self, c: &CommentJob, cmd: &str, n: &NotHere) -> Result<(), Transient> {
+        if let Some((module, version_id)) = &n.refusal {
+            self.store
+                .audit(&NewAudit {
+                    version_id: version_id.clone(),
+                    module: Some(module.clone()),
+                    actor: c.actor().encode(),
+                    via: "comment".into(),
+                    action: "refused".into(),
+                    from_state: None,
+                    to_state: None,
+                    reason: Some(n.reply.clone()),
+                    evidence: json!({
+                        "command": cmd,
+                        "repository": c.repository,
+                        "pr": c.pr,
+                        "comment_id": c.comment_id,
+                    }),
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn set_status(
+        &self,
+        home: &str,
+        v: &VersionRow,
+        stage: Lifecycle,
+    ) -> Result<(), Transient> {
+        if let Some(sha) = &v.source_commit {
+            let (owner, repo) = split(home);
+            let state = if stage == Lifecycle::Yanked {
+                "failure"
+            } else {
+                "success"
+            };
+            self.gitea
+                .set_status(
+                    owner,
+                    repo,
+                    sha,
+                    state,
+                    STATUS_CONTEXT,
+                    &replies::commit_status(&v.module, &v.version, stage),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Handles a new PR comment: every command in it gets a reply.
+    pub async fn on_comment(&self, c: &CommentJob) -> Result<(), Transient> {
+        let (owner, repo) = split(&c.repository);
+        for (i, cmd) in commands::parse(&c.body).into_iter().enumerate() {
+            let reply = match cmd {
+                Command::Help => replies::help(),
+                Command::Unknown { command } => replies::unknown(&command),
+                Command::Invalid { command, message } => replies::invalid(&command, &message),
+                Command::Status { target } => self.status(c, target.as_ref()).await?,
+                Command::Cancel { target } => self.cancel(c, target.as_ref()).await?,
+                Command::Promote { target, to } => {
+                    self.request(c, i, &target, Request::Promote { to }).await?
+                }
+                Command::Yank { target, reason } => {
+                    self.request(c, i, &target, Request::Yank { reason })
+                        .await?
+                }
+            };
+            self.gitea
+                .comment(owner, repo, c.pr, &format!("@{} {reply}", c.user))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn request(
+        &self,
+        c: &CommentJob,
+        index: usize,
+        target: &Target,
+        request: Request,
+    ) -> Result<String, Transient> {
+        let request_id = format!("comment:{}:{}:{index}", c.repository, c.comment_id);
+        // A retried job must not decide twice: the first decision stands, and a request it
+        // left pending keeps the time it was made (approvals count from then).
+        let existing = self.store.request_by_id(&request_id).await?;
+        if let Some(done) = &existing
+            && done.state != RequestState::Pending
+        {
+            return Ok(replies::already_decided(&request_id, done.state.as_str()));
+        }
+        let (module, v) = match self.version_for(&c.repository, target).await? {
+            Ok(found) => found,
+            Err(n) => {
+                self.audit_refusal(c, &format!("{target:?}"), &n).await?;
+                return Ok(n.reply);
+            }
+        };
+        let created_at = existing.as_ref().map_or_else(now_ms, |r| r.created_at);
+        let evidence = evidence::gather(
+            &self.gitea,
+            &module.gitea_repository,
+            Some(c.pr),
+            &c.actor(),
+            &v,
+            created_at,
+        )
+        .await?;
+        let decision = self
+            .promoter
+            .request(&v, &request, evidence, "comment")
+            .await?;
+        let to = target_state(&request);
+        let record = PromotionRequest {
+            id: request_id,
+            version_id: v.id.clone(),
+            to_state: to,
+            digest: v.manifest_digest.clone(),
+            requester: c.actor(),
+            via: "comment".into(),
+            repository: Some(module.gitea_repository.clone()),
+            pr_number: Some(c.pr),
+            state: RequestState::Pending,
+            missing: json!([]),
+            reason: match &request {
+                Request::Yank { reason } => Some(reason.clone()),
+                Request::Promote { .. } => None,
+            },
+            created_at,
+            expires_at: created_at + self.request_ttl_ms,
+        };
+        let home = module.gitea_repository.clone();
+        let (module, version) = (&v.module, &v.version);
+        Ok(match decision {
+            Decision::Done { from, to } => {
+                self.record(record, RequestState::Done, json!([])).await?;
+                let now = self.store.version_by_id(&v.id).await?.unwrap_or(v.clone());
+                self.set_status(&home, &now, to).await?;
+                replies::done(module, version, from, to)
+            }
+            Decision::Pending { missing } => {
+                self.record(record, RequestState::Pending, json!(missing))
+                    .await?;
+                replies::pending(module, version, to, &missing)
+            }
+            Decision::Refused { missing } => {
+                self.record(record, RequestState::Refused, json!(missing))
+                    .await?;
+                replies::refused(module, version, to, &missing)
+            }
+        })
+    }
+
+    /// Records a request's first decision, or (on a retried job) moves the pending request
+    /// recorded by the earlier attempt, compare-and-set.
+    async fn record(
+        &self,
+        mut r: PromotionRequest,
+        state: RequestState,
+        missing: serde_json::Value,
+    ) -> Result<(), Transient> {
+        r.state = state;
+        r.missing = missing.clone();
+        if self.store.insert_request(&r).await? {
+            return Ok(());
+        }
+        if state == RequestState::Pending {
+            self.store.refresh_request(&r.id, &missing).await?;
+        } else {
+            self.store.close_request(&r.id, state, &missing).await?;
+        }
+        Ok(())
+    }
+
+    async fn status(&self, c: &CommentJob, target: Option<&Target>) -> Result<String, Transient> {
+        let versions = match target {
+            Some(t) => match self.version_for(&c.repository, t).await? {
+                Ok((_, v)) => vec![v],
+                Err(n) => {
+                    self.audit_refusal(c, "status", &n).await?;
+                    return Ok(n.reply);
+                }
+            },
+            None => match self.policies.for_gitea_repository(&c.repository) {
+                Some(p) => self.store.versions_of(&p.name, None).await?,
+                None => return Ok(replies::no_module_here(&c.repository)),
+            },
+        };
+        let rows: Vec<_> = versions
+            .into_iter()
+            .map(|v| (v.version, v.lifecycle, v.manifest_digest))
+            .collect();
+        Ok(replies::status_table(&rows))
+    }
+
+    /// Withdraws the commenter's pending requests on this PR (for one version, or all).
+    async fn cancel(&self, c: &CommentJob, target: Option<&Target>) -> Result<String, Transient> {
+        let only = match target {
+            Some(t) => match self.version_for(&c.repository, t).await? {
+                Ok((_, v)) => Some(v.id),
+                Err(n) => {
+                    self.audit_refusal(c, "cancel", &n).await?;
+                    return Ok(n.reply);
+                }
+            },
+            None => None,
+        };
+        let mut n = 0;
+        for r in self.store.pending_requests(Some(&c.repository)).await? {
+            if r.requester == c.actor()
+                && r.pr_number == Some(c.pr)
+                && only.as_ref().is_none_or(|id| *id == r.version_id)
+                && self
+                    .store
+                    .close_request(&r.id, RequestState::Cancelled, &r.missing)
+                    .await?
+            {
+                n += 1;
+            }
+        }
+        Ok(replies::cancelled(n))
+    }
+
+    /// Promotes versions into stages whose policy says `auto`, as soon as the requirements
+    /// (checks, soak) hold. Approvals cannot be gathered without a PR, so an `auto` stage that
+    /// needs approvals waits for a comment.
+    pub async fn auto_promote(&self, repository: Option<&str>) -> Result<usize, Transient> {
+        let mut n = 0;
+        for m in self.policies.all() {
+            if repository.is_some_and(|r| r != m.gitea_repository) {
+                continue;
+            }
+            for v in self.store.versions_of(&m.name, None).await? {
+                let Some(to) = v.lifecycle.next() else {
+                    continue;
+                };
+                if !self.promoter.policy(to, &v.module).auto {
+                    continue;
+                }
+                let evidence = evidence::gather(
+                    &self.gitea,
+                    &m.gitea_repository,
+                    None,
+                    &Actor::Auto,
+                    &v,
+                    now_ms(),
+                )
+                .await?;
+                if let Decision::Done { to, .. } = self
+                    .promoter
+                    .decide(&v, &Request::Promote { to }, evidence, "auto", false)
+                    .await?
+                {
+                    n += 1;
+                    let v = self.store.version_by_id(&v.id).await?.unwrap_or(v);
+                    self.set_status(&m.gitea_repository, &v, to).await?;
+                }
+            }
+        }
+        Ok(n)
+    }
+
+    /// Re-evaluates pending requests (of one repository, or all): reviews, statuses, the
+    /// timer (soak) and expiry. Replies on the PR when a request completes or expires.
+    /// Then runs `auto` promotions.
+    pub async fn reevaluate(&self, repository: Option<&str>) -> Result<usize, Transient> {
+        let mut done = self.reevaluate_requests(repository).await?;
+        done += self.auto_promote(repository).await?;
+        Ok(done)
+    }
+
+    /// Answers the requester on the request's PR (API requests have none).
+    async fn reply(&self, r: &PromotionRequest, text: &str) -> Result<(), Transient> {
+        if let (Some(repo_full), Some(pr), Some(user)) =
+            (&r.repository, r.pr_number, r.requester.gitea_user())
+        {
+            let (owner, repo) = split(repo_full);
+            self.gitea
+                .comment(owner, repo, pr, &format!("@{user} {text}"))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn reevaluate_requests(&self, repository: Option<&str>) -> Result<usize, Transient> {
+        let mut done = 0;
+        for r in self.store.pending_requests(repository).await? {
+            if now_ms() > r.expires_at {
+                if self
+                    .store
+                    .close_request(&r.id, RequestState::Expired, &r.missing)
+                    .await?
+                {
+                    self.reply(&r, &replies::expired(&r.version_id, r.to_state))
+                        .await?;
+                }
+                continue;
+            }
+            let Some(v) = self.store.version_by_id(&r.version_id).await? else {
+                continue;
+            };
+            // Evidence only from the module's own repository, whatever the request recorded.
+            let Some(module) = self.policies.by_name(&v.module) else {
+                continue;
+            };
+            let mut evidence = evidence::gather(
+                &self.gitea,
+                &module.gitea_repository,
+                r.pr_number,
+                &r.requester,
+                &v,
+                r.created_at,
+            )
+            .await?;
+            // Approvals are bound to the digest the request named.
+            if v.manifest_digest != r.digest {
+                evidence.approvals.clear();
+            }
+            let request = match r.to_state {
+                Lifecycle::Yanked => Request::Yank {
+                    reason: r.reason.clone().unwrap_or_default(),
+                },
+                to => Request::Promote { to },
+            };
+            match self
+                .promoter
+                .decide(&v, &request, evidence, "auto", false)
+                .await?
+            {
+                Decision::Done { from, to } => {
+                    if self
+                        .store
+                        .close_request(&r.id, RequestState::Done, &json!([]))
+                        .await?
+                    {
+                        done += 1;
+                        let v = self.store.version_by_id(&v.id).await?.unwrap_or(v);
+                        self.set_status(&module.gitea_repository, &v, to).await?;
+                        self.reply(&r, &replies::done_later(&v.module, &v.version, from, to))
+                            .await?;
+                    }
+                }
+                Decision::Pending { missing } => {
+                    self.store.refresh_request(&r.id, &json!(missing)).await?;
+                }
+                Decision::Refused { missing } => {
+                    self.store
+                        .close_request(&r.id, RequestState::Refused, &json!(missing))
+                        .await?;
+                }
+            }
+        }
+        Ok(done)
+    }
+}

@@ -1,0 +1,20 @@
+//! Promotion: moving a published version along `draft → staging → blessed → live` (or
+//! yanking it) under the configured policy, from PR-comment commands, the API and `auto`
+//! stages. Every part of the concern lives here:
+//!
+//! - [`commands`]: comment text → typed commands (pure);
+//! - [`evidence`]: what Gitea says right now (permission, reviews, statuses), read only from
+//!   the module's own pinned repository;
+//! - [`decide`]: the lifecycle's transition function applied and committed (compare-and-set),
+//!   every outcome audited;
+//! - [`engine`]: the handlers (a comment, a re-evaluation, the timer);
+//! - [`replies`]: every message a person reads.
+
+pub mod commands;
+pub mod decide;
+pub mod engine;
+pub mod evidence;
+pub mod replies;
+
+pub use decide::{Decision, Promoter};
+pub use engine::{CommentJob, Engine, STATUS_CONTEXT};
