@@ -395,6 +395,63 @@ fn inspect_refuses_a_tampered_artifact() {
     );
 }
 
+/// A module.tar whose first entry is an `index.json` listing `n` directories (plus the
+/// three fixed entries), written compactly, and nothing else.
+fn tar_with_index_of(n: usize) -> Vec<u8> {
+    let sha = format!("sha256:{}", "0".repeat(64));
+    let mut index = format!(
+        r#"{{"schema_version":1,"module":"big","entries":[{{"path":"manifest.yaml","mode":"0644","type":"file","size":0,"sha256":"{sha}"}},{{"path":"module-release","mode":"0644","type":"file","size":0,"sha256":"{sha}"}},{{"path":"rootfs","mode":"0755","type":"dir"}}"#
+    );
+    // Half at the top, half in the last top-level directory: a parent lookup by scanning
+    // the list is quadratic on this shape.
+    let half = n / 2;
+    for i in 0..n {
+        if i < half {
+            index.push_str(&format!(
+                r#",{{"path":"rootfs/{i}","mode":"0755","type":"dir"}}"#
+            ));
+        } else {
+            index.push_str(&format!(
+                r#",{{"path":"rootfs/{}/{i}","mode":"0755","type":"dir"}}"#,
+                half - 1
+            ));
+        }
+    }
+    index.push_str("]}");
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(index.len() as u64);
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_data(&mut h, "index.json", index.as_bytes())
+        .unwrap();
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn index_with_a_million_entries_is_refused_quickly() {
+    let t = tempfile::tempdir().unwrap();
+    let tar = t.path().join("module.tar");
+    let bytes = tar_with_index_of(1_000_000);
+    // Under the 64 MiB index cap: it is the entry count that refuses it.
+    assert!(bytes.len() < 64 << 20, "{} bytes", bytes.len());
+    fs::write(&tar, bytes).unwrap();
+    let started = std::time::Instant::now();
+    let o = run(bin().arg("inspect").arg(&tar));
+    let took = started.elapsed();
+    eprintln!("1M-entry index refused in {took:?}");
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("index.json lists 1000003 entries, more than the limit of 200000"),
+        "{err}"
+    );
+    // A loose guard: the point is seconds, not the minutes a quadratic check takes.
+    assert!(took.as_secs() < 5, "took {took:?}");
+}
+
 #[test]
 fn release_refuses_an_untagged_head_without_version() {
     let t = module_with_manifest(&seed_manifest());

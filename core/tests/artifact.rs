@@ -526,3 +526,86 @@ fn reader_refuses_dotdot_paths_in_index_or_tar() {
     let err = read_and_verify(&raw[..]).unwrap_err();
     assert!(err.to_string().contains("unsafe path"), "{err}");
 }
+
+// --- index.json size: refused by count, checked in linear time ---
+
+/// A tar holding only an `index.json` with `n` directory entries under `rootfs/` (after
+/// the three fixed ones): half at the top, half inside the last top-level one, so that
+/// looking each parent up by scanning the list is quadratic.
+fn index_only_tar(n: usize) -> Vec<u8> {
+    let sha = format!("sha256:{}", "0".repeat(64));
+    let mut entries = vec![
+        serde_json::json!({"path": "manifest.yaml", "mode": "0644", "type": "file", "size": 0, "sha256": sha}),
+        serde_json::json!({"path": "module-release", "mode": "0644", "type": "file", "size": 0, "sha256": sha}),
+        serde_json::json!({"path": "rootfs", "mode": "0755", "type": "dir"}),
+    ];
+    let half = n / 2;
+    for i in 0..n {
+        let path = if i < half {
+            format!("rootfs/d{i}")
+        } else {
+            format!("rootfs/d{}/s{i}", half - 1)
+        };
+        entries.push(serde_json::json!({"path": path, "mode": "0755", "type": "dir"}));
+    }
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schema_version": 1, "module": "kat", "entries": entries,
+    }))
+    .unwrap();
+    let mut h = tar::Header::new_ustar();
+    h.set_mode(0o644);
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_size(index.len() as u64);
+    let mut b = tar::Builder::new(Vec::new());
+    b.append_data(&mut h, "index.json", &index[..]).unwrap();
+    b.into_inner().unwrap()
+}
+
+#[test]
+fn index_with_80k_entries_is_checked_in_linear_time() {
+    let tar = index_only_tar(80_000);
+    let t = std::time::Instant::now();
+    let err = read_and_verify(&tar[..]).unwrap_err();
+    let took = t.elapsed();
+    // The index itself is valid; the tar then lacks the entries it lists.
+    assert!(
+        matches!(&err, ReadError::Missing(p) if p == "manifest.yaml"),
+        "{err}"
+    );
+    eprintln!("80k-entry index checked in {took:?}");
+    assert!(took.as_secs() < 5, "checking 80k entries took {took:?}");
+}
+
+#[test]
+fn index_over_the_entry_limit_is_refused_with_count_and_limit() {
+    let tar = index_only_tar(100);
+    let limits = artifact::ReadLimits::default().with_max_index_entries(50);
+    let err = artifact::read_and_verify_with(&tar[..], &limits).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ReadError::IndexTooLarge {
+                count: 103,
+                max: 50
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("index.json lists 103 entries, more than the limit of 50"),
+        "{err}"
+    );
+    // At the limit is fine (and fails later, for the missing content).
+    let limits = limits.with_max_index_entries(103);
+    assert!(matches!(
+        artifact::read_and_verify_with(&tar[..], &limits).unwrap_err(),
+        ReadError::Missing(_)
+    ));
+    assert_eq!(
+        artifact::ReadLimits::default().max_index_entries,
+        artifact::DEFAULT_MAX_INDEX_ENTRIES
+    );
+}

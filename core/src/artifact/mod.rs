@@ -19,7 +19,10 @@ pub mod writer;
 
 pub use build::{BuildOptions, BuildReport, ModuleJson, build};
 pub use plan::{Plan, PlanError};
-pub use reader::{Inspection, ReadError, read_and_verify};
+pub use reader::{
+    DEFAULT_MAX_INDEX_ENTRIES, Inspection, ReadError, ReadLimits, read_and_verify,
+    read_and_verify_with,
+};
 
 /// OCI `artifactType` of a module artifact.
 pub const ARTIFACT_TYPE: &str = "application/vnd.powernode.module.v1";

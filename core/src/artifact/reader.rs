@@ -25,6 +25,34 @@ use tar::EntryType;
 const MAX_INDEX: u64 = 64 << 20;
 const MAX_SMALL: u64 = 1 << 20;
 
+/// How many entries an `index.json` may list unless the caller says otherwise. Large
+/// modules have a few thousand; the cap keeps a hostile index from costing more than a
+/// moment of CPU before it is refused.
+pub const DEFAULT_MAX_INDEX_ENTRIES: usize = 200_000;
+
+/// Limits on what [`read_and_verify_with`] accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ReadLimits {
+    /// The most entries `index.json` may list; more is refused before any entry is checked.
+    pub max_index_entries: usize,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        ReadLimits {
+            max_index_entries: DEFAULT_MAX_INDEX_ENTRIES,
+        }
+    }
+}
+
+impl ReadLimits {
+    pub fn with_max_index_entries(mut self, n: usize) -> Self {
+        self.max_index_entries = n;
+        self
+    }
+}
+
 /// What a verified artifact contains.
 #[derive(Debug, Clone)]
 pub struct Inspection {
@@ -46,6 +74,10 @@ pub enum ReadError {
     IndexFirst(String),
     #[error("index.json is invalid: {0}")]
     IndexInvalid(String),
+    #[error(
+        "index.json lists {count} entries, more than the limit of {max}; the artifact is refused before its entries are checked"
+    )]
+    IndexTooLarge { count: usize, max: usize },
     #[error("entry {path:?}: {why}")]
     Entry { path: String, why: String },
     #[error("index.json lists {0:?}, which the tar does not contain")]
@@ -114,6 +146,12 @@ fn check_index(index: &Index) -> Result<(), ReadError> {
             )));
         }
     }
+    let dirs: HashSet<&str> = index
+        .entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Dir)
+        .map(|e| e.path.as_str())
+        .collect();
     for e in &index.entries[3..] {
         let Some(rel) = e.path.strip_prefix("rootfs/") else {
             return Err(ReadError::IndexInvalid(format!(
@@ -121,13 +159,11 @@ fn check_index(index: &Index) -> Result<(), ReadError> {
                 e.path
             )));
         };
-        let parent = rel.rsplit_once('/').map(|(p, _)| format!("rootfs/{p}"));
-        let parent = parent.as_deref().unwrap_or(ROOTFS);
-        let ok = index
-            .entries
-            .iter()
-            .any(|p| p.path == parent && p.kind == EntryKind::Dir);
-        if !ok {
+        let parent = match rel.rsplit_once('/') {
+            Some((p, _)) => &e.path[..ROOTFS.len() + 1 + p.len()],
+            None => ROOTFS,
+        };
+        if !dirs.contains(parent) {
             return Err(ReadError::IndexInvalid(format!(
                 "{:?} has no parent directory entry",
                 e.path
@@ -137,8 +173,50 @@ fn check_index(index: &Index) -> Result<(), ReadError> {
     Ok(())
 }
 
-/// Reads a whole artifact from `r`, verifying it. Fails on the first problem.
+/// Counts `index.json`'s entries without building them, so an oversized index is refused
+/// for the price of one scan of its bytes.
+fn count_entries(bytes: &[u8]) -> Result<usize, ReadError> {
+    struct Count(usize);
+    impl<'de> serde::Deserialize<'de> for Count {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Count;
+                fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.write_str("a list of entries")
+                }
+                fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                    self,
+                    mut seq: A,
+                ) -> Result<Count, A::Error> {
+                    let mut n = 0;
+                    while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                        n += 1;
+                    }
+                    Ok(Count(n))
+                }
+            }
+            d.deserialize_seq(V)
+        }
+    }
+    #[derive(serde::Deserialize)]
+    struct Entries {
+        #[serde(default)]
+        entries: Option<Count>,
+    }
+    let e: Entries =
+        serde_json::from_slice(bytes).map_err(|e| ReadError::IndexInvalid(e.to_string()))?;
+    Ok(e.entries.map_or(0, |c| c.0))
+}
+
+/// Reads a whole artifact from `r`, verifying it, with the default [`ReadLimits`]. Fails on
+/// the first problem.
 pub fn read_and_verify(r: impl Read) -> Result<Inspection, ReadError> {
+    read_and_verify_with(r, &ReadLimits::default())
+}
+
+/// Reads a whole artifact from `r`, verifying it under `limits`. Fails on the first problem.
+pub fn read_and_verify_with(r: impl Read, limits: &ReadLimits) -> Result<Inspection, ReadError> {
     let mut counting = Counting {
         inner: r,
         hash: Sha256::new(),
@@ -158,6 +236,13 @@ pub fn read_and_verify(r: impl Read) -> Result<Inspection, ReadError> {
     let mtime = first.header().mtime()?;
     check_header(&first, INDEX_JSON, 0o644, mtime)?;
     let index_bytes = read_capped(&mut first, MAX_INDEX, INDEX_JSON)?;
+    let count = count_entries(&index_bytes)?;
+    if count > limits.max_index_entries {
+        return Err(ReadError::IndexTooLarge {
+            count,
+            max: limits.max_index_entries,
+        });
+    }
     let index: Index =
         serde_json::from_slice(&index_bytes).map_err(|e| ReadError::IndexInvalid(e.to_string()))?;
     check_index(&index)?;
