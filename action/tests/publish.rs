@@ -10,7 +10,7 @@ use powernode_testkit::{
     copy_tree, example,
     http::{Response, Server},
     registry::TestRegistry,
-    sigstore::{FakeFulcio, FakeRekor, TestCa, Validity, jwt},
+    sigstore::{FakeFulcio, FakeRekor, PemLayout, TestCa, Validity, jwt},
     workspace,
 };
 use std::{
@@ -492,6 +492,29 @@ fn keyless_release_verifies_and_each_forgery_fails_for_its_reason() {
     .unwrap();
     let err = fails(k.verify(&reference, ID_RE, ISS_RE, &k.root));
     assert!(err.contains("signature does not verify"), "{err}");
+}
+
+#[test]
+fn keyless_verify_accepts_single_line_pem_certificate() {
+    let k = keyless();
+    *k.fulcio.pem_layout.lock().unwrap() = PemLayout::SingleLine;
+    let (_m, reference) = released(&k, "acct/modules/my-redis-module", "0.1.0");
+    // The certificate is stored as Fulcio answered it: one line of base64.
+    let (c, r) = client(&reference);
+    let (sig_bytes, _) = rt()
+        .block_on(c.fetch_manifest(&with_tag(&r, &signature_tag(&digest_of(&reference)))))
+        .unwrap()
+        .unwrap();
+    let ann = SignatureManifest::parse(&sig_bytes).unwrap().layers[0]
+        .annotations
+        .clone()
+        .unwrap();
+    let cert = &ann["dev.sigstore.cosign/certificate"];
+    assert_eq!(cert.lines().count(), 3, "{cert}");
+    assert!(cert.lines().nth(1).unwrap().len() > 64, "{cert}");
+
+    let out = ok(k.verify(&reference, ID_RE, ISS_RE, &k.root));
+    assert!(out.contains(IDENTITY) && out.contains(ISSUER), "{out}");
 }
 
 #[test]

@@ -85,31 +85,78 @@ impl TestCa {
         not_before: i64,
         not_after: i64,
     ) -> String {
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.subject_alt_names = vec![SanType::URI(identity.try_into().unwrap())];
-        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
-        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        p.not_before = odt(not_before);
-        p.not_after = odt(not_after);
-        p.custom_extensions = vec![
-            CustomExtension::from_oid_content(
-                &[1, 3, 6, 1, 4, 1, 57264, 1, 1],
-                oidc_issuer.as_bytes().to_vec(),
-            ),
-            CustomExtension::from_oid_content(
-                &[1, 3, 6, 1, 4, 1, 57264, 1, 8],
-                Utf8StringRef::new(oidc_issuer).unwrap().to_der().unwrap(),
-            ),
-        ];
-        p.signed_by(&EcPublicKey(spki_point(spki_der)), &self.issuer)
-            .unwrap()
-            .pem()
+        self.issue_leaf(
+            spki_der,
+            &Leaf {
+                identity: identity.into(),
+                oidc_issuer: oidc_issuer.into(),
+                not_before,
+                not_after,
+                ..Leaf::default()
+            },
+        )
     }
 
+    /// Issues the leaf `leaf` describes, for the key `spki_der`, as PEM (64-column lines).
+    pub fn issue_leaf(&self, spki_der: &[u8], leaf: &Leaf) -> String {
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.subject_alt_names = vec![SanType::URI(leaf.identity.as_str().try_into().unwrap())];
+        p.extended_key_usages = vec![ExtendedKeyUsagePurpose::CodeSigning];
+        p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        p.not_before = odt(leaf.not_before);
+        p.not_after = odt(leaf.not_after);
+        let utf8 = |s: &str| Utf8StringRef::new(s).unwrap().to_der().unwrap();
+        let oid = |last: u64| [1, 3, 6, 1, 4, 1, 57264, 1, last];
+        p.custom_extensions = vec![
+            CustomExtension::from_oid_content(&oid(1), leaf.oidc_issuer.as_bytes().to_vec()),
+            CustomExtension::from_oid_content(&oid(8), utf8(&leaf.oidc_issuer)),
+        ];
+        if let Some(sha) = &leaf.workflow_sha {
+            p.custom_extensions.push(CustomExtension::from_oid_content(
+                &oid(3),
+                sha.as_bytes().to_vec(),
+            ));
+        }
+        if let Some(uri) = &leaf.source_repository {
+            p.custom_extensions
+                .push(CustomExtension::from_oid_content(&oid(12), utf8(uri)));
+        }
+        if let Some(digest) = &leaf.source_commit {
+            p.custom_extensions
+                .push(CustomExtension::from_oid_content(&oid(13), utf8(digest)));
+        }
+        let key = EcPublicKey(spki_point(spki_der));
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        cert.pem()
+    }
     /// A Sigstore trusted_root.json trusting this CA (and a Rekor key, if given).
     pub fn trusted_root(&self, rekor_key_der: Option<&[u8]>) -> String {
         TrustedRoot::to_json(std::slice::from_ref(&self.root_der), rekor_key_der)
     }
+}
+
+/// What a leaf certificate says, for [`TestCa::issue_leaf`].
+#[derive(Debug, Clone, Default)]
+pub struct Leaf {
+    /// The SAN URI.
+    pub identity: String,
+    /// The OIDC issuer (extensions .1.1 and .1.8).
+    pub oidc_issuer: String,
+    pub not_before: i64,
+    pub not_after: i64,
+    /// Source Repository Digest (.1.13, UTF8String): the commit the workflow ran for.
+    pub source_commit: Option<String>,
+    /// GitHub Workflow SHA (.1.3, deprecated, raw bytes).
+    pub workflow_sha: Option<String>,
+    /// Source Repository URI (.1.12, UTF8String).
+    pub source_repository: Option<String>,
+}
+
+/// Puts a PEM certificate's base64 body on a single line, as Go's `encoding/pem` accepts
+/// and Sigstore's own test Fulcio answers.
+pub fn single_line_pem(pem: &str) -> String {
+    let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+    format!("-----BEGIN CERTIFICATE-----\n{body}\n-----END CERTIFICATE-----\n")
 }
 
 /// An unsigned JWT with these claims (Fulcio stand-ins do not check signatures).
@@ -132,17 +179,33 @@ pub enum Validity {
     Expired,
 }
 
+/// How the Fulcio stand-in lays out the PEM it answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PemLayout {
+    /// 64-column lines (as Fulcio).
+    #[default]
+    Wrapped,
+    /// The whole base64 body on one line (valid to Go's `encoding/pem`).
+    SingleLine,
+}
+
 /// A Fulcio stand-in: `POST /api/v2/signingCert`. It checks the proof of possession and
-/// certifies the request's public key for the token's `san` claim (URI) and `iss`.
+/// certifies the request's public key for the token's `san` claim (URI) and `iss`. As
+/// Fulcio does for GitHub tokens, a `sha` claim becomes the Source Repository Digest (.1.13)
+/// and the deprecated Workflow SHA (.1.3), and a `repository` claim the Source Repository
+/// URI (.1.12), as `<iss>/<repository>` (the stand-in's version of Fulcio's per-issuer URL).
 pub struct FakeFulcio {
     pub server: Server,
     pub validity: Arc<Mutex<Validity>>,
+    pub pem_layout: Arc<Mutex<PemLayout>>,
 }
 
 impl FakeFulcio {
     pub fn start(ca: Arc<TestCa>) -> Self {
         let validity = Arc::new(Mutex::new(Validity::Current));
+        let pem_layout = Arc::new(Mutex::new(PemLayout::Wrapped));
         let v = validity.clone();
+        let layout = pem_layout.clone();
         let server = Server::start(move |req: &Request| {
             if req.method != "POST" || req.path != "/api/v2/signingCert" {
                 return Response::text(404, "not found");
@@ -191,23 +254,38 @@ impl FakeFulcio {
                 Validity::Current => (now() as i64 - 60, now() as i64 + 600),
                 Validity::Expired => (now() as i64 - 3600, now() as i64 - 1800),
             };
-            let leaf = ca.issue(
-                &pem_body(pem),
-                claims["san"]
+            let iss = claims["iss"].as_str().unwrap_or_default();
+            let sha = claims["sha"].as_str().map(str::to_owned);
+            let leaf = Leaf {
+                identity: claims["san"]
                     .as_str()
-                    .unwrap_or("https://unknown.example/identity"),
-                claims["iss"].as_str().unwrap_or_default(),
-                nb,
-                na,
-            );
+                    .unwrap_or("https://unknown.example/identity")
+                    .into(),
+                oidc_issuer: iss.into(),
+                not_before: nb,
+                not_after: na,
+                source_commit: sha.clone(),
+                workflow_sha: sha,
+                source_repository: claims["repository"]
+                    .as_str()
+                    .map(|r| format!("{}/{r}", iss.trim_end_matches('/'))),
+            };
+            let mut chain = [ca.issue_leaf(&pem_body(pem), &leaf), ca.root_pem.clone()];
+            if *layout.lock().unwrap() == PemLayout::SingleLine {
+                chain = chain.map(|c| single_line_pem(&c));
+            }
             Response::json(
                 201,
                 &serde_json::json!({
-                    "signedCertificateEmbeddedSct": {"chain": {"certificates": [leaf, ca.root_pem]}}
+                    "signedCertificateEmbeddedSct": {"chain": {"certificates": chain}}
                 }),
             )
         });
-        FakeFulcio { server, validity }
+        FakeFulcio {
+            server,
+            validity,
+            pem_layout,
+        }
     }
 }
 

@@ -21,22 +21,18 @@ pub struct CertInfo {
     pub not_after: u64,
 }
 
-/// Parses the first certificate of a PEM string.
+/// Parses the first certificate of a PEM string (laid out as cosign accepts, see
+/// [`super::pem`]).
 pub fn parse_pem(pem: &str) -> Result<CertInfo, String> {
-    let chain =
-        Certificate::load_pem_chain(pem.as_bytes()).map_err(|e| format!("certificate PEM: {e}"))?;
-    let c = chain.into_iter().next().ok_or("no certificate in PEM")?;
+    let ders = super::pem::certificates(pem).map_err(|e| format!("certificate PEM: {e}"))?;
+    let der = ders.first().ok_or("no certificate in PEM")?;
+    let c = Certificate::from_der(der).map_err(|e| format!("certificate DER: {e}"))?;
     info(&c)
 }
 
 /// Parses every certificate of a PEM chain to DER.
 pub fn pem_chain_to_der(pem: &str) -> Result<Vec<Vec<u8>>, String> {
-    let chain = Certificate::load_pem_chain(pem.as_bytes())
-        .map_err(|e| format!("certificate chain PEM: {e}"))?;
-    chain
-        .iter()
-        .map(|c| c.to_der().map_err(|e| e.to_string()))
-        .collect()
+    super::pem::certificates(pem).map_err(|e| format!("certificate chain PEM: {e}"))
 }
 
 pub fn info(c: &Certificate) -> Result<CertInfo, String> {

@@ -5,7 +5,7 @@
 //! - [`payload`]: the simple-signing payload that names the signed manifest digest;
 //! - [`keys`]: cosign's encrypted key files;
 //! - [`oidc`], [`fulcio`], [`rekor`]: keyless signing;
-//! - [`cert`], [`trusted_root`], [`bundle`]: what verification trusts;
+//! - [`cert`], [`pem`], [`trusted_root`], [`bundle`]: what verification trusts;
 //! - [`verify`]: every check of DESIGN.md section 5, as a pure function over one layer plus
 //!   the fetch that feeds it;
 //! - [`sign`]: signing and appending a signature layer.
@@ -17,6 +17,7 @@ pub mod keys;
 pub mod layout;
 pub mod oidc;
 pub mod payload;
+pub mod pem;
 pub mod rekor;
 pub mod sign;
 pub mod trusted_root;
