@@ -473,3 +473,34 @@ package_spec: [X]
     let json = |r: &Report| serde_json::to_string(r).expect("json");
     assert_eq!(json(&a.report), json(&analyse(t.path(), None).report));
 }
+
+#[test]
+fn identity_regexp_anchored_only_on_its_outer_alternatives_is_a_warning() {
+    let unanchored = |re: &str| {
+        let text = BASE.replace(
+            r"'^https://git\.example\.org/acct/me-module@.*$'",
+            &format!("'{re}'"),
+        );
+        let a = run(&text, &[file("etc/me/me.conf")]);
+        check_buckets(&a.report);
+        a.report
+            .warnings
+            .iter()
+            .any(|f| f.code == Code::IdentityRegexUnanchored)
+    };
+    // `^a|b$` is `(^a)|(b$)`: the second alternative matches anywhere it ends.
+    assert!(unanchored(
+        r"^https://git\.example\.org/acct/me-module@.*|evil$"
+    ));
+    assert!(unanchored(
+        r"(?m)^https://git\.example\.org/acct/me-module@.*$"
+    ));
+    assert!(!unanchored(
+        r"^(https://git\.example\.org/acct/me-module|https://git\.example\.org/acct/other)@.*$"
+    ));
+    assert!(!unanchored(
+        r"^https://git\.example\.org/acct/me-module@.*$|^https://git\.example\.org/acct/other@.*$"
+    ));
+    assert!(powernode_module::trust::is_anchored(r"^(a|b)$"));
+    assert!(!powernode_module::trust::is_anchored(r"^a|b$"));
+}

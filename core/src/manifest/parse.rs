@@ -299,7 +299,7 @@ impl Checker {
                         field,
                         pos(v),
                         format!(
-                            "{:?} is not anchored with ^…$, so it also matches any signer whose identity merely contains it",
+                            "{:?} is not anchored: unless every alternative starts with ^ and ends with $ (^(a|b)$, not ^a|b$), it also matches any signer whose identity merely contains it",
                             v.value
                         ),
                     );

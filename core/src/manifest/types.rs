@@ -127,10 +127,11 @@ pub struct Pattern {
 }
 
 impl Pattern {
-    /// Anchored means it starts with `^` and ends with `$`, so it matches whole identities
-    /// rather than any identity that merely contains it.
+    /// Anchored means every alternative starts with `^` and ends with `$`, so it matches
+    /// whole identities rather than any identity that merely contains it (see
+    /// [`crate::trust::is_anchored`]).
     pub fn is_anchored(&self) -> bool {
-        self.source.starts_with('^') && self.source.ends_with('$')
+        crate::trust::is_anchored(&self.source)
     }
 }
 

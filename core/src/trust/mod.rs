@@ -6,6 +6,7 @@
 //! - [`keys`]: cosign's encrypted key files;
 //! - [`oidc`], [`fulcio`], [`rekor`]: keyless signing;
 //! - [`cert`], [`pem`], [`trusted_root`], [`bundle`]: what verification trusts;
+//! - [`pattern`]: whether a pinned identity regexp is anchored;
 //! - [`verify`]: every check of DESIGN.md section 5, as a pure function over one layer plus
 //!   the fetch that feeds it;
 //! - [`sign`]: signing and appending a signature layer.
@@ -16,12 +17,15 @@ pub mod fulcio;
 pub mod keys;
 pub mod layout;
 pub mod oidc;
+pub mod pattern;
 pub mod payload;
 pub mod pem;
 pub mod rekor;
 pub mod sign;
 pub mod trusted_root;
 pub mod verify;
+
+pub use pattern::is_anchored;
 
 /// Fulcio's issuer extension (v2: DER UTF8String), and the deprecated v1 (raw string).
 pub const OID_ISSUER_V2: &str = "1.3.6.1.4.1.57264.1.8";
