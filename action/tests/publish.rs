@@ -4,13 +4,16 @@
 use powernode_module::{
     digest::Digest,
     registry::{Credentials, Registry, parse_reference, with_tag},
-    trust::layout::{SignatureManifest, signature_tag},
+    trust::{
+        layout::{SignatureManifest, signature_tag},
+        trusted_root::TrustedRoot,
+    },
 };
 use powernode_testkit::{
     copy_tree, example,
     http::{Response, Server},
     registry::TestRegistry,
-    sigstore::{FakeFulcio, FakeRekor, PemLayout, TestCa, Validity, jwt},
+    sigstore::{FakeCtLog, FakeFulcio, FakeRekor, PemLayout, SctFrom, TestCa, Validity, jwt},
     workspace,
 };
 use std::{
@@ -515,6 +518,37 @@ fn keyless_verify_accepts_single_line_pem_certificate() {
 
     let out = ok(k.verify(&reference, ID_RE, ISS_RE, &k.root));
     assert!(out.contains(IDENTITY) && out.contains(ISSUER), "{out}");
+}
+
+#[test]
+fn keyless_verify_checks_the_embedded_sct_when_the_trusted_root_lists_ct_logs() {
+    let k = keyless();
+    let ct = Arc::new(FakeCtLog::new());
+    *k.fulcio.sct.lock().unwrap() = Some(SctFrom {
+        log: ct.clone(),
+        tamper: false,
+    });
+    let (_m, reference) = released(&k, "acct/modules/my-redis-module", "0.1.0");
+    let root: TrustedRoot = TrustedRoot::load(&k.root).unwrap();
+    let with_ct = |log: &FakeCtLog, name: &str| {
+        let mut r = root.clone();
+        r.ctlogs.push(log.log_key());
+        let path = k.dir.path().join(name);
+        fs::write(&path, r.to_json_pretty()).unwrap();
+        path
+    };
+    ok(k.verify(&reference, ID_RE, ISS_RE, &with_ct(&ct, "ct.json")));
+    let err = fails(k.verify(
+        &reference,
+        ID_RE,
+        ISS_RE,
+        &with_ct(&FakeCtLog::new(), "other_ct.json"),
+    ));
+    assert!(
+        err.contains("no valid SCT from a CT log of the trusted root")
+            && err.contains("which the trusted root does not list"),
+        "{err}"
+    );
 }
 
 #[test]

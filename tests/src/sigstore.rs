@@ -1,6 +1,7 @@
 //! Keyless signing offline: a test certificate authority that plays Fulcio, an HTTP
-//! stand-in for Fulcio's signing-certificate endpoint, and a Rekor stand-in that logs
-//! hashedrekord entries and signs entry timestamps.
+//! stand-in for Fulcio's signing-certificate endpoint, a Certificate Transparency log
+//! stand-in whose SCTs the CA embeds, and a Rekor stand-in that logs hashedrekord entries
+//! and signs entry timestamps.
 
 use crate::{
     http::{Request, Response, Server},
@@ -8,7 +9,10 @@ use crate::{
 };
 use ::sigstore::crypto::{CosignVerificationKey, SigStoreSigner, Signature, SigningScheme};
 use base64::Engine as _;
-use powernode_module::trust::{bundle::BundlePayload, trusted_root::TrustedRoot};
+use powernode_module::trust::{
+    bundle::BundlePayload,
+    trusted_root::{LogKey, TrustedRoot},
+};
 use rcgen::{
     BasicConstraints, CertificateParams, CustomExtension, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, PKCS_ECDSA_P256_SHA256, PublicKeyData, SanType,
@@ -19,7 +23,10 @@ use std::sync::{
     Arc, Mutex,
     atomic::{AtomicI64, Ordering},
 };
-use x509_cert::der::{Decode, Encode, asn1::Utf8StringRef};
+use x509_cert::der::{
+    Decode, Encode,
+    asn1::{OctetString, Utf8StringRef},
+};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 
@@ -126,8 +133,36 @@ impl TestCa {
                 .push(CustomExtension::from_oid_content(&oid(13), utf8(digest)));
         }
         let key = EcPublicKey(spki_point(spki_der));
+        if let Some(sct) = &leaf.sct {
+            // The precertificate: the same certificate without the SCT extension (rcgen
+            // derives the serial from the key, so the TBS is the same but for it).
+            let pre = p.signed_by(&key, &self.issuer).unwrap();
+            let ext = sct.log.embedded_sct(
+                &tbs_of(pre.der()),
+                &self.spki_der(),
+                leaf.not_before as u64 * 1000 + 500,
+                sct.tamper,
+            );
+            p.custom_extensions.push(ext);
+        }
         let cert = p.signed_by(&key, &self.issuer).unwrap();
         cert.pem()
+    }
+
+    /// The CA's SubjectPublicKeyInfo, DER (its hash is in every SCT it gets).
+    pub fn spki_der(&self) -> Vec<u8> {
+        x509_cert::Certificate::from_der(&self.root_der)
+            .unwrap()
+            .tbs_certificate()
+            .subject_public_key_info()
+            .to_der()
+            .unwrap()
+    }
+
+    /// A trusted root trusting this CA (and a Rekor key, if given), to adjust and write
+    /// with [`TrustedRoot::to_json_pretty`].
+    pub fn trust(&self, rekor_key_der: Option<&[u8]>) -> TrustedRoot {
+        TrustedRoot::from_json(&self.trusted_root(rekor_key_der)).unwrap()
     }
     /// A Sigstore trusted_root.json trusting this CA (and a Rekor key, if given).
     pub fn trusted_root(&self, rekor_key_der: Option<&[u8]>) -> String {
@@ -150,6 +185,111 @@ pub struct Leaf {
     pub workflow_sha: Option<String>,
     /// Source Repository URI (.1.12, UTF8String).
     pub source_repository: Option<String>,
+    /// An embedded SCT, timestamped just after `not_before`.
+    pub sct: Option<SctFrom>,
+}
+
+/// Which CT log signs the SCT a leaf embeds.
+#[derive(Debug, Clone)]
+pub struct SctFrom {
+    pub log: Arc<FakeCtLog>,
+    /// Sign other bytes than the precertificate, so the SCT does not verify.
+    pub tamper: bool,
+}
+
+/// The TBSCertificate of a DER certificate, as written.
+fn tbs_of(cert_der: &[u8]) -> Vec<u8> {
+    let fields = Vec::<x509_cert::der::Any>::from_der(cert_der).unwrap();
+    fields[0].to_der().unwrap()
+}
+
+/// A Certificate Transparency log stand-in: a P-256 key that signs SCTs for
+/// precertificates (RFC 6962).
+pub struct FakeCtLog {
+    signer: SigStoreSigner,
+    pub public_key_der: Vec<u8>,
+}
+
+impl std::fmt::Debug for FakeCtLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FakeCtLog")
+            .field("log_id", &hex::encode(self.log_id()))
+            .finish()
+    }
+}
+
+impl Default for FakeCtLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl FakeCtLog {
+    pub fn new() -> Self {
+        let signer = SigningScheme::ECDSA_P256_SHA256_ASN1
+            .create_signer()
+            .unwrap();
+        let public_key_der = signer
+            .to_sigstore_keypair()
+            .unwrap()
+            .public_key_to_der()
+            .unwrap();
+        FakeCtLog {
+            signer,
+            public_key_der,
+        }
+    }
+
+    /// SHA-256 of the key's DER, as RFC 6962 names logs.
+    pub fn log_id(&self) -> [u8; 32] {
+        Sha256::digest(&self.public_key_der).into()
+    }
+
+    /// This log as a trusted root lists it (trusted from the epoch on).
+    pub fn log_key(&self) -> LogKey {
+        LogKey::new(&self.public_key_der)
+    }
+
+    /// The SCT list extension (1.3.6.1.4.1.11129.2.4.2) with one SCT for the
+    /// precertificate `tbs` issued by the CA whose key is `issuer_spki_der`.
+    pub fn embedded_sct(
+        &self,
+        tbs: &[u8],
+        issuer_spki_der: &[u8],
+        timestamp_ms: u64,
+        tamper: bool,
+    ) -> CustomExtension {
+        let u16be = |n: usize| u16::try_from(n).unwrap().to_be_bytes();
+        // digitally-signed struct (RFC 6962 3.2): v1, certificate_timestamp, timestamp,
+        // precert_entry, issuer_key_hash, TBSCertificate<1..2^24-1>, no extensions.
+        let mut signed = vec![0u8, 0];
+        signed.extend_from_slice(&timestamp_ms.to_be_bytes());
+        signed.extend_from_slice(&[0, 1]);
+        signed.extend_from_slice(&Sha256::digest(issuer_spki_der));
+        signed.extend_from_slice(&(tbs.len() as u32).to_be_bytes()[1..]);
+        signed.extend_from_slice(tbs);
+        signed.extend_from_slice(&[0, 0]);
+        if tamper {
+            signed.push(0);
+        }
+        let sig = self.signer.sign(&signed).unwrap();
+        // SignedCertificateTimestamp: v1, log id, timestamp, no extensions,
+        // sha256/ecdsa, signature<0..2^16-1>.
+        let mut sct = vec![0u8];
+        sct.extend_from_slice(&self.log_id());
+        sct.extend_from_slice(&timestamp_ms.to_be_bytes());
+        sct.extend_from_slice(&[0, 0, 4, 3]);
+        sct.extend_from_slice(&u16be(sig.len()));
+        sct.extend_from_slice(&sig);
+        // SignedCertificateTimestampList: list<1..2^16-1> of SerializedSCT<1..2^16-1>.
+        let mut list = u16be(sct.len() + 2).to_vec();
+        list.extend_from_slice(&u16be(sct.len()));
+        list.extend_from_slice(&sct);
+        CustomExtension::from_oid_content(
+            &[1, 3, 6, 1, 4, 1, 11129, 2, 4, 2],
+            OctetString::new(list).unwrap().to_der().unwrap(),
+        )
+    }
 }
 
 /// Puts a PEM certificate's base64 body on a single line, as Go's `encoding/pem` accepts
@@ -198,6 +338,8 @@ pub struct FakeFulcio {
     pub server: Server,
     pub validity: Arc<Mutex<Validity>>,
     pub pem_layout: Arc<Mutex<PemLayout>>,
+    /// The SCT issued certificates embed (none by default).
+    pub sct: Arc<Mutex<Option<SctFrom>>>,
 }
 
 impl FakeFulcio {
@@ -206,6 +348,8 @@ impl FakeFulcio {
         let pem_layout = Arc::new(Mutex::new(PemLayout::Wrapped));
         let v = validity.clone();
         let layout = pem_layout.clone();
+        let sct = Arc::new(Mutex::new(None::<SctFrom>));
+        let sct_from = sct.clone();
         let server = Server::start(move |req: &Request| {
             if req.method != "POST" || req.path != "/api/v2/signingCert" {
                 return Response::text(404, "not found");
@@ -269,6 +413,7 @@ impl FakeFulcio {
                 source_repository: claims["repository"]
                     .as_str()
                     .map(|r| format!("{}/{r}", iss.trim_end_matches('/'))),
+                sct: sct_from.lock().unwrap().clone(),
             };
             let mut chain = [ca.issue_leaf(&pem_body(pem), &leaf), ca.root_pem.clone()];
             if *layout.lock().unwrap() == PemLayout::SingleLine {
@@ -285,6 +430,7 @@ impl FakeFulcio {
             server,
             validity,
             pem_layout,
+            sct,
         }
     }
 }

@@ -1,6 +1,9 @@
 //! Reading what verification needs out of an X.509 signing certificate.
 
-use super::{OID_ISSUER_V1, OID_ISSUER_V2};
+use super::{
+    OID_GITHUB_WORKFLOW_SHA, OID_ISSUER_V1, OID_ISSUER_V2, OID_SOURCE_REPOSITORY_DIGEST,
+    OID_SOURCE_REPOSITORY_URI,
+};
 use x509_cert::{
     Certificate,
     der::{Decode, Encode, asn1::Utf8StringRef},
@@ -17,6 +20,11 @@ pub struct CertInfo {
     pub identities: Vec<String>,
     /// The OIDC issuer (extension .1.8, falling back to .1.1).
     pub issuer: Option<String>,
+    /// The commit the signing workflow ran for: Source Repository Digest (.1.13), falling
+    /// back to the deprecated GitHub Workflow SHA (.1.3).
+    pub source_commit: Option<String>,
+    /// Source Repository URI (.1.12).
+    pub source_repository: Option<String>,
     pub not_before: u64,
     pub not_after: u64,
 }
@@ -47,17 +55,23 @@ pub fn info(c: &Certificate) -> Result<CertInfo, String> {
             }
         }
     }
-    let mut v2 = None;
-    let mut v1 = None;
+    let utf8 = |raw: &[u8]| {
+        Utf8StringRef::from_der(raw)
+            .ok()
+            .map(|s| s.as_str().to_owned())
+    };
+    let raw_str = |raw: &[u8]| std::str::from_utf8(raw).ok().map(str::to_owned);
+    let (mut v2, mut v1) = (None, None);
+    let (mut digest, mut workflow_sha, mut repository) = (None, None, None);
     for ext in tbs.extensions().into_iter().flatten() {
-        let oid = ext.extn_id.to_string();
         let raw = ext.extn_value.as_bytes();
-        if oid == OID_ISSUER_V2 {
-            v2 = Utf8StringRef::from_der(raw)
-                .ok()
-                .map(|s| s.as_str().to_owned());
-        } else if oid == OID_ISSUER_V1 {
-            v1 = std::str::from_utf8(raw).ok().map(str::to_owned);
+        match ext.extn_id.to_string().as_str() {
+            OID_ISSUER_V2 => v2 = utf8(raw),
+            OID_ISSUER_V1 => v1 = raw_str(raw),
+            OID_SOURCE_REPOSITORY_DIGEST => digest = utf8(raw),
+            OID_GITHUB_WORKFLOW_SHA => workflow_sha = raw_str(raw),
+            OID_SOURCE_REPOSITORY_URI => repository = utf8(raw),
+            _ => {}
         }
     }
     Ok(CertInfo {
@@ -68,6 +82,8 @@ pub fn info(c: &Certificate) -> Result<CertInfo, String> {
             .map_err(|e| e.to_string())?,
         identities,
         issuer: v2.or(v1),
+        source_commit: digest.or(workflow_sha),
+        source_repository: repository,
         not_before: tbs.validity().not_before.to_unix_duration().as_secs(),
         not_after: tbs.validity().not_after.to_unix_duration().as_secs(),
     })

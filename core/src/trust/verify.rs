@@ -6,7 +6,9 @@
 //! 3. a bundle, when present (required for keyless unless the policy waives it), describes
 //!    this signature, payload and certificate, and its signed entry timestamp verifies
 //!    under a trusted transparency-log key — it also gives the signing time;
-//! 4. the certificate chains to a trusted root and was valid at signing time;
+//! 4. the certificate chains to a certificate authority the trusted root trusted when it
+//!    was signed, was valid at signing time, and — when the trusted root lists CT logs —
+//!    embeds a valid SCT from one of them;
 //! 5. the certificate's identity and issuer match the pinned policy.
 //!
 //! The policy comes from the verifier's configuration, never from the artifact. An error
@@ -20,7 +22,8 @@ use super::{
         signature_tag,
     },
     payload::{PAYLOAD_TYPE, Payload},
-    trusted_root::TrustedRoot,
+    sct,
+    trusted_root::{CertificateAuthority, TrustedRoot, rfc3339},
 };
 use crate::{
     digest::Digest,
@@ -80,6 +83,7 @@ pub enum Reason {
     CertificateInvalid(String),
     CertificateUntrusted(String),
     CertificateExpired(String),
+    CertificateNotLogged(String),
     IdentityMismatch(Vec<String>),
     IssuerMismatch(Option<String>),
     TlogMissing,
@@ -101,6 +105,7 @@ impl Reason {
             Reason::CertificateInvalid(_) => "certificate_invalid",
             Reason::CertificateUntrusted(_) => "certificate_untrusted",
             Reason::CertificateExpired(_) => "certificate_expired",
+            Reason::CertificateNotLogged(_) => "certificate_not_logged",
             Reason::IdentityMismatch(_) => "identity_mismatch",
             Reason::IssuerMismatch(_) => "issuer_mismatch",
             Reason::TlogMissing => "tlog_missing",
@@ -140,6 +145,10 @@ impl fmt::Display for Reason {
             Reason::CertificateExpired(e) => {
                 write!(f, "the certificate was not valid at signing time: {e}")
             }
+            Reason::CertificateNotLogged(e) => write!(
+                f,
+                "the certificate has no valid SCT from a CT log of the trusted root: {e}"
+            ),
             Reason::IdentityMismatch(ids) => {
                 write!(
                     f,
@@ -190,6 +199,11 @@ pub struct Verified {
     pub key_index: Option<usize>,
     /// Rekor's integrated time, when a bundle was verified.
     pub integrated_time: Option<i64>,
+    /// Keyless: the commit the certificate says the signing workflow ran for (Fulcio's
+    /// Source Repository Digest, else the deprecated GitHub Workflow SHA).
+    pub source_commit: Option<String>,
+    /// Keyless: the certificate's Source Repository URI.
+    pub source_repository: Option<String>,
 }
 
 /// Checks one signature layer against `digest` under `policy`, at time `now` (seconds).
@@ -250,6 +264,8 @@ pub fn verify_layer(
                 issuer: None,
                 key_index: Some(i),
                 integrated_time,
+                source_commit: None,
+                source_repository: None,
             });
         }
     }
@@ -280,15 +296,21 @@ pub fn verify_layer(
         None => None,
     };
     let signing_time = integrated_time.map(|t| t.max(0) as u64).unwrap_or(now);
+    // Without a log, the certificate's own start is the best claim of when it was issued.
+    let issued_at = integrated_time.unwrap_or(info.not_before as i64);
 
-    // 4. Chain and validity at signing time.
+    // 4. Chain, validity at signing time, CT.
     let chain = l
         .annotations
         .get(ANN_CHAIN)
         .map(|c| cert::pem_chain_to_der(c).map_err(Reason::CertificateInvalid))
         .transpose()?
         .unwrap_or_default();
-    check_chain(&info, &chain, &policy.trusted_root, signing_time)?;
+    let issuer_spki = check_chain(&info, &chain, &policy.trusted_root, signing_time, issued_at)?;
+    if !policy.trusted_root.ctlogs.is_empty() {
+        sct::verify_embedded(&info.der, &issuer_spki, &policy.trusted_root.ctlogs)
+            .map_err(Reason::CertificateNotLogged)?;
+    }
 
     // 5. Identity and issuer.
     if !info.identities.iter().any(|id| identity_re.is_match(id)) {
@@ -304,32 +326,64 @@ pub fn verify_layer(
         issuer: info.issuer,
         key_index: None,
         integrated_time,
+        source_commit: info.source_commit,
+        source_repository: info.source_repository,
     })
 }
 
 /// OID 1.3.6.1.5.5.7.3.3 (id-kp-codeSigning), DER content bytes.
 const EKU_CODE_SIGNING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
 
+/// Checks the chain under the authorities trusted when the certificate was issued
+/// (`issued_at`) and its validity at `at`; returns the SPKI (DER) of the leaf's issuer.
 fn check_chain(
     info: &CertInfo,
     chain: &[Vec<u8>],
     root: &TrustedRoot,
     at: u64,
-) -> Result<(), Reason> {
-    use rustls_pki_types::{CertificateDer, UnixTime};
-    use webpki::{EndEntityCert, KeyUsage, anchor_from_trusted_cert};
+    issued_at: i64,
+) -> Result<Vec<u8>, Reason> {
     if root.certificate_authorities.is_empty() {
         return Err(Reason::CertificateUntrusted(
             "no trusted root configured (give --trusted-root)".into(),
         ));
     }
+    let (current, retired): (Vec<_>, Vec<_>) = root
+        .certificate_authorities
+        .iter()
+        .partition(|ca| ca.valid_for.contains(issued_at));
+    let err = match verify_path(info, chain, &current, at) {
+        Ok(spki) => return Ok(spki),
+        Err(e) => e,
+    };
+    // Name the window when an authority outside it would have vouched for the certificate.
+    if let Some(ca) = retired
+        .iter()
+        .find(|ca| verify_path(info, chain, &[**ca], at).is_ok())
+    {
+        return Err(Reason::CertificateUntrusted(format!(
+            "its certificate authority is trusted for certificates issued {}, but this one was issued at {}",
+            ca.valid_for,
+            rfc3339(issued_at)
+        )));
+    }
+    Err(err)
+}
+
+fn verify_path(
+    info: &CertInfo,
+    chain: &[Vec<u8>],
+    cas: &[&CertificateAuthority],
+    at: u64,
+) -> Result<Vec<u8>, Reason> {
+    use rustls_pki_types::{CertificateDer, UnixTime};
+    use webpki::{EndEntityCert, KeyUsage, anchor_from_trusted_cert};
     let leaf = CertificateDer::from(info.der.as_slice());
     let ee =
         EndEntityCert::try_from(&leaf).map_err(|e| Reason::CertificateInvalid(format!("{e:?}")))?;
-    let root_ders: Vec<CertificateDer<'_>> = root
-        .certificate_authorities
+    let root_ders: Vec<CertificateDer<'_>> = cas
         .iter()
-        .filter_map(|c| c.last())
+        .filter_map(|ca| ca.chain.last())
         .map(|d| CertificateDer::from(d.as_slice()))
         .collect();
     let anchors = root_ders
@@ -343,8 +397,8 @@ fn check_chain(
         .iter()
         .map(|d| CertificateDer::from(d.as_slice()))
         .collect();
-    for ca in &root.certificate_authorities {
-        for d in &ca[..ca.len().saturating_sub(1)] {
+    for ca in cas {
+        for d in &ca.chain[..ca.chain.len().saturating_sub(1)] {
             intermediates.push(CertificateDer::from(d.as_slice()));
         }
     }
@@ -358,7 +412,7 @@ fn check_chain(
         None,
         None,
     )
-    .map(|_| ())
+    .map(|path| path.issuer_spki().as_ref().to_vec())
     .map_err(|e| match e {
         webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => {
             Reason::CertificateExpired(format!(
@@ -383,24 +437,34 @@ fn check_bundle(
     let d = base64::engine::general_purpose::STANDARD;
     let log_id = hex::decode(&b.payload.log_id)
         .map_err(|_| Reason::BundleInvalid("logID is not hex".into()))?;
-    let Some((_, key_der)) = policy
+    let Some(tlog) = policy
         .trusted_root
         .tlogs
         .iter()
-        .find(|(id, _)| *id == log_id)
+        .find(|t| t.log_id == log_id)
     else {
         return Err(Reason::BundleInvalid(format!(
             "transparency log {} is not in the trusted root",
             b.payload.log_id
         )));
     };
-    let key = CosignVerificationKey::try_from_der(key_der)
+    let key = CosignVerificationKey::try_from_der(&tlog.public_key_der)
         .map_err(|e| Reason::BundleInvalid(e.to_string()))?;
     let set = d
         .decode(&b.signed_entry_timestamp)
         .map_err(|_| Reason::BundleInvalid("SignedEntryTimestamp is not base64".into()))?;
     key.verify_signature(Signature::Raw(&set), &b.payload.canonical())
         .map_err(|_| Reason::BundleInvalid("the signed entry timestamp does not verify".into()))?;
+    // A log key vouches only for entries integrated while it was trusted.
+    let at = b.payload.integrated_time;
+    if !tlog.valid_for.contains(at) {
+        return Err(Reason::BundleInvalid(format!(
+            "transparency log {} is trusted for entries integrated {}, but this one was integrated at {}",
+            b.payload.log_id,
+            tlog.valid_for,
+            rfc3339(at)
+        )));
+    }
     let body = d
         .decode(&b.payload.body)
         .map_err(|_| Reason::BundleInvalid("body is not base64".into()))?;
