@@ -461,7 +461,23 @@ fn keyless_release_verifies_and_each_forgery_fails_for_its_reason() {
     assert!(err.contains("does not chain to a trusted root"), "{err}");
 
     // Tampered artifact: another build under the same tag has no valid signature.
-    let t = built("my-redis", "0.1.0-evil");
+    let t = built("my-redis", "0.1.0");
+    std::fs::write(
+        t.path().join("rootfs/etc/redis/redis.conf"),
+        "protected-mode no\n",
+    )
+    .unwrap();
+    ok(mb()
+        .args([
+            "build",
+            "--source-date-epoch",
+            "1700000000",
+            "--version",
+            "0.1.0",
+        ])
+        .arg(t.path())
+        .output()
+        .unwrap());
     let tag = format!("{}:v0.1.0", k.reg.repo("acct/modules/my-redis-module"));
     let evil = push(t.path(), &tag);
     assert_ne!(digest_of(&evil), d);

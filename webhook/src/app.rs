@@ -32,6 +32,8 @@ fn registry_host(url: &str) -> anyhow::Result<(String, bool)> {
 
 impl App {
     pub async fn new(config: Config) -> anyhow::Result<App> {
+        // Configurations built in code are checked like loaded ones.
+        config.validate()?;
         let store = Store::connect(&config.database_url).await?;
         let (host, http) = registry_host(&config.registry.url)?;
         if http && !is_loopback(&host) && !config.registry.insecure {
@@ -70,6 +72,7 @@ impl App {
             metrics: metrics.clone(),
             signature_timeout_ms: config.ingest.signature_timeout_secs * 1000,
             max_artifact_bytes: config.ingest.max_artifact_bytes,
+            max_index_entries: config.ingest.max_index_entries,
             work_dir,
         };
         let engine = match &config.gitea {

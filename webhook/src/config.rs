@@ -219,7 +219,7 @@ fn yes() -> bool {
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct IngestConfig {
     pub workers: usize,
     pub max_attempts: i64,
@@ -232,6 +232,8 @@ pub struct IngestConfig {
     pub lease_secs: i64,
     /// Largest artifact the receiver downloads.
     pub max_artifact_bytes: u64,
+    /// Largest number of entries an artifact's index.json may list.
+    pub max_index_entries: usize,
 }
 
 impl Default for IngestConfig {
@@ -245,6 +247,7 @@ impl Default for IngestConfig {
             reconcile_interval_secs: 300,
             lease_secs: 120,
             max_artifact_bytes: 2 << 30,
+            max_index_entries: powernode_module::artifact::DEFAULT_MAX_INDEX_ENTRIES,
         }
     }
 }

@@ -95,6 +95,7 @@ async fn sigkill_mid_ingest_then_restart_ingests_exactly_once() {
         format!(
             r#"listen = "127.0.0.1:{port}"
 database_url = "{db}"
+data_dir = "{data}"
 [registry]
 url = "http://{host}"
 repositories = ["acct/modules/*"]
@@ -116,6 +117,7 @@ keys = ["{key}"]
 "#,
             host = reg.host,
             key = dir.path().join("cosign.pub").display(),
+            data = dir.path().join("state").display(),
         ),
     )
     .unwrap();
@@ -188,7 +190,8 @@ async fn sigterm_shuts_down_cleanly_and_keeps_queued_jobs() {
     fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"{db}\"\n[registry]\nurl = \"http://127.0.0.1:9\"\nrepositories = [\"acme/*\"]\n[hooks]\ndistribution_token = \"{DIST_TOKEN}\"\n"
+            "listen = \"127.0.0.1:{port}\"\ndatabase_url = \"{db}\"\ndata_dir = \"{data}\"\n[registry]\nurl = \"http://127.0.0.1:9\"\nrepositories = [\"acme/*\"]\n[hooks]\ndistribution_token = \"{DIST_TOKEN}\"\n",
+            data = dir.path().join("data").display()
         ),
     )
     .unwrap();

@@ -157,7 +157,7 @@ async fn gitea_hmac_with_rotation_and_event_routing() {
 async fn gitea_rejects_when_no_secret_matches() {
     let db = sqlite().await;
     let mut cfg = config(&db.url, "127.0.0.1:1", vec![]);
-    cfg.hooks.gitea_secrets = vec!["rotated-away".into()];
+    cfg.hooks.gitea_secrets = vec!["rotated-away-0123456789".into()];
     let r = serve(cfg).await;
     let (s, _) = r
         .post(

@@ -77,8 +77,15 @@ async fn registry_down_retries_then_dead_letters_and_operator_retries() {
             )],
         );
         cfg.modules.clear();
+        let root = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(
+            root.path(),
+            powernode_testkit::sigstore::TestCa::new("fulcio").trusted_root(None),
+        )
+        .unwrap();
         cfg.modules.push(module_webhook::config::ModulePolicy {
             trust_on_first_use: true,
+            trusted_root: Some(root.path().to_owned()),
             keys: vec![],
             ..key_policy(
                 "my-redis",

@@ -23,7 +23,7 @@ use crate::{
 };
 use powernode_module::{
     Version,
-    artifact::{ARTIFACT_TYPE, Inspection, LAYER_MEDIA_TYPE, read_and_verify},
+    artifact::{ARTIFACT_TYPE, Inspection, LAYER_MEDIA_TYPE, ReadLimits, read_and_verify_with},
     digest::Digest,
     manifest,
     registry::{Registry, RegistryError, artifact as ann, parse_reference, with_digest, with_tag},
@@ -46,6 +46,8 @@ pub struct Ctx {
     pub metrics: Arc<Metrics>,
     pub signature_timeout_ms: i64,
     pub max_artifact_bytes: u64,
+    /// Largest number of index.json entries accepted (checked before any entry is read).
+    pub max_index_entries: usize,
     /// Where blobs are staged while they are checked (under the data directory).
     pub work_dir: std::path::PathBuf,
 }
@@ -367,11 +369,12 @@ impl Ctx {
         }
         drop(f);
         let path = tmp.path().to_owned();
+        let limits = ReadLimits::default().with_max_index_entries(self.max_index_entries);
         let inspection = tokio::task::spawn_blocking(move || {
             std::fs::File::open(&path)
                 .map_err(|e| e.to_string())
                 .and_then(|f| {
-                    read_and_verify(std::io::BufReader::with_capacity(1 << 20, f))
+                    read_and_verify_with(std::io::BufReader::with_capacity(1 << 20, f), &limits)
                         .map_err(|e| e.to_string())
                 })
         })
@@ -430,7 +433,7 @@ impl Ctx {
         )?;
         let commit = checks::source_commit(
             m.annotations.get(ann::ANN_REVISION).map(String::as_str),
-            None::<&str>.or(signer.identity.as_deref().filter(|_| false)), // HELPER-D: signer.source_commit
+            signer.source_commit.as_deref(),
             Some(inspection.release.git_commit.as_str()),
         )?;
         Ok((inspection.manifest_text.clone(), commit))

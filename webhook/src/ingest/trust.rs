@@ -40,6 +40,23 @@ impl Policies {
                     anyhow::anyhow!("modules.{}: key {}: {e}", m.name, k.display())
                 })?);
             }
+            // Regexps are compiled as given (an operator may mean a partial match), but an
+            // unanchored one matches any identity that merely contains it: say so.
+            for (key, re) in [
+                ("identity_regexp", &m.identity_regexp),
+                ("issuer_regexp", &m.issuer_regexp),
+            ] {
+                if let Some(re) = re
+                    && !powernode_module::trust::is_anchored(re)
+                {
+                    tracing::warn!(
+                        module = %m.name,
+                        "modules.{}.{key} {re:?} is not anchored (^…$ around every alternative): it also accepts any signer whose {} merely contains a match",
+                        m.name,
+                        if key == "identity_regexp" { "identity" } else { "issuer" },
+                    );
+                }
+            }
             if let (Some(id), Some(iss)) = (&m.identity_regexp, &m.issuer_regexp) {
                 p.identity = Some(
                     regex::Regex::new(id)

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod promotion;
+
 use module_webhook::{
     app::App,
     config::{

@@ -1,0 +1,137 @@
+//! A receiver with the promotion engine on, talking to a fake Gitea, and the verbs the
+//! promotion tests speak: post a comment, send a review event, read a version's state.
+
+use super::*;
+use hmac::{Hmac, Mac};
+use module_webhook::{config::GiteaConfig, store::Lifecycle};
+use powernode_testkit::gitea::FakeGitea;
+use sha2::Sha256;
+
+pub const GITEA_REPO: &str = "acme/hello-module";
+pub const HEAD: &str = "4c1f8e2b9a7d6e5f4a3b2c1d0e9f8a7b6c5d4e3f";
+
+pub struct Env {
+    pub r: Running,
+    pub gitea: FakeGitea,
+    pub _db: TestDb,
+}
+
+pub async fn env(db: TestDb, tweak: impl FnOnce(&mut module_webhook::config::Config)) -> Env {
+    let gitea = FakeGitea::start();
+    for (u, p) in [
+        ("alice", "write"),
+        ("bob", "write"),
+        ("carol", "write"),
+        ("dave", "write"),
+        ("reader", "read"),
+    ] {
+        gitea.grant(GITEA_REPO, u, p);
+    }
+    let mut policy = key_policy(
+        "my-redis",
+        "acct/modules/my-redis-module",
+        "/dev/null".into(),
+    );
+    policy.gitea_repository = Some(GITEA_REPO.into());
+    let mut cfg = config(&db.url, "127.0.0.1:1", vec![]);
+    cfg.modules = vec![policy];
+    cfg.gitea = Some(GiteaConfig {
+        url: gitea.server.url.clone(),
+        token: Some("gitea-token".into()),
+    });
+    tweak(&mut cfg);
+    // Policies load key files; use a real key.
+    let keys = tempfile::tempdir().unwrap();
+    let o = std::process::Command::new(powernode_testkit::module_builder())
+        .args(["generate-key-pair", "--output-key-prefix"])
+        .arg(keys.path().join("k"))
+        .env("COSIGN_PASSWORD", "x")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    cfg.modules[0].keys = vec![keys.path().join("k.pub")];
+    let r = serve(cfg).await;
+    std::mem::forget(keys);
+    Env { r, gitea, _db: db }
+}
+
+pub async fn draft(r: &Running, version: &str) -> String {
+    published(r, version, Lifecycle::Draft, "cd", HEAD).await
+}
+
+pub fn sign(body: &[u8]) -> String {
+    let mut m = Hmac::<Sha256>::new_from_slice(GITEA_SECRET.as_bytes()).unwrap();
+    m.update(body);
+    hex::encode(m.finalize().into_bytes())
+}
+
+/// Posts the fixture comment with `text` as its body (re-signed), as user `user`.
+pub async fn comment(e: &Env, id: i64, user: &str, text: &str, action: &str) -> u16 {
+    comment_in(e, GITEA_REPO, id, user, text, action).await
+}
+
+/// As [`comment`], on a pull request of repository `repo` (`owner/name`).
+pub async fn comment_in(e: &Env, repo: &str, id: i64, user: &str, text: &str, action: &str) -> u16 {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&data("issue-comment-created-on-pull-request.json")).unwrap();
+    v["repository"]["full_name"] = repo.into();
+    v["comment"]["id"] = id.into();
+    v["comment"]["body"] = text.into();
+    v["comment"]["user"]["login"] = user.into();
+    v["action"] = action.into();
+    let body = serde_json::to_vec_pretty(&v).unwrap();
+    let h = vec![
+        ("Content-Type".to_string(), "application/json".to_string()),
+        (
+            "X-Gitea-Delivery".to_string(),
+            format!("comment-{id}-{action}"),
+        ),
+        ("X-Gitea-Event".to_string(), "issue_comment".to_string()),
+        (
+            "X-Gitea-Event-Type".to_string(),
+            "pull_request_comment".to_string(),
+        ),
+        ("X-Gitea-Signature".to_string(), sign(&body)),
+    ];
+    let (s, _) = e.r.post("/hooks/gitea", body, &h).await;
+    e.r.app.drain().await.unwrap();
+    s
+}
+
+/// The review fixture, as a new delivery each time (the HMAC covers the body only).
+pub async fn review_event(e: &Env) {
+    let body = data("pull-request-review-approved.json");
+    let mut h = headers("pull-request-review-approved.headers.json");
+    let n = e.r.app.state.store.delivery_count().await.unwrap();
+    for (k, v) in h.iter_mut() {
+        if k == "X-Gitea-Delivery" {
+            *v = format!("review-{n}");
+        }
+    }
+    let (s, text) = e.r.post("/hooks/gitea", body, &h).await;
+    assert!(s == 202 || s == 200, "{text}");
+    e.r.app.drain().await.unwrap();
+}
+
+pub async fn state(e: &Env, id: &str) -> Lifecycle {
+    e.r.app
+        .state
+        .store
+        .version_by_id(id)
+        .await
+        .unwrap()
+        .unwrap()
+        .lifecycle
+}
+
+impl Env {
+    /// The engine, for tests that drive re-evaluation directly.
+    pub fn engine(&self) -> module_webhook::promotion::Engine {
+        self.r.app.worker.engine.clone().unwrap()
+    }
+
+    /// The last reply the engine posted.
+    pub fn last_reply(&self) -> String {
+        self.gitea.comments().last().cloned().unwrap_or_default()
+    }
+}
