@@ -480,3 +480,40 @@ fn release_refuses_an_untagged_head_without_version() {
         "nothing was built"
     );
 }
+
+/// Issue 8, item 3: versions are SemVer wherever they enter the builder, and a push's tag must
+/// name the artifact's version (the receiver refuses a mismatch; the builder says so first).
+#[test]
+fn item3_versions_and_release_tags_must_be_semver() {
+    let t = tempfile::tempdir().unwrap();
+    copy_tree(&repo().join("examples/modules/my-redis"), t.path());
+    for bad in ["redis-3.0.0", "1.0", "v1.0.0", "latest"] {
+        let o = run(bin().args(["build", "--version", bad]).arg(t.path()));
+        assert_eq!(o.status.code(), Some(2), "{bad}");
+        assert!(
+            String::from_utf8_lossy(&o.stderr).contains("not a SemVer 2.0 version"),
+            "{bad}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    let o = run(bin()
+        .args(["build", "--version", "3.0.0", "--source-date-epoch", "1"])
+        .arg(t.path()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // Nothing listens on port 1: the tag is checked before anything is sent.
+    for (tag, says) in [
+        (
+            "v3.0.1",
+            "the tag names version 3.0.1, but the artifact is version 3.0.0",
+        ),
+        ("redis-3.0.0", "not a SemVer 2.0 version"),
+    ] {
+        let o = run(bin()
+            .arg("push")
+            .arg(t.path())
+            .args(["--ref", &format!("127.0.0.1:1/acct/modules/my:{tag}")]));
+        assert_eq!(o.status.code(), Some(1), "{tag}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(says), "{tag}: {err}");
+    }
+}

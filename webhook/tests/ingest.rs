@@ -587,3 +587,94 @@ async fn versions_are_immutable() {
     let actions = audit_actions(&r, &v.id).await;
     assert_eq!(actions, ["ingested", "refused_different_digest"]);
 }
+
+/// Re-tags `from` (a manifest in `reg`) as `repo:tag`, as any registry client could.
+async fn retag(reg: &TestRegistry, from: &str, repo: &str, tag: &str) {
+    let src = parse_reference(from).unwrap();
+    let c = Registry::new(&src, Credentials::Anonymous, false);
+    let (bytes, _) = c.fetch_manifest(&src).await.unwrap().unwrap();
+    let dst = parse_reference(&format!("{}:{tag}", reg.repo(repo))).unwrap();
+    c.push_manifest(&dst, &bytes, "application/vnd.oci.image.manifest.v1+json")
+        .await
+        .unwrap();
+}
+
+/// Item 3: a tag of one module cannot occupy the id of another module's version; versions
+/// are SemVer and the tag, the annotation and module-release must agree.
+#[tokio::test(flavor = "multi_thread")]
+async fn item3_version_ids_do_not_collide_across_modules() {
+    for db in databases().await {
+        let k = keys();
+        let reg = TestRegistry::start();
+        let r = serve(config(
+            &db.url,
+            &reg.host,
+            vec![
+                key_policy("my", "acct/modules/my", k.public.clone()),
+                key_policy("my-redis", REPO, k.public.clone()),
+            ],
+        ))
+        .await;
+        // An unsigned push to module `my`, tagged `redis-3.0.0`.
+        let m = module("my-redis");
+        let pushed = push(m.path(), &reg.repo("acct/modules/my"), "3.0.0");
+        retag(&reg, &pushed, "acct/modules/my", "redis-3.0.0").await;
+        let ctx = &r.app.worker.ctx;
+        let out = ctx.ingest("acct/modules/my", "redis-3.0.0").await.unwrap();
+        assert!(
+            matches!(&out, Outcome::Ignored(why) if why.contains("not a release tag") && why.contains("SemVer")),
+            "{out:?}"
+        );
+        // The real, signed my-redis 3.0.0 takes its own id.
+        mb(
+            &["release", "--ref", &reg.repo(REPO), "--version", "3.0.0"],
+            Some(m.path()),
+            Some(&k.key),
+        );
+        assert_eq!(
+            ctx.ingest(REPO, "v3.0.0").await.unwrap(),
+            Outcome::Ingested("v-my-redis-3.0.0".into()),
+            "{}",
+            db.name
+        );
+        // The same artifact under another version's tag: the signed annotation disagrees.
+        retag(&reg, &format!("{}:v3.0.0", reg.repo(REPO)), REPO, "v3.0.1").await;
+        let out = ctx.ingest(REPO, "v3.0.1").await.unwrap();
+        assert!(
+            matches!(&out, Outcome::Rejected(id, why) if id == "v-my-redis-3.0.1" && why.starts_with("version_mismatch") && why.contains("signed annotation 3.0.0")),
+            "{out:?}"
+        );
+        let v = r
+            .app
+            .state
+            .store
+            .version("my-redis", "3.0.0")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(v.lifecycle, Lifecycle::Draft);
+    }
+}
+
+/// Item 9: the category is pinned in the module's configuration; an artifact declaring
+/// another one is rejected.
+#[tokio::test(flavor = "multi_thread")]
+async fn item9_a_manifest_outside_the_pinned_category_is_rejected() {
+    let k = keys();
+    let reg = TestRegistry::start();
+    let db = sqlite().await;
+    let mut policy = key_policy("my-redis", REPO, k.public.clone());
+    policy.category = Some("security".into());
+    let r = serve(config(&db.url, &reg.host, vec![policy])).await;
+    let m = module("my-redis");
+    mb(
+        &["release", "--ref", &reg.repo(REPO), "--version", "1.0.0"],
+        Some(m.path()),
+        Some(&k.key),
+    );
+    let out = r.app.worker.ctx.ingest(REPO, "v1.0.0").await.unwrap();
+    assert!(
+        matches!(&out, Outcome::Rejected(_, why) if why.starts_with("category_mismatch") && why.contains("\"userland\"") && why.contains("\"security\"")),
+        "{out:?}"
+    );
+}

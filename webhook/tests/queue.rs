@@ -57,6 +57,14 @@ async fn dedupe_leases_and_takeover() {
             }
         };
         assert_eq!(again.attempts, 2);
+        // Item 11: the worker that lost the lease can neither complete nor fail the job.
+        assert!(
+            !s.complete(&lost).await.unwrap(),
+            "a stale lease completes nothing"
+        );
+        assert_eq!(s.fail(&lost, "late", 0, 10).await.unwrap(), None);
+        assert!(!s.renew_lease(&lost, 60_000).await.unwrap());
+        assert!(s.renew_lease(&again, 60_000).await.unwrap());
         // Restart of a single instance: running jobs go back to the queue.
         assert!(s.requeue_running().await.unwrap() >= 1);
         assert!(s.has_pending_jobs().await.unwrap());
