@@ -133,7 +133,8 @@ async fn item5_markdown_hidden_commands_do_not_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn item6_empty_or_short_hook_secrets_are_refused_at_start_up() {
     let db = sqlite().await;
-    let cases: [(&str, fn(&mut Config)); 4] = [
+    type Spoil = fn(&mut Config);
+    let cases: [(&str, Spoil); 4] = [
         ("hooks.harbor_auth", |c| {
             c.hooks.harbor_auth = Some(String::new())
         }),
@@ -381,4 +382,18 @@ async fn item11_reviews_are_read_past_the_first_page() {
         .map(|(_, p)| p)
         .collect();
     assert!(pages.iter().any(|p| p.contains("page=2")), "{pages:?}");
+}
+
+/// Item 13: blobs are staged under the receiver's data directory (private to it), not the
+/// system's shared temporary directory.
+#[tokio::test(flavor = "multi_thread")]
+async fn item13_blobs_are_staged_under_the_data_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let db = sqlite().await;
+    let cfg = config(&db.url, "127.0.0.1:1", vec![]);
+    let staging = cfg.data_dir.join("staging");
+    let r = serve(cfg).await;
+    assert_eq!(r.app.worker.ctx.work_dir, staging);
+    let mode = std::fs::metadata(&staging).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
 }

@@ -157,16 +157,12 @@ fn plain_lines(body: &str) -> Vec<String> {
                 end_line(&mut line, &mut cut, &mut lines);
                 in_paragraph = false;
             }
-            Event::Start(t) if !in_paragraph => {
-                if !matches!(t, Tag::Paragraph) {
-                    depth += 1;
-                }
+            // A paragraph inside a container (a list item, a quote) is not top-level.
+            Event::Start(t) if !in_paragraph && !matches!(t, Tag::Paragraph) => depth += 1,
+            Event::End(t) if !in_paragraph && t != TagEnd::Paragraph => {
+                depth = depth.saturating_sub(1)
             }
-            Event::End(t) if !in_paragraph => {
-                if t != TagEnd::Paragraph {
-                    depth = depth.saturating_sub(1);
-                }
-            }
+            Event::Start(_) | Event::End(_) if !in_paragraph => {}
             Event::Start(_) => {
                 inline += 1;
                 cut = true;
