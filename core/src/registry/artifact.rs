@@ -1,4 +1,4 @@
-//! Pushing a built module as an OCI artifact (DESIGN.md section 4): `artifactType`
+//! Pushing a built module as an OCI artifact (ARCHITECTURE.md §7): `artifactType`
 //! `application/vnd.powernode.module.v1`, the empty config, one layer (the tar).
 
 use super::{EMPTY_BLOB, EMPTY_MEDIA_TYPE, OCI_MANIFEST, Registry, RegistryError, with_digest};

@@ -7,7 +7,7 @@
 //! - [`oidc`], [`fulcio`], [`rekor`]: keyless signing;
 //! - [`cert`], [`pem`], [`trusted_root`], [`bundle`], [`sct`]: what verification trusts;
 //! - [`pattern`]: whether a pinned identity regexp is anchored;
-//! - [`verify`]: every check of DESIGN.md section 5, as a pure function over one layer plus
+//! - [`verify`]: every check of ARCHITECTURE.md §5, as a pure function over one layer plus
 //!   the fetch that feeds it;
 //! - [`sign`]: signing and appending a signature layer.
 

@@ -1,4 +1,4 @@
-//! Verification, check by check (DESIGN.md section 5):
+//! Verification, check by check (ARCHITECTURE.md §5, SECURITY.md):
 //!
 //! 1. the layer is the payload it claims (digest), and the payload names this exact
 //!    manifest digest;
