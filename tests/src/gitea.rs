@@ -24,6 +24,8 @@ pub struct GiteaState {
     pub set_statuses: Vec<(String, String, Value)>,
     /// When set, every API call answers 503.
     pub down: bool,
+    /// When set, every API call answers this status (e.g. 403 for a token without access).
+    pub fail_with: Option<u16>,
     /// When set, a `GET …/reviews` call waits here until the test lets it go (to hold a
     /// re-evaluation between reading the evidence and deciding).
     pub gate: Option<Gate>,
@@ -103,6 +105,9 @@ fn route(state: &Mutex<GiteaState>, req: &Request) -> Response {
     let mut s = state.lock().unwrap();
     if s.down {
         return Response::text(503, "Gitea is down");
+    }
+    if let Some(status) = s.fail_with {
+        return Response::json(status, &json!({"message": "refused by the fake"}));
     }
     let path = req.path.split('?').next().unwrap_or_default();
     let Some(rest) = path.strip_prefix("/api/v1/repos/") else {

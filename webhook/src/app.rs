@@ -4,12 +4,11 @@ use crate::{
     config::Config,
     hooks::Repositories,
     ingest::Ctx,
-    ingest::reconcile,
     ingest::trust::Policies,
+    jobs::{self, worker::Worker},
     metrics::Metrics,
     server::{AppState, router},
     store::Store,
-    worker::Worker,
 };
 use powernode_module::registry::{Credentials, Registry, is_loopback, parse_reference};
 use std::{sync::Arc, time::Duration};
@@ -132,37 +131,13 @@ impl App {
             let rx = stop_rx.clone();
             tasks.push(tokio::spawn(async move { w.run_until(rx).await }));
         }
-        let ctx = self.worker.ctx.clone();
-        let engine = self.worker.engine.clone();
-        let mut rx = stop_rx.clone();
         let interval = Duration::from_secs(cfg.ingest.reconcile_interval_secs.max(1));
-        tasks.push(tokio::spawn(async move {
-            loop {
-                // One reconciler across replicas (PostgreSQL advisory lock).
-                let lock = ctx.store.singleton(crate::store::RECONCILER_LOCK).await;
-                let result = match &lock {
-                    Ok(Some(_held)) => reconcile::reconcile(&ctx).await,
-                    Ok(None) => Ok(0),
-                    Err(e) => Err(anyhow::anyhow!("{e:#}")),
-                };
-                drop(lock);
-                match result {
-                    Ok(n) if n > 0 => tracing::info!(enqueued = n, "reconcile"),
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "reconcile"),
-                }
-                // The timer that lets soak times elapse and requests expire.
-                if let Some(engine) = &engine
-                    && let Err(e) = engine.reevaluate(None).await
-                {
-                    tracing::warn!(error = %e, "re-evaluating pending promotions");
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(interval) => {}
-                    _ = rx.changed() => return,
-                }
-            }
-        }));
+        tasks.push(tokio::spawn(jobs::singletons::run_until(
+            self.worker.ctx.clone(),
+            self.worker.engine.clone(),
+            interval,
+            stop_rx.clone(),
+        )));
         axum::serve(listener, router(self.state.clone()))
             .with_graceful_shutdown(shutdown_signal())
             .await?;

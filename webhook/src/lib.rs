@@ -5,12 +5,13 @@
 pub mod api;
 pub mod app;
 pub mod config;
+pub mod error;
 pub mod gitea;
 pub mod hooks;
 pub mod ingest;
+pub mod jobs;
 pub use powernode_module::lifecycle;
 pub mod metrics;
 pub mod promotion;
 pub mod server;
 pub mod store;
-pub mod worker;

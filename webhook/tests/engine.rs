@@ -384,3 +384,21 @@ async fn auto_stage_cancel_and_expiry() {
     );
     assert_eq!(state(&e, &id).await, Lifecycle::Staging);
 }
+
+/// A failure retrying cannot mend (Gitea refuses the token) is dead-lettered at once with its
+/// reason; an outage (503) is retried (`gitea_down_keeps_the_request_and_retries`).
+#[tokio::test(flavor = "multi_thread")]
+async fn gitea_refusing_the_token_dead_letters_at_once() {
+    let e = env(sqlite().await, |c| c.ingest.max_attempts = 10).await;
+    draft(&e.r, "0.7.0").await;
+    e.gitea.state.lock().unwrap().fail_with = Some(403);
+    comment(&e, 1, "bob", "/promote 0.7.0 staging", "created").await;
+    let dead = e.r.app.state.store.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].attempts, 1, "not retried");
+    assert!(
+        dead[0].last_error.as_deref().unwrap().contains("403"),
+        "{:?}",
+        dead[0].last_error
+    );
+}

@@ -4,7 +4,7 @@
 mod common;
 use common::*;
 use module_webhook::{
-    hooks::ingest_job,
+    jobs::Job,
     store::{NewJob, Store},
 };
 
@@ -12,7 +12,7 @@ use module_webhook::{
 async fn dedupe_leases_and_takeover() {
     for db in databases().await {
         let s = Store::connect(&db.url).await.unwrap();
-        let j = ingest_job("acct/modules/x", "v1");
+        let j = Job::for_tag("acct/modules/x", "v1").to_new();
         assert!(s.enqueue(&j).await.unwrap());
         assert!(
             !s.enqueue(&j).await.unwrap(),
@@ -106,7 +106,7 @@ async fn registry_down_retries_then_dead_letters_and_operator_retries() {
         r.app
             .state
             .store
-            .enqueue(&ingest_job("acct/modules/my-redis-module", "v1.0.0"))
+            .enqueue(&Job::for_tag("acct/modules/my-redis-module", "v1.0.0").to_new())
             .await
             .unwrap();
         let runs = r.app.drain().await.unwrap();
@@ -178,4 +178,30 @@ async fn singletons_exclude_other_instances_on_postgres() {
             "released on drop"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unknown_job_kinds_are_dead_lettered_with_the_reason() {
+    let db = sqlite().await;
+    let r = serve(config(&db.url, "127.0.0.1:1", vec![])).await;
+    r.app
+        .state
+        .store
+        .enqueue(&NewJob {
+            kind: "frobnicate".into(),
+            dedupe_key: "f".into(),
+            payload: serde_json::json!({}),
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.app.drain().await.unwrap(), 1);
+    let dead = r.app.state.store.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0]
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("frobnicate")
+    );
 }

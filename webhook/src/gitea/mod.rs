@@ -93,18 +93,33 @@ struct StatusBody<'a> {
     target_url: &'a str,
 }
 
+/// A failed Gitea call: the HTTP status when Gitea answered, and what it said.
 #[derive(Debug, thiserror::Error)]
-#[error("Gitea: {0}")]
-pub struct GiteaError(pub String);
+#[error("Gitea: {message}")]
+pub struct GiteaError {
+    pub status: Option<u16>,
+    pub message: String,
+}
+
+impl GiteaError {
+    /// Whether retrying could help: no answer (network, timeout), 408, 429 or a 5xx.
+    pub fn is_transient(&self) -> bool {
+        self.status.is_none_or(|s| s >= 500 || s == 429 || s == 408)
+    }
+}
 
 impl From<octocrab::Error> for GiteaError {
     fn from(e: octocrab::Error) -> Self {
-        GiteaError(match &e {
-            octocrab::Error::GitHub { source, .. } => {
-                format!("{} {}", source.status_code, source.message)
-            }
-            other => other.to_string(),
-        })
+        match &e {
+            octocrab::Error::GitHub { source, .. } => GiteaError {
+                status: Some(source.status_code.as_u16()),
+                message: format!("{} {}", source.status_code, source.message),
+            },
+            other => GiteaError {
+                status: None,
+                message: other.to_string(),
+            },
+        }
     }
 }
 

@@ -4,7 +4,7 @@
 //! promotion requests; other event types are acknowledged with 204.
 
 use super::{HookError, Parsed, Repositories, body_sha256, job_for_tag};
-use crate::store::{NewDelivery, NewJob};
+use crate::{jobs::Job, promotion::CommentJob, store::NewDelivery};
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -85,17 +85,16 @@ fn promotion_event(
             if c.action != "created" || !c.is_pull {
                 Vec::new()
             } else {
-                vec![NewJob {
-                    kind: "command".into(),
-                    dedupe_key: format!("command:{}:{}", c.repository.full_name, c.comment.id),
-                    payload: serde_json::json!({
-                        "repository": c.repository.full_name,
-                        "pr": c.issue.number,
-                        "comment_id": c.comment.id,
-                        "user": c.comment.user.login,
-                        "body": c.comment.body,
-                    }),
-                }]
+                vec![
+                    Job::Command(CommentJob {
+                        repository: c.repository.full_name,
+                        pr: c.issue.number,
+                        comment_id: c.comment.id,
+                        user: c.comment.user.login,
+                        body: c.comment.body,
+                    })
+                    .to_new(),
+                ]
             }
         }
         "pull_request_review_approved"
@@ -103,11 +102,12 @@ fn promotion_event(
         | "pull_request_review_comment"
         | "status" => {
             let r: RepoOnly = serde_json::from_slice(body).map_err(bad)?;
-            vec![NewJob {
-                kind: "reevaluate".into(),
-                dedupe_key: format!("reevaluate:{}", r.repository.full_name),
-                payload: serde_json::json!({"repository": r.repository.full_name}),
-            }]
+            vec![
+                Job::Reevaluate {
+                    repository: r.repository.full_name,
+                }
+                .to_new(),
+            ]
         }
         _ => return Ok(None),
     };

@@ -8,6 +8,11 @@ pub mod gitea;
 pub mod harbor;
 
 use crate::store::{NewDelivery, NewJob};
+
+/// The queue row of the job a tag pushed to `repo` hints at.
+pub fn job_for_tag(repo: &str, tag: &str) -> NewJob {
+    crate::jobs::Job::for_tag(repo, tag).to_new()
+}
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use sha2::{Digest as _, Sha256};
 
@@ -55,38 +60,5 @@ impl Repositories {
 
     pub fn accepts(&self, repo: &str) -> bool {
         self.0.is_match(repo)
-    }
-}
-
-/// `sha256-<hex>.sig` → `sha256:<hex>`: cosign's signature tag names the signed digest.
-pub fn signed_digest_of_tag(tag: &str) -> Option<String> {
-    let hex = tag.strip_prefix("sha256-")?.strip_suffix(".sig")?;
-    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("sha256:{hex}"))
-}
-
-/// The job that ingests `repo:tag`.
-pub fn ingest_job(repo: &str, tag: &str) -> NewJob {
-    NewJob {
-        kind: "ingest".into(),
-        dedupe_key: format!("ingest:{repo}:{tag}"),
-        payload: serde_json::json!({"repository": repo, "tag": tag}),
-    }
-}
-
-/// The job that re-checks versions waiting for a signature of `digest`.
-pub fn signature_job(repo: &str, digest: &str) -> NewJob {
-    NewJob {
-        kind: "signature".into(),
-        dedupe_key: format!("signature:{repo}:{digest}"),
-        payload: serde_json::json!({"repository": repo, "digest": digest}),
-    }
-}
-
-/// The job for a tag pushed to `repo`: a signature re-check for cosign `.sig` tags, an
-/// ingest otherwise.
-pub fn job_for_tag(repo: &str, tag: &str) -> NewJob {
-    match signed_digest_of_tag(tag) {
-        Some(d) => signature_job(repo, &d),
-        None => ingest_job(repo, tag),
     }
 }

@@ -18,6 +18,7 @@ pub mod tofu;
 pub mod trust;
 
 use crate::{
+    error::Error,
     metrics::Metrics,
     store::{Lifecycle, NewAudit, Pin, Store, VersionRow, now_ms},
 };
@@ -60,23 +61,6 @@ pub enum Outcome {
     PendingSignature(String),
     Rejected(String, String),
     Ignored(String),
-}
-
-/// A failure worth retrying (the registry is down, the database is busy, …).
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Transient(pub String);
-
-impl From<RegistryError> for Transient {
-    fn from(e: RegistryError) -> Self {
-        Transient(e.to_string())
-    }
-}
-
-impl From<anyhow::Error> for Transient {
-    fn from(e: anyhow::Error) -> Self {
-        Transient(format!("{e:#}"))
-    }
 }
 
 #[derive(Deserialize)]
@@ -134,7 +118,7 @@ struct Signer {
 
 impl Ctx {
     /// Ingests `repository:tag`.
-    pub async fn ingest(&self, repository: &str, tag: &str) -> Result<Outcome, Transient> {
+    pub async fn ingest(&self, repository: &str, tag: &str) -> Result<Outcome, Error> {
         let Some(trust) = self.policies.for_repository(repository) else {
             return Ok(Outcome::Ignored(format!(
                 "no trust policy pins a signer for {repository}"
@@ -297,7 +281,7 @@ impl Ctx {
         repository: &str,
         tag: &str,
         digest: &Digest,
-    ) -> Result<Outcome, Transient> {
+    ) -> Result<Outcome, Error> {
         self.store
             .audit(&NewAudit {
                 version_id: Some(e.id.clone()),
@@ -326,7 +310,7 @@ impl Ctx {
         repo_ref: &oci_client::Reference,
         digest: &Digest,
         m: &OciManifest,
-    ) -> Result<Result<Inspection, Rejection>, Transient> {
+    ) -> Result<Result<Inspection, Rejection>, Error> {
         let layer = &m.layers[0];
         if layer.size > self.max_artifact_bytes {
             return Ok(Err(Rejection::ArtifactTooLarge {
@@ -340,15 +324,11 @@ impl Ctx {
                 layer.digest
             ))));
         };
-        let tmp = tempfile::NamedTempFile::new_in(&self.work_dir).map_err(|e| {
-            Transient(format!(
-                "staging a blob in {}: {e}",
-                self.work_dir.display()
-            ))
-        })?;
+        let tmp = tempfile::NamedTempFile::new_in(&self.work_dir)
+            .map_err(|e| Error::io(format!("staging a blob in {}", self.work_dir.display()), e))?;
         let mut f = tokio::fs::File::create(tmp.path())
             .await
-            .map_err(|e| Transient(format!("staging a blob: {e}")))?;
+            .map_err(|e| Error::io("staging a blob", e))?;
         match self
             .registry
             .pull_blob_into(
@@ -378,8 +358,7 @@ impl Ctx {
                         .map_err(|e| e.to_string())
                 })
         })
-        .await
-        .map_err(|e| Transient(e.to_string()))?;
+        .await?;
         Ok(inspection.map_err(Rejection::ArtifactInvalid))
     }
 
@@ -447,7 +426,7 @@ impl Ctx {
         inspection: Inspection,
         manifest_text: String,
         source_commit: Option<String>,
-    ) -> Result<Outcome, Transient> {
+    ) -> Result<Outcome, Error> {
         let from = existing.map(|e| e.lifecycle);
         row.lifecycle = Lifecycle::Draft;
         row.signer_identity = signer.identity.clone();
@@ -483,7 +462,7 @@ impl Ctx {
         trust: &ModuleTrust,
         verified: &[Verified],
         version_id: &str,
-    ) -> Result<Result<Signer, Rejection>, Transient> {
+    ) -> Result<Result<Signer, Rejection>, Error> {
         if !(trust.trust_on_first_use && trust.identity_regexp.is_none()) {
             return Ok(Ok(Signer {
                 verified: verified[0].clone(),
@@ -512,7 +491,7 @@ impl Ctx {
         mut row: VersionRow,
         existing: Option<&VersionRow>,
         why: String,
-    ) -> Result<Outcome, Transient> {
+    ) -> Result<Outcome, Error> {
         if now_ms() - row.created_at > self.signature_timeout_ms {
             return self
                 .reject(row, existing, Rejection::SignatureTimeout(why))
@@ -540,7 +519,7 @@ impl Ctx {
         mut row: VersionRow,
         existing: Option<&VersionRow>,
         why: Rejection,
-    ) -> Result<Outcome, Transient> {
+    ) -> Result<Outcome, Error> {
         let code = why.code();
         self.metrics.rejection(code);
         let reason = why.to_string();
@@ -569,7 +548,7 @@ impl Ctx {
         &self,
         repository: &str,
         digest: &str,
-    ) -> Result<Vec<Outcome>, Transient> {
+    ) -> Result<Vec<Outcome>, Error> {
         let mut out = Vec::new();
         for v in self.store.pending_versions(Some(digest)).await? {
             if v.repository == repository {

@@ -2,7 +2,15 @@
 //! and enqueue any tag without a version, and re-check versions waiting for a signature.
 //! This catches pushes made while the receiver was down (Gitea sends each webhook once).
 
-use crate::{hooks::ingest_job, ingest::Ctx};
+use crate::{ingest::Ctx, jobs::Job};
+
+fn ingest_job(repository: &str, tag: &str) -> crate::store::NewJob {
+    Job::Ingest {
+        repository: repository.to_owned(),
+        tag: tag.to_owned(),
+    }
+    .to_new()
+}
 use powernode_module::registry::parse_reference;
 
 /// One pass. Returns how many jobs were enqueued.

@@ -13,8 +13,8 @@ use super::{
     replies,
 };
 use crate::{
-    gitea::{Gitea, GiteaError},
-    ingest::Transient,
+    error::Error,
+    gitea::Gitea,
     ingest::trust::{ModuleTrust, Policies},
     store::{Lifecycle, NewAudit, PromotionRequest, RequestState, Store, VersionRow, now_ms},
 };
@@ -34,14 +34,8 @@ pub struct Engine {
     pub request_ttl_ms: i64,
 }
 
-impl From<GiteaError> for Transient {
-    fn from(e: GiteaError) -> Self {
-        Transient(e.to_string())
-    }
-}
-
 /// A comment to handle (the job payload).
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CommentJob {
     pub repository: String,
     pub pr: i64,
@@ -104,7 +98,7 @@ impl Engine {
         &self,
         repository: &str,
         t: &Target,
-    ) -> Result<Result<(&ModuleTrust, VersionRow), NotHere>, Transient> {
+    ) -> Result<Result<(&ModuleTrust, VersionRow), NotHere>, Error> {
         let module = match self.module_for(repository, t.module.as_ref().map(|m| m.as_str())) {
             Ok(m) => m,
             Err(mut e) => {
@@ -127,7 +121,7 @@ impl Engine {
     }
 
     /// Audits a command refused because it named a module of another repository.
-    async fn audit_refusal(&self, c: &CommentJob, cmd: &str, n: &NotHere) -> Result<(), Transient> {
+    async fn audit_refusal(&self, c: &CommentJob, cmd: &str, n: &NotHere) -> Result<(), Error> {
         if let Some((module, version_id)) = &n.refusal {
             self.store
                 .audit(&NewAudit {
@@ -151,12 +145,7 @@ impl Engine {
         Ok(())
     }
 
-    async fn set_status(
-        &self,
-        home: &str,
-        v: &VersionRow,
-        stage: Lifecycle,
-    ) -> Result<(), Transient> {
+    async fn set_status(&self, home: &str, v: &VersionRow, stage: Lifecycle) -> Result<(), Error> {
         if let Some(sha) = &v.source_commit {
             let (owner, repo) = split(home);
             let state = if stage == Lifecycle::Yanked {
@@ -179,7 +168,7 @@ impl Engine {
     }
 
     /// Handles a new PR comment: every command in it gets a reply.
-    pub async fn on_comment(&self, c: &CommentJob) -> Result<(), Transient> {
+    pub async fn on_comment(&self, c: &CommentJob) -> Result<(), Error> {
         let (owner, repo) = split(&c.repository);
         for (i, cmd) in commands::parse(&c.body).into_iter().enumerate() {
             let reply = match cmd {
@@ -209,7 +198,7 @@ impl Engine {
         index: usize,
         target: &Target,
         request: Request,
-    ) -> Result<String, Transient> {
+    ) -> Result<String, Error> {
         let request_id = format!("comment:{}:{}:{index}", c.repository, c.comment_id);
         // A retried job must not decide twice: the first decision stands, and a request it
         // left pending keeps the time it was made (approvals count from then).
@@ -288,7 +277,7 @@ impl Engine {
         mut r: PromotionRequest,
         state: RequestState,
         missing: serde_json::Value,
-    ) -> Result<(), Transient> {
+    ) -> Result<(), Error> {
         r.state = state;
         r.missing = missing.clone();
         if self.store.insert_request(&r).await? {
@@ -302,7 +291,7 @@ impl Engine {
         Ok(())
     }
 
-    async fn status(&self, c: &CommentJob, target: Option<&Target>) -> Result<String, Transient> {
+    async fn status(&self, c: &CommentJob, target: Option<&Target>) -> Result<String, Error> {
         let versions = match target {
             Some(t) => match self.version_for(&c.repository, t).await? {
                 Ok((_, v)) => vec![v],
@@ -324,7 +313,7 @@ impl Engine {
     }
 
     /// Withdraws the commenter's pending requests on this PR (for one version, or all).
-    async fn cancel(&self, c: &CommentJob, target: Option<&Target>) -> Result<String, Transient> {
+    async fn cancel(&self, c: &CommentJob, target: Option<&Target>) -> Result<String, Error> {
         let only = match target {
             Some(t) => match self.version_for(&c.repository, t).await? {
                 Ok((_, v)) => Some(v.id),
@@ -354,7 +343,7 @@ impl Engine {
     /// Promotes versions into stages whose policy says `auto`, as soon as the requirements
     /// (checks, soak) hold. Approvals cannot be gathered without a PR, so an `auto` stage that
     /// needs approvals waits for a comment.
-    pub async fn auto_promote(&self, repository: Option<&str>) -> Result<usize, Transient> {
+    pub async fn auto_promote(&self, repository: Option<&str>) -> Result<usize, Error> {
         let mut n = 0;
         for m in self.policies.all() {
             if repository.is_some_and(|r| r != m.gitea_repository) {
@@ -393,14 +382,14 @@ impl Engine {
     /// Re-evaluates pending requests (of one repository, or all): reviews, statuses, the
     /// timer (soak) and expiry. Replies on the PR when a request completes or expires.
     /// Then runs `auto` promotions.
-    pub async fn reevaluate(&self, repository: Option<&str>) -> Result<usize, Transient> {
+    pub async fn reevaluate(&self, repository: Option<&str>) -> Result<usize, Error> {
         let mut done = self.reevaluate_requests(repository).await?;
         done += self.auto_promote(repository).await?;
         Ok(done)
     }
 
     /// Answers the requester on the request's PR (API requests have none).
-    async fn reply(&self, r: &PromotionRequest, text: &str) -> Result<(), Transient> {
+    async fn reply(&self, r: &PromotionRequest, text: &str) -> Result<(), Error> {
         if let (Some(repo_full), Some(pr), Some(user)) =
             (&r.repository, r.pr_number, r.requester.gitea_user())
         {
@@ -412,7 +401,7 @@ impl Engine {
         Ok(())
     }
 
-    async fn reevaluate_requests(&self, repository: Option<&str>) -> Result<usize, Transient> {
+    async fn reevaluate_requests(&self, repository: Option<&str>) -> Result<usize, Error> {
         let mut done = 0;
         for r in self.store.pending_requests(repository).await? {
             if now_ms() > r.expires_at {

@@ -41,7 +41,7 @@ pub struct NewJob {
 }
 
 #[derive(Debug, Clone, Serialize)]
-pub struct Job {
+pub struct JobRow {
     pub id: String,
     pub kind: String,
     pub payload: serde_json::Value,
@@ -55,8 +55,8 @@ pub struct Job {
     pub lease_token: Option<String>,
 }
 
-fn job(r: &AnyRow) -> anyhow::Result<Job> {
-    Ok(Job {
+fn job_row(r: &AnyRow) -> anyhow::Result<JobRow> {
+    Ok(JobRow {
         id: r.try_get("id")?,
         kind: r.try_get("kind")?,
         payload: serde_json::from_str(&r.try_get::<String, _>("payload")?)?,
@@ -102,7 +102,7 @@ impl Store {
     }
 
     /// Claims the next due job (queued and due, or running with an expired lease).
-    pub async fn claim(&self, lease_ms: i64) -> anyhow::Result<Option<Job>> {
+    pub async fn claim(&self, lease_ms: i64) -> anyhow::Result<Option<JobRow>> {
         let now = now_ms();
         let lock = match self.backend {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
@@ -121,12 +121,12 @@ impl Store {
             .bind(uuid::Uuid::new_v4().to_string())
             .fetch_optional(&self.pool)
             .await?;
-        row.as_ref().map(job).transpose()
+        row.as_ref().map(job_row).transpose()
     }
 
     /// Extends the lease of a running job this worker still holds. Returns `false` when the
     /// lease was lost (another worker took the job over): the caller must stop.
-    pub async fn renew_lease(&self, job: &Job, lease_ms: i64) -> anyhow::Result<bool> {
+    pub async fn renew_lease(&self, job: &JobRow, lease_ms: i64) -> anyhow::Result<bool> {
         let now = now_ms();
         let n = sqlx::query(
             "UPDATE jobs SET lease_until = $3, updated_at = $4 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
@@ -142,7 +142,7 @@ impl Store {
     }
 
     /// Marks the job done, if this worker still holds its lease (returns whether it did).
-    pub async fn complete(&self, job: &Job) -> anyhow::Result<bool> {
+    pub async fn complete(&self, job: &JobRow) -> anyhow::Result<bool> {
         let n = sqlx::query(
             "UPDATE jobs SET state = 'done', lease_until = NULL, updated_at = $3 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
         )
@@ -159,7 +159,7 @@ impl Store {
     /// if this worker still holds its lease (`None` when it lost it).
     pub async fn fail(
         &self,
-        job: &Job,
+        job: &JobRow,
         error: &str,
         run_at: i64,
         max_attempts: i64,
@@ -194,13 +194,13 @@ impl Store {
             .rows_affected())
     }
 
-    pub async fn dead_letters(&self) -> anyhow::Result<Vec<Job>> {
+    pub async fn dead_letters(&self) -> anyhow::Result<Vec<JobRow>> {
         let rows = sqlx::query(&format!(
             "SELECT {COLUMNS} FROM jobs WHERE state = 'dead' ORDER BY updated_at"
         ))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(job).collect()
+        rows.iter().map(job_row).collect()
     }
 
     /// Puts a dead-lettered job back in the queue with a fresh attempt budget.

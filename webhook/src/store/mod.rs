@@ -7,7 +7,7 @@ mod pins;
 mod requests;
 mod versions;
 
-pub use jobs::{Job, JobState, NewJob};
+pub use jobs::{JobRow, JobState, NewJob};
 pub use pins::Pin;
 pub use requests::{PromotionRequest, RequestState};
 pub use versions::{AuditRow, Lifecycle, NewAudit, VersionRow};

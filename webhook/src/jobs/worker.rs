@@ -8,8 +8,10 @@
 
 use crate::{
     config::IngestConfig,
-    ingest::{Ctx, Outcome, Transient},
-    store::{Job, JobState, now_ms},
+    error::Error,
+    ingest::{Ctx, Outcome},
+    jobs::Job,
+    store::{JobRow, JobState, now_ms},
 };
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -42,7 +44,7 @@ impl Worker {
         Ok(true)
     }
 
-    async fn run(&self, job: Job) -> anyhow::Result<()> {
+    async fn run(&self, job: JobRow) -> anyhow::Result<()> {
         let lease_ms = self.cfg.lease_secs.max(1) * 1000;
         let heartbeat = async {
             let every = Duration::from_millis((lease_ms / 3).max(1) as u64);
@@ -64,36 +66,42 @@ impl Worker {
         }
     }
 
-    async fn execute(&self, job: &Job) -> anyhow::Result<()> {
-        let started = Instant::now();
-        let repo = job.payload["repository"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned();
-        let result: Result<Vec<Outcome>, Transient> = match job.kind.as_str() {
-            "ingest" => {
-                let tag = job.payload["tag"].as_str().unwrap_or_default();
-                self.ctx.ingest(&repo, tag).await.map(|o| vec![o])
+    /// Runs the job's handler. `Ok` outcomes are logged; an unknown or malformed job is
+    /// dead-lettered, as is any failure retrying cannot mend.
+    async fn handle(&self, job: &Job) -> Result<Vec<Outcome>, Error> {
+        Ok(match job {
+            Job::Ingest { repository, tag } => vec![self.ctx.ingest(repository, tag).await?],
+            Job::Signature { repository, digest } => {
+                self.ctx.recheck_signature(repository, digest).await?
             }
-            "signature" => {
-                let digest = job.payload["digest"].as_str().unwrap_or_default();
-                self.ctx.recheck_signature(&repo, digest).await
-            }
-            "command" | "reevaluate" => match &self.engine {
-                None => Ok(vec![Outcome::Ignored(
+            Job::Command(_) | Job::Reevaluate { .. } if self.engine.is_none() => {
+                vec![Outcome::Ignored(
                     "no [gitea] configured: promotion commands are not handled".into(),
-                )]),
-                Some(engine) if job.kind == "command" => {
-                    match serde_json::from_value::<crate::promotion::CommentJob>(
-                        job.payload.clone(),
-                    ) {
-                        Ok(c) => engine.on_comment(&c).await.map(|_| Vec::new()),
-                        Err(e) => Ok(vec![Outcome::Ignored(format!("bad command job: {e}"))]),
-                    }
+                )]
+            }
+            Job::Command(c) => {
+                if let Some(engine) = &self.engine {
+                    engine.on_comment(c).await?;
                 }
-                Some(engine) => engine.reevaluate(Some(&repo)).await.map(|_| Vec::new()),
-            },
-            other => Ok(vec![Outcome::Ignored(format!("unknown job kind {other}"))]),
+                Vec::new()
+            }
+            Job::Reevaluate { repository } => {
+                if let Some(engine) = &self.engine {
+                    engine.reevaluate(Some(repository)).await?;
+                }
+                Vec::new()
+            }
+        })
+    }
+
+    async fn execute(&self, row: &JobRow) -> anyhow::Result<()> {
+        let started = Instant::now();
+        let result = match Job::decode(&row.kind, &row.payload) {
+            Ok(job) => self.handle(&job).await.map_err(|e| {
+                let transient = e.is_transient();
+                (format!("{e:#}"), transient)
+            }),
+            Err(why) => Err((why, false)),
         };
         self.ctx
             .metrics
@@ -101,26 +109,32 @@ impl Worker {
         match result {
             Ok(outcomes) => {
                 for o in &outcomes {
-                    tracing::info!(outcome = ?o, repository = %repo, "job done");
+                    tracing::info!(outcome = ?o, "job done");
                 }
-                if !self.ctx.store.complete(job).await? {
+                if !self.ctx.store.complete(row).await? {
                     tracing::warn!("job finished after its lease passed to another worker");
                 }
                 Ok(())
             }
-            Err(Transient(e)) => {
-                let at = now_ms() + backoff_ms(&self.cfg, job.attempts);
-                let state = self
-                    .ctx
-                    .store
-                    .fail(job, &e, at, self.cfg.max_attempts)
-                    .await?;
-                if state.is_none() {
-                    tracing::warn!(error = %e, "job failed after its lease passed to another worker");
-                } else if state == Some(JobState::Dead) {
-                    tracing::error!(error = %e, attempts = job.attempts, "job dead-lettered");
+            Err((e, transient)) => {
+                let at = now_ms() + backoff_ms(&self.cfg, row.attempts);
+                // A failure retrying cannot mend is dead-lettered now, with its reason.
+                let budget = if transient {
+                    self.cfg.max_attempts
                 } else {
-                    tracing::warn!(error = %e, attempts = job.attempts, "job failed; will retry");
+                    row.attempts
+                };
+                let state = self.ctx.store.fail(row, &e, at, budget).await?;
+                match state {
+                    None => {
+                        tracing::warn!(error = %e, "job failed after its lease passed to another worker")
+                    }
+                    Some(JobState::Dead) => {
+                        tracing::error!(error = %e, attempts = row.attempts, transient, "job dead-lettered")
+                    }
+                    Some(_) => {
+                        tracing::warn!(error = %e, attempts = row.attempts, "job failed; will retry")
+                    }
                 }
                 Ok(())
             }

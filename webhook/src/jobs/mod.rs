@@ -1,0 +1,124 @@
+//! Background work: what a job is ([`Job`], one typed value shared by the producers — hooks,
+//! the reconciler — and the consumer, the [`worker`]), and the singletons that run on one
+//! replica at a time ([`singletons`]). The queue itself (leases, backoff, dead letters) is
+//! `store::jobs`.
+
+pub mod singletons;
+pub mod worker;
+
+use crate::{promotion::CommentJob, store::NewJob};
+use serde::{Deserialize, Serialize};
+
+/// A unit of background work. Stored as its `kind` and a JSON payload (the variant's fields).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "payload", rename_all = "snake_case")]
+pub enum Job {
+    /// Ingest `repository:tag` (a push hint, or a tag the reconciler found).
+    Ingest { repository: String, tag: String },
+    /// A cosign `.sig` tag was pushed: re-check versions waiting for a signature of `digest`.
+    Signature { repository: String, digest: String },
+    /// A new PR comment: run its commands.
+    Command(CommentJob),
+    /// Reviews or statuses changed in a Gitea repository: re-evaluate its pending requests.
+    Reevaluate { repository: String },
+}
+
+impl Job {
+    /// The job a tag pushed to `repository` hints at: a signature re-check for cosign's
+    /// `sha256-<hex>.sig` tags, an ingest otherwise.
+    pub fn for_tag(repository: &str, tag: &str) -> Job {
+        match signed_digest_of_tag(tag) {
+            Some(digest) => Job::Signature {
+                repository: repository.to_owned(),
+                digest,
+            },
+            None => Job::Ingest {
+                repository: repository.to_owned(),
+                tag: tag.to_owned(),
+            },
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Job::Ingest { .. } => "ingest",
+            Job::Signature { .. } => "signature",
+            Job::Command(_) => "command",
+            Job::Reevaluate { .. } => "reevaluate",
+        }
+    }
+
+    /// Identical queued jobs collapse into one (a burst of hints for the same tag runs once).
+    pub fn dedupe_key(&self) -> String {
+        match self {
+            Job::Ingest { repository, tag } => format!("ingest:{repository}:{tag}"),
+            Job::Signature { repository, digest } => format!("signature:{repository}:{digest}"),
+            Job::Command(c) => format!("command:{}:{}", c.repository, c.comment_id),
+            Job::Reevaluate { repository } => format!("reevaluate:{repository}"),
+        }
+    }
+
+    /// The queue's row for this job.
+    pub fn to_new(&self) -> NewJob {
+        let mut v = serde_json::to_value(self).unwrap_or_default();
+        NewJob {
+            kind: self.kind().to_owned(),
+            dedupe_key: self.dedupe_key(),
+            payload: v["payload"].take(),
+        }
+    }
+
+    /// Reads a stored job back.
+    pub fn decode(kind: &str, payload: &serde_json::Value) -> Result<Job, String> {
+        serde_json::from_value(serde_json::json!({"kind": kind, "payload": payload}))
+            .map_err(|e| format!("job of kind {kind:?}: {e}"))
+    }
+}
+
+/// `sha256-<hex>.sig` → `sha256:<hex>`: cosign's signature tag names the signed digest.
+pub fn signed_digest_of_tag(tag: &str) -> Option<String> {
+    let hex = tag.strip_prefix("sha256-")?.strip_suffix(".sig")?;
+    (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit())).then(|| format!("sha256:{hex}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_round_trip_through_the_queue_shape() {
+        let jobs = [
+            Job::for_tag("acme/m", "v1.0.0"),
+            Job::for_tag("acme/m", &format!("sha256-{}.sig", "a".repeat(64))),
+            Job::Command(CommentJob {
+                repository: "acme/m".into(),
+                pr: 7,
+                comment_id: 9,
+                user: "bob".into(),
+                body: "/status".into(),
+            }),
+            Job::Reevaluate {
+                repository: "acme/m".into(),
+            },
+        ];
+        for j in jobs {
+            let row = j.to_new();
+            assert_eq!(
+                Job::decode(&row.kind, &row.payload),
+                Ok(j.clone()),
+                "{row:?}"
+            );
+        }
+        // The stored payloads keep their shape (rows written before the enum still decode).
+        assert_eq!(
+            Job::for_tag("acme/m", "v1").to_new().payload,
+            serde_json::json!({"repository": "acme/m", "tag": "v1"})
+        );
+        assert!(matches!(
+            Job::for_tag("acme/m", &format!("sha256-{}.sig", "a".repeat(64))),
+            Job::Signature { digest, .. } if digest == format!("sha256:{}", "a".repeat(64))
+        ));
+        assert!(Job::decode("frobnicate", &serde_json::json!({})).is_err());
+        assert!(Job::decode("ingest", &serde_json::json!({"repository": 1})).is_err());
+    }
+}
