@@ -83,7 +83,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
     let app = App::new(cfg).await?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let url = format!("http://{}", listener.local_addr()?);
-    let router = module_webhook::server::router(app.state.clone());
+    let router = module_webhook::app::router(app.state.clone());
     tokio::spawn(async move { axum::serve(listener, router).await });
     let http = reqwest::Client::new();
     let comment = serde_json::from_slice::<serde_json::Value>(include_bytes!(

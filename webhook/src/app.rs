@@ -3,11 +3,11 @@
 use crate::{
     config::Config,
     hooks::Repositories,
+    http::AppState,
     ingest::Ctx,
     ingest::trust::Policies,
     jobs::{self, worker::Worker},
     metrics::Metrics,
-    server::{AppState, router},
     store::Store,
 };
 use powernode_module::registry::{Credentials, Registry, is_loopback, parse_reference};
@@ -148,6 +148,15 @@ impl App {
         }
         Ok(())
     }
+}
+
+/// Every route of the service: hooks, operations endpoints and `/api/v1`.
+pub fn router(state: AppState) -> axum::Router {
+    axum::Router::new()
+        .merge(crate::hooks::routes::router())
+        .merge(crate::http::ops::router())
+        .nest("/api/v1", crate::api::router())
+        .with_state(state)
 }
 
 async fn shutdown_signal() {

@@ -1,11 +1,12 @@
 //! Webhook receivers. The edge only authenticates, parses and records: each handler turns a
-//! request into deliveries and the jobs they hint at, and [`crate::server`] stores them in
+//! request into deliveries and the jobs they hint at, and [`routes`] stores them in
 //! one transaction before answering 202. Nothing here knows how to ingest.
 
 pub mod auth;
 pub mod distribution;
 pub mod gitea;
 pub mod harbor;
+pub mod routes;
 
 use crate::store::{NewDelivery, NewJob};
 

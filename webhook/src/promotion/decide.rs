@@ -56,7 +56,22 @@ impl Promoter {
         evidence: Evidence,
         via: &str,
     ) -> anyhow::Result<Decision> {
-        self.decide(v, request, evidence, via, true).await
+        self.decide_noted(v, request, evidence, via, true, None)
+            .await
+    }
+
+    /// As [`Promoter::request`], with the caller's reason for a promotion (an API `reason`)
+    /// kept in the audit row.
+    pub async fn request_with_note(
+        &self,
+        v: &VersionRow,
+        request: &Request,
+        evidence: Evidence,
+        via: &str,
+        note: Option<String>,
+    ) -> anyhow::Result<Decision> {
+        self.decide_noted(v, request, evidence, via, true, note)
+            .await
     }
 
     /// As [`Promoter::request`]; `audit_pending: false` skips the audit row of a still-pending
@@ -65,9 +80,22 @@ impl Promoter {
         &self,
         v: &VersionRow,
         request: &Request,
+        evidence: Evidence,
+        via: &str,
+        audit_pending: bool,
+    ) -> anyhow::Result<Decision> {
+        self.decide_noted(v, request, evidence, via, audit_pending, None)
+            .await
+    }
+
+    async fn decide_noted(
+        &self,
+        v: &VersionRow,
+        request: &Request,
         mut evidence: Evidence,
         via: &str,
         audit_pending: bool,
+        note: Option<String>,
     ) -> anyhow::Result<Decision> {
         let target = match request {
             Request::Promote { to } => *to,
@@ -79,7 +107,7 @@ impl Promoter {
         let result = lifecycle::transition(v.lifecycle, request, &evidence, &policy, now);
         let reason = match request {
             Request::Yank { reason } => Some(reason.clone()),
-            Request::Promote { .. } => None,
+            Request::Promote { .. } => note.filter(|n| !n.trim().is_empty()),
         };
         let record = |action: &str, to: Option<Lifecycle>, missing: &[Missing]| NewAudit {
             version_id: Some(v.id.clone()),

@@ -176,7 +176,7 @@ pub async fn serve(cfg: Config) -> Running {
     let app = App::new(cfg).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let router = module_webhook::server::router(app.state.clone());
+    let router = module_webhook::app::router(app.state.clone());
     tokio::spawn(async move { axum::serve(listener, router).await });
     Running {
         app,

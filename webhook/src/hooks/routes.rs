@@ -1,85 +1,24 @@
-//! The HTTP edge: authenticate, parse, record, answer. Hooks store each delivery (and the
-//! jobs it hints at) before answering 202; rejected requests get a 4xx JSON reason and change
-//! nothing. Also `/healthz`, `/readyz`, `/metrics` and the API.
+//! The hooks' HTTP handlers: authenticate (constant time), read the body up to the limit,
+//! parse, record the deliveries and their jobs in one transaction, answer. Rejected requests
+//! get a 4xx JSON reason and change nothing.
 
-use crate::{
-    api,
-    config::{ApiToken, Config},
-    hooks::{self, HookError, Parsed, Repositories, auth},
-    metrics::Metrics,
-    store::Store,
-};
+use super::{HookError, Parsed, auth};
+use crate::http::{AppState, error};
 use axum::{
     Json, Router,
     body::{Body, Bytes},
     extract::{Request, State},
-    http::{HeaderMap, StatusCode, header},
+    http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::post,
 };
 use serde_json::json;
-use std::sync::Arc;
 
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub store: Store,
-    pub policies: Arc<crate::ingest::trust::Policies>,
-    pub config: Arc<Config>,
-    pub repos: Repositories,
-    pub metrics: Arc<Metrics>,
-}
-
-impl AppState {
-    pub fn tokens(&self) -> &[ApiToken] {
-        &self.config.api.tokens
-    }
-}
-
-/// `{error, message}` with a status.
-pub fn error(status: StatusCode, error: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({"error": error, "message": message.into()})),
-    )
-        .into_response()
-}
-
-pub fn router(state: AppState) -> Router {
+pub fn router() -> Router<AppState> {
     Router::new()
         .route("/hooks/distribution", post(distribution))
         .route("/hooks/gitea", post(gitea))
         .route("/hooks/harbor", post(harbor))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .nest("/api/v1", api::router())
-        .with_state(state)
-}
-
-async fn readyz(State(s): State<AppState>) -> Response {
-    if s.store.ping().await {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the database does not answer",
-        )
-    }
-}
-
-async fn metrics(State(s): State<AppState>) -> Response {
-    if let Ok(c) = s.store.job_counts().await {
-        s.metrics.set_jobs(&c);
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        s.metrics.render(),
-    )
-        .into_response()
 }
 
 /// Reads the body up to the configured limit (413 past it).
@@ -170,7 +109,7 @@ async fn distribution(State(s): State<AppState>, req: Request) -> Response {
                 "Content-Type {ct:?}; expected application/vnd.docker.distribution.events.v1+json"
             )));
         }
-        hooks::distribution::parse(&b, &s.repos)
+        super::distribution::parse(&b, &s.repos)
     })();
     finish(&s, "distribution", parsed).await
 }
@@ -196,7 +135,7 @@ async fn gitea(State(s): State<AppState>, req: Request) -> Response {
             .or_else(|| hdr(&h, "x-gitea-event"))
             .ok_or_else(|| HookError::BadRequest("missing X-Gitea-Event-Type".into()))?;
         let delivery = hdr(&h, "x-gitea-delivery").unwrap_or_default();
-        hooks::gitea::parse(event, delivery, &b, &s.repos)
+        super::gitea::parse(event, delivery, &b, &s.repos)
     })();
     finish(&s, "gitea", parsed).await
 }
@@ -218,7 +157,7 @@ async fn harbor(State(s): State<AppState>, req: Request) -> Response {
             ));
         }
         let ct = hdr(&h, "content-type").unwrap_or("application/json");
-        hooks::harbor::parse(ct, &b, &s.repos)
+        super::harbor::parse(ct, &b, &s.repos)
     })();
     finish(&s, "harbor", parsed).await
 }

@@ -1,0 +1,44 @@
+//! `GET /api/v1/dead-letters` and `POST /api/v1/dead-letters/{id}/retry` (operator): jobs that
+//! failed for good, with their last error, and a fresh attempt budget for one.
+
+use crate::{
+    config::Role,
+    http::{ApiError, AppState, auth::require},
+    store::JobRow,
+};
+use axum::{
+    Json,
+    extract::{Path, State},
+    http::{HeaderMap, StatusCode},
+};
+use serde::Serialize;
+
+#[derive(Debug, Serialize)]
+pub struct DeadLetters {
+    pub dead_letters: Vec<JobRow>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Requeued {
+    pub requeued: String,
+}
+
+pub async fn list(State(s): State<AppState>, h: HeaderMap) -> Result<Json<DeadLetters>, ApiError> {
+    require(&s, &h, Role::Read)?;
+    Ok(Json(DeadLetters {
+        dead_letters: s.store.dead_letters().await?,
+    }))
+}
+
+pub async fn retry(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<(StatusCode, Json<Requeued>), ApiError> {
+    require(&s, &h, Role::Operator)?;
+    if s.store.retry_dead(&id).await? {
+        Ok((StatusCode::ACCEPTED, Json(Requeued { requeued: id })))
+    } else {
+        Err(ApiError::not_found(format!("no dead-lettered job {id}")))
+    }
+}
