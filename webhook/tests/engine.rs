@@ -267,19 +267,10 @@ async fn gitea_down_keeps_the_request_and_retries() {
     let e = env(sqlite().await, |c| c.ingest.max_attempts = 10).await;
     let id = draft(&e.r, "0.5.0").await;
     e.gitea.state.lock().unwrap().down = true;
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&data("issue-comment-created-on-pull-request.json")).unwrap();
-    v["comment"]["body"] = "/promote 0.5.0 staging".into();
-    let body = serde_json::to_vec(&v).unwrap();
-    let h = vec![
-        ("X-Gitea-Delivery".to_string(), "down-1".to_string()),
-        (
-            "X-Gitea-Event-Type".to_string(),
-            "pull_request_comment".to_string(),
-        ),
-        ("X-Gitea-Signature".to_string(), sign(&body)),
-    ];
-    assert_eq!(e.r.post("/hooks/gitea", body, &h).await.0, 202);
+    assert_eq!(
+        post_comment_queued(&e, "down-1", "/promote 0.5.0 staging").await,
+        202
+    );
     // Two attempts fail while Gitea is down; the job is kept for a retry.
     assert!(e.r.app.worker.run_once().await.unwrap());
     assert!(e.r.app.worker.run_once().await.unwrap());

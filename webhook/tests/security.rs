@@ -320,19 +320,10 @@ async fn item11_a_long_job_keeps_its_lease_and_runs_once() {
     let e = env(sqlite().await, |c| c.ingest.lease_secs = 1).await;
     let id = draft(&e.r, "1.0.0").await;
     let (arrived, release) = e.gitea.hold_next_reviews();
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&data("issue-comment-created-on-pull-request.json")).unwrap();
-    v["comment"]["body"] = "/promote 1.0.0 staging".into();
-    let body = serde_json::to_vec(&v).unwrap();
-    let h = vec![
-        ("X-Gitea-Delivery".to_string(), "long-1".to_string()),
-        (
-            "X-Gitea-Event-Type".to_string(),
-            "pull_request_comment".to_string(),
-        ),
-        ("X-Gitea-Signature".to_string(), sign(&body)),
-    ];
-    assert_eq!(e.r.post("/hooks/gitea", body, &h).await.0, 202);
+    assert_eq!(
+        post_comment_queued(&e, "long-1", "/promote 1.0.0 staging").await,
+        202
+    );
     let a = e.r.app.worker.clone();
     let first = tokio::spawn(async move { a.run_once().await.unwrap() });
     tokio::task::spawn_blocking(move || arrived.recv_timeout(Duration::from_secs(10)))

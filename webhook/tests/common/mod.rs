@@ -38,12 +38,38 @@ pub fn headers(name: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// A database for one test. Dropping it leaves PostgreSQL databases behind (named
-/// `mw_test_*`); each run creates fresh ones.
+/// A database for one test: a SQLite file in a temporary directory, or a fresh PostgreSQL
+/// database (`mw_test_*`) that is dropped with it.
 pub struct TestDb {
     pub url: String,
     pub name: &'static str,
     _dir: Option<tempfile::TempDir>,
+    /// (server URL, database) of a PostgreSQL database to drop.
+    pg: Option<(String, String)>,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some((base, db)) = self.pg.take() else {
+            return;
+        };
+        // Drop runs outside any runtime guarantee: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                use sqlx::Connection;
+                if let Ok(mut c) = sqlx::PgConnection::connect(&base).await {
+                    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"))
+                        .execute(&mut c)
+                        .await;
+                }
+            })
+        })
+        .join();
+    }
 }
 
 pub async fn sqlite() -> TestDb {
@@ -55,6 +81,7 @@ pub async fn sqlite() -> TestDb {
         ),
         name: "sqlite",
         _dir: Some(dir),
+        pg: None,
     }
 }
 
@@ -84,6 +111,7 @@ pub async fn postgres() -> Option<TestDb> {
         url,
         name: "postgres",
         _dir: None,
+        pg: Some((base, db)),
     })
 }
 

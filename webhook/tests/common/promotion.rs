@@ -124,6 +124,24 @@ pub async fn state(e: &Env, id: &str) -> Lifecycle {
         .lifecycle
 }
 
+/// Posts the fixture comment with `text` as delivery `delivery` and leaves the job queued
+/// (the test steps the worker itself). Returns the HTTP status.
+pub async fn post_comment_queued(e: &Env, delivery: &str, text: &str) -> u16 {
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&data("issue-comment-created-on-pull-request.json")).unwrap();
+    v["comment"]["body"] = text.into();
+    let body = serde_json::to_vec(&v).unwrap();
+    let h = vec![
+        ("X-Gitea-Delivery".to_string(), delivery.to_string()),
+        (
+            "X-Gitea-Event-Type".to_string(),
+            "pull_request_comment".to_string(),
+        ),
+        ("X-Gitea-Signature".to_string(), sign(&body)),
+    ];
+    e.r.post("/hooks/gitea", body, &h).await.0
+}
+
 impl Env {
     /// The engine, for tests that drive re-evaluation directly.
     pub fn engine(&self) -> module_webhook::promotion::Engine {
