@@ -3,10 +3,7 @@
 
 mod common;
 use common::*;
-use module_webhook::{
-    ingest::{Outcome, reconcile::reconcile},
-    store::Lifecycle,
-};
+use module_webhook::{ingest::Outcome, jobs::reconcile::reconcile, store::Lifecycle};
 use powernode_module::{
     digest::Digest,
     registry::{Credentials, Registry, parse_reference},

@@ -8,13 +8,13 @@ pub mod gitea;
 pub mod harbor;
 pub mod routes;
 
+pub use crate::config::Repositories;
 use crate::store::{NewDelivery, NewJob};
 
 /// The queue row of the job a tag pushed to `repo` hints at.
 pub fn job_for_tag(repo: &str, tag: &str) -> NewJob {
     crate::jobs::Job::for_tag(repo, tag).to_new()
 }
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use sha2::{Digest as _, Sha256};
 
 /// Why a delivery was refused. Each maps to a 4xx with a reason; nothing is stored.
@@ -38,28 +38,4 @@ pub struct Parsed {
 
 pub fn body_sha256(body: &[u8]) -> String {
     hex::encode(Sha256::digest(body))
-}
-
-/// The repositories the receiver accepts (`registry.repositories` globs; `*` stays within
-/// one path segment).
-#[derive(Debug, Clone)]
-pub struct Repositories(GlobSet);
-
-impl Repositories {
-    pub fn new(globs: &[String]) -> anyhow::Result<Self> {
-        let mut b = GlobSetBuilder::new();
-        for g in globs {
-            b.add(
-                GlobBuilder::new(g)
-                    .literal_separator(true)
-                    .build()
-                    .map_err(|e| anyhow::anyhow!("registry.repositories {g:?}: {e}"))?,
-            );
-        }
-        Ok(Repositories(b.build()?))
-    }
-
-    pub fn accepts(&self, repo: &str) -> bool {
-        self.0.is_match(repo)
-    }
 }

@@ -6,7 +6,10 @@ pub mod auth;
 pub mod ops;
 
 use crate::{
-    config::Config, hooks::Repositories, ingest::trust::Policies, metrics::Metrics, store::Store,
+    config::{Config, Repositories},
+    ingest::trust::Policies,
+    metrics::Metrics,
+    store::Store,
 };
 use axum::{
     Json,

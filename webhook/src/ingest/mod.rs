@@ -12,7 +12,6 @@
 //! module, in its pinned category → first-use pin.
 
 pub mod checks;
-pub mod reconcile;
 pub mod rejection;
 pub mod tofu;
 pub mod trust;

@@ -3,6 +3,7 @@
 //! replica at a time ([`singletons`]). The queue itself (leases, backoff, dead letters) is
 //! `store::jobs`.
 
+pub mod reconcile;
 pub mod singletons;
 pub mod worker;
 

@@ -2,11 +2,7 @@
 //! instance): the reconciler, which lists the registry for pushes the hooks missed, and the
 //! promotion timer, which lets soak times elapse, requests expire and `auto` stages advance.
 
-use crate::{
-    ingest::{Ctx, reconcile},
-    promotion::Engine,
-    store::RECONCILER_LOCK,
-};
+use crate::{ingest::Ctx, jobs::reconcile, promotion::Engine, store::RECONCILER_LOCK};
 use std::time::Duration;
 use tokio::sync::watch;
 
