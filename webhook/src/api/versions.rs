@@ -8,7 +8,7 @@ use crate::{
     http::{ApiError, AppState, auth::require},
     lifecycle::{Actor, Evidence, Permission, Request},
     promotion::{Decision, Promoter},
-    store::{AuditRow, Lifecycle, VersionRow},
+    store::{AuditRow, Lifecycle, VersionRow, Via},
 };
 use axum::{
     Json,
@@ -134,7 +134,7 @@ async fn decide(
         policies: s.policies.clone(),
     };
     let decision = promoter
-        .request_with_note(&v, &request, evidence, "api", note)
+        .request_with_note(&v, &request, evidence, Via::Api, note)
         .await?;
     Ok(match decision {
         d @ Decision::Done { .. } => Json(Decided {

@@ -19,7 +19,7 @@ pub mod trust;
 use crate::{
     error::Error,
     metrics::Metrics,
-    store::{Lifecycle, NewAudit, Pin, Store, VersionRow, now_ms},
+    store::{AuditAction, Lifecycle, NewAudit, Pin, Store, VersionRow, Via, now_ms},
 };
 use powernode_module::{
     Version,
@@ -91,7 +91,7 @@ pub fn version_id(module: &str, version: &Version) -> String {
 
 fn audit(
     v: &VersionRow,
-    action: &str,
+    action: AuditAction,
     from: Option<Lifecycle>,
     reason: Option<String>,
     evidence: serde_json::Value,
@@ -100,8 +100,8 @@ fn audit(
         version_id: Some(v.id.clone()),
         module: Some(v.module.clone()),
         actor: "module-webhook".into(),
-        via: "ingest".into(),
-        action: action.into(),
+        via: Via::Ingest,
+        action,
         from_state: from,
         to_state: Some(v.lifecycle),
         reason,
@@ -250,8 +250,8 @@ impl Ctx {
                             version_id: Some(id.clone()),
                             module: Some(trust.name.clone()),
                             actor: "module-webhook".into(),
-                            via: "ingest".into(),
-                            action: "trust_pinned".into(),
+                            via: Via::Ingest,
+                            action: AuditAction::TrustPinned,
                             from_state: None,
                             to_state: None,
                             reason: Some(format!(
@@ -286,8 +286,8 @@ impl Ctx {
                 version_id: Some(e.id.clone()),
                 module: Some(trust.name.clone()),
                 actor: "module-webhook".into(),
-                via: "ingest".into(),
-                action: "refused_different_digest".into(),
+                via: Via::Ingest,
+                action: AuditAction::RefusedDifferentDigest,
                 from_state: Some(e.lifecycle),
                 to_state: Some(e.lifecycle),
                 reason: Some(format!(
@@ -447,7 +447,7 @@ impl Ctx {
             "tlog_integrated_time": signer.integrated_time,
         });
         let id = row.id.clone();
-        let a = audit(&row, "ingested", from, None, evidence);
+        let a = audit(&row, AuditAction::Ingested, from, None, evidence);
         if !self.store.write_version(&row, &a).await? {
             return Ok(Outcome::AlreadyIngested(id));
         }
@@ -503,7 +503,7 @@ impl Ctx {
         if !unchanged {
             let a = audit(
                 &row,
-                "awaiting_signature",
+                AuditAction::AwaitingSignature,
                 existing.map(|e| e.lifecycle),
                 Some(why),
                 json!({"manifest_digest": row.manifest_digest}),
@@ -532,7 +532,7 @@ impl Ctx {
         if !same {
             let a = audit(
                 &row,
-                "rejected",
+                AuditAction::Rejected,
                 existing.map(|e| e.lifecycle),
                 Some(reason.clone()),
                 json!({"manifest_digest": row.manifest_digest, "code": code}),

@@ -6,7 +6,7 @@ use crate::{
     config::PromotionConfig,
     ingest::trust::Policies,
     lifecycle::{self, Evidence, Missing, Request, StagePolicy},
-    store::{Lifecycle, NewAudit, Store, VersionRow},
+    store::{AuditAction, Lifecycle, NewAudit, Store, VersionRow, Via},
 };
 use serde::Serialize;
 use serde_json::json;
@@ -54,7 +54,7 @@ impl Promoter {
         v: &VersionRow,
         request: &Request,
         evidence: Evidence,
-        via: &str,
+        via: Via,
     ) -> anyhow::Result<Decision> {
         self.decide_noted(v, request, evidence, via, true, None)
             .await
@@ -67,7 +67,7 @@ impl Promoter {
         v: &VersionRow,
         request: &Request,
         evidence: Evidence,
-        via: &str,
+        via: Via,
         note: Option<String>,
     ) -> anyhow::Result<Decision> {
         self.decide_noted(v, request, evidence, via, true, note)
@@ -81,7 +81,7 @@ impl Promoter {
         v: &VersionRow,
         request: &Request,
         evidence: Evidence,
-        via: &str,
+        via: Via,
         audit_pending: bool,
     ) -> anyhow::Result<Decision> {
         self.decide_noted(v, request, evidence, via, audit_pending, None)
@@ -93,7 +93,7 @@ impl Promoter {
         v: &VersionRow,
         request: &Request,
         mut evidence: Evidence,
-        via: &str,
+        via: Via,
         audit_pending: bool,
         note: Option<String>,
     ) -> anyhow::Result<Decision> {
@@ -109,12 +109,12 @@ impl Promoter {
             Request::Yank { reason } => Some(reason.clone()),
             Request::Promote { .. } => note.filter(|n| !n.trim().is_empty()),
         };
-        let record = |action: &str, to: Option<Lifecycle>, missing: &[Missing]| NewAudit {
+        let record = |action: AuditAction, to: Option<Lifecycle>, missing: &[Missing]| NewAudit {
             version_id: Some(v.id.clone()),
             module: Some(v.module.clone()),
             actor: evidence.requester.encode(),
-            via: via.to_owned(),
-            action: action.to_owned(),
+            via,
+            action,
             from_state: Some(v.lifecycle),
             to_state: to,
             reason: reason.clone().or_else(|| {
@@ -140,9 +140,9 @@ impl Promoter {
         match result {
             Ok(to) => {
                 let action = if evidence.break_glass {
-                    "transition_break_glass"
+                    AuditAction::TransitionBreakGlass
                 } else {
-                    "transition"
+                    AuditAction::Transition
                 };
                 if self
                     .store
@@ -158,18 +158,24 @@ impl Promoter {
                         from: v.lifecycle.to_string(),
                         to: format!("{to} (the version changed concurrently)"),
                     }];
-                    self.store.audit(&record("refused", None, &missing)).await?;
+                    self.store
+                        .audit(&record(AuditAction::Refused, None, &missing))
+                        .await?;
                     Ok(Decision::Refused { missing })
                 }
             }
             Err(missing) if missing.iter().all(Missing::can_be_met_later) => {
                 if audit_pending {
-                    self.store.audit(&record("pending", None, &missing)).await?;
+                    self.store
+                        .audit(&record(AuditAction::Pending, None, &missing))
+                        .await?;
                 }
                 Ok(Decision::Pending { missing })
             }
             Err(missing) => {
-                self.store.audit(&record("refused", None, &missing)).await?;
+                self.store
+                    .audit(&record(AuditAction::Refused, None, &missing))
+                    .await?;
                 Ok(Decision::Refused { missing })
             }
         }

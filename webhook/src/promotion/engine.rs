@@ -16,7 +16,10 @@ use crate::{
     error::Error,
     gitea::Gitea,
     ingest::trust::{ModuleTrust, Policies},
-    store::{Lifecycle, NewAudit, PromotionRequest, RequestState, Store, VersionRow, now_ms},
+    store::{
+        AuditAction, Lifecycle, NewAudit, PromotionRequest, RequestState, Store, VersionRow, Via,
+        now_ms,
+    },
 };
 use powernode_module::lifecycle::{Actor, Request};
 use serde_json::json;
@@ -128,8 +131,8 @@ impl Engine {
                     version_id: version_id.clone(),
                     module: Some(module.clone()),
                     actor: c.actor().encode(),
-                    via: "comment".into(),
-                    action: "refused".into(),
+                    via: Via::Comment,
+                    action: AuditAction::Refused,
                     from_state: None,
                     to_state: None,
                     reason: Some(n.reply.clone()),
@@ -227,7 +230,7 @@ impl Engine {
         .await?;
         let decision = self
             .promoter
-            .request(&v, &request, evidence, "comment")
+            .request(&v, &request, evidence, Via::Comment)
             .await?;
         let to = target_state(&request);
         let record = PromotionRequest {
@@ -236,7 +239,7 @@ impl Engine {
             to_state: to,
             digest: v.manifest_digest.clone(),
             requester: c.actor(),
-            via: "comment".into(),
+            via: Via::Comment,
             repository: Some(module.gitea_repository.clone()),
             pr_number: Some(c.pr),
             state: RequestState::Pending,
@@ -367,7 +370,7 @@ impl Engine {
                 .await?;
                 if let Decision::Done { to, .. } = self
                     .promoter
-                    .decide(&v, &Request::Promote { to }, evidence, "auto", false)
+                    .decide(&v, &Request::Promote { to }, evidence, Via::Auto, false)
                     .await?
                 {
                     n += 1;
@@ -443,7 +446,7 @@ impl Engine {
             };
             match self
                 .promoter
-                .decide(&v, &request, evidence, "auto", false)
+                .decide(&v, &request, evidence, Via::Auto, false)
                 .await?
             {
                 Decision::Done { from, to } => {

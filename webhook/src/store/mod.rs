@@ -2,15 +2,17 @@
 //! set of migrations (`webhook/migrations/`) and plain queries. Callers see typed rows; the
 //! SQL stays here.
 
+mod audit;
 mod jobs;
 mod pins;
 mod requests;
 mod versions;
 
+pub use audit::{AuditAction, AuditRow, NewAudit, Via};
 pub use jobs::{JobRow, JobState, NewJob};
 pub use pins::Pin;
 pub use requests::{PromotionRequest, RequestState};
-pub use versions::{AuditRow, Lifecycle, NewAudit, VersionRow};
+pub use versions::{Lifecycle, VersionRow};
 
 use sqlx::{
     AnyPool, Row,

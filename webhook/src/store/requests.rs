@@ -2,7 +2,7 @@
 //! compare-and-set on `state = 'pending'`, like version transitions: a `/cancel` and a
 //! concurrent re-evaluation cannot undo each other.
 
-use super::{Store, now_ms};
+use super::{Store, Via, now_ms};
 use powernode_module::lifecycle::{Actor, Lifecycle};
 use serde::Serialize;
 use sqlx::{Row, any::AnyRow};
@@ -56,7 +56,7 @@ pub struct PromotionRequest {
     /// The manifest digest the request named: approvals count only for it.
     pub digest: String,
     pub requester: Actor,
-    pub via: String,
+    pub via: Via,
     pub repository: Option<String>,
     pub pr_number: Option<i64>,
     pub state: RequestState,
@@ -81,7 +81,7 @@ fn row(r: &AnyRow) -> anyhow::Result<PromotionRequest> {
         digest: r.try_get("digest")?,
         requester: Actor::decode(&r.try_get::<String, _>("requester")?)
             .map_err(anyhow::Error::msg)?,
-        via: r.try_get("via")?,
+        via: Via::parse(&r.try_get::<String, _>("via")?)?,
         repository: r.try_get("repository")?,
         pr_number: r.try_get("pr_number")?,
         state: RequestState::parse(&r.try_get::<String, _>("state")?)?,
@@ -104,7 +104,7 @@ impl Store {
         .bind(r.to_state.as_str())
         .bind(&r.digest)
         .bind(r.requester.encode())
-        .bind(&r.via)
+        .bind(r.via.as_str())
         .bind(&r.repository)
         .bind(r.pr_number)
         .bind(r.state.as_str())

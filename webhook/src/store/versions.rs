@@ -1,9 +1,13 @@
 //! Modules, versions and the append-only audit trail.
 
-use super::{Store, now_ms};
+use super::{
+    Store,
+    audit::{NewAudit, append_audit},
+    now_ms,
+};
 pub use powernode_module::lifecycle::Lifecycle;
 use serde::Serialize;
-use sqlx::{Any, Row, Transaction, any::AnyRow};
+use sqlx::{Row, any::AnyRow};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VersionRow {
@@ -54,66 +58,6 @@ fn version_row(r: &AnyRow) -> anyhow::Result<VersionRow> {
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
-}
-
-/// An audit entry to append.
-#[derive(Debug, Clone)]
-pub struct NewAudit {
-    pub version_id: Option<String>,
-    pub module: Option<String>,
-    pub actor: String,
-    pub via: String,
-    pub action: String,
-    pub from_state: Option<Lifecycle>,
-    pub to_state: Option<Lifecycle>,
-    pub reason: Option<String>,
-    pub evidence: serde_json::Value,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct AuditRow {
-    pub id: String,
-    pub version_id: Option<String>,
-    pub module: Option<String>,
-    pub at: i64,
-    pub actor: String,
-    pub via: String,
-    pub action: String,
-    pub from_state: Option<String>,
-    pub to_state: Option<String>,
-    pub reason: Option<String>,
-    pub evidence: serde_json::Value,
-}
-
-/// Appends an audit row inside a transaction. The only write to `audit` anywhere.
-pub(crate) async fn append_audit(
-    tx: &mut Transaction<'_, Any>,
-    a: &NewAudit,
-) -> anyhow::Result<()> {
-    let at = now_ms();
-    let seq = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0);
-    sqlx::query(
-        "INSERT INTO audit (id, seq, version_id, module, at, actor, via, action, from_state, to_state, reason, evidence)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(uuid::Uuid::new_v4().to_string())
-    .bind(seq)
-    .bind(&a.version_id)
-    .bind(&a.module)
-    .bind(at)
-    .bind(&a.actor)
-    .bind(&a.via)
-    .bind(&a.action)
-    .bind(a.from_state.map(|s| s.as_str().to_owned()))
-    .bind(a.to_state.map(|s| s.as_str().to_owned()))
-    .bind(&a.reason)
-    .bind(a.evidence.to_string())
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }
 
 impl Store {
@@ -210,33 +154,6 @@ impl Store {
             .collect()
     }
 
-    pub async fn audit_of(&self, version_id: &str) -> anyhow::Result<Vec<AuditRow>> {
-        let rows = sqlx::query(
-            "SELECT id, version_id, module, at, actor, via, action, from_state, to_state, reason, evidence
-             FROM audit WHERE version_id = $1 ORDER BY seq, id",
-        )
-        .bind(version_id)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRow {
-                    id: r.try_get("id")?,
-                    version_id: r.try_get("version_id")?,
-                    module: r.try_get("module")?,
-                    at: r.try_get("at")?,
-                    actor: r.try_get("actor")?,
-                    via: r.try_get("via")?,
-                    action: r.try_get("action")?,
-                    from_state: r.try_get("from_state")?,
-                    to_state: r.try_get("to_state")?,
-                    reason: r.try_get("reason")?,
-                    evidence: serde_json::from_str(&r.try_get::<String, _>("evidence")?)?,
-                })
-            })
-            .collect()
-    }
-
     /// Writes (inserts or replaces a pre-draft row of) a version together with its audit
     /// entry, in one transaction. A published version is never overwritten: if one exists
     /// for (module, version) this returns `false` and writes nothing.
@@ -294,14 +211,6 @@ impl Store {
         append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(true)
-    }
-
-    /// Appends an audit entry on its own (refusals that change no version).
-    pub async fn audit(&self, a: &NewAudit) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
-        append_audit(&mut tx, a).await?;
-        tx.commit().await?;
-        Ok(())
     }
 }
 

@@ -1,0 +1,170 @@
+//! The append-only audit trail: every state change and every refusal, with who acted, by
+//! which way (`via`) and the evidence. No code path updates or deletes its rows.
+
+use super::{Lifecycle, Store, now_ms};
+use serde::Serialize;
+use sqlx::{Any, Row, Transaction};
+
+/// What an audit row records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    /// A verified artifact became a `draft` version.
+    Ingested,
+    AwaitingSignature,
+    Rejected,
+    /// A push tried to change a published version's content.
+    RefusedDifferentDigest,
+    /// Trust on first use pinned a signer identity pattern.
+    TrustPinned,
+    Transition,
+    /// A transition whose requirements the break-glass role waived.
+    TransitionBreakGlass,
+    /// A request waits for its requirements.
+    Pending,
+    Refused,
+}
+
+impl AuditAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditAction::Ingested => "ingested",
+            AuditAction::AwaitingSignature => "awaiting_signature",
+            AuditAction::Rejected => "rejected",
+            AuditAction::RefusedDifferentDigest => "refused_different_digest",
+            AuditAction::TrustPinned => "trust_pinned",
+            AuditAction::Transition => "transition",
+            AuditAction::TransitionBreakGlass => "transition_break_glass",
+            AuditAction::Pending => "pending",
+            AuditAction::Refused => "refused",
+        }
+    }
+}
+
+/// The way a change came in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    Ingest,
+    Comment,
+    Api,
+    Auto,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Ingest => "ingest",
+            Via::Comment => "comment",
+            Via::Api => "api",
+            Via::Auto => "auto",
+        }
+    }
+
+    pub fn parse(s: &str) -> anyhow::Result<Via> {
+        Ok(match s {
+            "ingest" => Via::Ingest,
+            "comment" => Via::Comment,
+            "api" => Via::Api,
+            "auto" => Via::Auto,
+            other => anyhow::bail!("unknown via {other:?}"),
+        })
+    }
+}
+
+/// An audit entry to append.
+#[derive(Debug, Clone)]
+pub struct NewAudit {
+    pub version_id: Option<String>,
+    pub module: Option<String>,
+    pub actor: String,
+    pub via: Via,
+    pub action: AuditAction,
+    pub from_state: Option<Lifecycle>,
+    pub to_state: Option<Lifecycle>,
+    pub reason: Option<String>,
+    pub evidence: serde_json::Value,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct AuditRow {
+    pub id: String,
+    pub version_id: Option<String>,
+    pub module: Option<String>,
+    pub at: i64,
+    pub actor: String,
+    pub via: String,
+    pub action: String,
+    pub from_state: Option<String>,
+    pub to_state: Option<String>,
+    pub reason: Option<String>,
+    pub evidence: serde_json::Value,
+}
+
+/// Appends an audit row inside a transaction. The only write to `audit` anywhere.
+pub(crate) async fn append_audit(
+    tx: &mut Transaction<'_, Any>,
+    a: &NewAudit,
+) -> anyhow::Result<()> {
+    let at = now_ms();
+    let seq = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0);
+    sqlx::query(
+        "INSERT INTO audit (id, seq, version_id, module, at, actor, via, action, from_state, to_state, reason, evidence)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(seq)
+    .bind(&a.version_id)
+    .bind(&a.module)
+    .bind(at)
+    .bind(&a.actor)
+    .bind(a.via.as_str())
+    .bind(a.action.as_str())
+    .bind(a.from_state.map(|s| s.as_str().to_owned()))
+    .bind(a.to_state.map(|s| s.as_str().to_owned()))
+    .bind(&a.reason)
+    .bind(a.evidence.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+impl Store {
+    pub async fn audit_of(&self, version_id: &str) -> anyhow::Result<Vec<AuditRow>> {
+        let rows = sqlx::query(
+            "SELECT id, version_id, module, at, actor, via, action, from_state, to_state, reason, evidence
+             FROM audit WHERE version_id = $1 ORDER BY seq, id",
+        )
+        .bind(version_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditRow {
+                    id: r.try_get("id")?,
+                    version_id: r.try_get("version_id")?,
+                    module: r.try_get("module")?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    via: r.try_get("via")?,
+                    action: r.try_get("action")?,
+                    from_state: r.try_get("from_state")?,
+                    to_state: r.try_get("to_state")?,
+                    reason: r.try_get("reason")?,
+                    evidence: serde_json::from_str(&r.try_get::<String, _>("evidence")?)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Appends an audit entry on its own (refusals that change no version).
+    pub async fn audit(&self, a: &NewAudit) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        append_audit(&mut tx, a).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
