@@ -86,3 +86,53 @@ pub fn status_table(rows: &[(String, Lifecycle, String)]) -> String {
 pub fn commit_status(module: &str, version: &str, stage: Lifecycle) -> String {
     format!("{module} {version}: {stage}")
 }
+
+#[cfg(test)]
+mod tests {
+    //! The texts people read, pinned as snapshots: a change of wording shows up in review
+    //! (`cargo insta review`, or update the `.snap` file by hand).
+    use super::*;
+    use powernode_module::lifecycle::Permission;
+
+    #[test]
+    fn replies_read_as_written() {
+        let missing = [
+            Missing::Approvals { need: 2, have: 1 },
+            Missing::Check {
+                context: "module-builder / build".into(),
+                state: Some("failure".into()),
+            },
+            Missing::Soak {
+                remaining_secs: 1800,
+            },
+        ];
+        let all = [
+            done("my-redis", "0.1.0", Lifecycle::Draft, Lifecycle::Staging),
+            done_later("my-redis", "0.1.0", Lifecycle::Blessed, Lifecycle::Live),
+            pending("my-redis", "0.1.0", Lifecycle::Live, &missing),
+            refused(
+                "my-redis",
+                "0.1.0",
+                Lifecycle::Staging,
+                &[
+                    Missing::Permission {
+                        need: Permission::Write,
+                        has: Some(Permission::Read),
+                    },
+                    Missing::SourceCommit,
+                ],
+            ),
+            wrong_repository("my-redis", "mallory/playground", "acme/hello-module"),
+            expired("v-my-redis-0.1.0", Lifecycle::Live),
+            cancelled(2),
+            status_table(&[(
+                "0.1.0".into(),
+                Lifecycle::Staging,
+                format!("sha256:{}", "ab".repeat(32)),
+            )]),
+            invalid("promote", "usage: /promote <version> <stage>"),
+        ]
+        .join("\n\n---\n\n");
+        insta::assert_snapshot!(all);
+    }
+}
