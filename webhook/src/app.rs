@@ -31,9 +31,14 @@ fn registry_host(url: &str) -> anyhow::Result<(String, bool)> {
 
 impl App {
     pub async fn new(config: Config) -> anyhow::Result<App> {
+        App::with_clock(config, crate::store::Clock::system()).await
+    }
+
+    /// As [`App::new`], going by `clock` (tests pass a manual one and move it).
+    pub async fn with_clock(config: Config, clock: crate::store::Clock) -> anyhow::Result<App> {
         // Configurations built in code are checked like loaded ones.
         config.validate()?;
-        let store = Store::connect(&config.database_url).await?;
+        let store = Store::connect_with_clock(&config.database_url, clock).await?;
         let (host, http) = registry_host(&config.registry.url)?;
         if http && !is_loopback(&host) && !config.registry.insecure {
             anyhow::bail!(

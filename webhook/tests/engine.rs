@@ -3,7 +3,10 @@
 
 mod common;
 use common::{promotion::*, *};
-use module_webhook::{lifecycle::StagePolicy, store::Lifecycle};
+use module_webhook::{
+    lifecycle::StagePolicy,
+    store::{Clock, Lifecycle},
+};
 use powernode_testkit::gitea::review;
 
 fn live_needs_two(c: &mut module_webhook::config::Config) {
@@ -150,7 +153,8 @@ async fn approvals_that_do_not_count() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_check_then_status_event_and_soak_then_timer() {
-    let e = env(sqlite().await, |c| {
+    let clock = Clock::manual();
+    let e = env_with_clock(sqlite().await, clock.clone(), |c| {
         c.promotion.staging = StagePolicy {
             required_checks: vec!["module-builder / build".into()],
             ..Default::default()
@@ -188,7 +192,7 @@ async fn failing_check_then_status_event_and_soak_then_timer() {
     comment(&e, 2, "bob", "/promote 0.3.0 blessed", "created").await;
     assert_eq!(state(&e, &id).await, Lifecycle::Staging, "soak not elapsed");
     assert!(e.gitea.comments().last().unwrap().contains("soak"));
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    clock.advance(std::time::Duration::from_millis(1100));
     e.r.app
         .worker
         .engine
@@ -287,7 +291,8 @@ async fn gitea_down_keeps_the_request_and_retries() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn auto_stage_cancel_and_expiry() {
-    let e = env(sqlite().await, |c| {
+    let clock = Clock::manual();
+    let e = env_with_clock(sqlite().await, clock.clone(), |c| {
         c.promotion.staging = StagePolicy {
             auto: true,
             required_checks: vec!["module-builder / build".into()],
@@ -357,7 +362,7 @@ async fn auto_stage_cancel_and_expiry() {
 
     // And expires (the TTL here is 0).
     comment(&e, 4, "bob", "/promote 0.6.0 blessed", "created").await;
-    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    clock.advance(std::time::Duration::from_millis(5));
     engine.reevaluate(None).await.unwrap();
     assert!(
         e.r.app

@@ -424,8 +424,9 @@ async fn wrong_signer_and_unsigned_never_become_drafts() {
 
     // Past the signature timeout, it is rejected, with the reason.
     cfg.ingest.signature_timeout_secs = 0;
-    let r2 = serve(cfg).await;
-    tokio::time::sleep(Duration::from_millis(5)).await;
+    let clock = module_webhook::store::Clock::manual();
+    let r2 = serve_with_clock(cfg, clock.clone()).await;
+    clock.advance(Duration::from_millis(5));
     let out = r2.app.worker.ctx.ingest(REPO, "v0.5.0").await.unwrap();
     assert!(
         matches!(&out, Outcome::Rejected(_, why) if why.starts_with("signature_timeout")),

@@ -19,7 +19,7 @@ pub mod trust;
 use crate::{
     error::Error,
     metrics::Metrics,
-    store::{AuditAction, Lifecycle, NewAudit, Pin, Store, VersionRow, Via, now_ms},
+    store::{AuditAction, Lifecycle, NewAudit, Pin, Store, VersionRow, Via},
 };
 use powernode_module::{
     Version,
@@ -171,7 +171,7 @@ impl Ctx {
                 .refuse_different_digest(trust, e, repository, tag, &digest)
                 .await;
         }
-        let now = now_ms();
+        let now = self.store.now();
         let row = VersionRow {
             id: id.clone(),
             module: trust.name.clone(),
@@ -491,7 +491,7 @@ impl Ctx {
         existing: Option<&VersionRow>,
         why: String,
     ) -> Result<Outcome, Error> {
-        if now_ms() - row.created_at > self.signature_timeout_ms {
+        if self.store.now() - row.created_at > self.signature_timeout_ms {
             return self
                 .reject(row, existing, Rejection::SignatureTimeout(why))
                 .await;

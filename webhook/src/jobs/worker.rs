@@ -11,7 +11,7 @@ use crate::{
     error::Error,
     ingest::{Ctx, Outcome},
     jobs::Job,
-    store::{JobRow, JobState, now_ms},
+    store::{JobRow, JobState},
 };
 use std::time::{Duration, Instant};
 use tracing::Instrument;
@@ -117,7 +117,7 @@ impl Worker {
                 Ok(())
             }
             Err((e, transient)) => {
-                let at = now_ms() + backoff_ms(&self.cfg, row.attempts);
+                let at = self.ctx.store.now() + backoff_ms(&self.cfg, row.attempts);
                 // A failure retrying cannot mend is dead-lettered now, with its reason.
                 let budget = if transient {
                     self.cfg.max_attempts

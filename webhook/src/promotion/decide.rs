@@ -103,7 +103,7 @@ impl Promoter {
         };
         let policy = self.policy(target, &v.module);
         evidence.entered_state_at = v.updated_at;
-        let now = crate::store::now_ms();
+        let now = self.store.now();
         let result = lifecycle::transition(v.lifecycle, request, &evidence, &policy, now);
         let reason = match request {
             Request::Yank { reason } => Some(reason.clone()),

@@ -18,7 +18,6 @@ use crate::{
     ingest::trust::{ModuleTrust, Policies},
     store::{
         AuditAction, Lifecycle, NewAudit, PromotionRequest, RequestState, Store, VersionRow, Via,
-        now_ms,
     },
 };
 use powernode_module::lifecycle::{Actor, Request};
@@ -218,7 +217,9 @@ impl Engine {
                 return Ok(n.reply);
             }
         };
-        let created_at = existing.as_ref().map_or_else(now_ms, |r| r.created_at);
+        let created_at = existing
+            .as_ref()
+            .map_or_else(|| self.store.now(), |r| r.created_at);
         let evidence = evidence::gather(
             &self.gitea,
             &module.gitea_repository,
@@ -365,7 +366,7 @@ impl Engine {
                     None,
                     &Actor::Auto,
                     &v,
-                    now_ms(),
+                    self.store.now(),
                 )
                 .await?;
                 if let Decision::Done { to, .. } = self
@@ -407,7 +408,7 @@ impl Engine {
     async fn reevaluate_requests(&self, repository: Option<&str>) -> Result<usize, Error> {
         let mut done = 0;
         for r in self.store.pending_requests(repository).await? {
-            if now_ms() > r.expires_at {
+            if self.store.now() > r.expires_at {
                 if self
                     .store
                     .close_request(&r.id, RequestState::Expired, &r.missing)

@@ -1,7 +1,7 @@
 //! The append-only audit trail: every state change and every refusal, with who acted, by
 //! which way (`via`) and the evidence. No code path updates or deletes its rows.
 
-use super::{Lifecycle, Store, now_ms};
+use super::{Lifecycle, Store};
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
@@ -105,8 +105,8 @@ pub struct AuditRow {
 pub(crate) async fn append_audit(
     tx: &mut Transaction<'_, Any>,
     a: &NewAudit,
+    at: i64,
 ) -> anyhow::Result<()> {
-    let at = now_ms();
     let seq = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
@@ -163,7 +163,7 @@ impl Store {
     /// Appends an audit entry on its own (refusals that change no version).
     pub async fn audit(&self, a: &NewAudit) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
-        append_audit(&mut tx, a).await?;
+        append_audit(&mut tx, a, self.now()).await?;
         tx.commit().await?;
         Ok(())
     }

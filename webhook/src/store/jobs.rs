@@ -7,7 +7,7 @@
 //! token is still the job's. A worker that lost its lease (it stalled past the lease, and
 //! another worker took the job over) changes nothing.
 
-use super::{Backend, Store, now_ms};
+use super::{Backend, Store};
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction, any::AnyRow};
 
@@ -96,14 +96,14 @@ impl Store {
     /// Enqueues a job (unless an identical one is already queued).
     pub async fn enqueue(&self, j: &NewJob) -> anyhow::Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let fresh = insert(&mut tx, j, now_ms()).await?;
+        let fresh = insert(&mut tx, j, self.now()).await?;
         tx.commit().await?;
         Ok(fresh)
     }
 
     /// Claims the next due job (queued and due, or running with an expired lease).
     pub async fn claim(&self, lease_ms: i64) -> anyhow::Result<Option<JobRow>> {
-        let now = now_ms();
+        let now = self.now();
         let lock = match self.backend {
             Backend::Postgres => " FOR UPDATE SKIP LOCKED",
             Backend::Sqlite => "",
@@ -127,7 +127,7 @@ impl Store {
     /// Extends the lease of a running job this worker still holds. Returns `false` when the
     /// lease was lost (another worker took the job over): the caller must stop.
     pub async fn renew_lease(&self, job: &JobRow, lease_ms: i64) -> anyhow::Result<bool> {
-        let now = now_ms();
+        let now = self.now();
         let n = sqlx::query(
             "UPDATE jobs SET lease_until = $3, updated_at = $4 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
         )
@@ -148,7 +148,7 @@ impl Store {
         )
         .bind(&job.id)
         .bind(&job.lease_token)
-        .bind(now_ms())
+        .bind(self.now())
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -176,7 +176,7 @@ impl Store {
         .bind(state.as_str())
         .bind(run_at)
         .bind(error)
-        .bind(now_ms())
+        .bind(self.now())
         .bind(&job.lease_token)
         .execute(&self.pool)
         .await?
@@ -188,7 +188,7 @@ impl Store {
     /// queued again at once instead of waiting for their leases to expire.
     pub async fn requeue_running(&self) -> anyhow::Result<u64> {
         Ok(sqlx::query("UPDATE jobs SET state = 'queued', lease_until = NULL, run_at = $1 WHERE state = 'running'")
-            .bind(now_ms())
+            .bind(self.now())
             .execute(&self.pool)
             .await?
             .rows_affected())
@@ -209,7 +209,7 @@ impl Store {
             "UPDATE jobs SET state = 'queued', attempts = 0, run_at = $2, updated_at = $2 WHERE id = $1 AND state = 'dead'",
         )
         .bind(id)
-        .bind(now_ms())
+        .bind(self.now())
         .execute(&self.pool)
         .await?
         .rows_affected();

@@ -30,14 +30,46 @@ pub enum Backend {
 pub struct Store {
     pub(crate) pool: AnyPool,
     pub backend: Backend,
+    /// The receiver's notion of now: every time it records or compares (state entered,
+    /// soak, expiry, leases, backoff) comes from here, so tests move time instead of sleeping.
+    pub clock: Clock,
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch, by the system clock.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// The system clock, or a manual one that moves only when told (shared by every clone).
+#[derive(Debug, Clone, Default)]
+pub struct Clock(Option<std::sync::Arc<std::sync::atomic::AtomicI64>>);
+
+impl Clock {
+    pub fn system() -> Clock {
+        Clock(None)
+    }
+
+    /// A clock that starts at the system's now and moves only by [`Clock::advance`].
+    pub fn manual() -> Clock {
+        Clock(Some(std::sync::Arc::new(now_ms().into())))
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        match &self.0 {
+            None => now_ms(),
+            Some(t) => t.load(std::sync::atomic::Ordering::SeqCst),
+        }
+    }
+
+    /// Moves a manual clock forward (a system clock moves by itself).
+    pub fn advance(&self, d: Duration) {
+        if let Some(t) = &self.0 {
+            t.fetch_add(d.as_millis() as i64, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
 }
 
 /// A delivery as recorded before it is acknowledged.
@@ -52,6 +84,11 @@ pub struct NewDelivery {
 impl Store {
     /// Connects (creating a SQLite file and its directory if needed) and runs migrations.
     pub async fn connect(url: &str) -> anyhow::Result<Store> {
+        Store::connect_with_clock(url, Clock::system()).await
+    }
+
+    /// As [`Store::connect`], with the clock the receiver goes by.
+    pub async fn connect_with_clock(url: &str, clock: Clock) -> anyhow::Result<Store> {
         sqlx::any::install_default_drivers();
         let backend = if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             Backend::Postgres
@@ -98,7 +135,16 @@ impl Store {
         }
         let pool = pool_opts.connect_with(opts).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            clock,
+        })
+    }
+
+    /// Now, by the receiver's clock (ms since the Unix epoch).
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// Whether the database answers (for `/readyz`).
@@ -112,7 +158,7 @@ impl Store {
         &self,
         deliveries: &[(NewDelivery, Vec<NewJob>)],
     ) -> anyhow::Result<Vec<bool>> {
-        let now = now_ms();
+        let now = self.now();
         let mut tx = self.pool.begin().await?;
         let mut fresh = Vec::with_capacity(deliveries.len());
         for (d, jobs) in deliveries {

@@ -2,7 +2,7 @@
 //! keyless signature established. Pinned once: of two concurrent first ingests exactly one
 //! wins, and the loser is verified against the winner's pin.
 
-use super::{Store, now_ms};
+use super::Store;
 use serde::Serialize;
 use sqlx::Row;
 
@@ -53,7 +53,7 @@ impl Store {
         .bind(&candidate.identity)
         .bind(&candidate.issuer)
         .bind(&candidate.identity_pattern)
-        .bind(now_ms())
+        .bind(self.now())
         .bind(&candidate.version_id)
         .execute(&self.pool)
         .await?;

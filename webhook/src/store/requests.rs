@@ -2,7 +2,7 @@
 //! compare-and-set on `state = 'pending'`, like version transitions: a `/cancel` and a
 //! concurrent re-evaluation cannot undo each other.
 
-use super::{Store, Via, now_ms};
+use super::{Store, Via};
 use powernode_module::lifecycle::{Actor, Lifecycle};
 use serde::Serialize;
 use sqlx::{Row, any::AnyRow};
@@ -112,7 +112,7 @@ impl Store {
         .bind(&r.reason)
         .bind(r.created_at)
         .bind(r.expires_at)
-        .bind(now_ms())
+        .bind(self.now())
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -163,7 +163,7 @@ impl Store {
         )
         .bind(id)
         .bind(missing.to_string())
-        .bind(now_ms())
+        .bind(self.now())
         .execute(&self.pool)
         .await?
         .rows_affected();
@@ -184,7 +184,7 @@ impl Store {
         .bind(id)
         .bind(state.as_str())
         .bind(missing.to_string())
-        .bind(now_ms())
+        .bind(self.now())
         .execute(&self.pool)
         .await?
         .rows_affected();

@@ -3,7 +3,6 @@
 use super::{
     Store,
     audit::{NewAudit, append_audit},
-    now_ms,
 };
 pub use powernode_module::lifecycle::Lifecycle;
 use serde::Serialize;
@@ -180,7 +179,7 @@ impl Store {
         sqlx::query("INSERT INTO modules (name, repository, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
             .bind(&v.module)
             .bind(&v.repository)
-            .bind(now_ms())
+            .bind(self.now())
             .execute(&mut *tx)
             .await?;
         sqlx::query(&format!(
@@ -205,10 +204,10 @@ impl Store {
         .bind(&v.reject_reason)
         .bind(v.created_at)
         // Written now: `updated_at` is when this state was entered (soak times count from it).
-        .bind(now_ms())
+        .bind(self.now())
         .execute(&mut *tx)
         .await?;
-        append_audit(&mut tx, audit).await?;
+        append_audit(&mut tx, audit, self.now()).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -232,14 +231,14 @@ impl Store {
         .bind(id)
         .bind(from.as_str())
         .bind(to.as_str())
-        .bind(now_ms())
+        .bind(self.now())
         .execute(&mut *tx)
         .await?
         .rows_affected();
         if n != 1 {
             return Ok(false);
         }
-        append_audit(&mut tx, audit).await?;
+        append_audit(&mut tx, audit, self.now()).await?;
         tx.commit().await?;
         Ok(true)
     }

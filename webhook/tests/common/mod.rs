@@ -201,7 +201,12 @@ pub struct Running {
 }
 
 pub async fn serve(cfg: Config) -> Running {
-    let app = App::new(cfg).await.unwrap();
+    serve_with_clock(cfg, module_webhook::store::Clock::system()).await
+}
+
+/// As [`serve`], going by `clock`.
+pub async fn serve_with_clock(cfg: Config, clock: module_webhook::store::Clock) -> Running {
+    let app = App::with_clock(cfg, clock).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let router = module_webhook::app::router(app.state.clone());

@@ -17,6 +17,15 @@ pub struct Env {
 }
 
 pub async fn env(db: TestDb, tweak: impl FnOnce(&mut module_webhook::config::Config)) -> Env {
+    env_with_clock(db, module_webhook::store::Clock::system(), tweak).await
+}
+
+/// As [`env`], going by `clock` (a manual one moves only when the test says).
+pub async fn env_with_clock(
+    db: TestDb,
+    clock: module_webhook::store::Clock,
+    tweak: impl FnOnce(&mut module_webhook::config::Config),
+) -> Env {
     let gitea = FakeGitea::start();
     for (u, p) in [
         ("alice", "write"),
@@ -50,7 +59,7 @@ pub async fn env(db: TestDb, tweak: impl FnOnce(&mut module_webhook::config::Con
         .unwrap();
     assert!(o.status.success());
     cfg.modules[0].keys = vec![keys.path().join("k.pub")];
-    let r = serve(cfg).await;
+    let r = serve_with_clock(cfg, clock).await;
     std::mem::forget(keys);
     Env { r, gitea, _db: db }
 }
