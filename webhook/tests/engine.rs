@@ -279,10 +279,7 @@ async fn gitea_down_keeps_the_request_and_retries() {
     assert!(e.r.app.worker.run_once().await.unwrap());
     assert!(e.r.app.worker.run_once().await.unwrap());
     assert_eq!(state(&e, &id).await, Lifecycle::Draft);
-    assert!(
-        e.r.app.state.store.has_pending_jobs().await.unwrap(),
-        "nothing lost"
-    );
+    assert!(has_pending_jobs(&e.r.app.state.store).await, "nothing lost");
     e.gitea.state.lock().unwrap().down = false;
     e.r.app.drain().await.unwrap();
     assert_eq!(state(&e, &id).await, Lifecycle::Staging);

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 
 async fn deliveries(r: &Running) -> i64 {
-    r.app.state.store.delivery_count().await.unwrap()
+    r.deliveries().await
 }
 
 async fn jobs(r: &Running) -> usize {

@@ -95,7 +95,7 @@ fn digest_of(reference: &str) -> String {
 
 async fn wait_for_deliveries(r: &Running, n: i64) {
     for _ in 0..200 {
-        if r.app.state.store.delivery_count().await.unwrap() >= n {
+        if r.deliveries().await >= n {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -243,7 +243,7 @@ async fn reconciler_ingests_what_was_pushed_while_the_receiver_was_down() {
         vec![key_policy("my-redis", REPO, k.public.clone())],
     ))
     .await;
-    assert_eq!(r.app.state.store.delivery_count().await.unwrap(), 0);
+    assert_eq!(r.deliveries().await, 0);
     let n = reconcile(&r.app.worker.ctx).await.unwrap();
     assert_eq!(
         n, 1,

@@ -225,13 +225,4 @@ impl Store {
             .map(|r| Ok((r.try_get::<String, _>("state")?, r.try_get::<i64, _>("n")?)))
             .collect()
     }
-
-    /// Whether any job is queued or running (tests drain the queue with this).
-    pub async fn has_pending_jobs(&self) -> anyhow::Result<bool> {
-        let n: i64 = sqlx::query("SELECT COUNT(*) FROM jobs WHERE state IN ('queued', 'running')")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get(0)?;
-        Ok(n > 0)
-    }
 }

@@ -183,14 +183,6 @@ impl Store {
         tx.commit().await?;
         Ok(fresh)
     }
-
-    /// How many deliveries are recorded (for tests and metrics).
-    pub async fn delivery_count(&self) -> anyhow::Result<i64> {
-        Ok(sqlx::query("SELECT COUNT(*) FROM deliveries")
-            .fetch_one(&self.pool)
-            .await?
-            .try_get::<i64, _>(0)?)
-    }
 }
 
 /// Proof of holding a singleton lock (released when dropped). On PostgreSQL this is a

@@ -249,6 +249,43 @@ impl Running {
     }
 }
 
+/// How many deliveries the database at `url` has recorded (read with SQL: the receiver
+/// itself has no use for the number).
+pub async fn deliveries_in(url: &str) -> i64 {
+    use sqlx::Row;
+    sqlx::any::install_default_drivers();
+    let url = match url.strip_prefix("sqlite://") {
+        Some(path) => format!("sqlite://{path}?mode=ro"),
+        None => url.to_owned(),
+    };
+    let pool = sqlx::AnyPool::connect(&url).await.unwrap();
+    let n: i64 = sqlx::query("SELECT COUNT(*) FROM deliveries")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .try_get(0)
+        .unwrap();
+    pool.close().await;
+    n
+}
+
+/// Whether any job is queued or running.
+pub async fn has_pending_jobs(store: &module_webhook::store::Store) -> bool {
+    store
+        .job_counts()
+        .await
+        .unwrap()
+        .iter()
+        .any(|(state, n)| (state == "queued" || state == "running") && *n > 0)
+}
+
+impl Running {
+    /// Deliveries recorded by this receiver's database.
+    pub async fn deliveries(&self) -> i64 {
+        deliveries_in(&self.app.state.config.database_url).await
+    }
+}
+
 pub fn dist_headers() -> Vec<(String, String)> {
     vec![
         ("Authorization".into(), format!("Bearer {DIST_TOKEN}")),

@@ -111,7 +111,7 @@ pub async fn comment_in(e: &Env, repo: &str, id: i64, user: &str, text: &str, ac
 pub async fn review_event(e: &Env) {
     let body = data("pull-request-review-approved.json");
     let mut h = headers("pull-request-review-approved.headers.json");
-    let n = e.r.app.state.store.delivery_count().await.unwrap();
+    let n = e.r.deliveries().await;
     for (k, v) in h.iter_mut() {
         if k == "X-Gitea-Delivery" {
             *v = format!("review-{n}");
