@@ -395,3 +395,61 @@ async fn gitea_refusing_the_token_dead_letters_at_once() {
         dead[0].last_error
     );
 }
+
+/// `/cancel <module>@<version>` withdraws that module's request only, not another module's
+/// request for the same version number from the same repository.
+#[tokio::test(flavor = "multi_thread")]
+async fn cancel_names_one_module_exactly() {
+    let e = env(sqlite().await, |c| {
+        live_needs_two(c);
+        let mut chrony = c.modules[0].clone();
+        chrony.name = "chrony".into();
+        chrony.repository = "acct/modules/chrony".into();
+        c.modules.push(chrony);
+    })
+    .await;
+    let redis = draft(&e.r, "0.1.0").await;
+    // A chrony 0.1.0, promoted from the same repository.
+    let store = &e.r.app.state.store;
+    let mut v = store.version_by_id(&redis).await.unwrap().unwrap();
+    v.id = "v-chrony-0.1.0".into();
+    v.module = "chrony".into();
+    v.repository = "acct/modules/chrony".into();
+    let a = module_webhook::store::NewAudit {
+        version_id: Some(v.id.clone()),
+        module: Some("chrony".into()),
+        actor: "test".into(),
+        via: module_webhook::store::Via::Ingest,
+        action: module_webhook::store::AuditAction::Ingested,
+        from_state: None,
+        to_state: Some(Lifecycle::Draft),
+        reason: None,
+        evidence: serde_json::json!({}),
+    };
+    assert!(store.write_version(&v, &a).await.unwrap());
+    for (n, id) in [(1, "my-redis"), (2, "chrony")] {
+        for (m, stage) in [(0, "staging"), (1, "blessed")] {
+            comment(
+                &e,
+                n * 10 + m,
+                "bob",
+                &format!("/promote {id}@0.1.0 {stage}"),
+                "created",
+            )
+            .await;
+        }
+        comment(
+            &e,
+            n * 10 + 5,
+            "bob",
+            &format!("/promote {id}@0.1.0 live"),
+            "created",
+        )
+        .await;
+    }
+    assert_eq!(store.pending_requests(None).await.unwrap().len(), 2);
+    comment(&e, 99, "bob", "/cancel my-redis@0.1.0", "created").await;
+    let left = store.pending_requests(None).await.unwrap();
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].version_id, "v-chrony-0.1.0");
+}

@@ -220,3 +220,40 @@ async fn per_module_override_requires_soak() {
     assert_eq!(s, 409, "{v}");
     assert_eq!(v["decision"]["missing"][0]["kind"], "soak");
 }
+
+/// The reason an operator gives for a promotion is kept in the audit row, as a yank's is.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_reasons_reach_the_audit_trail() {
+    let db = sqlite().await;
+    let r = serve(config(&db.url, "127.0.0.1:1", vec![])).await;
+    let id = draft(&r, "0.4.0").await;
+    let (s, v) = post(
+        &r,
+        &format!("/api/v1/versions/{id}/promote"),
+        OPS_TOKEN,
+        serde_json::json!({"to": "staging", "reason": "CAB-1234 approved"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = post(
+        &r,
+        &format!("/api/v1/versions/{id}/yank"),
+        OPS_TOKEN,
+        serde_json::json!({"reason": "CVE-2026-0002"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let audit = r.app.state.store.audit_of(&id).await.unwrap();
+    let reasons: Vec<_> = audit
+        .iter()
+        .filter(|a| a.action == "transition")
+        .map(|a| (a.actor.as_str(), a.reason.as_deref()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [
+            ("api:ops", Some("CAB-1234 approved")),
+            ("api:ops", Some("CVE-2026-0002"))
+        ]
+    );
+}

@@ -58,7 +58,9 @@ pub async fn env_with_clock(
         .output()
         .unwrap();
     assert!(o.status.success());
-    cfg.modules[0].keys = vec![keys.path().join("k.pub")];
+    for m in &mut cfg.modules {
+        m.keys = vec![keys.path().join("k.pub")];
+    }
     let r = serve_with_clock(cfg, clock).await;
     std::mem::forget(keys);
     Env { r, gitea, _db: db }
