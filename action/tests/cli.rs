@@ -139,6 +139,8 @@ fn validate_reports_codes_fields_and_lines_and_exits_1() {
         human.ends_with("invalid: 2 error(s), 0 conflict(s), 0 warning(s)\n"),
         "{human}"
     );
+    // What a person reads, whole: a change of wording shows up in review.
+    insta::assert_snapshot!("validate_human", human);
 }
 
 #[test]
