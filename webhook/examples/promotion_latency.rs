@@ -109,7 +109,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
         let version = format!("1.0.{i}");
         let id = format!("v-my-redis-{version}");
         let v = VersionRow {
-            id: id.clone(),
+            id: id.clone().into(),
             module: "my-redis".into(),
             version: version.clone(),
             lifecycle: Lifecycle::Blessed,
@@ -130,7 +130,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
             updated_at: now_ms(),
         };
         let audit = NewAudit {
-            version_id: Some(id.clone()),
+            version_id: Some(id.clone().into()),
             module: Some("my-redis".into()),
             actor: "bench".into(),
             via: module_webhook::store::Via::Ingest,

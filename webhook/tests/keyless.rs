@@ -307,7 +307,7 @@ async fn item7_concurrent_first_uses_have_exactly_one_winner() {
         let Outcome::Ingested(id) = won[0] else {
             unreachable!()
         };
-        assert_eq!(&pin.version_id, id, "the winner's pin holds");
+        assert_eq!(pin.version_id, id.as_str(), "the winner's pin holds");
     }
 }
 

@@ -19,7 +19,7 @@ pub mod trust;
 use crate::{
     error::Error,
     metrics::Metrics,
-    store::{AuditAction, Lifecycle, NewAudit, Pin, Store, VersionRow, Via},
+    store::{AuditAction, Lifecycle, NewAudit, Pin, Store, VersionId, VersionRow, Via},
 };
 use powernode_module::{
     Version,
@@ -55,10 +55,10 @@ pub struct Ctx {
 /// How a job ended, when it did not fail transiently.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Ingested(String),
-    AlreadyIngested(String),
-    PendingSignature(String),
-    Rejected(String, String),
+    Ingested(VersionId),
+    AlreadyIngested(VersionId),
+    PendingSignature(VersionId),
+    Rejected(VersionId, String),
     Ignored(String),
 }
 
@@ -79,14 +79,6 @@ struct Layer {
     media_type: String,
     digest: String,
     size: u64,
-}
-
-/// The id of `module`'s `version`: `v-{module}-{version}`, the walkthrough's readable form.
-/// Unique by construction: module names have no `.` and a SemVer version starts with
-/// `MAJOR.`, so the module ends at the last `-` before the first `.`; no (module, version)
-/// pair shares an id with another (`my` + `redis-3.0.0` is no version at all).
-pub fn version_id(module: &str, version: &Version) -> String {
-    format!("v-{module}-{version}")
 }
 
 fn audit(
@@ -156,7 +148,7 @@ impl Ctx {
                 "{repository}:{tag} is not a module artifact"
             )));
         }
-        let id = version_id(&trust.name, &version);
+        let id = VersionId::new(&trust.name, &version);
         let existing = self
             .store
             .version(&trust.name, &version.to_string())

@@ -17,7 +17,8 @@ use crate::{
     gitea::Gitea,
     ingest::trust::{ModuleTrust, Policies},
     store::{
-        AuditAction, Lifecycle, NewAudit, PromotionRequest, RequestState, Store, VersionRow, Via,
+        AuditAction, Lifecycle, NewAudit, PromotionRequest, RequestId, RequestState, Store,
+        VersionId, VersionRow, Via,
     },
 };
 use powernode_module::lifecycle::{Actor, Request};
@@ -56,7 +57,7 @@ impl CommentJob {
 /// to audit (a command aimed at another repository's module).
 struct NotHere {
     reply: String,
-    refusal: Option<(String, Option<String>)>,
+    refusal: Option<(String, Option<VersionId>)>,
 }
 
 impl NotHere {
@@ -201,7 +202,7 @@ impl Engine {
         target: &Target,
         request: Request,
     ) -> Result<String, Error> {
-        let request_id = format!("comment:{}:{}:{index}", c.repository, c.comment_id);
+        let request_id = RequestId::for_comment(&c.repository, c.comment_id, index);
         // A retried job must not decide twice: the first decision stands, and a request it
         // left pending keeps the time it was made (approvals count from then).
         let existing = self.store.request_by_id(&request_id).await?;

@@ -1,7 +1,7 @@
 //! The append-only audit trail: every state change and every refusal, with who acted, by
 //! which way (`via`) and the evidence. No code path updates or deletes its rows.
 
-use super::{Lifecycle, Store};
+use super::{Lifecycle, Store, VersionId};
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction};
 
@@ -75,7 +75,7 @@ impl Via {
 /// An audit entry to append.
 #[derive(Debug, Clone)]
 pub struct NewAudit {
-    pub version_id: Option<String>,
+    pub version_id: Option<VersionId>,
     pub module: Option<String>,
     pub actor: String,
     pub via: Via,
@@ -117,7 +117,7 @@ pub(crate) async fn append_audit(
     )
     .bind(uuid::Uuid::new_v4().to_string())
     .bind(seq)
-    .bind(&a.version_id)
+    .bind(a.version_id.as_deref())
     .bind(&a.module)
     .bind(at)
     .bind(&a.actor)

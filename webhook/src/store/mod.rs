@@ -3,12 +3,14 @@
 //! SQL stays here.
 
 mod audit;
+mod ids;
 mod jobs;
 mod pins;
 mod requests;
 mod versions;
 
 pub use audit::{AuditAction, AuditRow, NewAudit, Via};
+pub use ids::{RequestId, VersionId};
 pub use jobs::{JobRow, JobState, NewJob};
 pub use pins::Pin;
 pub use requests::{PromotionRequest, RequestState};

@@ -2,7 +2,7 @@
 //! compare-and-set on `state = 'pending'`, like version transitions: a `/cancel` and a
 //! concurrent re-evaluation cannot undo each other.
 
-use super::{Store, Via};
+use super::{RequestId, Store, VersionId, Via};
 use powernode_module::lifecycle::{Actor, Lifecycle};
 use serde::Serialize;
 use sqlx::{Row, any::AnyRow};
@@ -50,8 +50,8 @@ impl fmt::Display for RequestState {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct PromotionRequest {
-    pub id: String,
-    pub version_id: String,
+    pub id: RequestId,
+    pub version_id: VersionId,
     pub to_state: Lifecycle,
     /// The manifest digest the request named: approvals count only for it.
     pub digest: String,
@@ -72,8 +72,8 @@ const COLS: &str = "id, version_id, to_state, digest, requester, via, repository
 
 fn row(r: &AnyRow) -> anyhow::Result<PromotionRequest> {
     Ok(PromotionRequest {
-        id: r.try_get("id")?,
-        version_id: r.try_get("version_id")?,
+        id: r.try_get::<String, _>("id")?.into(),
+        version_id: r.try_get::<String, _>("version_id")?.into(),
         to_state: r
             .try_get::<String, _>("to_state")?
             .parse()
@@ -99,8 +99,8 @@ impl Store {
         let n = sqlx::query(&format!(
             "INSERT INTO promotion_requests ({COLS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING"
         ))
-        .bind(&r.id)
-        .bind(&r.version_id)
+        .bind(r.id.as_str())
+        .bind(r.version_id.as_str())
         .bind(r.to_state.as_str())
         .bind(&r.digest)
         .bind(r.requester.encode())

@@ -1,7 +1,7 @@
 //! Modules, versions and the append-only audit trail.
 
 use super::{
-    Store,
+    Store, VersionId,
     audit::{NewAudit, append_audit},
 };
 pub use powernode_module::lifecycle::Lifecycle;
@@ -10,7 +10,7 @@ use sqlx::{Row, any::AnyRow};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct VersionRow {
-    pub id: String,
+    pub id: VersionId,
     pub module: String,
     pub version: String,
     pub lifecycle: Lifecycle,
@@ -37,7 +37,7 @@ fn version_row(r: &AnyRow) -> anyhow::Result<VersionRow> {
     let lifecycle: String = r.try_get("lifecycle")?;
     let index: Option<String> = r.try_get("file_index")?;
     Ok(VersionRow {
-        id: r.try_get("id")?,
+        id: r.try_get::<String, _>("id")?.into(),
         module: r.try_get("module")?,
         version: r.try_get("version")?,
         lifecycle: lifecycle.parse().map_err(anyhow::Error::msg)?,
@@ -185,7 +185,7 @@ impl Store {
         sqlx::query(&format!(
             "INSERT INTO versions ({VCOLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
         ))
-        .bind(&v.id)
+        .bind(v.id.as_str())
         .bind(&v.module)
         .bind(&v.version)
         .bind(v.lifecycle.as_str())

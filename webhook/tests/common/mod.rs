@@ -311,7 +311,7 @@ pub async fn published(
             .unwrap();
     let id = format!("v-my-redis-{version}");
     let v = VersionRow {
-        id: id.clone(),
+        id: id.clone().into(),
         module: "my-redis".into(),
         version: version.into(),
         lifecycle: state,
@@ -332,7 +332,7 @@ pub async fn published(
         updated_at: now_ms(),
     };
     let a = NewAudit {
-        version_id: Some(id.clone()),
+        version_id: Some(id.clone().into()),
         module: Some("my-redis".into()),
         actor: "test".into(),
         via: module_webhook::store::Via::Ingest,
