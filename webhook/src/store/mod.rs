@@ -149,6 +149,29 @@ impl Store {
         self.clock.now_ms()
     }
 
+    /// Rows of `select` (a query with a `WHERE` clause), narrowed by `AND {column} = $1` when
+    /// `value` is given, then ordered by `order` (if any).
+    pub(crate) async fn fetch_where(
+        &self,
+        select: &str,
+        column: &str,
+        value: Option<&str>,
+        order: &str,
+    ) -> anyhow::Result<Vec<sqlx::any::AnyRow>> {
+        let mut sql = select.to_owned();
+        if value.is_some() {
+            sql.push_str(&format!(" AND {column} = $1"));
+        }
+        if !order.is_empty() {
+            sql.push_str(&format!(" ORDER BY {order}"));
+        }
+        let mut q = sqlx::query(&sql);
+        if let Some(v) = value {
+            q = q.bind(v);
+        }
+        Ok(q.fetch_all(&self.pool).await?)
+    }
+
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> bool {
         sqlx::query("SELECT 1").fetch_one(&self.pool).await.is_ok()

@@ -134,21 +134,14 @@ impl Store {
         &self,
         repository: Option<&str>,
     ) -> anyhow::Result<Vec<PromotionRequest>> {
-        let rows = match repository {
-            Some(repo) => {
-                sqlx::query(&format!(
-                    "SELECT {COLS} FROM promotion_requests WHERE state = 'pending' AND repository = $1 ORDER BY created_at"
-                ))
-                .bind(repo)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(&format!("SELECT {COLS} FROM promotion_requests WHERE state = 'pending' ORDER BY created_at"))
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-        };
+        let rows = self
+            .fetch_where(
+                &format!("SELECT {COLS} FROM promotion_requests WHERE state = 'pending'"),
+                "repository",
+                repository,
+                "created_at",
+            )
+            .await?;
         rows.iter().map(row).collect()
     }
 

@@ -81,21 +81,14 @@ impl Store {
 
     /// Versions waiting for a signature, optionally only those of one manifest digest.
     pub async fn pending_versions(&self, digest: Option<&str>) -> anyhow::Result<Vec<VersionRow>> {
-        let rows = match digest {
-            Some(d) => {
-                sqlx::query(&format!(
-                    "SELECT {VCOLS} FROM versions WHERE lifecycle = 'pending_signature' AND manifest_digest = $1"
-                ))
-                .bind(d)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query(&format!("SELECT {VCOLS} FROM versions WHERE lifecycle = 'pending_signature'"))
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-        };
+        let rows = self
+            .fetch_where(
+                &format!("SELECT {VCOLS} FROM versions WHERE lifecycle = 'pending_signature'"),
+                "manifest_digest",
+                digest,
+                "",
+            )
+            .await?;
         rows.iter().map(version_row).collect()
     }
 
