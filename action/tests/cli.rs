@@ -392,7 +392,7 @@ fn inspect_refuses_a_tampered_artifact() {
     assert_eq!(o.status.code(), Some(1));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        err.contains("rootfs/etc/redis/redis.conf") && err.contains("sha256"),
+        err.contains("rootfs/etc/redis/redis.conf") && err.contains("fs-verity"),
         "{err}"
     );
 }
@@ -402,7 +402,7 @@ fn inspect_refuses_a_tampered_artifact() {
 fn tar_with_index_of(n: usize) -> Vec<u8> {
     let sha = format!("sha256:{}", "0".repeat(64));
     let mut index = format!(
-        r#"{{"schema_version":1,"module":"big","entries":[{{"path":"manifest.yaml","mode":"0644","type":"file","size":0,"sha256":"{sha}"}},{{"path":"module-release","mode":"0644","type":"file","size":0,"sha256":"{sha}"}},{{"path":"rootfs","mode":"0755","type":"dir"}}"#
+        r#"{{"schema_version":2,"module":"big","entries":[{{"path":"manifest.yaml","mode":"0644","type":"file","size":0,"fsverity":"{sha}","inline":""}},{{"path":"module-release","mode":"0644","type":"file","size":0,"fsverity":"{sha}","inline":""}},{{"path":"rootfs","mode":"0755","type":"dir"}}"#
     );
     // Half at the top, half in the last top-level directory: a parent lookup by scanning
     // the list is quadratic on this shape.

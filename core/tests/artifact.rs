@@ -4,6 +4,7 @@ use powernode_module::{
     artifact::{
         self, BuildOptions, ReadError,
         composefs::Tree,
+        index::EntryKind,
         plan::{self, Plan},
         read_and_verify,
         walk::{Kind, WalkError},
@@ -415,9 +416,104 @@ fn reader_refuses_a_changed_byte() {
     bytes[at] = b'K';
     let err = read_and_verify(&bytes[..]).unwrap_err();
     assert!(
-        matches!(&err, ReadError::Entry { path, why } if path == "rootfs/etc/kat/small.conf" && why.contains("sha256")),
+        matches!(&err, ReadError::Entry { path, why } if path == "rootfs/etc/kat/small.conf" && why.contains("fs-verity")),
         "{err}"
     );
+}
+
+/// The per-file content address is the fs-verity digest, as fsverity-utils computes it
+/// (`fsverity digest`, no kernel support needed): an implementation nobody here wrote.
+#[test]
+fn index_carries_the_fsverity_digests_fsverity_utils_computes() {
+    let t = tmp();
+    sample(t.path());
+    let (_, r) = build(t.path(), 5);
+    let i = read_and_verify(&fs::read(&r.tar_path).unwrap()[..]).unwrap();
+    let mut checked = 0;
+    for e in &i.index.entries {
+        let EntryKind::File {
+            size,
+            fsverity,
+            inline,
+        } = &e.kind
+        else {
+            continue;
+        };
+        let Some(rel) = e.path.strip_prefix("rootfs/") else {
+            continue;
+        };
+        let file = t.path().join("rootfs").join(rel);
+        let out = std::process::Command::new("fsverity")
+            .arg("digest")
+            .arg(&file)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("this test needs fsverity-utils: apt-get install -y fsverity ({e})")
+            });
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8(out.stdout).unwrap();
+        let theirs = text.split_whitespace().next().unwrap();
+        assert_eq!(theirs, fsverity.to_string(), "{}", e.path);
+        assert_eq!(
+            inline.as_ref().map(|b| b.0.to_vec()),
+            (*size <= 64).then(|| fs::read(&file).unwrap()),
+            "{}",
+            e.path
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 5, "every regular file of the sample was checked");
+}
+
+/// Replaces the `index.json` of an artifact by `f(index)`.
+fn with_index(bytes: &[u8], f: impl FnOnce(&mut serde_json::Value)) -> Vec<u8> {
+    repack(bytes, |v| {
+        let mut index: serde_json::Value = serde_json::from_slice(&v[0].2).unwrap();
+        f(&mut index);
+        let data = serde_json::to_vec(&index).unwrap();
+        v[0].0.set_size(data.len() as u64);
+        v[0].2 = data;
+    })
+}
+
+#[test]
+fn reader_refuses_a_v1_index_with_a_request_to_rebuild() {
+    let bytes = with_index(&built_sample(), |i| i["schema_version"] = 1.into());
+    let err = read_and_verify(&bytes[..]).unwrap_err().to_string();
+    assert!(
+        err.contains("schema_version 1") && err.contains("rebuild"),
+        "{err}"
+    );
+}
+
+#[test]
+fn reader_refuses_inline_bytes_that_differ_or_are_missing() {
+    let small = |i: &mut serde_json::Value| -> usize {
+        i["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .position(|e| e["path"] == "rootfs/etc/kat/small.conf")
+            .unwrap()
+    };
+    // Other bytes of the same length: the fs-verity digest still matches the content, the
+    // inline copy (what composefs would store) does not.
+    let changed = with_index(&built_sample(), |i| {
+        let n = small(i);
+        i["entries"][n]["inline"] = "a2V5ID0gVkFMVUUK".into(); // "key = VALUE\n"
+    });
+    let err = read_and_verify(&changed[..]).unwrap_err().to_string();
+    assert!(err.contains("inline bytes"), "{err}");
+    let missing = with_index(&built_sample(), |i| {
+        let n = small(i);
+        i["entries"][n].as_object_mut().unwrap().remove("inline");
+    });
+    let err = read_and_verify(&missing[..]).unwrap_err().to_string();
+    assert!(err.contains("at most 64 bytes"), "{err}");
 }
 
 /// Re-packs the entries of an artifact, letting `f` change the list first.
@@ -535,8 +631,8 @@ fn reader_refuses_dotdot_paths_in_index_or_tar() {
 fn index_only_tar(n: usize) -> Vec<u8> {
     let sha = format!("sha256:{}", "0".repeat(64));
     let mut entries = vec![
-        serde_json::json!({"path": "manifest.yaml", "mode": "0644", "type": "file", "size": 0, "sha256": sha}),
-        serde_json::json!({"path": "module-release", "mode": "0644", "type": "file", "size": 0, "sha256": sha}),
+        serde_json::json!({"path": "manifest.yaml", "mode": "0644", "type": "file", "size": 0, "fsverity": sha, "inline": ""}),
+        serde_json::json!({"path": "module-release", "mode": "0644", "type": "file", "size": 0, "fsverity": sha, "inline": ""}),
         serde_json::json!({"path": "rootfs", "mode": "0755", "type": "dir"}),
     ];
     let half = n / 2;
@@ -549,7 +645,7 @@ fn index_only_tar(n: usize) -> Vec<u8> {
         entries.push(serde_json::json!({"path": path, "mode": "0755", "type": "dir"}));
     }
     let index = serde_json::to_vec(&serde_json::json!({
-        "schema_version": 1, "module": "kat", "entries": entries,
+        "schema_version": 2, "module": "kat", "entries": entries,
     }))
     .unwrap();
     let mut h = tar::Header::new_ustar();

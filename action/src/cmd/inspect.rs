@@ -58,13 +58,13 @@ pub fn run(a: InspectArgs) -> anyhow::Result<ExitCode> {
             for e in &i.index.entries {
                 match &e.kind {
                     EntryKind::Dir => println!("d {:04o} {:>10}  {}/", e.mode, "", e.path),
-                    EntryKind::File { size, sha256 } => {
+                    EntryKind::File { size, fsverity, .. } => {
                         println!(
                             "- {:04o} {:>10}  {}  {}",
                             e.mode,
                             size,
                             e.path,
-                            &sha256.hex()[..16]
+                            &fsverity.hex()[..16]
                         )
                     }
                     EntryKind::Symlink { target } => {

@@ -3,8 +3,8 @@
 use super::{
     COMPOSEFS_FORMAT, INDEX_JSON, MANIFEST_YAML, MODULE_RELEASE, ROOTFS,
     composefs::Tree,
-    hash::{self, FileHash, open_checked},
-    index::{EntryKind, INDEX_SCHEMA_VERSION, Index, IndexEntry},
+    hash::{self, Content, FileHash, open_checked},
+    index::{EntryKind, INDEX_SCHEMA_VERSION, Index, IndexEntry, Inline},
     plan::Plan,
     release::Release,
     walk::{Kind, WalkError},
@@ -98,6 +98,11 @@ fn reserve(file: &fs::File, plan: &Plan, index_len: u64) -> bool {
     rustix::fs::fallocate(file, rustix::fs::FallocateFlags::KEEP_SIZE, 0, total).is_ok()
 }
 
+/// The index carries the bytes of files composefs would inline.
+fn inline_of(bytes: &[u8]) -> Option<Inline> {
+    (bytes.len() as u64 <= hash::INLINE_MAX).then(|| Inline(bytes.into()))
+}
+
 fn rootfs_path(rel: &str) -> String {
     format!("{ROOTFS}/{rel}")
 }
@@ -162,7 +167,8 @@ pub fn build(plan: &Plan, opts: &BuildOptions, out_dir: &Path) -> Result<BuildRe
             mode: 0o644,
             kind: EntryKind::File {
                 size: manifest_bytes.len() as u64,
-                sha256: Digest::of(manifest_bytes),
+                fsverity: hash::fsverity_of(manifest_bytes),
+                inline: inline_of(manifest_bytes),
             },
         },
         IndexEntry {
@@ -170,7 +176,8 @@ pub fn build(plan: &Plan, opts: &BuildOptions, out_dir: &Path) -> Result<BuildRe
             mode: 0o644,
             kind: EntryKind::File {
                 size: release_bytes.len() as u64,
-                sha256: Digest::of(&release_bytes),
+                fsverity: hash::fsverity_of(&release_bytes),
+                inline: inline_of(&release_bytes),
             },
         },
         IndexEntry {
@@ -195,7 +202,11 @@ pub fn build(plan: &Plan, opts: &BuildOptions, out_dir: &Path) -> Result<BuildRe
                 (
                     EntryKind::File {
                         size: *size,
-                        sha256: fh.sha256,
+                        fsverity: fh.fsverity,
+                        inline: match &fh.content {
+                            Content::Inline(b) => Some(Inline(b.clone())),
+                            Content::External(_) => None,
+                        },
                     },
                     Some(fh),
                 )

@@ -1,16 +1,17 @@
 //! Per-file digests, computed before the tar is written because `index.json` (the first
-//! entry) carries them. Two threads share the work: one computes SHA-256 for the index, the
-//! other the fs-verity digests composefs needs, so one large file keeps both cores busy.
+//! entry) carries them. One digest per file, the fs-verity digest: it is both the index's
+//! content address and what composefs records, so every file is read and hashed once. Two
+//! threads take files from a shared counter.
 
 use super::walk::{Node, Stamp, WalkError};
 use crate::digest::Digest;
-use composefs::fsverity::{FsVerityHasher, Sha256HashValue};
-use sha2::{Digest as _, Sha256};
+use composefs::fsverity::{FsVerityHashValue, FsVerityHasher, Sha256HashValue};
 use std::{
     fs::File,
     io::{self, Read, Write},
     os::unix::fs::OpenOptionsExt,
     path::Path,
+    sync::atomic::{AtomicUsize, Ordering},
 };
 
 /// Files up to this size are stored inline in the composefs image (as `mkcomposefs` does).
@@ -26,7 +27,8 @@ pub enum Content {
 /// Digests of one regular file.
 #[derive(Debug, Clone)]
 pub struct FileHash {
-    pub sha256: Digest,
+    /// fs-verity digest of the content (also inside `content` for external files).
+    pub fsverity: Digest,
     pub content: Content,
     /// The bytes that were hashed, kept for small files so the tar writer packs exactly
     /// what was hashed without opening the file again.
@@ -97,111 +99,101 @@ pub fn for_each_chunk(
     check_unchanged(file, path, stamp)
 }
 
-/// Files at least this large are hashed by both threads at once (one computes SHA-256, the
-/// other fs-verity); smaller files go to one thread, which computes both from one read.
-const SHARED_MIN: u64 = 4 << 20;
-
-#[derive(Default)]
-struct Partial {
-    sha256: Option<Digest>,
-    content: Option<Content>,
-    data: Option<Box<[u8]>>,
+/// The fs-verity digest (SHA-256, 4 KiB blocks, no salt) of bytes already in memory.
+pub fn fsverity_of(data: &[u8]) -> Digest {
+    let mut v = FsVerityHasher::<Sha256HashValue, 12>::new();
+    // Writing to the hasher cannot fail: it only buffers and hashes.
+    let _ = v.write_all(data);
+    to_digest(&v.digest())
 }
 
-/// Reads a file once, feeding the requested digests.
+/// Our digest type for a composefs hash value (both are 32 bytes of SHA-256).
+pub fn to_digest(id: &Sha256HashValue) -> Digest {
+    Digest::from_hex(&id.to_hex()).unwrap_or_else(|_| Digest::from_bytes([0; 32]))
+}
+
+/// The composefs hash value for one of our digests (the inverse of [`to_digest`]).
+pub fn to_hash_value(d: &Digest) -> Sha256HashValue {
+    Sha256HashValue::from_hex(d.hex()).unwrap_or_else(|_| Sha256HashValue::EMPTY)
+}
+
+/// Reads a file once, computing its fs-verity digest and keeping its bytes when asked.
 fn digest_file(
     rootfs: &Path,
     node: &Node,
     buf: &mut [u8],
-    want_sha: bool,
-    want_content: bool,
     keep: bool,
-) -> Result<Partial, WalkError> {
+) -> Result<FileHash, WalkError> {
     let path = rootfs.join(&node.rel);
     let mut file = open_checked(&path, &node.stamp)?;
     let inline = node.stamp.size <= INLINE_MAX;
-    let keep = keep || (want_content && inline);
-    let mut sha = want_sha.then(Sha256::new);
-    let mut verity = (want_content && !inline).then(FsVerityHasher::<Sha256HashValue, 12>::new);
+    let keep = keep || inline;
+    let mut verity = FsVerityHasher::<Sha256HashValue, 12>::new();
     let mut data = Vec::new();
     for_each_chunk(&mut file, &path, &node.stamp, buf, |c| {
-        if let Some(h) = sha.as_mut() {
-            h.update(c);
-        }
-        if let Some(v) = verity.as_mut() {
-            // Writing to the hasher cannot fail: it only buffers and hashes.
-            let _ = v.write_all(c);
-        }
+        let _ = verity.write_all(c);
         if keep {
             data.extend_from_slice(c);
         }
     })?;
+    let id = verity.digest();
     let data = keep.then(|| data.into_boxed_slice());
-    Ok(Partial {
-        sha256: sha.map(|h| Digest::from_bytes(h.finalize().into())),
-        content: want_content.then(|| match verity {
-            Some(mut v) => Content::External(v.digest()),
-            None => Content::Inline(data.clone().unwrap_or_default()),
-        }),
+    Ok(FileHash {
+        fsverity: to_digest(&id),
+        content: if inline {
+            Content::Inline(data.clone().unwrap_or_default())
+        } else {
+            Content::External(id)
+        },
         data,
     })
 }
 
-/// One of the two hashing threads: `me` is 0 or 1.
-fn worker(rootfs: &Path, files: &[&Node], me: usize) -> Result<Vec<(usize, Partial)>, WalkError> {
+/// One of the two hashing threads: takes the next unhashed file until none is left, so one
+/// large file on one thread does not leave the other idle behind it.
+fn worker(
+    rootfs: &Path,
+    files: &[&Node],
+    next: &AtomicUsize,
+) -> Result<Vec<(usize, FileHash)>, WalkError> {
     let mut buf = vec![0u8; CHUNK];
     let mut out = Vec::new();
     let mut budget = KEEP_BUDGET;
-    for (i, n) in files.iter().enumerate() {
-        let size = n.stamp.size;
-        let (sha, content) = if size >= SHARED_MIN {
-            (me == 0, me == 1)
-        } else if i % 2 == me {
-            (true, true)
-        } else {
-            continue;
+    loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        let Some(n) = files.get(i) else {
+            return Ok(out);
         };
-        let keep = sha && size <= KEEP_FILE_MAX && size <= budget;
+        let size = n.stamp.size;
+        let keep = size <= KEEP_FILE_MAX && size <= budget;
         if keep {
             budget -= size;
         }
-        out.push((i, digest_file(rootfs, n, &mut buf, sha, content, keep)?));
+        out.push((i, digest_file(rootfs, n, &mut buf, keep)?));
     }
-    Ok(out)
 }
 
 /// Computes [`FileHash`] for each regular file in `files`, in the same order, on two threads.
 pub fn hash_files(rootfs: &Path, files: &[&Node]) -> Result<Vec<FileHash>, WalkError> {
+    let next = AtomicUsize::new(0);
     let (a, b) = std::thread::scope(|s| {
-        let other = s.spawn(|| worker(rootfs, files, 1));
-        let mine = worker(rootfs, files, 0);
+        let other = s.spawn(|| worker(rootfs, files, &next));
+        let mine = worker(rootfs, files, &next);
         (mine, other.join())
     });
     let b = b.unwrap_or_else(|p| std::panic::resume_unwind(p))?;
-    let mut parts: Vec<Partial> = files.iter().map(|_| Partial::default()).collect();
-    for (i, p) in a?.into_iter().chain(b) {
-        let slot = &mut parts[i];
-        if p.sha256.is_some() {
-            slot.sha256 = p.sha256;
-            slot.data = p.data;
-        }
-        if p.content.is_some() {
-            slot.content = p.content;
-        }
+    let mut slots: Vec<Option<FileHash>> = files.iter().map(|_| None).collect();
+    for (i, h) in a?.into_iter().chain(b) {
+        slots[i] = Some(h);
     }
-    parts
+    slots
         .into_iter()
         .zip(files)
-        .map(|(p, n)| match (p.sha256, p.content) {
-            (Some(sha256), Some(content)) => Ok(FileHash {
-                sha256,
-                content,
-                data: p.data,
-            }),
-            _ => Err(WalkError::Changed {
+        .map(|(h, n)| {
+            h.ok_or_else(|| WalkError::Changed {
                 path: rootfs.join(&n.rel),
                 what: "not hashed",
-            }),
+            })
         })
         .collect()
 }

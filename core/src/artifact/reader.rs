@@ -1,5 +1,5 @@
 //! Streams an artifact and verifies it against its own `index.json`: every entry's path,
-//! type, mode, size and SHA-256, canonical ownership and mtimes, and safe paths. On the way
+//! type, mode, size and fs-verity digest, canonical ownership and mtimes, and safe paths. On the way
 //! it recomputes the composefs digest, so a receiver can compare it with the signed value.
 //!
 //! Memory stays bounded: file contents are hashed in chunks and never held, except
@@ -8,8 +8,8 @@
 use super::{
     INDEX_JSON, MANIFEST_YAML, MODULE_RELEASE, ROOTFS,
     composefs::Tree,
-    hash::{Content, INLINE_MAX},
-    index::{EntryKind, INDEX_SCHEMA_VERSION, Index},
+    hash::{Content, INLINE_MAX, to_digest},
+    index::{EntryKind, INDEX_SCHEMA_VERSION, Index, Inline},
     release::Release,
 };
 use crate::digest::Digest;
@@ -117,6 +117,26 @@ fn is_safe(path: &str) -> bool {
         && path
             .split('/')
             .all(|c| !c.is_empty() && c != "." && c != ".." && !c.contains('\0'))
+}
+
+/// Reads `schema_version` alone first, so an index of another version is refused for what it
+/// is rather than for the first field that changed.
+fn check_schema_version(bytes: &[u8]) -> Result<(), ReadError> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        schema_version: u32,
+    }
+    let head: Head =
+        serde_json::from_slice(bytes).map_err(|e| ReadError::IndexInvalid(e.to_string()))?;
+    match head.schema_version {
+        INDEX_SCHEMA_VERSION => Ok(()),
+        1 => Err(ReadError::IndexInvalid(
+            "schema_version 1 (per-file sha256) is no longer read: rebuild the module with this module-builder, whose index carries fs-verity digests".into(),
+        )),
+        v => Err(ReadError::IndexInvalid(format!(
+            "schema_version {v} is not supported (expected {INDEX_SCHEMA_VERSION})"
+        ))),
+    }
 }
 
 fn check_index(index: &Index) -> Result<(), ReadError> {
@@ -243,6 +263,7 @@ pub fn read_and_verify_with(r: impl Read, limits: &ReadLimits) -> Result<Inspect
             max: limits.max_index_entries,
         });
     }
+    check_schema_version(&index_bytes)?;
     let index: Index =
         serde_json::from_slice(&index_bytes).map_err(|e| ReadError::IndexInvalid(e.to_string()))?;
     check_index(&index)?;
@@ -300,7 +321,14 @@ pub fn read_and_verify_with(r: impl Read, limits: &ReadLimits) -> Result<Inspect
                         .map_err(|e| entry_err(&path, e.to_string()))?;
                 }
             }
-            (EntryKind::File { size, sha256 }, EntryType::Regular) => {
+            (
+                EntryKind::File {
+                    size,
+                    fsverity,
+                    inline,
+                },
+                EntryType::Regular,
+            ) => {
                 if entry.header().size()? != *size {
                     return Err(entry_err(
                         &path,
@@ -311,12 +339,19 @@ pub fn read_and_verify_with(r: impl Read, limits: &ReadLimits) -> Result<Inspect
                     ));
                 }
                 let small = matches!(path.as_str(), MANIFEST_YAML | MODULE_RELEASE);
-                let mut sha = Sha256::new();
                 let mut verity = FsVerityHasher::<Sha256HashValue, 12>::new();
                 let mut kept = Vec::new();
                 let keep = small || *size <= INLINE_MAX;
                 if small && *size > MAX_SMALL {
                     return Err(entry_err(&path, "is too large"));
+                }
+                if inline.is_some() != (*size <= INLINE_MAX) {
+                    return Err(entry_err(
+                        &path,
+                        format!(
+                            "index.json must carry the bytes of files of at most {INLINE_MAX} bytes, and only those"
+                        ),
+                    ));
                 }
                 let mut n = 0u64;
                 loop {
@@ -325,22 +360,31 @@ pub fn read_and_verify_with(r: impl Read, limits: &ReadLimits) -> Result<Inspect
                         break;
                     }
                     let c = &buf[..k];
-                    sha.update(c);
+                    let _ = verity.write_all(c);
                     if keep {
                         kept.extend_from_slice(c);
-                    } else if rel.is_some() {
-                        let _ = verity.write_all(c);
                     }
                     n += k as u64;
                 }
                 if n != *size {
                     return Err(entry_err(&path, "is truncated"));
                 }
-                let got = Digest::from_bytes(sha.finalize().into());
-                if got != *sha256 {
+                let id = verity.digest();
+                let got = to_digest(&id);
+                if got != *fsverity {
                     return Err(entry_err(
                         &path,
-                        format!("content sha256 {got} differs from index.json ({sha256})"),
+                        format!(
+                            "content fs-verity digest {got} differs from index.json ({fsverity})"
+                        ),
+                    ));
+                }
+                if let Some(Inline(bytes)) = inline
+                    && **bytes != kept[..]
+                {
+                    return Err(entry_err(
+                        &path,
+                        "content differs from the inline bytes in index.json",
                     ));
                 }
                 match path.as_str() {
@@ -348,10 +392,10 @@ pub fn read_and_verify_with(r: impl Read, limits: &ReadLimits) -> Result<Inspect
                     MODULE_RELEASE => release_text = Some(utf8(kept, &path)?),
                     _ => {
                         let rel = rel.unwrap_or_default();
-                        let content = if keep {
+                        let content = if *size <= INLINE_MAX {
                             Content::Inline(kept.into_boxed_slice())
                         } else {
-                            Content::External(verity.digest())
+                            Content::External(id)
                         };
                         tree.add_file(rel, want.mode, *size, content)
                             .map_err(|e| entry_err(&path, e.to_string()))?;
