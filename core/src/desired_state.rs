@@ -1,0 +1,270 @@
+//! The desired state of a template: what every instance built from it should run, signed by
+//! the receiver so a node can check it came from there and was not changed on the way.
+//!
+//! The signed form is a DSSE envelope (the format in-toto and Sigstore use): the canonical
+//! JSON of [`DesiredState`] as `payload`, and an ECDSA P-256 signature over DSSE's
+//! pre-authentication encoding of (payload type, payload). A verifier checks the signature
+//! over the exact bytes received and only then parses them, so no re-serialisation can make
+//! a signed document mean something else. `state_id` is the SHA-256 of the payload bytes.
+
+use crate::digest::Digest;
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use serde::{Deserialize, Serialize};
+use sigstore::crypto::{CosignVerificationKey, SigStoreSigner, Signature};
+
+/// DSSE `payloadType` of a desired-state document.
+pub const PAYLOAD_TYPE: &str = "application/vnd.powernode.desired-state.v1+json";
+/// The document's own format version.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What instances of one template should run, in composition order (lowest layer first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredState {
+    pub schema_version: u32,
+    pub template_id: String,
+    pub platform: String,
+    pub modules: Vec<DesiredModule>,
+    /// The composefs digest of the merged tree, as a node that composes `modules` in this
+    /// order will measure it.
+    pub composefs_digest: Digest,
+    pub composefs_format: u32,
+}
+
+/// One module of a desired state: everything a node needs to fetch and verify it itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DesiredModule {
+    pub name: String,
+    pub version: String,
+    /// `registry/repository@sha256:…`: fetched by digest, never by tag.
+    pub reference: String,
+    pub manifest_digest: Digest,
+    pub composefs_digest: Digest,
+    /// Who must have signed it: the module's pinned policy, not anything from the artifact.
+    pub signer: SignerPolicy,
+}
+
+/// A module's pinned signer policy, as the receiver enforces it at ingest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignerPolicy {
+    /// PEM public keys (key-based signing).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub keys: Vec<String>,
+    /// Keyless: the certificate identity and issuer must match these (anchored) regexps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_regexp: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer_regexp: Option<String>,
+    pub require_tlog: bool,
+}
+
+impl DesiredState {
+    /// The canonical bytes: compact JSON, fields in declaration order, no trailing newline.
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// `sha256:<hex>` of the canonical bytes.
+    pub fn state_id(&self) -> Digest {
+        Digest::of(&self.canonical_bytes())
+    }
+}
+
+/// A DSSE envelope carrying a desired state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Envelope {
+    pub payload_type: String,
+    /// Base64 of the canonical JSON.
+    pub payload: String,
+    pub signatures: Vec<EnvelopeSignature>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvelopeSignature {
+    /// `sha256:<hex>` of the signing public key's PEM text, so a node holding several
+    /// pinned keys (during a rotation) knows which one to try.
+    pub keyid: String,
+    /// Base64 of the ASN.1 DER ECDSA signature.
+    pub sig: String,
+}
+
+/// DSSE's pre-authentication encoding: `DSSEv1 <len> <type> <len> <body>`.
+fn pae(payload_type: &str, body: &[u8]) -> Vec<u8> {
+    let mut out = format!(
+        "DSSEv1 {} {} {} ",
+        payload_type.len(),
+        payload_type,
+        body.len()
+    )
+    .into_bytes();
+    out.extend_from_slice(body);
+    out
+}
+
+/// The key id a signature names: SHA-256 of the public key PEM.
+pub fn key_id(public_pem: &str) -> String {
+    Digest::of(public_pem.trim().as_bytes()).to_string()
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvelopeError {
+    #[error("signing the desired state: {0}")]
+    Sign(String),
+    #[error("not a desired-state envelope: {0}")]
+    Malformed(String),
+    #[error("payload type {0:?} is not {PAYLOAD_TYPE}")]
+    PayloadType(String),
+    #[error("no signature verifies with the pinned receiver key")]
+    BadSignature,
+    #[error("the signed document is not a desired state: {0}")]
+    Document(String),
+    #[error("desired state schema_version {0} is not supported (expected {SCHEMA_VERSION})")]
+    Schema(u32),
+}
+
+/// Signs `state`: the envelope and its `state_id`.
+pub fn sign(
+    state: &DesiredState,
+    signer: &SigStoreSigner,
+    public_pem: &str,
+) -> Result<(Envelope, Digest), EnvelopeError> {
+    let body = state.canonical_bytes();
+    let sig = signer
+        .sign(&pae(PAYLOAD_TYPE, &body))
+        .map_err(|e| EnvelopeError::Sign(e.to_string()))?;
+    Ok((
+        Envelope {
+            payload_type: PAYLOAD_TYPE.into(),
+            payload: STANDARD.encode(&body),
+            signatures: vec![EnvelopeSignature {
+                keyid: key_id(public_pem),
+                sig: STANDARD.encode(sig),
+            }],
+        },
+        Digest::of(&body),
+    ))
+}
+
+/// Verifies `envelope` with `key` (the receiver key pinned by the verifier) and returns the
+/// document and its `state_id`. Nothing of the document is read before the signature holds.
+pub fn verify(
+    envelope: &Envelope,
+    key: &CosignVerificationKey,
+) -> Result<(DesiredState, Digest), EnvelopeError> {
+    if envelope.payload_type != PAYLOAD_TYPE {
+        return Err(EnvelopeError::PayloadType(envelope.payload_type.clone()));
+    }
+    let body = STANDARD
+        .decode(envelope.payload.as_bytes())
+        .map_err(|e| EnvelopeError::Malformed(format!("payload: {e}")))?;
+    let signed = pae(PAYLOAD_TYPE, &body);
+    let ok = envelope.signatures.iter().any(|s| {
+        STANDARD
+            .decode(s.sig.as_bytes())
+            .is_ok_and(|sig| key.verify_signature(Signature::Raw(&sig), &signed).is_ok())
+    });
+    if !ok {
+        return Err(EnvelopeError::BadSignature);
+    }
+    #[derive(Deserialize)]
+    struct Head {
+        schema_version: u32,
+    }
+    let head: Head =
+        serde_json::from_slice(&body).map_err(|e| EnvelopeError::Document(e.to_string()))?;
+    if head.schema_version != SCHEMA_VERSION {
+        return Err(EnvelopeError::Schema(head.schema_version));
+    }
+    let state: DesiredState =
+        serde_json::from_slice(&body).map_err(|e| EnvelopeError::Document(e.to_string()))?;
+    Ok((state, Digest::of(&body)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sigstore::crypto::SigningScheme;
+
+    fn doc() -> DesiredState {
+        let d: Digest = format!("sha256:{}", "ab".repeat(32)).parse().unwrap();
+        DesiredState {
+            schema_version: SCHEMA_VERSION,
+            template_id: "edge".into(),
+            platform: "rpi4".into(),
+            modules: vec![DesiredModule {
+                name: "my-redis".into(),
+                version: "0.1.0".into(),
+                reference: format!("r.example/acct/my-redis@{d}"),
+                manifest_digest: d,
+                composefs_digest: d,
+                signer: SignerPolicy {
+                    identity_regexp: Some("^x$".into()),
+                    issuer_regexp: Some("^y$".into()),
+                    require_tlog: true,
+                    ..Default::default()
+                },
+            }],
+            composefs_digest: d,
+            composefs_format: 1,
+        }
+    }
+
+    fn keypair() -> (SigStoreSigner, String, CosignVerificationKey) {
+        let signer = SigningScheme::ECDSA_P256_SHA256_ASN1
+            .create_signer()
+            .unwrap();
+        let pem = signer
+            .to_sigstore_keypair()
+            .unwrap()
+            .public_key_to_pem()
+            .unwrap();
+        let key = CosignVerificationKey::try_from_pem(pem.as_bytes()).unwrap();
+        (signer, pem, key)
+    }
+
+    #[test]
+    fn signed_state_verifies_and_keeps_its_id() {
+        let (signer, pem, key) = keypair();
+        let (env, id) = sign(&doc(), &signer, &pem).unwrap();
+        assert_eq!(id, doc().state_id());
+        let (back, id2) = verify(&env, &key).unwrap();
+        assert_eq!(back, doc());
+        assert_eq!(id2, id);
+        assert_eq!(env.signatures[0].keyid, key_id(&pem));
+    }
+
+    #[test]
+    fn changed_payload_other_key_or_type_is_refused() {
+        let (signer, pem, key) = keypair();
+        let (env, _) = sign(&doc(), &signer, &pem).unwrap();
+        let mut changed = doc();
+        changed.modules[0].version = "0.2.0".into();
+        let tampered = Envelope {
+            payload: STANDARD.encode(changed.canonical_bytes()),
+            ..env.clone()
+        };
+        assert_eq!(verify(&tampered, &key), Err(EnvelopeError::BadSignature));
+        let (_, _, other) = keypair();
+        assert_eq!(verify(&env, &other), Err(EnvelopeError::BadSignature));
+        let retyped = Envelope {
+            payload_type: "application/json".into(),
+            ..env
+        };
+        assert!(matches!(
+            verify(&retyped, &key),
+            Err(EnvelopeError::PayloadType(_))
+        ));
+    }
+
+    #[test]
+    fn pae_is_dsse_v1() {
+        // The example from the DSSE specification's protocol document.
+        assert_eq!(
+            pae("http://example.com/HelloWorld", b"hello world"),
+            b"DSSEv1 29 http://example.com/HelloWorld 11 hello world".to_vec()
+        );
+    }
+}
