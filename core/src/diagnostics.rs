@@ -48,6 +48,15 @@ pub enum Code {
     ProtectedExcluded,
     ModeNotShipped,
     MaskShipped,
+    // --- conflicts: composing several modules (`compose`) ---
+    ModuleDuplicate,
+    EntryInvalid,
+    DepMissing,
+    DepCycle,
+    MaskForbidden,
+    TypeConflict,
+    ProtectedDuplicate,
+    ProtectedOverridden,
     // --- warnings ---
     IdentityRegexUnanchored,
     IdentityUnpinned,
@@ -56,6 +65,10 @@ pub enum Code {
     MaskOutsideConfig,
     PackageDuplicate,
     NothingShipped,
+    // --- warnings: composing several modules (`compose`) ---
+    ProtectedDropped,
+    FileShadowed,
+    MaskUnused,
 }
 
 impl Code {
@@ -73,14 +86,20 @@ impl Code {
         use Code::*;
         match self {
             DependencyDuplicate | DependencySelf | ProtectedExcluded | ModeNotShipped
-            | MaskShipped => Severity::Conflict,
+            | MaskShipped | ModuleDuplicate | EntryInvalid | DepMissing | DepCycle
+            | MaskForbidden | TypeConflict | ProtectedDuplicate | ProtectedOverridden => {
+                Severity::Conflict
+            }
             IdentityRegexUnanchored
             | IdentityUnpinned
             | IncludeMatchesNothing
             | ProtectedNotShipped
             | MaskOutsideConfig
             | PackageDuplicate
-            | NothingShipped => Severity::Warning,
+            | NothingShipped
+            | ProtectedDropped
+            | FileShadowed
+            | MaskUnused => Severity::Warning,
             _ => Severity::Error,
         }
     }

@@ -8,6 +8,7 @@
 //! signatures from a registry, keyless signing talks to Fulcio and Rekor).
 
 pub mod artifact;
+pub mod compose;
 pub mod desired_state;
 pub mod diagnostics;
 pub mod digest;
