@@ -69,6 +69,9 @@ pub enum Code {
     ProtectedDropped,
     FileShadowed,
     MaskUnused,
+    // --- warnings: a template's desired state ---
+    /// An assigned module has no live version matching the assignment (left out for now).
+    AssignmentUnresolved,
 }
 
 impl Code {
@@ -99,7 +102,8 @@ impl Code {
             | NothingShipped
             | ProtectedDropped
             | FileShadowed
-            | MaskUnused => Severity::Warning,
+            | MaskUnused
+            | AssignmentUnresolved => Severity::Warning,
             _ => Severity::Error,
         }
     }

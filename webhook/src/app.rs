@@ -68,6 +68,15 @@ impl App {
             std::fs::set_permissions(&work_dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(|e| anyhow::anyhow!("data_dir: {}: {e}", work_dir.display()))?;
         }
+        let fleet = crate::fleet::Fleet {
+            store: store.clone(),
+            key: Arc::new(crate::fleet::key::ReceiverKey::load_or_create(
+                &config.data_dir,
+            )?),
+            policies: policies.clone(),
+            registry_host: host.clone(),
+            cache: Arc::default(),
+        };
         let ctx = Ctx {
             store: store.clone(),
             registry,
@@ -97,6 +106,7 @@ impl App {
             ctx,
             cfg: config.ingest.clone(),
             engine,
+            fleet: fleet.clone(),
         };
         let state = AppState {
             policies: worker.ctx.policies.clone(),
@@ -104,6 +114,7 @@ impl App {
             repos: Repositories::new(&config.registry.repositories)?,
             config: Arc::new(config),
             metrics,
+            fleet,
         };
         Ok(App { state, worker })
     }

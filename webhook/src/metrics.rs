@@ -31,6 +31,10 @@ pub struct Metrics {
     rejections: Family<ReasonLabels, Counter>,
     jobs: Family<StateLabels, Gauge>,
     ingest_seconds: Histogram,
+    /// Instance reports accepted.
+    pub reports: Counter,
+    /// Desired-state reads answered 304 (unchanged) and with a document.
+    pub desired_state_reads: Family<StateLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -69,7 +73,21 @@ impl Default for Metrics {
             "Time to run one ingest job",
             ingest_seconds.clone(),
         );
+        let reports = Counter::default();
+        r.register(
+            "instance_reports",
+            "Instance reports accepted",
+            reports.clone(),
+        );
+        let desired_state_reads = Family::<StateLabels, Counter>::default();
+        r.register(
+            "desired_state_reads",
+            "Desired-state reads by answer (not_modified, document)",
+            desired_state_reads.clone(),
+        );
         Metrics {
+            reports,
+            desired_state_reads,
             registry: Mutex::new(r),
             deliveries,
             verification_failures,

@@ -417,6 +417,7 @@ async fn cancel_names_one_module_exactly() {
     v.repository = "acct/modules/chrony".into();
     let a = module_webhook::store::NewAudit {
         version_id: Some(v.id.clone()),
+        template_id: None,
         module: Some("chrony".into()),
         actor: "test".into(),
         via: module_webhook::store::Via::Ingest,

@@ -2,7 +2,7 @@
 //! the receiver ingests to `draft`. Plus every way an ingest must not produce a draft.
 
 mod common;
-use common::*;
+use common::{release::*, *};
 use module_webhook::{ingest::Outcome, jobs::reconcile::reconcile, store::Lifecycle};
 use powernode_module::{
     digest::Digest,
@@ -21,55 +21,6 @@ use std::{
 };
 
 const REPO: &str = "acct/modules/my-redis-module";
-
-struct Keys {
-    _dir: tempfile::TempDir,
-    key: PathBuf,
-    public: PathBuf,
-}
-
-fn keys() -> Keys {
-    let dir = tempfile::tempdir().unwrap();
-    let o = Command::new(module_builder())
-        .args(["generate-key-pair", "--output-key-prefix"])
-        .arg(dir.path().join("cosign"))
-        .env("COSIGN_PASSWORD", "pw")
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    Keys {
-        key: dir.path().join("cosign.key"),
-        public: dir.path().join("cosign.pub"),
-        _dir: dir,
-    }
-}
-
-fn mb(args: &[&str], dir: Option<&Path>, key: Option<&Path>) -> String {
-    let mut c = Command::new(module_builder());
-    c.args(args)
-        .env("COSIGN_PASSWORD", "pw")
-        .env("DOCKER_CONFIG", "/nonexistent")
-        .env_remove("SOURCE_DATE_EPOCH");
-    if let Some(d) = dir {
-        c.arg(d);
-    }
-    if let Some(k) = key {
-        c.arg("--key").arg(k);
-    }
-    let o = c.output().unwrap();
-    assert!(
-        o.status.success(),
-        "module-builder {args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
-
-fn module(name: &str) -> tempfile::TempDir {
-    let t = tempfile::tempdir().unwrap();
-    copy_tree(&example(name), t.path());
-    t
-}
 
 /// Builds and pushes (unsigned); returns the digest reference.
 fn push(m: &Path, target: &str, version: &str) -> String {

@@ -207,6 +207,7 @@ async fn item8_a_version_without_a_commit_cannot_be_approved() {
     v.source_commit = None;
     let a = module_webhook::store::NewAudit {
         version_id: Some(v.id.clone()),
+        template_id: None,
         module: Some("my-redis".into()),
         actor: "test".into(),
         via: module_webhook::store::Via::Ingest,

@@ -114,7 +114,7 @@ pub fn to_digest(id: &Sha256HashValue) -> Digest {
 
 /// The composefs hash value for one of our digests (the inverse of [`to_digest`]).
 pub fn to_hash_value(d: &Digest) -> Sha256HashValue {
-    Sha256HashValue::from_hex(d.hex()).unwrap_or_else(|_| Sha256HashValue::EMPTY)
+    Sha256HashValue::from_hex(d.hex()).unwrap_or(Sha256HashValue::EMPTY)
 }
 
 /// Reads a file once, computing its fs-verity digest and keeping its bytes when asked.

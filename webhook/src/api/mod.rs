@@ -2,13 +2,16 @@
 //! resource, typed answers; errors as `{error, message}` ([`crate::http::ApiError`]).
 
 mod dead_letters;
+mod instances;
 mod modules;
+mod templates;
+mod validate;
 mod versions;
 
 use crate::http::AppState;
 use axum::{
     Router,
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 
 pub fn router() -> Router<AppState> {
@@ -21,4 +24,38 @@ pub fn router() -> Router<AppState> {
         .route("/versions/{id}/yank", post(versions::yank))
         .route("/dead-letters", get(dead_letters::list))
         .route("/dead-letters/{id}/retry", post(dead_letters::retry))
+        .route("/templates", get(templates::list).post(templates::create))
+        .route("/templates/{id}", get(templates::get))
+        .route("/templates/{id}/assignments", post(templates::assign))
+        .route(
+            "/templates/{id}/assignments/{module_name}",
+            delete(templates::unassign),
+        )
+        .route(
+            "/templates/{id}/desired-state",
+            get(templates::desired_state),
+        )
+        .route("/templates/{id}/audit", get(templates::audit_trail))
+        .route("/signing-key", get(signing_key))
+        .route("/instances", post(instances::register))
+        .route("/instances/{id}", get(instances::get))
+        .route(
+            "/instances/{id}/desired-state",
+            get(instances::desired_state),
+        )
+        .route("/instances/{id}/report", post(instances::report))
+        .route("/instances/{id}/drift", get(instances::drift))
+        .route("/drift", get(instances::summary))
+        .route("/validate", post(validate::validate))
+}
+
+/// `GET /api/v1/signing-key`: the receiver's public key (PEM), which nodes pin to verify
+/// desired states. Public by design: it is what a node needs before it has anything else.
+async fn signing_key(
+    axum::extract::State(s): axum::extract::State<AppState>,
+) -> impl axum::response::IntoResponse {
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/x-pem-file")],
+        s.fleet.key.public_pem.clone(),
+    )
 }

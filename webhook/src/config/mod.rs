@@ -11,12 +11,14 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 mod api;
+mod fleet;
 mod hooks;
 mod ingest;
 mod modules;
 mod promotion;
 
 pub use api::{ApiConfig, ApiToken, Role};
+pub use fleet::FleetConfig;
 pub use hooks::HooksConfig;
 pub use ingest::IngestConfig;
 pub use modules::ModulePolicy;
@@ -39,6 +41,8 @@ pub struct Config {
     pub promotion: PromotionConfig,
     #[serde(default)]
     pub gitea: Option<GiteaConfig>,
+    #[serde(default)]
+    pub fleet: FleetConfig,
     /// Where the receiver keeps its own files (blobs staged during ingest go under
     /// `staging/`), never the system's shared temporary directory.
     #[serde(default = "default_data_dir")]
@@ -131,6 +135,7 @@ impl Config {
         self.api.validate()?;
         self.hooks.validate()?;
         self.promotion.validate()?;
+        self.fleet.validate()?;
         Ok(())
     }
 }

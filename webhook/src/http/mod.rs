@@ -26,6 +26,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub repos: Repositories,
     pub metrics: Arc<Metrics>,
+    pub fleet: crate::fleet::Fleet,
 }
 
 /// An answer other than success: a status, a stable code and a message a person can act on.

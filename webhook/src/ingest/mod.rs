@@ -90,6 +90,7 @@ fn audit(
 ) -> NewAudit {
     NewAudit {
         version_id: Some(v.id.clone()),
+        template_id: None,
         module: Some(v.module.clone()),
         actor: "module-webhook".into(),
         via: Via::Ingest,
@@ -240,6 +241,7 @@ impl Ctx {
                     self.store
                         .audit(&NewAudit {
                             version_id: Some(id.clone()),
+                            template_id: None,
                             module: Some(trust.name.clone()),
                             actor: "module-webhook".into(),
                             via: Via::Ingest,
@@ -276,6 +278,7 @@ impl Ctx {
         self.store
             .audit(&NewAudit {
                 version_id: Some(e.id.clone()),
+                template_id: None,
                 module: Some(trust.name.clone()),
                 actor: "module-webhook".into(),
                 via: Via::Ingest,

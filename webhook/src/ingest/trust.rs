@@ -15,6 +15,9 @@ pub struct ModuleTrust {
     pub trust_on_first_use: bool,
     /// The identity regexp as configured (compared with what a manifest asks for).
     pub identity_regexp: Option<String>,
+    pub issuer_regexp: Option<String>,
+    /// The trusted public keys as PEM text (handed to nodes in desired states).
+    pub key_pems: Vec<String>,
     /// The Gitea repository whose PRs drive promotion.
     pub gitea_repository: String,
     /// The category pinned in configuration, if any.
@@ -33,9 +36,11 @@ impl Policies {
                 require_tlog: m.require_tlog,
                 ..Default::default()
             };
+            let mut key_pems = Vec::new();
             for k in &m.keys {
                 let pem = std::fs::read_to_string(k)
                     .map_err(|e| anyhow::anyhow!("modules.{}: key {}: {e}", m.name, k.display()))?;
+                key_pems.push(pem.trim().to_owned());
                 p.keys.push(TrustedKey::from_pem(&pem).map_err(|e| {
                     anyhow::anyhow!("modules.{}: key {}: {e}", m.name, k.display())
                 })?);
@@ -83,6 +88,8 @@ impl Policies {
                 policy: p,
                 trust_on_first_use: m.trust_on_first_use,
                 identity_regexp: m.identity_regexp.clone(),
+                issuer_regexp: m.issuer_regexp.clone(),
+                key_pems,
                 gitea_repository: m
                     .gitea_repository
                     .clone()

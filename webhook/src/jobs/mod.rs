@@ -22,6 +22,9 @@ pub enum Job {
     Command(CommentJob),
     /// Reviews or statuses changed in a Gitea repository: re-evaluate its pending requests.
     Reevaluate { repository: String },
+    /// A version entered or left `live`, or a template changed: recompute every template's
+    /// desired state (see [`crate::fleet::recompute_job`], which builds this job's row).
+    DesiredStates {},
 }
 
 impl Job {
@@ -46,6 +49,7 @@ impl Job {
             Job::Signature { .. } => "signature",
             Job::Command(_) => "command",
             Job::Reevaluate { .. } => "reevaluate",
+            Job::DesiredStates {} => "desired_states",
         }
     }
 
@@ -56,6 +60,7 @@ impl Job {
             Job::Signature { repository, digest } => format!("signature:{repository}:{digest}"),
             Job::Command(c) => format!("command:{}:{}", c.repository, c.comment_id),
             Job::Reevaluate { repository } => format!("reevaluate:{repository}"),
+            Job::DesiredStates {} => "desired_states".into(),
         }
     }
 
@@ -120,6 +125,13 @@ mod tests {
             Job::Signature { digest, .. } if digest == format!("sha256:{}", "a".repeat(64))
         ));
         assert!(Job::decode("frobnicate", &serde_json::json!({})).is_err());
+        // The promotion enqueues the recomputation without knowing this enum: same row.
+        let row = crate::fleet::recompute_job();
+        assert_eq!(
+            Job::decode(&row.kind, &row.payload),
+            Ok(Job::DesiredStates {})
+        );
+        assert_eq!(row.dedupe_key, Job::DesiredStates {}.dedupe_key());
         assert!(Job::decode("ingest", &serde_json::json!({"repository": 1})).is_err());
     }
 }

@@ -22,6 +22,8 @@ pub struct Worker {
     pub cfg: IngestConfig,
     /// The promotion engine, when Gitea is configured.
     pub engine: Option<crate::promotion::Engine>,
+    /// Recomputes desired states.
+    pub fleet: crate::fleet::Fleet,
 }
 
 /// Delay before attempt `attempts + 1`: base · 2^(attempts−1), capped.
@@ -88,6 +90,12 @@ impl Worker {
             Job::Reevaluate { repository } => {
                 if let Some(engine) = &self.engine {
                     engine.reevaluate(Some(repository)).await?;
+                }
+                Vec::new()
+            }
+            Job::DesiredStates {} => {
+                for r in self.fleet.recompute_all().await? {
+                    tracing::info!(template = %r.template_id, changed = r.changed, blocked = r.blocked, "desired state recomputed");
                 }
                 Vec::new()
             }

@@ -111,6 +111,7 @@ impl Promoter {
         };
         let record = |action: AuditAction, to: Option<Lifecycle>, missing: &[Missing]| NewAudit {
             version_id: Some(v.id.clone()),
+            template_id: None,
             module: Some(v.module.clone()),
             actor: evidence.requester.encode(),
             via,
@@ -144,9 +145,21 @@ impl Promoter {
                 } else {
                     AuditAction::Transition
                 };
+                // Entering or leaving `live` changes what templates should run.
+                let then = if v.lifecycle == Lifecycle::Live || to == Lifecycle::Live {
+                    vec![crate::fleet::recompute_job()]
+                } else {
+                    Vec::new()
+                };
                 if self
                     .store
-                    .transition_version(&v.id, v.lifecycle, to, &record(action, Some(to), &[]))
+                    .transition_version(
+                        &v.id,
+                        v.lifecycle,
+                        to,
+                        &record(action, Some(to), &[]),
+                        &then,
+                    )
                     .await?
                 {
                     Ok(Decision::Done {

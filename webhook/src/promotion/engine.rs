@@ -129,6 +129,7 @@ impl Engine {
             self.store
                 .audit(&NewAudit {
                     version_id: version_id.clone(),
+                    template_id: None,
                     module: Some(module.clone()),
                     actor: c.actor().encode(),
                     via: Via::Comment,

@@ -23,6 +23,14 @@ pub enum AuditAction {
     /// A request waits for its requirements.
     Pending,
     Refused,
+    TemplateCreated,
+    ModuleAssigned,
+    ModuleUnassigned,
+    /// A template's served desired state changed.
+    DesiredStateChanged,
+    /// A recomputation found conflicts: the served desired state stays as it was.
+    DesiredStateBlocked,
+    InstanceRegistered,
 }
 
 impl AuditAction {
@@ -37,6 +45,12 @@ impl AuditAction {
             AuditAction::TransitionBreakGlass => "transition_break_glass",
             AuditAction::Pending => "pending",
             AuditAction::Refused => "refused",
+            AuditAction::TemplateCreated => "template_created",
+            AuditAction::ModuleAssigned => "module_assigned",
+            AuditAction::ModuleUnassigned => "module_unassigned",
+            AuditAction::DesiredStateChanged => "desired_state_changed",
+            AuditAction::DesiredStateBlocked => "desired_state_blocked",
+            AuditAction::InstanceRegistered => "instance_registered",
         }
     }
 }
@@ -76,6 +90,8 @@ impl Via {
 #[derive(Debug, Clone)]
 pub struct NewAudit {
     pub version_id: Option<VersionId>,
+    /// The template a fleet change is about.
+    pub template_id: Option<String>,
     pub module: Option<String>,
     pub actor: String,
     pub via: Via,
@@ -90,6 +106,8 @@ pub struct NewAudit {
 pub struct AuditRow {
     pub id: String,
     pub version_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template_id: Option<String>,
     pub module: Option<String>,
     pub at: i64,
     pub actor: String,
@@ -112,8 +130,8 @@ pub(crate) async fn append_audit(
         .map(|d| d.as_micros() as i64)
         .unwrap_or(0);
     sqlx::query(
-        "INSERT INTO audit (id, seq, version_id, module, at, actor, via, action, from_state, to_state, reason, evidence)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        "INSERT INTO audit (id, seq, version_id, module, at, actor, via, action, from_state, to_state, reason, evidence, template_id)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
     )
     .bind(uuid::Uuid::new_v4().to_string())
     .bind(seq)
@@ -127,6 +145,7 @@ pub(crate) async fn append_audit(
     .bind(a.to_state.map(|s| s.as_str().to_owned()))
     .bind(&a.reason)
     .bind(a.evidence.to_string())
+    .bind(&a.template_id)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -134,11 +153,20 @@ pub(crate) async fn append_audit(
 
 impl Store {
     pub async fn audit_of(&self, version_id: &str) -> anyhow::Result<Vec<AuditRow>> {
-        let rows = sqlx::query(
-            "SELECT id, version_id, module, at, actor, via, action, from_state, to_state, reason, evidence
-             FROM audit WHERE version_id = $1 ORDER BY seq, id",
-        )
-        .bind(version_id)
+        self.audit_where("version_id", version_id).await
+    }
+
+    /// The audit trail of a template: its creation, assignments and desired-state changes.
+    pub async fn audit_of_template(&self, template_id: &str) -> anyhow::Result<Vec<AuditRow>> {
+        self.audit_where("template_id", template_id).await
+    }
+
+    async fn audit_where(&self, column: &str, value: &str) -> anyhow::Result<Vec<AuditRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT id, version_id, template_id, module, at, actor, via, action, from_state, to_state, reason, evidence
+             FROM audit WHERE {column} = $1 ORDER BY seq, id"
+        ))
+        .bind(value)
         .fetch_all(&self.pool)
         .await?;
         rows.iter()
@@ -146,6 +174,7 @@ impl Store {
                 Ok(AuditRow {
                     id: r.try_get("id")?,
                     version_id: r.try_get("version_id")?,
+                    template_id: r.try_get("template_id")?,
                     module: r.try_get("module")?,
                     at: r.try_get("at")?,
                     actor: r.try_get("actor")?,

@@ -4,16 +4,20 @@
 
 mod audit;
 mod ids;
+mod instances;
 mod jobs;
 mod pins;
 mod requests;
+mod templates;
 mod versions;
 
 pub use audit::{AuditAction, AuditRow, NewAudit, Via};
 pub use ids::{RequestId, VersionId};
+pub use instances::{InstanceRow, Report};
 pub use jobs::{JobRow, JobState, NewJob};
 pub use pins::Pin;
 pub use requests::{PromotionRequest, RequestState};
+pub use templates::{Assignment, LastComputation, ServedState, TemplateRow};
 pub use versions::{Lifecycle, VersionRow};
 
 use sqlx::{

@@ -209,13 +209,16 @@ impl Store {
 impl Store {
     /// Moves a version from `from` to `to` if it is still in `from`, together with its audit
     /// row, in one transaction. Returns `false` (and writes nothing) when the version is no
-    /// longer in `from`: of two concurrent requests, exactly one transitions.
+    /// longer in `from`: of two concurrent requests, exactly one transitions. `then` are
+    /// jobs enqueued in the same transaction (the desired-state recomputation a change to or
+    /// from `live` needs), so a crash cannot lose them.
     pub async fn transition_version(
         &self,
         id: &str,
         from: Lifecycle,
         to: Lifecycle,
         audit: &NewAudit,
+        then: &[super::NewJob],
     ) -> anyhow::Result<bool> {
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
@@ -232,7 +235,20 @@ impl Store {
             return Ok(false);
         }
         append_audit(&mut tx, audit, self.now()).await?;
+        for j in then {
+            super::jobs::insert(&mut tx, j, self.now()).await?;
+        }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// Every `live` version of every module (the inputs of desired states and validation).
+    pub async fn live_versions(&self) -> anyhow::Result<Vec<VersionRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {VCOLS} FROM versions WHERE lifecycle = 'live' ORDER BY module, created_at"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(version_row).collect()
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod promotion;
+pub mod release;
 
 use module_webhook::{
     app::App,
@@ -161,6 +162,7 @@ pub fn config(db: &str, registry_host: &str, modules: Vec<ModulePolicy>) -> Conf
         },
         promotion: Default::default(),
         gitea: None,
+        fleet: Default::default(),
         data_dir: data_dir(db),
     }
 }
@@ -333,6 +335,7 @@ pub async fn published(
     };
     let a = NewAudit {
         version_id: Some(id.clone().into()),
+        template_id: None,
         module: Some("my-redis".into()),
         actor: "test".into(),
         via: module_webhook::store::Via::Ingest,

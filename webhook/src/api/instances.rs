@@ -1,0 +1,411 @@
+//! Instances: registered by an operator (`POST /api/v1/instances`, which shows the
+//! instance's token once), then authenticated by that token to read their desired state and
+//! report. An instance token can do nothing else. Drift per instance and for a template.
+
+use super::templates::serve_state;
+use crate::{
+    config::Role,
+    fleet::{
+        cache::InstanceAuth,
+        drift::{self, Drift, Observed},
+    },
+    http::{ApiError, AppState, auth::require},
+    store::{AuditAction, InstanceRow, NewAudit, Report, Via},
+};
+use axum::{
+    Json,
+    extract::{Path, Query, State},
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+};
+use powernode_module::{desired_state::DesiredState, digest::Digest, manifest::ModuleName};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
+use subtle::ConstantTimeEq;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewInstance {
+    pub id: String,
+    pub template_id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Registered {
+    pub instance: InstanceRow,
+    /// Shown once: only its SHA-256 is stored.
+    pub token: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OneInstance {
+    pub instance: InstanceView,
+}
+
+/// The walkthrough's instance shape, plus the drift verdict.
+#[derive(Debug, Serialize)]
+pub struct InstanceView {
+    #[serde(flatten)]
+    pub row: InstanceRow,
+    pub drift: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Applied,
+    Failed,
+    Rejected,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBody {
+    pub desired_state_id: Digest,
+    pub running_module_digests: BTreeMap<String, Digest>,
+    #[serde(default)]
+    pub composefs_digest: Option<Digest>,
+    pub status: Status,
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Accepted {
+    pub accepted: bool,
+}
+
+/// `sha256` of a token, hex (what the instances table keeps).
+fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn bearer(h: &HeaderMap) -> Option<&str> {
+    h.get("authorization")?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+}
+
+/// The instance `id`, authenticated by its own token (constant-time on the hashes).
+async fn instance_auth(s: &AppState, h: &HeaderMap, id: &str) -> Result<InstanceAuth, ApiError> {
+    let unauthorized = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "give this instance's token as `Authorization: Bearer …`",
+        )
+    };
+    let presented = bearer(h).ok_or_else(unauthorized)?;
+    let auth = match s.fleet.cache.instance(id) {
+        Some(a) => a,
+        None => {
+            let row = s.store.instance(id).await?.ok_or_else(unauthorized)?;
+            let a = InstanceAuth {
+                token_sha256: row.token_sha256,
+                template_id: row.template_id,
+            };
+            s.fleet.cache.set_instance(id, a.clone());
+            a
+        }
+    };
+    let ok: bool = token_hash(presented)
+        .as_bytes()
+        .ct_eq(auth.token_sha256.as_bytes())
+        .into();
+    if ok { Ok(auth) } else { Err(unauthorized()) }
+}
+
+async fn find(s: &AppState, id: &str) -> Result<InstanceRow, ApiError> {
+    s.store
+        .instance(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no instance {id}")))
+}
+
+pub async fn register(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Json(b): Json<NewInstance>,
+) -> Result<Response, ApiError> {
+    let caller = require(&s, &h, Role::Operator)?;
+    if ModuleName::parse(&b.id).is_none() {
+        return Err(ApiError::bad_request(format!(
+            "instance id {:?} must match ^[a-z0-9][a-z0-9-]{{0,62}}$",
+            b.id
+        )));
+    }
+    if s.store.template(&b.template_id).await?.is_none() {
+        return Err(ApiError::not_found(format!(
+            "no template {}",
+            b.template_id
+        )));
+    }
+    // 244 random bits from the OS generator (two v4 UUIDs), shown once.
+    let token = format!(
+        "pni_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    );
+    let audit = NewAudit {
+        version_id: None,
+        template_id: Some(b.template_id.clone()),
+        module: None,
+        actor: format!("api:{}", caller.name),
+        via: Via::Api,
+        action: AuditAction::InstanceRegistered,
+        from_state: None,
+        to_state: None,
+        reason: None,
+        evidence: serde_json::json!({"instance_id": b.id}),
+    };
+    if !s
+        .store
+        .register_instance(&b.id, &b.template_id, &token_hash(&token), &audit)
+        .await?
+    {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "exists",
+            format!("instance {} is registered already", b.id),
+        ));
+    }
+    let instance = find(&s, &b.id).await?;
+    Ok((StatusCode::CREATED, Json(Registered { instance, token })).into_response())
+}
+
+pub async fn get(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<OneInstance>, ApiError> {
+    require(&s, &h, Role::Read)?;
+    let row = find(&s, &id).await?;
+    let d = drift_of(&s, &row).await?;
+    Ok(Json(OneInstance {
+        instance: InstanceView {
+            row,
+            drift: d.drift,
+        },
+    }))
+}
+
+/// `GET /instances/{id}/desired-state`, with the instance's own token.
+pub async fn desired_state(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let auth = instance_auth(&s, &h, &id).await?;
+    serve_state(&s, &h, &auth.template_id).await
+}
+
+pub async fn report(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+    Json(b): Json<ReportBody>,
+) -> Result<Json<Accepted>, ApiError> {
+    instance_auth(&s, &h, &id).await?;
+    for name in b.running_module_digests.keys() {
+        if ModuleName::parse(name).is_none() {
+            return Err(ApiError::bad_request(format!(
+                "running_module_digests: {name:?} is not a module name"
+            )));
+        }
+    }
+    if b.message.as_ref().is_some_and(|m| m.len() > 4096) {
+        return Err(ApiError::bad_request("message: at most 4096 bytes"));
+    }
+    let r = Report {
+        desired_state_id: b.desired_state_id.to_string(),
+        running_module_digests: b
+            .running_module_digests
+            .iter()
+            .map(|(k, v)| (k.clone(), v.to_string()))
+            .collect(),
+        composefs_digest: b.composefs_digest.map(|d| d.to_string()),
+        status: match b.status {
+            Status::Applied => "applied",
+            Status::Failed => "failed",
+            Status::Rejected => "rejected",
+        }
+        .into(),
+        message: b.message,
+    };
+    if !s.store.record_report(&id, &r).await? {
+        return Err(ApiError::not_found(format!("no instance {id}")));
+    }
+    s.metrics.reports.inc();
+    Ok(Json(Accepted { accepted: true }))
+}
+
+/// The drift of one instance against its template's served state.
+pub async fn drift_of(s: &AppState, row: &InstanceRow) -> Result<Drift, ApiError> {
+    let served = s.store.served_state(&row.template_id).await?;
+    let doc = served
+        .as_ref()
+        .map(|st| {
+            serde_json::from_value::<DesiredState>(st.document.clone())
+                .map(|d| (st.state_id.clone(), d))
+        })
+        .transpose()
+        .map_err(anyhow::Error::from)?;
+    Ok(drift::drift(
+        doc.as_ref().map(|(id, d)| (id.as_str(), d)),
+        observed(row),
+        s.store.now(),
+        s.config.fleet.stale_after_secs * 1000,
+    ))
+}
+
+pub fn observed(row: &InstanceRow) -> Observed<'_> {
+    Observed {
+        running: &row.running_module_digests,
+        composefs_digest: row.composefs_digest.as_deref(),
+        reported_state_id: row.desired_state_id.as_deref(),
+        status: row.status.as_deref(),
+        last_report_at: row.last_report_at,
+    }
+}
+
+pub async fn drift(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<InstanceDrift>, ApiError> {
+    require(&s, &h, Role::Read)?;
+    let row = find(&s, &id).await?;
+    let drift = drift_of(&s, &row).await?;
+    Ok(Json(InstanceDrift {
+        instance_id: id,
+        template_id: row.template_id,
+        drift,
+    }))
+}
+
+#[derive(Debug, Serialize)]
+pub struct InstanceDrift {
+    pub instance_id: String,
+    pub template_id: String,
+    #[serde(flatten)]
+    pub drift: Drift,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SummaryQuery {
+    pub template: Option<String>,
+    pub limit: Option<i64>,
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Counts {
+    pub total: u64,
+    pub in_sync: u64,
+    pub drifting: u64,
+    pub stale: u64,
+    pub failed: u64,
+    pub rejected: u64,
+    pub never_reported: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Drifting {
+    pub id: String,
+    pub template_id: String,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub template_id: Option<String>,
+    pub counts: Counts,
+    /// The drifting instances after `cursor`, at most `limit`, ordered by id.
+    pub drifting: Vec<Drifting>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /drift?template=ID&limit=&cursor=`: counts over every instance (of the template),
+/// and one page of the drifting ones.
+pub async fn summary(
+    State(s): State<AppState>,
+    h: HeaderMap,
+    Query(q): Query<SummaryQuery>,
+) -> Result<Json<Summary>, ApiError> {
+    require(&s, &h, Role::Read)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000) as usize;
+    if let Some(t) = &q.template
+        && s.store.template(t).await?.is_none()
+    {
+        return Err(ApiError::not_found(format!("no template {t}")));
+    }
+    let now = s.store.now();
+    let stale_ms = s.config.fleet.stale_after_secs * 1000;
+    let mut states: BTreeMap<String, Option<(String, DesiredState)>> = BTreeMap::new();
+    let mut counts = Counts::default();
+    let mut drifting = Vec::new();
+    let mut next_cursor = None;
+    let mut after = String::new();
+    loop {
+        let page = s
+            .store
+            .instances_page(q.template.as_deref(), Some(&after), 2000)
+            .await?;
+        let Some(last) = page.last() else { break };
+        after = last.id.clone();
+        for row in &page {
+            if !states.contains_key(&row.template_id) {
+                let st = s.store.served_state(&row.template_id).await?;
+                let doc = match st {
+                    Some(st) => Some((
+                        st.state_id,
+                        serde_json::from_value::<DesiredState>(st.document)
+                            .map_err(anyhow::Error::from)?,
+                    )),
+                    None => None,
+                };
+                states.insert(row.template_id.clone(), doc);
+            }
+            let desired = states[&row.template_id]
+                .as_ref()
+                .map(|(id, d)| (id.as_str(), d));
+            let d = drift::drift(desired, observed(row), now, stale_ms);
+            counts.total += 1;
+            match row.status.as_deref() {
+                None => counts.never_reported += 1,
+                Some("failed") => counts.failed += 1,
+                Some("rejected") => counts.rejected += 1,
+                _ => {}
+            }
+            if d.stale {
+                counts.stale += 1;
+            }
+            if !d.drift {
+                counts.in_sync += 1;
+                continue;
+            }
+            counts.drifting += 1;
+            if q.cursor.as_deref().is_some_and(|c| row.id.as_str() <= c) {
+                continue;
+            }
+            if drifting.len() < limit {
+                drifting.push(Drifting {
+                    id: row.id.clone(),
+                    template_id: row.template_id.clone(),
+                    reasons: d.reasons,
+                });
+            } else if next_cursor.is_none() {
+                next_cursor = drifting.last().map(|d: &Drifting| d.id.clone());
+            }
+        }
+    }
+    Ok(Json(Summary {
+        template_id: q.template,
+        counts,
+        drifting,
+        next_cursor,
+    }))
+}

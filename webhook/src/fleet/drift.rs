@@ -1,0 +1,241 @@
+//! Drift: what an instance reported running against what its template's served desired
+//! state says it should run. Pure: the API and the fleet summary feed it rows.
+
+use powernode_module::desired_state::DesiredState;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A module running at another composefs digest than desired.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Outdated {
+    pub module: String,
+    pub running: String,
+    pub desired: String,
+}
+
+/// The drift of one instance, with its reasons.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    pub drift: bool,
+    /// Desired modules the instance does not run.
+    pub missing: Vec<String>,
+    /// Modules the instance runs that are not desired.
+    pub unexpected: Vec<String>,
+    pub outdated: Vec<Outdated>,
+    /// The merged tree's digest differs from the predicted one (or was not reported).
+    pub composefs_mismatch: bool,
+    /// No report within the configured interval (or never).
+    pub stale: bool,
+    /// The desired state compared against (`None`: the template serves none yet).
+    pub desired_state_id: Option<String>,
+    pub reported_state_id: Option<String>,
+    /// The last reported status (`applied`, `failed`, `rejected`).
+    pub status: Option<String>,
+    /// One sentence per reason, for people.
+    pub reasons: Vec<String>,
+}
+
+/// What the instance last said.
+#[derive(Debug, Clone, Copy)]
+pub struct Observed<'a> {
+    pub running: &'a BTreeMap<String, String>,
+    pub composefs_digest: Option<&'a str>,
+    pub reported_state_id: Option<&'a str>,
+    pub status: Option<&'a str>,
+    pub last_report_at: Option<i64>,
+}
+
+/// Compares `observed` with `desired` at `now` (ms); a report older than `stale_after_ms`
+/// is stale.
+pub fn drift(
+    desired: Option<(&str, &DesiredState)>,
+    observed: Observed<'_>,
+    now: i64,
+    stale_after_ms: i64,
+) -> Drift {
+    let want: BTreeMap<&str, String> = desired
+        .map(|(_, d)| {
+            d.modules
+                .iter()
+                .map(|m| (m.name.as_str(), m.composefs_digest.to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let running = observed.running;
+    let mut reasons = Vec::new();
+    let missing: Vec<String> = want
+        .keys()
+        .filter(|m| !running.contains_key(**m))
+        .map(|m| m.to_string())
+        .collect();
+    let unexpected: Vec<String> = running
+        .keys()
+        .filter(|m| !want.contains_key(m.as_str()))
+        .cloned()
+        .collect();
+    let outdated: Vec<Outdated> = want
+        .iter()
+        .filter_map(|(m, d)| {
+            let r = running.get(*m)?;
+            (r != d).then(|| Outdated {
+                module: m.to_string(),
+                running: r.clone(),
+                desired: d.clone(),
+            })
+        })
+        .collect();
+    let composefs_mismatch = match desired {
+        Some((_, d)) => observed.composefs_digest != Some(d.composefs_digest.to_string().as_str()),
+        None => false,
+    };
+    let stale = match observed.last_report_at {
+        None => true,
+        Some(at) => now - at > stale_after_ms,
+    };
+    for m in &missing {
+        reasons.push(format!("{m} is desired but not running"));
+    }
+    for m in &unexpected {
+        reasons.push(format!("{m} is running but not desired"));
+    }
+    for o in &outdated {
+        reasons.push(format!(
+            "{} runs {} where {} is desired",
+            o.module, o.running, o.desired
+        ));
+    }
+    if composefs_mismatch {
+        reasons.push(match observed.composefs_digest {
+            Some(c) => format!("the merged tree measures {c}, not the predicted digest"),
+            None => "no merged composefs digest was reported".into(),
+        });
+    }
+    match observed.last_report_at {
+        None => reasons.push("the instance has never reported".into()),
+        Some(at) if stale => reasons.push(format!(
+            "no report for {} s (stale after {} s)",
+            (now - at) / 1000,
+            stale_after_ms / 1000
+        )),
+        Some(_) => {}
+    }
+    if let Some(s @ ("failed" | "rejected")) = observed.status {
+        reasons.push(format!("the last apply {s}"));
+    }
+    Drift {
+        drift: !reasons.is_empty(),
+        missing,
+        unexpected,
+        outdated,
+        composefs_mismatch,
+        stale,
+        desired_state_id: desired.map(|(id, _)| id.to_owned()),
+        reported_state_id: observed.reported_state_id.map(str::to_owned),
+        status: observed.status.map(str::to_owned),
+        reasons,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use powernode_module::{
+        desired_state::{DesiredModule, SCHEMA_VERSION, SignerPolicy},
+        digest::Digest,
+    };
+
+    fn d(c: char) -> Digest {
+        format!("sha256:{}", c.to_string().repeat(64))
+            .parse()
+            .unwrap()
+    }
+
+    fn state() -> DesiredState {
+        let m = |name: &str, c| DesiredModule {
+            name: name.into(),
+            version: "1.0.0".into(),
+            reference: format!("r/{name}@{}", d(c)),
+            manifest_digest: d(c),
+            composefs_digest: d(c),
+            signer: SignerPolicy::default(),
+        };
+        DesiredState {
+            schema_version: SCHEMA_VERSION,
+            template_id: "t".into(),
+            platform: "p".into(),
+            modules: vec![m("base", 'a'), m("redis", 'b')],
+            composefs_digest: d('f'),
+            composefs_format: 1,
+        }
+    }
+
+    #[test]
+    fn each_kind_of_drift_is_named() {
+        let s = state();
+        let merged = d('f').to_string();
+        let exact: BTreeMap<String, String> = [
+            ("base".to_string(), d('a').to_string()),
+            ("redis".to_string(), d('b').to_string()),
+        ]
+        .into();
+        let obs = |running, composefs| Observed {
+            running,
+            composefs_digest: composefs,
+            reported_state_id: Some("sha256:x"),
+            status: Some("applied"),
+            last_report_at: Some(1_000),
+        };
+        let ok = drift(
+            Some(("sha256:x", &s)),
+            obs(&exact, Some(&merged)),
+            2_000,
+            60_000,
+        );
+        assert!(!ok.drift, "{ok:?}");
+        assert!(ok.reasons.is_empty());
+
+        let mut other: BTreeMap<String, String> = exact.clone();
+        other.insert("redis".into(), d('c').to_string());
+        other.remove("base");
+        other.insert("extra".into(), d('e').to_string());
+        let bad = drift(
+            Some(("sha256:x", &s)),
+            obs(&other, Some("sha256:0")),
+            2_000,
+            60_000,
+        );
+        assert!(bad.drift);
+        assert_eq!(bad.missing, ["base"]);
+        assert_eq!(bad.unexpected, ["extra"]);
+        assert_eq!(
+            bad.outdated,
+            [Outdated {
+                module: "redis".into(),
+                running: d('c').to_string(),
+                desired: d('b').to_string()
+            }]
+        );
+        assert!(bad.composefs_mismatch && !bad.stale);
+
+        let stale = drift(
+            Some(("sha256:x", &s)),
+            obs(&exact, Some(&merged)),
+            120_000,
+            60_000,
+        );
+        assert!(stale.drift && stale.stale, "{stale:?}");
+        let never = drift(
+            Some(("sha256:x", &s)),
+            Observed {
+                last_report_at: None,
+                ..obs(&exact, Some(&merged))
+            },
+            0,
+            60_000,
+        );
+        assert!(
+            never.stale && never.reasons[0].contains("never"),
+            "{never:?}"
+        );
+    }
+}

@@ -1,0 +1,134 @@
+//! Instances: registered by an operator, authenticated by a token of their own, and the
+//! last report each one sent.
+
+use super::{
+    Store,
+    audit::{NewAudit, append_audit},
+};
+use serde::Serialize;
+use sqlx::{Row, any::AnyRow};
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceRow {
+    pub id: String,
+    pub template_id: String,
+    #[serde(skip)]
+    pub token_sha256: String,
+    pub created_at: i64,
+    pub last_report_at: Option<i64>,
+    /// The desired state the instance said it worked towards.
+    pub desired_state_id: Option<String>,
+    /// Module name → the composefs digest the instance reported running.
+    pub running_module_digests: BTreeMap<String, String>,
+    pub composefs_digest: Option<String>,
+    pub status: Option<String>,
+    pub message: Option<String>,
+}
+
+/// A report as the instance sent it (already validated by the API edge).
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub desired_state_id: String,
+    pub running_module_digests: BTreeMap<String, String>,
+    pub composefs_digest: Option<String>,
+    pub status: String,
+    pub message: Option<String>,
+}
+
+const ICOLS: &str = "id, template_id, token_sha256, created_at, last_report_at, reported_state_id, running_module_digests, composefs_digest, status, message";
+
+fn instance_row(r: &AnyRow) -> anyhow::Result<InstanceRow> {
+    let running: Option<String> = r.try_get("running_module_digests")?;
+    Ok(InstanceRow {
+        id: r.try_get("id")?,
+        template_id: r.try_get("template_id")?,
+        token_sha256: r.try_get("token_sha256")?,
+        created_at: r.try_get("created_at")?,
+        last_report_at: r.try_get("last_report_at")?,
+        desired_state_id: r.try_get("reported_state_id")?,
+        running_module_digests: running
+            .map(|s| serde_json::from_str(&s))
+            .transpose()?
+            .unwrap_or_default(),
+        composefs_digest: r.try_get("composefs_digest")?,
+        status: r.try_get("status")?,
+        message: r.try_get("message")?,
+    })
+}
+
+impl Store {
+    /// Registers an instance with the SHA-256 of its token; `false` if the id is taken.
+    pub async fn register_instance(
+        &self,
+        id: &str,
+        template_id: &str,
+        token_sha256: &str,
+        audit: &NewAudit,
+    ) -> anyhow::Result<bool> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query(
+            "INSERT INTO instances (id, template_id, token_sha256, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(template_id)
+        .bind(token_sha256)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n != 1 {
+            return Ok(false);
+        }
+        append_audit(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn instance(&self, id: &str) -> anyhow::Result<Option<InstanceRow>> {
+        let r = sqlx::query(&format!("SELECT {ICOLS} FROM instances WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.as_ref().map(instance_row).transpose()
+    }
+
+    /// Instances of one template (or all), ordered by id, after `after`, at most `limit`.
+    pub async fn instances_page(
+        &self,
+        template_id: Option<&str>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> anyhow::Result<Vec<InstanceRow>> {
+        let mut sql = format!("SELECT {ICOLS} FROM instances WHERE id > $1");
+        if template_id.is_some() {
+            sql.push_str(" AND template_id = $3");
+        }
+        sql.push_str(" ORDER BY id LIMIT $2");
+        let mut q = sqlx::query(&sql).bind(after.unwrap_or("")).bind(limit);
+        if let Some(t) = template_id {
+            q = q.bind(t);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        rows.iter().map(instance_row).collect()
+    }
+
+    /// Records an instance's report (the row keeps the last one). Durable when it returns.
+    pub async fn record_report(&self, id: &str, r: &Report) -> anyhow::Result<bool> {
+        let n = sqlx::query(
+            "UPDATE instances SET last_report_at = $2, reported_state_id = $3, running_module_digests = $4, composefs_digest = $5, status = $6, message = $7 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(self.now())
+        .bind(&r.desired_state_id)
+        .bind(serde_json::to_string(&r.running_module_digests)?)
+        .bind(&r.composefs_digest)
+        .bind(&r.status)
+        .bind(&r.message)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+}

@@ -1,0 +1,484 @@
+//! The fleet end to end: real releases into a real registry, ingested and promoted to live;
+//! a template gets modules (their dependencies come along), an instance registers, reads its
+//! signed desired state and reports; drift follows promotions, yanks and a protected-path
+//! collision that must not replace the served state.
+
+mod common;
+use common::{release::*, *};
+use module_webhook::jobs::reconcile::reconcile;
+use powernode_module::{
+    desired_state::{self, DesiredState, Envelope},
+    lifecycle::StagePolicy,
+    trust::keys::public_from_pem,
+};
+use powernode_testkit::registry::TestRegistry;
+use serde_json::{Value, json};
+use std::{fs, path::Path};
+
+const MODULES: [&str; 5] = [
+    "system-base",
+    "security-hardening",
+    "my-redis",
+    "redis-tuning",
+    "rogue",
+];
+
+fn repo(name: &str) -> String {
+    format!("acct/modules/{name}-module")
+}
+
+/// A config-variety override of my-redis: replaces its protected redis.conf (allowed for an
+/// override module) and masks its `.gitkeep`.
+fn redis_tuning(dir: &Path) {
+    fs::create_dir_all(dir.join("rootfs/etc/redis")).unwrap();
+    fs::write(
+        dir.join("manifest.yaml"),
+        "schema_version: 1\nidentity:\n  name: redis-tuning\n  category: userland\n  variety: config\n  description: Site tuning for my-redis\nfile_spec:\n  include: [\"/etc/redis/redis.conf\"]\ndependency_spec:\n  - name: my-redis\nmask:\n  - \"/var/lib/redis/.gitkeep\"\n",
+    )
+    .unwrap();
+    fs::write(dir.join("rootfs/etc/redis/redis.conf"), "maxmemory 256mb\n").unwrap();
+}
+
+/// A module that ships /etc/fstab, which system-base protects.
+fn rogue(dir: &Path) {
+    fs::create_dir_all(dir.join("rootfs/etc")).unwrap();
+    fs::write(
+        dir.join("manifest.yaml"),
+        "schema_version: 1\nidentity:\n  name: rogue\n  category: userland\n  variety: subscription\n  description: Ships its own fstab\nfile_spec:\n  include: [\"/etc/fstab\"]\ndependency_spec:\n  - name: system-base\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.join("rootfs/etc/fstab"),
+        "/dev/sda1 / ext4 defaults 0 1\n",
+    )
+    .unwrap();
+}
+
+fn source(name: &str) -> tempfile::TempDir {
+    match name {
+        "redis-tuning" | "rogue" => {
+            let t = tempfile::tempdir().unwrap();
+            if name == "rogue" {
+                rogue(t.path())
+            } else {
+                redis_tuning(t.path())
+            }
+            t
+        }
+        n => module(n),
+    }
+}
+
+async fn call(
+    r: &Running,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut req = r
+        .http
+        .request(method, format!("{}/api/v1{path}", r.url))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let h = res.headers().clone();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        h,
+    )
+}
+
+async fn post(r: &Running, path: &str, token: &str, body: Value) -> (u16, Value) {
+    let (s, v, _) = call(r, reqwest::Method::POST, path, token, Some(body), &[]).await;
+    (s, v)
+}
+
+/// Releases `name` at `version` (signed), ingests it and promotes it to live.
+async fn release_live(
+    r: &Running,
+    reg: &TestRegistry,
+    k: &Keys,
+    dir: &Path,
+    name: &str,
+    version: &str,
+) -> String {
+    mb(
+        &[
+            "release",
+            "--ref",
+            &reg.repo(&repo(name)),
+            "--version",
+            version,
+        ],
+        Some(dir),
+        Some(&k.key),
+    );
+    reconcile(&r.app.worker.ctx).await.unwrap();
+    r.app.drain().await.unwrap();
+    let id = format!("v-{name}-{version}");
+    for to in ["staging", "blessed", "live"] {
+        let (s, v) = post(
+            r,
+            &format!("/versions/{id}/promote"),
+            OPS_TOKEN,
+            json!({"to": to}),
+        )
+        .await;
+        assert_eq!(s, 200, "{id} → {to}: {v}");
+    }
+    r.app.drain().await.unwrap();
+    id
+}
+
+/// Reads the instance's desired state with its token and verifies it with the receiver's
+/// published key, as a node would.
+async fn desired(r: &Running, token: &str, key_pem: &str) -> (String, DesiredState) {
+    let (s, v, h) = call(
+        r,
+        reqwest::Method::GET,
+        "/instances/node-1/desired-state",
+        token,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let envelope: Envelope = serde_json::from_value(v).unwrap();
+    let key = public_from_pem(key_pem.as_bytes()).unwrap();
+    let (doc, id) = desired_state::verify(&envelope, &key).unwrap();
+    assert_eq!(
+        h.get("etag").unwrap().to_str().unwrap(),
+        format!("\"{id}\""),
+        "the ETag is the state id"
+    );
+    (id.to_string(), doc)
+}
+
+async fn report_state(r: &Running, token: &str, id: &str, doc: &DesiredState) {
+    let running: serde_json::Map<String, Value> = doc
+        .modules
+        .iter()
+        .map(|m| (m.name.clone(), json!(m.composefs_digest.to_string())))
+        .collect();
+    let (s, v) = post(
+        r,
+        "/instances/node-1/report",
+        token,
+        json!({
+            "desired_state_id": id,
+            "running_module_digests": running,
+            "composefs_digest": doc.composefs_digest.to_string(),
+            "status": "applied",
+            "message": "applied generation 1",
+        }),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+}
+
+async fn drift(r: &Running) -> Value {
+    let (s, v) = r
+        .get("/api/v1/instances/node-1/drift", Some(READ_TOKEN))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+fn names(doc: &DesiredState) -> Vec<&str> {
+    doc.modules.iter().map(|m| m.name.as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn template_desired_state_reports_and_drift_end_to_end() {
+    for db in databases().await {
+        let reg = TestRegistry::start();
+        let k = keys();
+        let policies = MODULES
+            .iter()
+            .map(|m| key_policy(m, &repo(m), k.public.clone()))
+            .collect();
+        let mut cfg = config(&db.url, &reg.host, policies);
+        cfg.promotion.live = StagePolicy::default();
+        let r = serve(cfg).await;
+        let (_, key_pem) = r.get("/api/v1/signing-key", None).await;
+        let key_pem = key_pem.as_str().unwrap().to_owned();
+        assert!(key_pem.contains("BEGIN PUBLIC KEY"), "{key_pem}");
+
+        let sources: Vec<_> = MODULES.iter().map(|m| (*m, source(m))).collect();
+        for (name, dir) in &sources[..4] {
+            let v = if *name == "my-redis" {
+                "0.1.0"
+            } else {
+                "1.0.0"
+            };
+            release_live(&r, &reg, &k, dir.path(), name, v).await;
+        }
+
+        // A template with my-redis: its dependencies come along, in composition order.
+        let (s, v) = post(
+            &r,
+            "/templates",
+            OPS_TOKEN,
+            json!({"id": "edge", "platform": "rpi4", "description": "edge nodes"}),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        let (s, v) = post(
+            &r,
+            "/templates",
+            READ_TOKEN,
+            json!({"id": "x", "platform": "p"}),
+        )
+        .await;
+        assert_eq!(s, 403, "templates need the operator role: {v}");
+        let (s, v) = post(
+            &r,
+            "/templates/edge/assignments",
+            OPS_TOKEN,
+            json!({"module_name": "my-redis", "requirement": "^0.1"}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(
+            v["message"],
+            "Instances built from this template will get my-redis on next reconcile"
+        );
+        assert_eq!(
+            v["desired_state"]["modules"],
+            json!(["system-base", "security-hardening", "my-redis"])
+        );
+        let (s, v) = post(
+            &r,
+            "/templates/edge/assignments",
+            OPS_TOKEN,
+            json!({"module_name": "redis-tuning"}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["desired_state"]["blocked"], false, "{v}");
+        let codes: Vec<&str> = v["desired_state"]["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["code"].as_str().unwrap())
+            .collect();
+        assert!(
+            codes.contains(&"FILE_SHADOWED"),
+            "the override replaces redis.conf: {codes:?}"
+        );
+        let (s, v) = post(
+            &r,
+            "/templates/edge/assignments",
+            OPS_TOKEN,
+            json!({"module_name": "my-redis", "requirement": "not semver"}),
+        )
+        .await;
+        assert_eq!(s, 400, "{v}");
+
+        // An instance registers, reads its signed state, reports it: no drift.
+        let (s, v) = post(
+            &r,
+            "/instances",
+            OPS_TOKEN,
+            json!({"id": "node-1", "template_id": "edge"}),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        let token = v["token"].as_str().unwrap().to_owned();
+        let (first_id, doc) = desired(&r, &token, &key_pem).await;
+        assert_eq!(
+            names(&doc),
+            [
+                "system-base",
+                "security-hardening",
+                "my-redis",
+                "redis-tuning"
+            ]
+        );
+        assert_eq!(doc.modules[2].version, "0.1.0");
+        assert!(doc.modules[2].reference.ends_with(&format!(
+            "{}@{}",
+            repo("my-redis"),
+            doc.modules[2].manifest_digest
+        )));
+        assert!(
+            !doc.modules[2].signer.keys.is_empty(),
+            "the pinned signer travels with the module"
+        );
+        let (s, _, _) = call(
+            &r,
+            reqwest::Method::GET,
+            "/instances/node-1/desired-state",
+            &token,
+            None,
+            &[("If-None-Match", &format!("\"{first_id}\""))],
+        )
+        .await;
+        assert_eq!(s, 304);
+        let (s, _, _) = call(
+            &r,
+            reqwest::Method::GET,
+            "/instances/node-1/desired-state",
+            "pni_wrong",
+            None,
+            &[],
+        )
+        .await;
+        assert_eq!(s, 401);
+        let (s, _) = post(
+            &r,
+            "/templates",
+            &token,
+            json!({"id": "y", "platform": "p"}),
+        )
+        .await;
+        assert_eq!(s, 401, "an instance token can do nothing else");
+        let v = drift(&r).await;
+        assert_eq!(v["drift"], true, "never reported: {v}");
+        assert_eq!(v["stale"], true);
+        report_state(&r, &token, &first_id, &doc).await;
+        let v = drift(&r).await;
+        assert_eq!(v["drift"], false, "{v}");
+        let (s, v) = r.get("/api/v1/instances/node-1", Some(READ_TOKEN)).await;
+        assert_eq!(s, 200);
+        assert_eq!(v["instance"]["template_id"], "edge");
+        assert_eq!(
+            v["instance"]["running_module_digests"]["my-redis"],
+            doc.modules[2].composefs_digest.to_string()
+        );
+        assert_eq!(v["instance"]["status"], "applied");
+
+        // A newer my-redis goes live: the state moves on, the instance is outdated.
+        let (_, redis) = &sources[2];
+        // (a new file: redis.conf itself is replaced by the override, so changing it would
+        // change the module's digest but not the merged tree's)
+        fs::write(redis.path().join("rootfs/etc/redis/extra.conf"), "maxclients 100\n").unwrap();
+        let (s, _) = post(
+            &r,
+            "/templates/edge/assignments",
+            OPS_TOKEN,
+            json!({"module_name": "my-redis", "requirement": "<1"}),
+        )
+        .await;
+        assert_eq!(s, 200);
+        let newer = release_live(&r, &reg, &k, redis.path(), "my-redis", "0.2.0").await;
+        let (second_id, doc2) = desired(&r, &token, &key_pem).await;
+        assert_ne!(second_id, first_id);
+        assert_eq!(doc2.modules[2].version, "0.2.0");
+        let v = drift(&r).await;
+        assert_eq!(v["drift"], true);
+        assert_eq!(v["outdated"][0]["module"], "my-redis", "{v}");
+        assert_eq!(
+            v["outdated"][0]["running"],
+            doc.modules[2].composefs_digest.to_string()
+        );
+        assert_eq!(
+            v["outdated"][0]["desired"],
+            doc2.modules[2].composefs_digest.to_string()
+        );
+        assert_eq!(v["composefs_mismatch"], true);
+
+        // Yanked: the desired state falls back to 0.1.0, the very state the node runs.
+        let (s, v) = post(
+            &r,
+            &format!("/versions/{newer}/yank"),
+            OPS_TOKEN,
+            json!({"reason": "CVE"}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        r.app.drain().await.unwrap();
+        let (third_id, _) = desired(&r, &token, &key_pem).await;
+        assert_eq!(third_id, first_id, "same modules, same state id");
+        assert_eq!(drift(&r).await["drift"], false);
+
+        // A module that ships a path system-base protects: the state is not replaced.
+        let (_, rogue_dir) = &sources[4];
+        release_live(&r, &reg, &k, rogue_dir.path(), "rogue", "1.0.0").await;
+        let (s, v) = post(
+            &r,
+            "/templates/edge/assignments",
+            OPS_TOKEN,
+            json!({"module_name": "rogue"}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["desired_state"]["blocked"], true, "{v}");
+        assert_eq!(
+            v["desired_state"]["state_id"],
+            first_id.as_str(),
+            "the served state stays"
+        );
+        let conflict = &v["desired_state"]["conflicts"][0];
+        assert_eq!(conflict["code"], "PROTECTED_OVERRIDDEN", "{v}");
+        assert!(
+            conflict["message"].as_str().unwrap().contains("/etc/fstab"),
+            "{conflict}"
+        );
+        let (fourth_id, _) = desired(&r, &token, &key_pem).await;
+        assert_eq!(fourth_id, first_id);
+        let (_, t) = r.get("/api/v1/templates/edge", Some(READ_TOKEN)).await;
+        assert_eq!(t["template"]["last_computation"]["blocked"], true, "{t}");
+        assert_eq!(
+            t["template"]["desired_state"]["state_id"],
+            first_id.as_str()
+        );
+        let (_, a) = r
+            .get("/api/v1/templates/edge/audit", Some(READ_TOKEN))
+            .await;
+        let actions: Vec<&str> = a["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["action"].as_str().unwrap())
+            .collect();
+        for want in [
+            "template_created",
+            "module_assigned",
+            "desired_state_changed",
+            "desired_state_blocked",
+            "instance_registered",
+        ] {
+            assert!(actions.contains(&want), "{want} in {actions:?}");
+        }
+
+        // The walkthrough's validate: the collision shows before anything is pushed.
+        let (s, v) = post(&r, "/validate", READ_TOKEN, json!({
+            "manifest_yaml": fs::read_to_string(rogue_dir.path().join("manifest.yaml")).unwrap().replace("name: rogue", "name: rogue2"),
+            "category_slug": "userland",
+            "template_id": "edge",
+        })).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["valid"], false, "{v}");
+        assert!(
+            v["conflicts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["code"] == "PROTECTED_OVERRIDDEN"),
+            "{v}"
+        );
+        let (s, v) = post(&r, "/validate", READ_TOKEN, json!({
+            "manifest_yaml": fs::read_to_string(sources[2].1.path().join("manifest.yaml")).unwrap(),
+            "category_slug": "userland",
+        })).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["valid"], true, "{v}");
+
+        // The fleet summary.
+        let (s, v) = r.get("/api/v1/drift?template=edge", Some(READ_TOKEN)).await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(v["counts"]["total"], 1);
+        assert_eq!(v["counts"]["in_sync"], 1, "{v}");
+    }
+}
