@@ -725,11 +725,14 @@ fn manifest_text(name: &str, rest: &str) -> String {
     format!("schema_version: 1\nidentity:\n  name: {name}\n{rest}file_spec:\n  include: [\"/\"]\n")
 }
 
+/// A module directory to write: name, manifest text, (path, content) pairs for `put`.
+type ModuleDir<'a> = (&'a str, String, Vec<(&'a str, &'a str)>);
+
 #[test]
 fn merged_digest_equals_the_merged_tree_built_as_one_module() {
     let t = tempfile::tempdir().unwrap();
     let big = "a line longer than the inline limit, repeated\n".repeat(40);
-    let modules: [(&str, String, Vec<(&str, &str)>); 3] = [
+    let modules: [ModuleDir; 3] = [
         (
             "base",
             manifest_text("base", "  category: system-base\n  variety: subscription\n"),

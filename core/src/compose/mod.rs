@@ -5,7 +5,7 @@
 //! node will build without touching a disk, `validate` can explain a template, and the node
 //! agent checks its own result against the same function.
 //!
-//! - [`order`](self::order): dependency order with deterministic tie-breaks;
+//! - `order`: dependency order with deterministic tie-breaks;
 //! - `layers`: checks each layer's entries (absolute, normal, parents first, no duplicates);
 //! - `mask`: which lower-layer paths a config module's `mask` removes;
 //! - `owners`: who owns each path (protection, shadowing, type conflicts);
