@@ -73,6 +73,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
             category: None,
         }],
         ingest: Default::default(),
+        fleet: Default::default(),
         promotion: Default::default(),
         gitea: Some(GiteaConfig {
             url: gitea.server.url.clone(),
@@ -131,6 +132,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
         };
         let audit = NewAudit {
             version_id: Some(id.clone().into()),
+            template_id: None,
             module: Some("my-redis".into()),
             actor: "bench".into(),
             via: module_webhook::store::Via::Ingest,

@@ -362,7 +362,11 @@ async fn template_desired_state_reports_and_drift_end_to_end() {
         let (_, redis) = &sources[2];
         // (a new file: redis.conf itself is replaced by the override, so changing it would
         // change the module's digest but not the merged tree's)
-        fs::write(redis.path().join("rootfs/etc/redis/extra.conf"), "maxclients 100\n").unwrap();
+        fs::write(
+            redis.path().join("rootfs/etc/redis/extra.conf"),
+            "maxclients 100\n",
+        )
+        .unwrap();
         let (s, _) = post(
             &r,
             "/templates/edge/assignments",

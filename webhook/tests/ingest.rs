@@ -9,16 +9,8 @@ use powernode_module::{
     registry::{Credentials, Registry, parse_reference},
     trust::{keys, sign},
 };
-use powernode_testkit::{
-    copy_tree, example, module_builder,
-    registry::{TestRegistry, free_port},
-};
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+use powernode_testkit::registry::{TestRegistry, free_port};
+use std::{fs, path::Path, time::Duration};
 
 const REPO: &str = "acct/modules/my-redis-module";
 
