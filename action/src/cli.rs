@@ -204,6 +204,22 @@ pub struct ValidateArgs {
     /// networking, observability, userland).
     #[arg(long, value_name = "SLUG", value_parser = parse_category)]
     pub category: Option<powernode_module::manifest::Category>,
+    /// Also check the manifest against the live modules of a receiver (module-webhook's
+    /// base URL, e.g. https://receiver.example.org): a path another module protects shows
+    /// here as PROTECTED_OVERRIDDEN or PROTECTED_DROPPED before anything is pushed.
+    #[arg(long, value_name = "URL")]
+    pub against: Option<String>,
+    /// With --against: compose with the modules of this template only.
+    #[arg(long, value_name = "ID", requires = "against")]
+    pub template: Option<String>,
+    /// With --against: an API token with the read role.
+    #[arg(
+        long,
+        env = "POWERNODE_API_TOKEN",
+        hide_env_values = true,
+        requires = "against"
+    )]
+    pub token: Option<String>,
     /// Output format.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,

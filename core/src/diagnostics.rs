@@ -1,10 +1,10 @@
 //! Findings: what validation says about a module, with stable codes a machine can match on.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// How bad a finding is. Errors and conflicts make a module invalid; warnings do not.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// The manifest or rootfs cannot be used as it is.
@@ -17,7 +17,7 @@ pub enum Severity {
 
 /// A stable, machine-matchable code. The string form (`NAME_INVALID`) is part of the CLI's
 /// JSON contract: add codes, never rename them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Code {
     // --- errors: the manifest itself ---
@@ -132,7 +132,7 @@ impl From<serde_saphyr::Location> for Position {
 }
 
 /// One thing validation found.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     pub code: Code,
     pub severity: Severity,
@@ -211,7 +211,7 @@ impl fmt::Display for Finding {
 }
 
 /// The outcome of validating a module: the JSON shape `module-builder validate` prints.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
     pub valid: bool,
     pub errors: Vec<Finding>,

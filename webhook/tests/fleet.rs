@@ -479,6 +479,43 @@ async fn template_desired_state_reports_and_drift_end_to_end() {
         assert_eq!(s, 200, "{v}");
         assert_eq!(v["valid"], true, "{v}");
 
+        // The same check from an author's machine: module-builder validate --against.
+        let (url, dir) = (r.url.clone(), rogue_dir.path().to_owned());
+        let o = tokio::task::spawn_blocking(move || {
+            std::process::Command::new(powernode_testkit::module_builder())
+                .args([
+                    "validate",
+                    "--format",
+                    "json",
+                    "--against",
+                    &url,
+                    "--template",
+                    "edge",
+                ])
+                .arg(&dir)
+                .env("POWERNODE_API_TOKEN", READ_TOKEN)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            o.status.code(),
+            Some(1),
+            "{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert!(
+            v["conflicts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["code"] == "PROTECTED_OVERRIDDEN"
+                    && c["message"].as_str().unwrap().contains("/etc/fstab")),
+            "{v}"
+        );
+
         // The fleet summary.
         let (s, v) = r.get("/api/v1/drift?template=edge", Some(READ_TOKEN)).await;
         assert_eq!(s, 200, "{v}");
