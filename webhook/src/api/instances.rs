@@ -252,8 +252,9 @@ pub async fn drift_of(s: &AppState, row: &InstanceRow) -> Result<Drift, ApiError
         })
         .transpose()
         .map_err(anyhow::Error::from)?;
+    let desired = doc.as_ref().map(|(id, d)| drift::Desired::of(id, d));
     Ok(drift::drift(
-        doc.as_ref().map(|(id, d)| (id.as_str(), d)),
+        desired.as_ref(),
         observed(row),
         s.store.now(),
         s.config.fleet.stale_after_secs * 1000,
@@ -344,7 +345,7 @@ pub async fn summary(
     }
     let now = s.store.now();
     let stale_ms = s.config.fleet.stale_after_secs * 1000;
-    let mut states: BTreeMap<String, Option<(String, DesiredState)>> = BTreeMap::new();
+    let mut states: BTreeMap<String, Option<drift::Desired>> = BTreeMap::new();
     let mut counts = Counts::default();
     let mut drifting = Vec::new();
     let mut next_cursor = None;
@@ -360,19 +361,21 @@ pub async fn summary(
             if !states.contains_key(&row.template_id) {
                 let st = s.store.served_state(&row.template_id).await?;
                 let doc = match st {
-                    Some(st) => Some((
-                        st.state_id,
-                        serde_json::from_value::<DesiredState>(st.document)
+                    Some(st) => Some(drift::Desired::of(
+                        &st.state_id,
+                        &serde_json::from_value::<DesiredState>(st.document)
                             .map_err(anyhow::Error::from)?,
                     )),
                     None => None,
                 };
                 states.insert(row.template_id.clone(), doc);
             }
-            let desired = states[&row.template_id]
-                .as_ref()
-                .map(|(id, d)| (id.as_str(), d));
-            let d = drift::drift(desired, observed(row), now, stale_ms);
+            let d = drift::drift(
+                states[&row.template_id].as_ref(),
+                observed(row),
+                now,
+                stale_ms,
+            );
             counts.total += 1;
             match row.status.as_deref() {
                 None => counts.never_reported += 1,

@@ -45,49 +45,65 @@ pub struct Observed<'a> {
     pub last_report_at: Option<i64>,
 }
 
+/// A served desired state as drift compares it: prepared once per template, then compared
+/// with every instance of it.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    pub state_id: String,
+    /// Module → composefs digest, as instances report them.
+    pub modules: BTreeMap<String, String>,
+    pub composefs_digest: String,
+}
+
+impl Desired {
+    pub fn of(state_id: &str, d: &DesiredState) -> Desired {
+        Desired {
+            state_id: state_id.to_owned(),
+            modules: d
+                .modules
+                .iter()
+                .map(|m| (m.name.clone(), m.composefs_digest.to_string()))
+                .collect(),
+            composefs_digest: d.composefs_digest.to_string(),
+        }
+    }
+}
+
 /// Compares `observed` with `desired` at `now` (ms); a report older than `stale_after_ms`
 /// is stale.
 pub fn drift(
-    desired: Option<(&str, &DesiredState)>,
+    desired: Option<&Desired>,
     observed: Observed<'_>,
     now: i64,
     stale_after_ms: i64,
 ) -> Drift {
-    let want: BTreeMap<&str, String> = desired
-        .map(|(_, d)| {
-            d.modules
-                .iter()
-                .map(|m| (m.name.as_str(), m.composefs_digest.to_string()))
-                .collect()
-        })
-        .unwrap_or_default();
+    let none = BTreeMap::new();
+    let want = desired.map_or(&none, |d| &d.modules);
     let running = observed.running;
     let mut reasons = Vec::new();
     let missing: Vec<String> = want
         .keys()
-        .filter(|m| !running.contains_key(**m))
-        .map(|m| m.to_string())
+        .filter(|m| !running.contains_key(*m))
+        .cloned()
         .collect();
     let unexpected: Vec<String> = running
         .keys()
-        .filter(|m| !want.contains_key(m.as_str()))
+        .filter(|m| !want.contains_key(*m))
         .cloned()
         .collect();
     let outdated: Vec<Outdated> = want
         .iter()
         .filter_map(|(m, d)| {
-            let r = running.get(*m)?;
+            let r = running.get(m)?;
             (r != d).then(|| Outdated {
-                module: m.to_string(),
+                module: m.clone(),
                 running: r.clone(),
                 desired: d.clone(),
             })
         })
         .collect();
-    let composefs_mismatch = match desired {
-        Some((_, d)) => observed.composefs_digest != Some(d.composefs_digest.to_string().as_str()),
-        None => false,
-    };
+    let composefs_mismatch =
+        desired.is_some_and(|d| observed.composefs_digest != Some(d.composefs_digest.as_str()));
     let stale = match observed.last_report_at {
         None => true,
         Some(at) => now - at > stale_after_ms,
@@ -129,7 +145,7 @@ pub fn drift(
         outdated,
         composefs_mismatch,
         stale,
-        desired_state_id: desired.map(|(id, _)| id.to_owned()),
+        desired_state_id: desired.map(|d| d.state_id.clone()),
         reported_state_id: observed.reported_state_id.map(str::to_owned),
         status: observed.status.map(str::to_owned),
         reasons,
@@ -171,7 +187,7 @@ mod tests {
 
     #[test]
     fn each_kind_of_drift_is_named() {
-        let s = state();
+        let s = Desired::of("sha256:x", &state());
         let merged = d('f').to_string();
         let exact: BTreeMap<String, String> = [
             ("base".to_string(), d('a').to_string()),
@@ -186,7 +202,7 @@ mod tests {
             last_report_at: Some(1_000),
         };
         let ok = drift(
-            Some(("sha256:x", &s)),
+            Some(&s),
             obs(&exact, Some(&merged)),
             2_000,
             60_000,
@@ -199,7 +215,7 @@ mod tests {
         other.remove("base");
         other.insert("extra".into(), d('e').to_string());
         let bad = drift(
-            Some(("sha256:x", &s)),
+            Some(&s),
             obs(&other, Some("sha256:0")),
             2_000,
             60_000,
@@ -218,14 +234,14 @@ mod tests {
         assert!(bad.composefs_mismatch && !bad.stale);
 
         let stale = drift(
-            Some(("sha256:x", &s)),
+            Some(&s),
             obs(&exact, Some(&merged)),
             120_000,
             60_000,
         );
         assert!(stale.drift && stale.stale, "{stale:?}");
         let never = drift(
-            Some(("sha256:x", &s)),
+            Some(&s),
             Observed {
                 last_report_at: None,
                 ..obs(&exact, Some(&merged))
