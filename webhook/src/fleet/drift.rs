@@ -201,12 +201,7 @@ mod tests {
             status: Some("applied"),
             last_report_at: Some(1_000),
         };
-        let ok = drift(
-            Some(&s),
-            obs(&exact, Some(&merged)),
-            2_000,
-            60_000,
-        );
+        let ok = drift(Some(&s), obs(&exact, Some(&merged)), 2_000, 60_000);
         assert!(!ok.drift, "{ok:?}");
         assert!(ok.reasons.is_empty());
 
@@ -214,12 +209,7 @@ mod tests {
         other.insert("redis".into(), d('c').to_string());
         other.remove("base");
         other.insert("extra".into(), d('e').to_string());
-        let bad = drift(
-            Some(&s),
-            obs(&other, Some("sha256:0")),
-            2_000,
-            60_000,
-        );
+        let bad = drift(Some(&s), obs(&other, Some("sha256:0")), 2_000, 60_000);
         assert!(bad.drift);
         assert_eq!(bad.missing, ["base"]);
         assert_eq!(bad.unexpected, ["extra"]);
@@ -233,12 +223,7 @@ mod tests {
         );
         assert!(bad.composefs_mismatch && !bad.stale);
 
-        let stale = drift(
-            Some(&s),
-            obs(&exact, Some(&merged)),
-            120_000,
-            60_000,
-        );
+        let stale = drift(Some(&s), obs(&exact, Some(&merged)), 120_000, 60_000);
         assert!(stale.drift && stale.stale, "{stale:?}");
         let never = drift(
             Some(&s),
