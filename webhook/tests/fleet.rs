@@ -523,3 +523,110 @@ async fn template_desired_state_reports_and_drift_end_to_end() {
         assert_eq!(v["counts"]["in_sync"], 1, "{v}");
     }
 }
+
+/// The fleet summary counts every instance and pages through the drifting ones.
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_summary_counts_and_pages_the_drifting_instances() {
+    for db in databases().await {
+        let r = serve(config(&db.url, "127.0.0.1:1", vec![])).await;
+        let (s, v) = post(
+            &r,
+            "/templates",
+            OPS_TOKEN,
+            json!({"id": "empty", "platform": "p"}),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+        let state = v["template"]["desired_state"]["state_id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let merged = v["template"]["desired_state"]["document"]["composefs_digest"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let mut tokens = Vec::new();
+        for i in 0..5 {
+            let (s, v) = post(
+                &r,
+                "/instances",
+                OPS_TOKEN,
+                json!({"id": format!("n{i}"), "template_id": "empty"}),
+            )
+            .await;
+            assert_eq!(s, 201, "{v}");
+            tokens.push(v["token"].as_str().unwrap().to_owned());
+        }
+        let report = |composefs: &str, status: &str| json!({"desired_state_id": state, "running_module_digests": {}, "composefs_digest": composefs, "status": status});
+        for i in 0..3 {
+            let (s, v) = post(
+                &r,
+                &format!("/instances/n{i}/report"),
+                &tokens[i],
+                report(&merged, "applied"),
+            )
+            .await;
+            assert_eq!(s, 200, "{v}");
+        }
+        let other = format!("sha256:{}", "0".repeat(64));
+        let (s, _) = post(
+            &r,
+            "/instances/n3/report",
+            &tokens[3],
+            report(&other, "failed"),
+        )
+        .await;
+        assert_eq!(s, 200);
+        let (s, v) = post(
+            &r,
+            "/instances/n3/report",
+            &tokens[4],
+            report(&merged, "applied"),
+        )
+        .await;
+        assert_eq!(
+            s, 401,
+            "one instance's token cannot report for another: {v}"
+        );
+        let (s, v) = post(
+            &r,
+            "/instances/n2/report",
+            &tokens[2],
+            json!({"desired_state_id": "nope", "running_module_digests": {}, "status": "applied"}),
+        )
+        .await;
+        assert_eq!(s, 422, "a malformed report is refused: {v}");
+
+        let (s, v) = r
+            .get("/api/v1/drift?template=empty&limit=1", Some(READ_TOKEN))
+            .await;
+        assert_eq!(s, 200, "{v}");
+        assert_eq!(
+            v["counts"],
+            json!({"total": 5, "in_sync": 3, "drifting": 2, "stale": 1, "failed": 1, "rejected": 0, "never_reported": 1}),
+            "{v}"
+        );
+        assert_eq!(v["drifting"][0]["id"], "n3");
+        assert!(
+            v["drifting"][0]["reasons"].to_string().contains("failed"),
+            "{v}"
+        );
+        let cursor = v["next_cursor"].as_str().unwrap().to_owned();
+        let (_, v) = r
+            .get(
+                &format!("/api/v1/drift?template=empty&limit=1&cursor={cursor}"),
+                Some(READ_TOKEN),
+            )
+            .await;
+        assert_eq!(v["drifting"][0]["id"], "n4", "{v}");
+        assert!(
+            v["drifting"][0]["reasons"]
+                .to_string()
+                .contains("never reported"),
+            "{v}"
+        );
+        assert!(v["next_cursor"].is_null(), "{v}");
+        let (s, _) = r.get("/api/v1/drift?template=nope", Some(READ_TOKEN)).await;
+        assert_eq!(s, 404);
+    }
+}

@@ -53,17 +53,38 @@ pub struct Desired {
     /// Module → composefs digest, as instances report them.
     pub modules: BTreeMap<String, String>,
     pub composefs_digest: String,
+    /// `modules` as the JSON text a matching report is stored as (sorted keys).
+    pub running_text: String,
 }
 
 impl Desired {
+    /// Whether a stored report certainly shows no drift, judged on its stored text alone
+    /// (the fleet summary's fast path; anything else goes through [`drift`]).
+    pub fn in_sync_as_stored(
+        &self,
+        running_text: Option<&str>,
+        composefs_digest: Option<&str>,
+        status: Option<&str>,
+        last_report_at: Option<i64>,
+        now: i64,
+        stale_after_ms: i64,
+    ) -> bool {
+        status == Some("applied")
+            && running_text == Some(self.running_text.as_str())
+            && composefs_digest == Some(self.composefs_digest.as_str())
+            && last_report_at.is_some_and(|at| now - at <= stale_after_ms)
+    }
+
     pub fn of(state_id: &str, d: &DesiredState) -> Desired {
+        let modules: BTreeMap<String, String> = d
+            .modules
+            .iter()
+            .map(|m| (m.name.clone(), m.composefs_digest.to_string()))
+            .collect();
         Desired {
             state_id: state_id.to_owned(),
-            modules: d
-                .modules
-                .iter()
-                .map(|m| (m.name.clone(), m.composefs_digest.to_string()))
-                .collect(),
+            running_text: serde_json::to_string(&modules).unwrap_or_default(),
+            modules,
             composefs_digest: d.composefs_digest.to_string(),
         }
     }
@@ -203,6 +224,21 @@ mod tests {
         };
         let ok = drift(Some(&s), obs(&exact, Some(&merged)), 2_000, 60_000);
         assert!(!ok.drift, "{ok:?}");
+        // The stored form of the same report passes the fast path; a changed one does not.
+        let text = serde_json::to_string(&exact).unwrap();
+        let fast = |t: &str, now| {
+            s.in_sync_as_stored(
+                Some(t),
+                Some(&merged),
+                Some("applied"),
+                Some(1_000),
+                now,
+                60_000,
+            )
+        };
+        assert!(fast(&text, 2_000));
+        assert!(!fast(&text, 120_000), "stale");
+        assert!(!fast(&text.replace("base", "bass"), 2_000));
         assert!(ok.reasons.is_empty());
 
         let mut other: BTreeMap<String, String> = exact.clone();

@@ -26,6 +26,30 @@ pub struct InstanceRow {
     pub message: Option<String>,
 }
 
+/// An instance's last report as stored: `running_module_digests` is the JSON text written
+/// by [`Store::record_report`] (a map with sorted keys, so equal maps are equal texts).
+#[derive(Debug, Clone)]
+pub struct StoredReport {
+    pub id: String,
+    pub template_id: String,
+    pub last_report_at: Option<i64>,
+    pub reported_state_id: Option<String>,
+    pub running_module_digests: Option<String>,
+    pub composefs_digest: Option<String>,
+    pub status: Option<String>,
+}
+
+impl StoredReport {
+    pub fn running(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        Ok(self
+            .running_module_digests
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()?
+            .unwrap_or_default())
+    }
+}
+
 /// A report as the instance sent it (already validated by the API edge).
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -94,24 +118,38 @@ impl Store {
         r.as_ref().map(instance_row).transpose()
     }
 
-    /// Instances of one template (or all), ordered by id, after `after`, at most `limit`.
-    pub async fn instances_page(
+    /// The last reports of a page of instances, as stored (digests unparsed): the fleet
+    /// summary compares most of them with the desired state as text and parses only the
+    /// ones that differ.
+    pub async fn reports_page(
         &self,
         template_id: Option<&str>,
-        after: Option<&str>,
+        after: &str,
         limit: i64,
-    ) -> anyhow::Result<Vec<InstanceRow>> {
-        let mut sql = format!("SELECT {ICOLS} FROM instances WHERE id > $1");
+    ) -> anyhow::Result<Vec<StoredReport>> {
+        let mut sql = "SELECT id, template_id, last_report_at, reported_state_id, running_module_digests, composefs_digest, status FROM instances WHERE id > $1".to_owned();
         if template_id.is_some() {
             sql.push_str(" AND template_id = $3");
         }
         sql.push_str(" ORDER BY id LIMIT $2");
-        let mut q = sqlx::query(&sql).bind(after.unwrap_or("")).bind(limit);
+        let mut q = sqlx::query(&sql).bind(after).bind(limit);
         if let Some(t) = template_id {
             q = q.bind(t);
         }
         let rows = q.fetch_all(&self.pool).await?;
-        rows.iter().map(instance_row).collect()
+        rows.iter()
+            .map(|r| {
+                Ok(StoredReport {
+                    id: r.try_get("id")?,
+                    template_id: r.try_get("template_id")?,
+                    last_report_at: r.try_get("last_report_at")?,
+                    reported_state_id: r.try_get("reported_state_id")?,
+                    running_module_digests: r.try_get("running_module_digests")?,
+                    composefs_digest: r.try_get("composefs_digest")?,
+                    status: r.try_get("status")?,
+                })
+            })
+            .collect()
     }
 
     /// Records an instance's report (the row keeps the last one). Durable when it returns.

@@ -13,7 +13,7 @@ mod versions;
 
 pub use audit::{AuditAction, AuditRow, NewAudit, Via};
 pub use ids::{RequestId, VersionId};
-pub use instances::{InstanceRow, Report};
+pub use instances::{InstanceRow, Report, StoredReport};
 pub use jobs::{JobRow, JobState, NewJob};
 pub use pins::Pin;
 pub use requests::{PromotionRequest, RequestState};
