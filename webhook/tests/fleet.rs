@@ -558,11 +558,11 @@ async fn drift_summary_counts_and_pages_the_drifting_instances() {
             tokens.push(v["token"].as_str().unwrap().to_owned());
         }
         let report = |composefs: &str, status: &str| json!({"desired_state_id": state, "running_module_digests": {}, "composefs_digest": composefs, "status": status});
-        for i in 0..3 {
+        for (i, token) in tokens.iter().enumerate().take(3) {
             let (s, v) = post(
                 &r,
                 &format!("/instances/n{i}/report"),
-                &tokens[i],
+                token,
                 report(&merged, "applied"),
             )
             .await;
