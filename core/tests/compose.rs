@@ -806,4 +806,12 @@ fn merged_digest_equals_the_merged_tree_built_as_one_module() {
     let p = plan::plan(&merged).unwrap_or_else(|e| panic!("{e}"));
     let built = artifact::build(&p, &opts(), &merged.join("dist")).unwrap();
     assert_eq!(c.merged_digest(), Some(built.module.composefs.digest));
+    // The image a node writes measures to the same digest.
+    let (image, measured) = c.image().unwrap();
+    assert_eq!(measured, built.module.composefs.digest);
+    assert_eq!(
+        powernode_module::artifact::hash::fsverity_of(&image),
+        measured,
+        "the image's own fs-verity digest"
+    );
 }

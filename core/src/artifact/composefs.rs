@@ -105,6 +105,14 @@ impl Tree {
         Digest::from_hex(&id.to_hex()).unwrap_or_else(|_| Digest::from_bytes([0; 32]))
     }
 
+    /// The format-1 EROFS image itself and its fs-verity digest (what a node mounts, and
+    /// what [`Tree::digest`] predicts).
+    pub fn image(&self) -> (Box<[u8]>, Digest) {
+        let (bytes, id) = self.fs.compute_image_bytes(FormatVersion::V1);
+        let d = Digest::from_hex(&id.to_hex()).unwrap_or_else(|_| Digest::from_bytes([0; 32]));
+        (bytes, d)
+    }
+
     /// The tree in composefs dumpfile format (what `mkcomposefs --from-file` reads), so a
     /// digest can be cross-checked with the C tools.
     pub fn dumpfile(&self) -> String {

@@ -17,13 +17,20 @@ const MERGED_MTIME: u64 = 0;
 
 /// `merged` must be sorted by path, so parents are added before their children.
 pub(super) fn digest(merged: &[Merged]) -> Result<Digest, Finding> {
+    Ok(tree(merged.iter().map(|m| (m.path, m.entry)))?.digest())
+}
+
+/// The merged tree in composefs' form, from (path, entry) pairs sorted by path.
+pub(super) fn tree<'a>(
+    merged: impl Iterator<Item = (&'a str, &'a super::Entry)>,
+) -> Result<Tree, Finding> {
     let mut tree = Tree::new(MERGED_MTIME);
-    for m in merged {
-        let rel = m.path.strip_prefix('/').unwrap_or(m.path);
-        let added = match &m.entry.kind {
-            super::EntryKind::Dir => tree.add_dir(rel, m.entry.mode),
+    for (path, entry) in merged {
+        let rel = path.strip_prefix('/').unwrap_or(path);
+        let added = match &entry.kind {
+            super::EntryKind::Dir => tree.add_dir(rel, entry.mode),
             super::EntryKind::File { size, content } => {
-                tree.add_file(rel, m.entry.mode, *size, content.clone())
+                tree.add_file(rel, entry.mode, *size, content.clone())
             }
             super::EntryKind::Symlink { target } => tree.add_symlink(rel, target),
         };
@@ -32,10 +39,10 @@ pub(super) fn digest(merged: &[Merged]) -> Result<Digest, Finding> {
             Finding::new(
                 Code::EntryInvalid,
                 "composition",
-                format!("the merged tree cannot hold {}: {}", m.path, e.reason),
+                format!("the merged tree cannot hold {path}: {}", e.reason),
             )
-            .field(m.path)
+            .field(path)
         })?;
     }
-    Ok(tree.digest())
+    Ok(tree)
 }

@@ -11,6 +11,7 @@
 //! - `owners`: who owns each path (protection, shadowing, type conflicts);
 //! - `merge`: the composefs digest of the merged tree.
 
+mod from_index;
 mod layers;
 mod mask;
 mod merge;
@@ -18,6 +19,8 @@ mod order;
 mod owners;
 #[cfg(test)]
 mod tests;
+
+pub use from_index::entries_of;
 
 use crate::{
     Version,
@@ -89,6 +92,9 @@ pub struct Composition {
     owners: BTreeMap<String, ModuleName>,
     findings: Vec<Finding>,
     merged_digest: Option<Digest>,
+    /// The merged tree's entries, sorted by path (what a node materialises).
+    #[serde(skip)]
+    entries: Vec<Entry>,
 }
 
 fn versions_as_text<S: Serializer>(
@@ -140,6 +146,20 @@ impl Composition {
     pub fn merged_digest(&self) -> Option<Digest> {
         self.merged_digest
     }
+
+    /// The merged tree's entries (absolute paths, sorted, parents first): what a node
+    /// materialises. Empty when blocked.
+    pub fn entries(&self) -> &[Entry] {
+        &self.entries
+    }
+
+    /// The merged tree's composefs image (EROFS format 1) and its measured fs-verity
+    /// digest, which equals [`Self::merged_digest`]. `None` when blocked.
+    pub fn image(&self) -> Option<(Box<[u8]>, Digest)> {
+        self.merged_digest?;
+        let tree = merge::tree(self.entries.iter().map(|e| (e.path.as_str(), e))).ok()?;
+        Some(tree.image())
+    }
 }
 
 /// Composes `layers` (in any order) into one tree. Never fails and never panics: everything
@@ -171,6 +191,17 @@ pub fn compose(layers: &[Layer]) -> Composition {
         .iter()
         .map(|m| (m.path.to_owned(), name(m.rank)))
         .collect();
+    let entries = if merged_digest.is_some() {
+        merged
+            .iter()
+            .map(|m| Entry {
+                path: m.path.to_owned(),
+                ..m.entry.clone()
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
     sort_findings(&mut findings);
     Composition {
         order: ordered
@@ -184,6 +215,7 @@ pub fn compose(layers: &[Layer]) -> Composition {
         owners,
         findings,
         merged_digest,
+        entries,
     }
 }
 

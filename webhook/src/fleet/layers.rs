@@ -4,12 +4,8 @@
 use super::resolve::Candidate;
 use crate::store::VersionRow;
 use powernode_module::{
-    artifact::{
-        ROOTFS,
-        hash::{Content, to_hash_value},
-        index::{EntryKind as IndexKind, Index},
-    },
-    compose::{Entry, EntryKind, Layer},
+    artifact::index::Index,
+    compose::{self, Layer},
 };
 
 /// The layer of a live version. Fails only when the stored index is unreadable or of an
@@ -26,40 +22,6 @@ pub fn layer_of(c: &Candidate<VersionRow>) -> Result<Layer, String> {
     Ok(Layer {
         manifest: c.manifest.clone(),
         version: c.version.clone(),
-        entries: entries(&index),
+        entries: compose::entries_of(&index),
     })
-}
-
-/// The rootfs entries of an index as absolute target paths (`rootfs/etc/x` → `/etc/x`).
-pub fn entries(index: &Index) -> Vec<Entry> {
-    let prefix = format!("{ROOTFS}/");
-    index
-        .entries
-        .iter()
-        .filter_map(|e| {
-            let rel = e.path.strip_prefix(&prefix)?;
-            let kind = match &e.kind {
-                IndexKind::Dir => EntryKind::Dir,
-                IndexKind::Symlink { target } => EntryKind::Symlink {
-                    target: target.clone(),
-                },
-                IndexKind::File {
-                    size,
-                    fsverity,
-                    inline,
-                } => EntryKind::File {
-                    size: *size,
-                    content: match inline {
-                        Some(b) => Content::Inline(b.0.clone()),
-                        None => Content::External(to_hash_value(fsverity)),
-                    },
-                },
-            };
-            Some(Entry {
-                path: format!("/{rel}"),
-                mode: e.mode,
-                kind,
-            })
-        })
-        .collect()
 }
