@@ -4,8 +4,7 @@
 //! collision that must not replace the served state.
 
 mod common;
-use common::{release::*, *};
-use module_webhook::jobs::reconcile::reconcile;
+use common::{fleet::*, release::*, *};
 use powernode_module::{
     desired_state::{self, DesiredState, Envelope},
     lifecycle::StagePolicy,
@@ -22,10 +21,6 @@ const MODULES: [&str; 5] = [
     "redis-tuning",
     "rogue",
 ];
-
-fn repo(name: &str) -> String {
-    format!("acct/modules/{name}-module")
-}
 
 /// A config-variety override of my-redis: replaces its protected redis.conf (allowed for an
 /// override module) and masks its `.gitkeep`.
@@ -67,77 +62,6 @@ fn source(name: &str) -> tempfile::TempDir {
         }
         n => module(n),
     }
-}
-
-async fn call(
-    r: &Running,
-    method: reqwest::Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-    headers: &[(&str, &str)],
-) -> (u16, Value, reqwest::header::HeaderMap) {
-    let mut req = r
-        .http
-        .request(method, format!("{}/api/v1{path}", r.url))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let res = req.send().await.unwrap();
-    let status = res.status().as_u16();
-    let h = res.headers().clone();
-    let text = res.text().await.unwrap();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-        h,
-    )
-}
-
-async fn post(r: &Running, path: &str, token: &str, body: Value) -> (u16, Value) {
-    let (s, v, _) = call(r, reqwest::Method::POST, path, token, Some(body), &[]).await;
-    (s, v)
-}
-
-/// Releases `name` at `version` (signed), ingests it and promotes it to live.
-async fn release_live(
-    r: &Running,
-    reg: &TestRegistry,
-    k: &Keys,
-    dir: &Path,
-    name: &str,
-    version: &str,
-) -> String {
-    mb(
-        &[
-            "release",
-            "--ref",
-            &reg.repo(&repo(name)),
-            "--version",
-            version,
-        ],
-        Some(dir),
-        Some(&k.key),
-    );
-    reconcile(&r.app.worker.ctx).await.unwrap();
-    r.app.drain().await.unwrap();
-    let id = format!("v-{name}-{version}");
-    for to in ["staging", "blessed", "live"] {
-        let (s, v) = post(
-            r,
-            &format!("/versions/{id}/promote"),
-            OPS_TOKEN,
-            json!({"to": to}),
-        )
-        .await;
-        assert_eq!(s, 200, "{id} → {to}: {v}");
-    }
-    r.app.drain().await.unwrap();
-    id
 }
 
 /// Reads the instance's desired state with its token and verifies it with the receiver's

@@ -1,0 +1,190 @@
+//! The command line, and building an [`Agent`] from flags, a TOML file and the environment.
+
+use crate::{apply::Agent, fetch::LocalTrust, generation::Layout, receiver::Receiver};
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use figment::{
+    Figment,
+    providers::{Env, Format as _, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "module-agent",
+    version,
+    about = "Apply this instance's signed desired state and report what runs",
+    long_about = "module-agent makes an instance converge on its template's desired state.\n\n\
+Each reconcile it reads the desired state from the receiver (If-None-Match), verifies its \
+signature with the pinned receiver key, fetches every module by digest and verifies its cosign \
+signature on the node, stores files by fs-verity digest, composes a new generation \
+(composefs image + materialised tree), checks the image measures to the predicted digest, \
+switches `current` atomically, runs the health command (rolling back on failure) and reports.\n\n\
+First run, no config file needed:\n\n  module-agent apply --once --receiver https://receiver \\\n    \
+--instance node-1 --token-file /etc/module-agent/token --receiver-key /etc/module-agent/receiver.pub \\\n    \
+--state-dir /var/lib/module-agent --root /",
+    after_help = "Exit status: 0 applied or unchanged, 1 failed or rejected, 2 usage error."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub opts: Opts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Reconcile in a loop (every `--interval` seconds).
+    Run,
+    /// Reconcile once (tests, CI, a systemd timer).
+    Apply {
+        #[arg(long, required = true)]
+        once: bool,
+    },
+    /// Generations, current/previous and the last report.
+    Status {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
+    /// Make the previous generation current again.
+    Rollback,
+    /// Re-hash the active generation's files and objects; exit 1 on any tampering.
+    Verify,
+}
+
+#[derive(Debug, Clone, Copy, Default, ValueEnum)]
+pub enum Format {
+    #[default]
+    Human,
+    Json,
+}
+
+/// The essentials as flags (each also in the TOML file and as `MODULE_AGENT__<KEY>`).
+#[derive(Debug, Clone, Default, Args, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Opts {
+    /// A TOML file with any of the keys below (flags and environment win).
+    #[arg(long, global = true)]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// The receiver's base URL.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receiver: Option<String>,
+    /// This instance's id at the receiver.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// A file holding the instance token (shown once at registration).
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_file: Option<PathBuf>,
+    /// The receiver's public key (PEM, from GET /api/v1/signing-key), pinned.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receiver_key: Option<PathBuf>,
+    /// Where the active tree is visible [default: /].
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    /// Objects, generations and the agent's own state [default: /var/lib/module-agent].
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dir: Option<PathBuf>,
+    /// Sigstore trusted_root.json, for modules signed keyless.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trusted_root: Option<PathBuf>,
+    /// Allow plain-HTTP registries that are not on loopback.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure_registry: bool,
+    /// Run after each activation (`sh -c`); failure rolls back.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_command: Option<String>,
+    /// Attempts per desired state before it is reported `rejected` [default: 3].
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_budget: Option<u32>,
+    /// Seconds between reconciles for `run` [default: 60].
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interval: Option<u64>,
+}
+
+impl Opts {
+    /// Flags over environment over file.
+    pub fn resolve(&self) -> anyhow::Result<Opts> {
+        let mut f = Figment::new();
+        if let Some(c) = &self.config {
+            f = f.merge(Toml::file_exact(c));
+        }
+        let mut o: Opts = f
+            .merge(Env::prefixed("MODULE_AGENT__").lowercase(true))
+            .merge(Serialized::defaults(self))
+            .extract()
+            .context("configuration")?;
+        o.config = self.config.clone();
+        Ok(o)
+    }
+
+    pub fn layout(&self) -> Layout {
+        Layout {
+            state: self
+                .state_dir
+                .clone()
+                .unwrap_or_else(|| "/var/lib/module-agent".into()),
+            root: self.root.clone().unwrap_or_else(|| "/".into()),
+        }
+    }
+
+    pub fn agent(&self) -> anyhow::Result<Agent> {
+        for (missing, flag) in [
+            (self.receiver.is_none(), "--receiver"),
+            (self.instance.is_none(), "--instance"),
+            (self.token_file.is_none(), "--token-file"),
+            (self.receiver_key.is_none(), "--receiver-key"),
+        ] {
+            if missing {
+                anyhow::bail!(
+                    "{flag} is required (a flag, the --config file, or MODULE_AGENT__<KEY> in the environment)"
+                );
+            }
+        }
+        let read = |p: &PathBuf, what: &str| {
+            std::fs::read_to_string(p).with_context(|| format!("{what} {}", p.display()))
+        };
+        let token = read(
+            self.token_file.as_ref().unwrap_or(&PathBuf::new()),
+            "--token-file",
+        )?;
+        let key = read(
+            self.receiver_key.as_ref().unwrap_or(&PathBuf::new()),
+            "--receiver-key",
+        )?;
+        let trusted_root = match &self.trusted_root {
+            Some(p) => Some(
+                powernode_module::trust::trusted_root::TrustedRoot::load(p)
+                    .map_err(|e| anyhow::anyhow!("--trusted-root {}: {e}", p.display()))?,
+            ),
+            None => None,
+        };
+        Ok(Agent {
+            receiver: Receiver::new(
+                self.receiver.as_deref().unwrap_or_default(),
+                self.instance.as_deref().unwrap_or_default(),
+                &token,
+                &key,
+            )?,
+            layout: self.layout(),
+            trust: LocalTrust {
+                trusted_root,
+                insecure_registry: self.insecure_registry,
+            },
+            health_command: self.health_command.clone(),
+            retry_budget: self.retry_budget.unwrap_or(3).max(1),
+        })
+    }
+}

@@ -1,0 +1,303 @@
+//! Generations: a composed tree, its composefs image and its metadata under
+//! `generations/<n>/`, made active by switching the `current` symlink with one rename (the
+//! previous generation stays for rollback). `--root` sees the active tree through per-file
+//! symlinks into `current`, as NixOS does for /etc: one rename switches every file at once.
+
+use crate::objects::Objects;
+use anyhow::Context as _;
+use powernode_module::{
+    artifact::hash::{Content, to_digest},
+    compose::{Composition, EntryKind},
+    desired_state::DesiredState,
+    digest::Digest,
+};
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::BTreeSet,
+    fs,
+    os::unix::fs::{PermissionsExt, symlink},
+    path::{Path, PathBuf},
+};
+
+/// `generations/<n>/generation.json`: what the generation is, as built and measured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub number: u64,
+    pub state_id: String,
+    pub template_id: String,
+    pub modules: Vec<ModuleMeta>,
+    /// Measured from the written image (fs-verity digest of `image.cfs`).
+    pub composefs_digest: String,
+    pub created_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleMeta {
+    pub name: String,
+    pub version: String,
+    pub composefs_digest: String,
+    pub manifest_digest: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub state: PathBuf,
+    pub root: PathBuf,
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Layout {
+    pub fn generations(&self) -> PathBuf {
+        self.state.join("generations")
+    }
+
+    fn link(&self, name: &str) -> PathBuf {
+        self.state.join(name)
+    }
+
+    /// The generation `name` (`current`, `previous`) points at.
+    pub fn pointed(&self, name: &str) -> Option<u64> {
+        let t = fs::read_link(self.link(name)).ok()?;
+        t.file_name()?.to_str()?.parse().ok()
+    }
+
+    pub fn meta(&self, n: u64) -> anyhow::Result<Meta> {
+        let p = self
+            .generations()
+            .join(n.to_string())
+            .join("generation.json");
+        let text = fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        Ok(serde_json::from_str(&text)?)
+    }
+
+    pub fn current(&self) -> Option<Meta> {
+        self.meta(self.pointed("current")?).ok()
+    }
+
+    pub fn list(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = fs::read_dir(self.generations())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Builds generation `n` from `composition` (checked against `doc`): the materialised
+    /// tree, the image, and the metadata, in a temporary directory renamed into place when
+    /// complete. The image's measured digest must equal the predicted one.
+    pub fn build(
+        &self,
+        doc: &DesiredState,
+        state_id: &str,
+        composition: &Composition,
+        objects: &Objects,
+    ) -> anyhow::Result<Meta> {
+        let n = self.list().last().copied().unwrap_or(0) + 1;
+        fs::create_dir_all(self.generations())?;
+        let tmp = tempfile::Builder::new()
+            .prefix(".building-")
+            .tempdir_in(self.generations())?;
+        let tree = tmp.path().join("tree");
+        fs::create_dir(&tree)?;
+        fs::set_permissions(&tree, fs::Permissions::from_mode(0o755))?;
+        let root_user = rustix_is_root();
+        // Path → fs-verity digest of every regular file, for `module-agent verify`.
+        let mut files = std::collections::BTreeMap::new();
+        for e in composition.entries() {
+            let rel = e.path.trim_start_matches('/');
+            let dest = tree.join(rel);
+            match &e.kind {
+                EntryKind::Dir => {
+                    fs::create_dir(&dest)
+                        .with_context(|| format!("creating {}", dest.display()))?;
+                    fs::set_permissions(&dest, fs::Permissions::from_mode(e.mode))?;
+                }
+                EntryKind::File { content, .. } => {
+                    let digest = match content {
+                        Content::Inline(bytes) => {
+                            powernode_module::artifact::hash::fsverity_of(bytes)
+                        }
+                        Content::External(id) => to_digest(id),
+                    };
+                    files.insert(rel.to_owned(), digest.to_string());
+                    match content {
+                        Content::Inline(bytes) => fs::write(&dest, bytes)?,
+                        Content::External(id) => {
+                            let d = to_digest(id);
+                            fs::copy(objects.path(&d), &dest).with_context(|| {
+                                format!("{}: object {d} is missing from the store", e.path)
+                            })?;
+                        }
+                    }
+                    fs::set_permissions(&dest, fs::Permissions::from_mode(e.mode))?;
+                }
+                EntryKind::Symlink { target } => symlink(target, &dest)?,
+            }
+            if root_user {
+                std::os::unix::fs::lchown(&dest, Some(0), Some(0))?;
+            }
+        }
+        let (image, measured) = composition
+            .image()
+            .ok_or_else(|| anyhow::anyhow!("the composition is blocked: no image"))?;
+        if measured != doc.composefs_digest {
+            anyhow::bail!(
+                "the composed image measures {measured}, not the predicted {}: generation refused",
+                doc.composefs_digest
+            );
+        }
+        fs::write(tmp.path().join("image.cfs"), &image)?;
+        fs::write(tmp.path().join("files.json"), serde_json::to_vec(&files)?)?;
+        let meta = Meta {
+            number: n,
+            state_id: state_id.to_owned(),
+            template_id: doc.template_id.clone(),
+            modules: doc
+                .modules
+                .iter()
+                .map(|m| ModuleMeta {
+                    name: m.name.clone(),
+                    version: m.version.clone(),
+                    composefs_digest: m.composefs_digest.to_string(),
+                    manifest_digest: m.manifest_digest.to_string(),
+                })
+                .collect(),
+            composefs_digest: measured.to_string(),
+            created_at: now(),
+        };
+        fs::write(
+            tmp.path().join("generation.json"),
+            serde_json::to_vec_pretty(&meta)?,
+        )?;
+        let dir = self.generations().join(n.to_string());
+        let kept = tmp.keep();
+        fs::rename(&kept, &dir).with_context(|| format!("placing {}", dir.display()))?;
+        Ok(meta)
+    }
+
+    /// Points `name` at generation `n` atomically (a new symlink renamed over the old).
+    fn point(&self, name: &str, n: u64) -> anyhow::Result<()> {
+        let tmp = self.link(&format!(".{name}.new"));
+        let _ = fs::remove_file(&tmp);
+        symlink(format!("generations/{n}"), &tmp)?;
+        fs::rename(&tmp, self.link(name))?;
+        Ok(())
+    }
+
+    /// Makes `n` current; the generation that was current becomes `previous`.
+    pub fn activate(&self, n: u64) -> anyhow::Result<()> {
+        if let Some(old) = self.pointed("current")
+            && old != n
+        {
+            self.point("previous", old)?;
+        }
+        self.point("current", n)?;
+        self.sync_root(n)
+    }
+
+    /// Back to `previous`; the generation rolled away from is deleted.
+    pub fn rollback(&self) -> anyhow::Result<Option<u64>> {
+        let (Some(cur), Some(prev)) = (self.pointed("current"), self.pointed("previous")) else {
+            return Ok(None);
+        };
+        self.point("current", prev)?;
+        let _ = fs::remove_file(self.link("previous"));
+        self.sync_root(prev)?;
+        let _ = fs::remove_dir_all(self.generations().join(cur.to_string()));
+        Ok(Some(prev))
+    }
+
+    /// The tree's path as seen through `current`.
+    fn through_current(&self, rel: &str) -> PathBuf {
+        self.state.join("current").join("tree").join(rel)
+    }
+
+    /// Makes `--root` show generation `n`: a symlink through `current` for every file and
+    /// symlink of its tree, and none for paths it no longer has. Paths under the root that
+    /// the agent did not create are never replaced.
+    fn sync_root(&self, n: u64) -> anyhow::Result<()> {
+        let tree = self.generations().join(n.to_string()).join("tree");
+        let mut want = BTreeSet::new();
+        collect(&tree, &tree, &mut want)?;
+        let managed_file = self.state.join("links.json");
+        let before: BTreeSet<String> = fs::read(&managed_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        for rel in &want {
+            let at = self.root.join(rel);
+            let target = self.through_current(rel);
+            if let Some(parent) = at.parent() {
+                fs::create_dir_all(parent)?;
+            }
+            match fs::symlink_metadata(&at) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    if fs::read_link(&at)? == target {
+                        continue;
+                    }
+                    if !before.contains(rel) {
+                        anyhow::bail!(
+                            "{} is a symlink the agent did not create; not replacing it",
+                            at.display()
+                        );
+                    }
+                    fs::remove_file(&at)?;
+                }
+                Ok(_) => anyhow::bail!(
+                    "{} exists and is not managed by the agent; not replacing it",
+                    at.display()
+                ),
+                Err(_) => {}
+            }
+            symlink(&target, &at)?;
+        }
+        for rel in before.difference(&want) {
+            let at = self.root.join(rel);
+            if fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                fs::remove_file(&at)?;
+            }
+        }
+        fs::write(&managed_file, serde_json::to_vec(&want)?)?;
+        Ok(())
+    }
+}
+
+/// Every non-directory path under `dir`, relative to `base`.
+fn collect(base: &Path, dir: &Path, out: &mut BTreeSet<String>) -> anyhow::Result<()> {
+    for e in fs::read_dir(dir)? {
+        let e = e?;
+        let p = e.path();
+        if e.file_type()?.is_dir() {
+            collect(base, &p, out)?;
+        } else if let Ok(rel) = p.strip_prefix(base) {
+            out.insert(rel.to_string_lossy().into_owned());
+        }
+    }
+    Ok(())
+}
+
+fn rustix_is_root() -> bool {
+    // SAFETY-free: reading the effective uid through /proc avoids a libc dependency.
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// The digest recorded in a generation's metadata, parsed.
+pub fn parse(d: &str) -> Option<Digest> {
+    d.parse().ok()
+}

@@ -1,0 +1,259 @@
+//! The agent against a real receiver and a real registry, on a temporary root: it applies
+//! the signed desired state, verifies every module itself, switches generations, rolls back
+//! when the health command fails, gives up after its retry budget, refuses what it cannot
+//! trust, and reports what runs.
+
+#[path = "../../webhook/tests/common/mod.rs"]
+mod common;
+use common::{fleet::*, release::*, *};
+use module_agent::{apply::Outcome, cli::Opts};
+use powernode_module::lifecycle::StagePolicy;
+use powernode_testkit::registry::TestRegistry;
+use serde_json::json;
+use std::{fs, os::unix::fs::PermissionsExt, path::Path, process::Command};
+
+const MODULES: [&str; 3] = ["system-base", "security-hardening", "my-redis"];
+
+struct Node {
+    dir: tempfile::TempDir,
+    opts: Opts,
+}
+
+impl Node {
+    fn root(&self) -> std::path::PathBuf {
+        self.dir.path().join("root")
+    }
+
+    fn cli(&self, args: &[&str]) -> std::process::Output {
+        let o = &self.opts;
+        Command::new(env!("CARGO_BIN_EXE_module-agent"))
+            .args(args)
+            .arg("--state-dir")
+            .arg(o.state_dir.as_ref().unwrap())
+            .arg("--root")
+            .arg(o.root.as_ref().unwrap())
+            .output()
+            .unwrap()
+    }
+}
+
+/// A receiver with the example modules live, a template `edge` with my-redis and one
+/// registered instance; the agent's options for it.
+async fn setup(db: &TestDb) -> (Running, TestRegistry, Keys, Node, Vec<tempfile::TempDir>) {
+    let reg = TestRegistry::start();
+    let k = keys();
+    let policies = MODULES
+        .iter()
+        .map(|m| key_policy(m, &repo(m), k.public.clone()))
+        .collect();
+    let mut cfg = config(&db.url, &reg.host, policies);
+    cfg.promotion.live = StagePolicy::default();
+    let r = serve(cfg).await;
+    let mut sources = Vec::new();
+    for name in MODULES {
+        let dir = module(name);
+        let v = if name == "my-redis" { "0.1.0" } else { "1.0.0" };
+        release_live(&r, &reg, &k, dir.path(), name, v).await;
+        sources.push(dir);
+    }
+    let (s, v) = post(
+        &r,
+        "/templates",
+        OPS_TOKEN,
+        json!({"id": "edge", "platform": "test"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = post(
+        &r,
+        "/templates/edge/assignments",
+        OPS_TOKEN,
+        json!({"module_name": "my-redis"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let (s, v) = post(
+        &r,
+        "/instances",
+        OPS_TOKEN,
+        json!({"id": "node-1", "template_id": "edge"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("token"), v["token"].as_str().unwrap()).unwrap();
+    let (_, pem) = r.get("/api/v1/signing-key", None).await;
+    fs::write(dir.path().join("receiver.pub"), pem.as_str().unwrap()).unwrap();
+    let opts = Opts {
+        receiver: Some(r.url.clone()),
+        instance: Some("node-1".into()),
+        token_file: Some(dir.path().join("token")),
+        receiver_key: Some(dir.path().join("receiver.pub")),
+        root: Some(dir.path().join("root")),
+        state_dir: Some(dir.path().join("state")),
+        ..Default::default()
+    };
+    (r, reg, k, Node { dir, opts }, sources)
+}
+
+async fn drift(r: &Running) -> serde_json::Value {
+    let (s, v) = r
+        .get("/api/v1/instances/node-1/drift", Some(READ_TOKEN))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    v
+}
+
+fn mode(p: &Path) -> u32 {
+    fs::metadata(p).unwrap().permissions().mode() & 0o7777
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn applies_verifies_switches_generations_and_reports() {
+    let db = sqlite().await;
+    let (r, reg, k, node, sources) = setup(&db).await;
+    let agent = node.opts.agent().unwrap();
+    assert_eq!(
+        agent.apply_once().await.unwrap(),
+        Outcome::Applied { generation: 1 }
+    );
+
+    // The composed files, visible under --root, with their modes.
+    let conf = node.root().join("etc/redis/redis.conf");
+    assert_eq!(
+        fs::read_to_string(&conf).unwrap(),
+        fs::read_to_string(sources[2].path().join("rootfs/etc/redis/redis.conf")).unwrap()
+    );
+    assert!(
+        node.root().join("etc/fstab").exists(),
+        "system-base came along"
+    );
+    assert_eq!(
+        mode(&node.root().join("etc/sudoers.d/10-powernode")),
+        0o440,
+        "modes from the manifest"
+    );
+    assert!(
+        !node.root().join("etc/redis/sentinel.conf").exists(),
+        "excluded by my-redis"
+    );
+    let v = drift(&r).await;
+    assert_eq!(v["drift"], false, "{v}");
+
+    // Unchanged: one conditional request, nothing rebuilt.
+    assert_eq!(agent.apply_once().await.unwrap(), Outcome::Unchanged);
+    let o = node.cli(&["status", "--format", "json"]);
+    let st: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(st["current"], 1, "{st}");
+    let o = node.cli(&["verify"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
+
+    // A newer my-redis goes live: generation 2, the first kept as previous.
+    let redis = &sources[2];
+    fs::write(
+        redis.path().join("rootfs/etc/redis/redis.conf"),
+        "port 6380\n",
+    )
+    .unwrap();
+    release_live(&r, &reg, &k, redis.path(), "my-redis", "0.2.0").await;
+    assert_eq!(
+        agent.apply_once().await.unwrap(),
+        Outcome::Applied { generation: 2 }
+    );
+    assert_eq!(fs::read_to_string(&conf).unwrap(), "port 6380\n");
+    let st: serde_json::Value =
+        serde_json::from_slice(&node.cli(&["status", "--format", "json"]).stdout).unwrap();
+    assert_eq!(
+        (st["current"].clone(), st["previous"].clone()),
+        (json!(2), json!(1)),
+        "{st}"
+    );
+    assert_eq!(drift(&r).await["drift"], false);
+
+    // Tampering with an applied file is found by verify.
+    fs::write(&conf, "port 1\n").unwrap();
+    let o = node.cli(&["verify"]);
+    assert_eq!(o.status.code(), Some(1));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("TAMPERED /etc/redis/redis.conf"), "{out}");
+
+    // Rollback by hand goes back to generation 1.
+    let o = node.cli(&["rollback"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let original = fs::read_to_string(
+        powernode_testkit::example("my-redis").join("rootfs/etc/redis/redis.conf"),
+    )
+    .unwrap();
+    assert_eq!(fs::read_to_string(&conf).unwrap(), original);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_health_rolls_back_then_the_target_is_rejected() {
+    let db = sqlite().await;
+    let (r, reg, k, mut node, sources) = setup(&db).await;
+    assert_eq!(
+        node.opts.agent().unwrap().apply_once().await.unwrap(),
+        Outcome::Applied { generation: 1 }
+    );
+    node.opts.health_command = Some("test ! -e \"$MODULE_AGENT_ROOT/etc/redis/broken\"".into());
+    let agent = node.opts.agent().unwrap();
+    let redis = &sources[2];
+    fs::write(redis.path().join("rootfs/etc/redis/broken"), "x\n").unwrap();
+    release_live(&r, &reg, &k, redis.path(), "my-redis", "0.2.0").await;
+    for attempt in 1..=3 {
+        let o = agent.apply_once().await.unwrap();
+        match attempt {
+            1 | 2 => assert!(
+                matches!(&o, Outcome::Failed { reason } if reason.contains("health command")),
+                "{o:?}"
+            ),
+            _ => assert!(matches!(&o, Outcome::Rejected { .. }), "{o:?}"),
+        }
+        assert!(
+            !node.root().join("etc/redis/broken").exists(),
+            "rolled back"
+        );
+        let v = drift(&r).await;
+        assert_eq!(v["drift"], true, "{v}");
+        assert_eq!(
+            v["status"],
+            if attempt < 3 { "failed" } else { "rejected" },
+            "{v}"
+        );
+        assert_eq!(v["outdated"][0]["module"], "my-redis", "{v}");
+    }
+    // Out of retries: not tried again until the desired state changes.
+    assert_eq!(agent.apply_once().await.unwrap(), Outcome::Unchanged);
+    let st: serde_json::Value =
+        serde_json::from_slice(&node.cli(&["status", "--format", "json"]).stdout).unwrap();
+    assert_eq!(st["current"], 1, "{st}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn untrusted_states_and_unreachable_receivers_change_nothing() {
+    let db = sqlite().await;
+    let (r, _reg, _k, node, _sources) = setup(&db).await;
+    // Another key pinned: the desired state is refused, nothing is applied.
+    let other = tempfile::tempdir().unwrap();
+    let (_, pem) = powernode_module::trust::keys::generate(b"x").unwrap();
+    fs::write(other.path().join("other.pub"), pem).unwrap();
+    let mut wrong = node.opts.clone();
+    wrong.receiver_key = Some(other.path().join("other.pub"));
+    let o = wrong.agent().unwrap().apply_once().await.unwrap();
+    assert!(
+        matches!(&o, Outcome::Rejected { reason } if reason.contains("signature")),
+        "{o:?}"
+    );
+    assert!(!node.root().join("etc/redis/redis.conf").exists());
+
+    // The receiver unreachable: an error, nothing half-applied; then it completes.
+    let mut away = node.opts.clone();
+    away.receiver = Some("http://127.0.0.1:9".into());
+    assert!(away.agent().unwrap().apply_once().await.is_err());
+    assert!(!node.dir.path().join("state/current").exists());
+    assert_eq!(
+        node.opts.agent().unwrap().apply_once().await.unwrap(),
+        Outcome::Applied { generation: 1 }
+    );
+    assert_eq!(drift(&r).await["drift"], false);
+}

@@ -1,0 +1,86 @@
+//! The fleet verbs tests speak: JSON calls to the API, and releasing a module all the way
+//! to `live` through a real registry.
+
+use super::{
+    OPS_TOKEN, Running,
+    release::{Keys, mb},
+};
+use module_webhook::jobs::reconcile::reconcile;
+use powernode_testkit::registry::TestRegistry;
+use serde_json::{Value, json};
+use std::path::Path;
+
+pub fn repo(name: &str) -> String {
+    format!("acct/modules/{name}-module")
+}
+
+pub async fn call(
+    r: &Running,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+    headers: &[(&str, &str)],
+) -> (u16, Value, reqwest::header::HeaderMap) {
+    let mut req = r
+        .http
+        .request(method, format!("{}/api/v1{path}", r.url))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    let h = res.headers().clone();
+    let text = res.text().await.unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        h,
+    )
+}
+
+pub async fn post(r: &Running, path: &str, token: &str, body: Value) -> (u16, Value) {
+    let (s, v, _) = call(r, reqwest::Method::POST, path, token, Some(body), &[]).await;
+    (s, v)
+}
+
+/// Releases `name` at `version` (signed), ingests it and promotes it to live.
+pub async fn release_live(
+    r: &Running,
+    reg: &TestRegistry,
+    k: &Keys,
+    dir: &Path,
+    name: &str,
+    version: &str,
+) -> String {
+    mb(
+        &[
+            "release",
+            "--ref",
+            &reg.repo(&repo(name)),
+            "--version",
+            version,
+        ],
+        Some(dir),
+        Some(&k.key),
+    );
+    reconcile(&r.app.worker.ctx).await.unwrap();
+    r.app.drain().await.unwrap();
+    let id = format!("v-{name}-{version}");
+    for to in ["staging", "blessed", "live"] {
+        let (s, v) = post(
+            r,
+            &format!("/versions/{id}/promote"),
+            OPS_TOKEN,
+            json!({"to": to}),
+        )
+        .await;
+        assert_eq!(s, 200, "{id} → {to}: {v}");
+    }
+    r.app.drain().await.unwrap();
+    id
+}
