@@ -6,7 +6,6 @@
 //! as an object by its fs-verity digest.
 
 use crate::objects::Objects;
-use anyhow::Context as _;
 use powernode_module::{
     artifact::{ReadLimits, index::Index, read_and_verify_with},
     desired_state::{DesiredModule, SignerPolicy},
@@ -157,10 +156,22 @@ pub async fn fetch(
     std::fs::create_dir_all(staging)?;
     let tmp = tempfile::NamedTempFile::new_in(staging)?;
     let mut f = tokio::fs::File::create(tmp.path()).await?;
-    registry
+    match registry
         .pull_blob_into(&at, &layer_digest, layer.size, &mut f)
         .await
-        .with_context(|| format!("{}: fetching the artifact", m.name))?;
+    {
+        Ok(_) => {}
+        // The registry served other bytes than the signed digest names: refused, not retried
+        // as if the network had failed.
+        Err(powernode_module::registry::RegistryError::Invalid { what, message }) => {
+            return Ok(Err(art(format!("{what}: {message}"))));
+        }
+        Err(e) => {
+            return Err(
+                anyhow::Error::from(e).context(format!("{}: fetching the artifact", m.name))
+            );
+        }
+    }
     drop(f);
     let path = tmp.path().to_owned();
     let objects = objects.clone();

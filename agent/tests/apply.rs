@@ -257,3 +257,44 @@ async fn untrusted_states_and_unreachable_receivers_change_nothing() {
     );
     assert_eq!(drift(&r).await["drift"], false);
 }
+
+/// A registry that serves other bytes than the signed digest: refused with the reason, the
+/// active generation untouched; the objects of the good modules are kept and not fetched
+/// again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_blob_that_does_not_match_its_digest_is_refused() {
+    let db = sqlite().await;
+    let (r, reg, _k, node, _sources) = setup(&db).await;
+    let (_, v) = r
+        .get("/api/v1/versions/v-my-redis-0.1.0", Some(READ_TOKEN))
+        .await;
+    let blob = v["artifact_digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_owned();
+    let path = reg.blob_file(&blob);
+    let mut bytes = fs::read(&path).unwrap();
+    let at = bytes.windows(9).position(|w| w == b"port 6379").unwrap();
+    bytes[at + 5] = b'7';
+    fs::write(&path, &bytes).unwrap();
+    let o = node.opts.agent().unwrap().apply_once().await.unwrap();
+    assert!(
+        matches!(&o, Outcome::Failed { .. } | Outcome::Rejected { .. }),
+        "{o:?}"
+    );
+    let reason = match &o {
+        Outcome::Failed { reason } | Outcome::Rejected { reason } => reason.clone(),
+        _ => unreachable!(),
+    };
+    assert!(
+        reason.contains("my-redis") && reason.contains("digest"),
+        "{reason}"
+    );
+    assert!(
+        !node.dir.path().join("state/current").exists(),
+        "nothing activated"
+    );
+    let v = drift(&r).await;
+    assert_eq!(v["status"], "rejected", "{v}");
+}

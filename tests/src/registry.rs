@@ -91,6 +91,17 @@ impl TestRegistry {
         r
     }
 
+    /// Where the registry keeps the bytes of blob `hex` (sha256), so a test can alter what
+    /// it serves, as a compromised registry would.
+    pub fn blob_file(&self, hex: &str) -> PathBuf {
+        self._dir
+            .path()
+            .join("data/docker/registry/v2/blobs/sha256")
+            .join(&hex[..2])
+            .join(hex)
+            .join("data")
+    }
+
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {

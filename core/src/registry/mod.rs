@@ -343,7 +343,20 @@ impl Registry {
         let mut h = Sha256::new();
         let mut n = 0u64;
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk?;
+            // The client checks the digest at the end of the stream itself: a mismatch is
+            // content the registry must not have served, not a network failure.
+            let chunk = chunk.map_err(|e| {
+                match e
+                    .get_ref()
+                    .and_then(|i| i.downcast_ref::<oci_client::errors::DigestError>())
+                {
+                    Some(d) => RegistryError::Invalid {
+                        what: format!("blob {digest}"),
+                        message: d.to_string(),
+                    },
+                    None => RegistryError::Io(e),
+                }
+            })?;
             n += chunk.len() as u64;
             if n > max {
                 return Err(RegistryError::Invalid {
