@@ -28,6 +28,8 @@ pub struct Agent {
     pub health_command: Option<String>,
     /// Attempts per `state_id` before it is `rejected`.
     pub retry_budget: u32,
+    /// While nothing changes, a report at most this often (a heartbeat against `stale`).
+    pub report_every: std::time::Duration,
 }
 
 /// What a reconcile did.
@@ -94,7 +96,30 @@ impl Agent {
             Err(e) => return Err(e),
         };
         let (doc, state_id) = match answer {
-            Answer::Unchanged => return Ok(Outcome::Unchanged),
+            Answer::Unchanged => {
+                // Still alive and still running it: say so now and then (the receiver calls
+                // an instance stale when it stops hearing from it), not on every poll.
+                if self.report_due() {
+                    let status = if tried.count >= self.retry_budget {
+                        "rejected"
+                    } else {
+                        "applied"
+                    };
+                    let msg = if status == "rejected" {
+                        tried.last_error.clone()
+                    } else {
+                        "up to date".into()
+                    };
+                    let id = if status == "rejected" {
+                        tried.state_id.clone()
+                    } else {
+                        String::new()
+                    };
+                    self.send(self.report_of(current.as_ref(), &id, status, &msg))
+                        .await;
+                }
+                return Ok(Outcome::Unchanged);
+            }
             Answer::State(doc, id) => (doc, id),
         };
         if current.as_ref().is_some_and(|m| m.state_id == state_id) {
@@ -295,9 +320,20 @@ impl Agent {
         }
     }
 
+    /// Whether the last report sent is older than `report_every`.
+    fn report_due(&self) -> bool {
+        let Ok(m) = fs::metadata(self.file("last-report.json")) else {
+            return true;
+        };
+        m.modified()
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_none_or(|age| age >= self.report_every)
+    }
+
     /// Sends a report; one that cannot be sent is kept (`pending-report.json`, the newest
     /// wins) and sent by a later run.
-    async fn send(&self, r: Report) {
+    pub async fn send(&self, r: Report) {
         if r.desired_state_id.is_empty() {
             return;
         }

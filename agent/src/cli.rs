@@ -108,6 +108,10 @@ pub struct Opts {
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retry_budget: Option<u32>,
+    /// While nothing changes, report at most every this many seconds [default: 300].
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub report_every: Option<u64>,
     /// Seconds between reconciles for `run` [default: 60].
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -185,6 +189,7 @@ impl Opts {
             },
             health_command: self.health_command.clone(),
             retry_budget: self.retry_budget.unwrap_or(3).max(1),
+            report_every: std::time::Duration::from_secs(self.report_every.unwrap_or(300)),
         })
     }
 }
