@@ -201,13 +201,13 @@ impl Agent {
         state_id: &str,
     ) -> anyhow::Result<Result<u64, String>> {
         let objects = self.objects();
-        let staging = self.file("staging");
         let mut layers = Vec::new();
         for m in &doc.modules {
-            let fetched = match fetch::fetch(m, &self.trust, &objects, &staging).await? {
-                Ok(f) => f,
-                Err(refused) => return Ok(Err(refused.to_string())),
-            };
+            let fetched =
+                match fetch::fetch_cached(m, &self.trust, &objects, &self.layout.state).await? {
+                    Ok(f) => f,
+                    Err(refused) => return Ok(Err(refused.to_string())),
+                };
             let Some(manifest) = manifest::parse(&fetched.manifest_text).manifest else {
                 return Ok(Err(format!("{}: its manifest does not parse", m.name)));
             };

@@ -47,10 +47,64 @@ pub struct LocalTrust {
 }
 
 /// A fetched, verified module: its index (what composition needs).
-#[derive(Debug)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Fetched {
     pub index: Index,
     pub manifest_text: String,
+}
+
+/// `verified/<manifest digest>.json`: a module this agent verified, under which policy, so
+/// an unchanged module is not fetched again on the next generation. Reused only for the
+/// same signer policy and composefs digest, and only while all its objects are present.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Verified {
+    signer: SignerPolicy,
+    composefs_digest: Digest,
+    fetched: Fetched,
+}
+
+/// As [`fetch`], but a module verified before under the same policy, whose objects are all
+/// still in the store, is taken from the agent's own record instead of the network.
+pub async fn fetch_cached(
+    m: &DesiredModule,
+    local: &LocalTrust,
+    objects: &Objects,
+    state: &Path,
+) -> anyhow::Result<Result<Fetched, Refused>> {
+    let dir = state.join("verified");
+    let record = dir.join(format!("{}.json", m.manifest_digest.hex()));
+    if let Ok(bytes) = std::fs::read(&record)
+        && let Ok(v) = serde_json::from_slice::<Verified>(&bytes)
+        && v.signer == m.signer
+        && v.composefs_digest == m.composefs_digest
+        && all_present(&v.fetched.index, objects)
+    {
+        return Ok(Ok(v.fetched));
+    }
+    let fetched = match fetch(m, local, objects, &state.join("staging")).await? {
+        Ok(f) => f,
+        Err(r) => return Ok(Err(r)),
+    };
+    std::fs::create_dir_all(&dir)?;
+    let v = Verified {
+        signer: m.signer.clone(),
+        composefs_digest: m.composefs_digest,
+        fetched,
+    };
+    crate::apply::write_atomic(&record, &serde_json::to_vec(&v)?)?;
+    Ok(Ok(v.fetched))
+}
+
+fn all_present(index: &Index, objects: &Objects) -> bool {
+    use powernode_module::artifact::index::EntryKind;
+    index.entries.iter().all(|e| match &e.kind {
+        EntryKind::File {
+            fsverity,
+            inline: None,
+            ..
+        } if e.path.starts_with("rootfs/") => objects.has(fsverity),
+        _ => true,
+    })
 }
 
 fn policy(m: &DesiredModule, local: &LocalTrust) -> Result<Policy, Refused> {

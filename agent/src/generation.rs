@@ -131,12 +131,9 @@ impl Layout {
                     files.insert(rel.to_owned(), digest.to_string());
                     match content {
                         Content::Inline(bytes) => fs::write(&dest, bytes)?,
-                        Content::External(id) => {
-                            let d = to_digest(id);
-                            fs::copy(objects.path(&d), &dest).with_context(|| {
-                                format!("{}: object {d} is missing from the store", e.path)
-                            })?;
-                        }
+                        Content::External(id) => objects
+                            .copy_verified(&to_digest(id), &dest)
+                            .with_context(|| e.path.clone())?,
                     }
                     fs::set_permissions(&dest, fs::Permissions::from_mode(e.mode))?;
                 }

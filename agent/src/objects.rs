@@ -66,6 +66,35 @@ impl Objects {
         Ok(true)
     }
 
+    /// Copies object `d` to `dest`, hashing it on the way: an object altered on disk is
+    /// never copied into a generation (it is removed, so the next apply fetches it again).
+    pub fn copy_verified(&self, d: &Digest, dest: &Path) -> anyhow::Result<()> {
+        let src = self.path(d);
+        let mut from = fs::File::open(&src)
+            .with_context(|| format!("object {d} is missing from the store"))?;
+        let mut to =
+            fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
+        let mut hasher =
+            composefs::fsverity::FsVerityHasher::<composefs::fsverity::Sha256HashValue, 12>::new();
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let n = from.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            hasher.write_all(&buf[..n])?;
+            to.write_all(&buf[..n])?;
+        }
+        let got = powernode_module::artifact::hash::to_digest(&hasher.digest());
+        if got != *d {
+            let _ = fs::remove_file(&src);
+            anyhow::bail!(
+                "object {d} was altered on disk (hashes to {got}); removed, it is fetched again next time"
+            );
+        }
+        Ok(())
+    }
+
     /// Re-hashes object `d`: `Ok(false)` when it is missing or was altered.
     pub fn check(&self, d: &Digest) -> anyhow::Result<bool> {
         match fs::File::open(self.path(d)) {

@@ -185,6 +185,40 @@ async fn applies_verifies_switches_generations_and_reports() {
     )
     .unwrap();
     assert_eq!(fs::read_to_string(&conf).unwrap(), original);
+
+    // An object altered in the store: verify names it, and the next generation that needs
+    // it is refused (nothing changes) until the object is fetched again.
+    let d = powernode_module::artifact::hash::fsverity_of(original.as_bytes());
+    let hex = d.hex();
+    let object = node
+        .dir
+        .path()
+        .join("state/objects")
+        .join(&hex[..2])
+        .join(&hex[2..]);
+    fs::write(&object, "bind 0.0.0.0\n".repeat(10)).unwrap();
+    let out = String::from_utf8_lossy(&node.cli(&["verify"]).stdout).into_owned();
+    assert!(
+        out.contains(&format!("TAMPERED object {d} was altered")),
+        "{out}"
+    );
+    fs::write(redis.path().join("rootfs/etc/redis/redis.conf"), &original).unwrap();
+    fs::write(redis.path().join("rootfs/etc/redis/extra.conf"), "x\n").unwrap();
+    release_live(&r, &reg, &k, redis.path(), "my-redis", "0.3.0").await;
+    let o = agent.apply_once().await.unwrap();
+    assert!(
+        matches!(&o, Outcome::Failed { reason } if reason.contains("altered")),
+        "{o:?}"
+    );
+    assert_eq!(
+        fs::read_to_string(&conf).unwrap(),
+        original,
+        "the active generation is untouched"
+    );
+    let o = agent.apply_once().await.unwrap();
+    assert!(matches!(o, Outcome::Applied { .. }), "fetched again: {o:?}");
+    assert!(node.root().join("etc/redis/extra.conf").exists());
+    assert_eq!(drift(&r).await["drift"], false);
 }
 
 #[tokio::test(flavor = "multi_thread")]
