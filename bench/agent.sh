@@ -28,7 +28,7 @@ log: {level: error}
 storage: {filesystem: {rootdirectory: $work/registry}}
 http: {addr: 127.0.0.1:$rport}
 YAML
-docker-registry serve "$work/registry.yml" 2>"$work/registry.log" & pids+=($!)
+docker-registry serve "$work/registry.yml" >"$work/registry.log" 2>&1 & pids+=($!)
 
 {
   cat <<TOML
@@ -100,10 +100,16 @@ warm=()
 for v in 1.0.1 1.0.2 1.0.3; do
   echo "changed $v" > "$work/modules/m0/rootfs/srv/m0/d0/f0000.conf"
   release 0 $v
-  state=$(call "$api/templates/bench" | python3 -c 'import json,sys; print(json.load(sys.stdin)["template"]["desired_state"]["document"]["modules"][0]["version"])')
+  # The recomputation runs as a job right after the promotion: wait until it is served.
+  for _ in $(seq 100); do
+    state=$(call "$api/templates/bench" | python3 -c 'import json,sys; m=json.load(sys.stdin)["template"]["desired_state"]["document"]["modules"]; print([x["version"] for x in m if x["name"] == "bench-m0"][0])')
+    [ "$state" = "$v" ] && break
+    sleep 0.1
+  done
+  [ "$state" = "$v" ] || { echo "the desired state never showed bench-m0 $v" >&2; exit 1; }
   t0=$(date +%s%N); RUST_LOG=warn "${agent[@]}" >/dev/null; t1=$(date +%s%N)
   warm+=($(ms $t0 $t1))
-  echo "warm apply (bench-m0 $v; desired shows $state): ${warm[-1]} ms"
+  echo "warm apply (bench-m0 $v): ${warm[-1]} ms"
 done
 hyperfine --runs 20 --warmup 2 -N --export-json "$work/unchanged.json" "$(printf '%q ' "${agent[@]}")" >/dev/null
 python3 - "$work/unchanged.json" "${warm[@]}" <<'PY'

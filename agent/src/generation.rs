@@ -109,43 +109,55 @@ impl Layout {
         let tree = tmp.path().join("tree");
         fs::create_dir(&tree)?;
         fs::set_permissions(&tree, fs::Permissions::from_mode(0o755))?;
-        let root_user = rustix_is_root();
+        let root_user = is_root();
+        let entries = composition.entries();
+        // Directories first (parents before children), their modes last, so a read-only
+        // directory does not stop its own files from being written.
+        for e in entries.iter().filter(|e| matches!(e.kind, EntryKind::Dir)) {
+            let dest = tree.join(e.path.trim_start_matches('/'));
+            fs::create_dir(&dest).with_context(|| format!("creating {}", dest.display()))?;
+        }
+        // Files and symlinks on two threads while a third computes the image.
+        let leaves: Vec<_> = entries
+            .iter()
+            .filter(|e| !matches!(e.kind, EntryKind::Dir))
+            .collect();
+        let half = leaves.len().div_ceil(2);
+        let (parts, image) = std::thread::scope(|s| {
+            let image = s.spawn(|| composition.image());
+            let workers: Vec<_> = leaves
+                .chunks(half.max(1))
+                .map(|chunk| s.spawn(|| materialise(chunk, &tree, objects, root_user)))
+                .collect();
+            let parts: Vec<_> = workers
+                .into_iter()
+                .map(|w| w.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+                .collect();
+            (
+                parts,
+                image
+                    .join()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p)),
+            )
+        });
         // Path → fs-verity digest of every regular file, for `module-agent verify`.
         let mut files = std::collections::BTreeMap::new();
-        for e in composition.entries() {
-            let rel = e.path.trim_start_matches('/');
-            let dest = tree.join(rel);
-            match &e.kind {
-                EntryKind::Dir => {
-                    fs::create_dir(&dest)
-                        .with_context(|| format!("creating {}", dest.display()))?;
-                    fs::set_permissions(&dest, fs::Permissions::from_mode(e.mode))?;
-                }
-                EntryKind::File { content, .. } => {
-                    let digest = match content {
-                        Content::Inline(bytes) => {
-                            powernode_module::artifact::hash::fsverity_of(bytes)
-                        }
-                        Content::External(id) => to_digest(id),
-                    };
-                    files.insert(rel.to_owned(), digest.to_string());
-                    match content {
-                        Content::Inline(bytes) => fs::write(&dest, bytes)?,
-                        Content::External(id) => objects
-                            .copy_verified(&to_digest(id), &dest)
-                            .with_context(|| e.path.clone())?,
-                    }
-                    fs::set_permissions(&dest, fs::Permissions::from_mode(e.mode))?;
-                }
-                EntryKind::Symlink { target } => symlink(target, &dest)?,
-            }
+        for p in parts {
+            files.extend(p?);
+        }
+        for e in entries
+            .iter()
+            .rev()
+            .filter(|e| matches!(e.kind, EntryKind::Dir))
+        {
+            let dest = tree.join(e.path.trim_start_matches('/'));
+            fs::set_permissions(&dest, fs::Permissions::from_mode(e.mode))?;
             if root_user {
                 std::os::unix::fs::lchown(&dest, Some(0), Some(0))?;
             }
         }
-        let (image, measured) = composition
-            .image()
-            .ok_or_else(|| anyhow::anyhow!("the composition is blocked: no image"))?;
+        let (image, measured) =
+            image.ok_or_else(|| anyhow::anyhow!("the composition is blocked: no image"))?;
         if measured != doc.composefs_digest {
             anyhow::bail!(
                 "the composed image measures {measured}, not the predicted {}: generation refused",
@@ -268,6 +280,54 @@ impl Layout {
     }
 }
 
+/// Writes `leaves` (files and symlinks) under `tree`; returns path → fs-verity digest of
+/// each regular file.
+fn materialise(
+    leaves: &[&powernode_module::compose::Entry],
+    tree: &Path,
+    objects: &Objects,
+    root_user: bool,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut out = Vec::new();
+    for e in leaves {
+        let rel = e.path.trim_start_matches('/');
+        let dest = tree.join(rel);
+        match &e.kind {
+            EntryKind::File { content, .. } => {
+                let mut f = fs::File::create(&dest)
+                    .with_context(|| format!("creating {}", dest.display()))?;
+                let digest = match content {
+                    Content::Inline(bytes) => {
+                        std::io::Write::write_all(&mut f, bytes)?;
+                        powernode_module::artifact::hash::fsverity_of(bytes)
+                    }
+                    Content::External(id) => {
+                        let d = to_digest(id);
+                        objects
+                            .copy_verified(&d, &mut f, &mut buf)
+                            .with_context(|| e.path.clone())?;
+                        d
+                    }
+                };
+                f.set_permissions(fs::Permissions::from_mode(e.mode))?;
+                if root_user {
+                    std::os::unix::fs::fchown(&f, Some(0), Some(0))?;
+                }
+                out.push((rel.to_owned(), digest.to_string()));
+            }
+            EntryKind::Symlink { target } => {
+                symlink(target, &dest)?;
+                if root_user {
+                    std::os::unix::fs::lchown(&dest, Some(0), Some(0))?;
+                }
+            }
+            EntryKind::Dir => {}
+        }
+    }
+    Ok(out)
+}
+
 /// Every non-directory path under `dir`, relative to `base`.
 fn collect(base: &Path, dir: &Path, out: &mut BTreeSet<String>) -> anyhow::Result<()> {
     for e in fs::read_dir(dir)? {
@@ -282,8 +342,9 @@ fn collect(base: &Path, dir: &Path, out: &mut BTreeSet<String>) -> anyhow::Resul
     Ok(())
 }
 
-fn rustix_is_root() -> bool {
-    // SAFETY-free: reading the effective uid through /proc avoids a libc dependency.
+/// Whether the agent runs as root (then the tree is owned by 0:0, as in the image). Read
+/// from /proc to avoid a libc dependency for one call.
+fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -68,17 +68,19 @@ impl Objects {
 
     /// Copies object `d` to `dest`, hashing it on the way: an object altered on disk is
     /// never copied into a generation (it is removed, so the next apply fetches it again).
-    pub fn copy_verified(&self, d: &Digest, dest: &Path) -> anyhow::Result<()> {
+    pub fn copy_verified(
+        &self,
+        d: &Digest,
+        to: &mut fs::File,
+        buf: &mut [u8],
+    ) -> anyhow::Result<()> {
         let src = self.path(d);
         let mut from = fs::File::open(&src)
             .with_context(|| format!("object {d} is missing from the store"))?;
-        let mut to =
-            fs::File::create(dest).with_context(|| format!("creating {}", dest.display()))?;
         let mut hasher =
             composefs::fsverity::FsVerityHasher::<composefs::fsverity::Sha256HashValue, 12>::new();
-        let mut buf = vec![0u8; 1 << 16];
         loop {
-            let n = from.read(&mut buf)?;
+            let n = from.read(buf)?;
             if n == 0 {
                 break;
             }

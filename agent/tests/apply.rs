@@ -332,3 +332,46 @@ async fn a_blob_that_does_not_match_its_digest_is_refused() {
     let v = drift(&r).await;
     assert_eq!(v["status"], "rejected", "{v}");
 }
+
+/// The registry down in the middle of a rollout: the apply fails with the reason, nothing is
+/// half-applied, and the next run after it is back completes.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registry_outage_leaves_the_active_generation_and_the_next_run_completes() {
+    let db = sqlite().await;
+    let (r, mut reg, k, node, sources) = setup(&db).await;
+    let agent = node.opts.agent().unwrap();
+    assert_eq!(
+        agent.apply_once().await.unwrap(),
+        Outcome::Applied { generation: 1 }
+    );
+    let redis = &sources[2];
+    fs::write(
+        redis.path().join("rootfs/etc/redis/extra.conf"),
+        "maxclients 7\n",
+    )
+    .unwrap();
+    release_live(&r, &reg, &k, redis.path(), "my-redis", "0.2.0").await;
+    reg.stop();
+    let o = agent.apply_once().await;
+    assert!(
+        matches!(&o, Ok(Outcome::Failed { .. }) | Err(_)),
+        "a network failure, not an apply: {o:?}"
+    );
+    assert!(
+        !node.root().join("etc/redis/extra.conf").exists(),
+        "nothing half-applied"
+    );
+    let st: serde_json::Value =
+        serde_json::from_slice(&node.cli(&["status", "--format", "json"]).stdout).unwrap();
+    assert_eq!(st["current"], 1, "{st}");
+    reg.restart();
+    assert_eq!(
+        agent.apply_once().await.unwrap(),
+        Outcome::Applied { generation: 2 }
+    );
+    assert_eq!(
+        fs::read_to_string(node.root().join("etc/redis/extra.conf")).unwrap(),
+        "maxclients 7\n"
+    );
+    assert_eq!(drift(&r).await["drift"], false);
+}

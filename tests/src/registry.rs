@@ -4,7 +4,7 @@
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -72,15 +72,7 @@ impl TestRegistry {
         )
         .unwrap();
         let log = dir.path().join("registry.log");
-        let child = Command::new(binary())
-            .arg("serve")
-            .arg(&config)
-            .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
-            .stderr(Stdio::from(
-                std::fs::File::options().append(true).open(&log).unwrap(),
-            ))
-            .spawn()
-            .expect("starting docker-registry");
+        let child = spawn(&config, &log);
         let r = TestRegistry {
             host,
             child,
@@ -89,6 +81,19 @@ impl TestRegistry {
         };
         r.wait_ready();
         r
+    }
+
+    /// Stops the registry (its storage stays), as an outage would.
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same address and storage.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = spawn(&self._dir.path().join("config.yml"), &self.log);
+        self.wait_ready();
     }
 
     /// Where the registry keeps the bytes of blob `hex` (sha256), so a test can alter what
@@ -126,6 +131,24 @@ impl TestRegistry {
     pub fn repo(&self, repo: &str) -> String {
         format!("{}/{repo}", self.host)
     }
+}
+
+fn spawn(config: &Path, log: &Path) -> Child {
+    Command::new(binary())
+        .arg("serve")
+        .arg(config)
+        .stdout(Stdio::from(
+            std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        ))
+        .stderr(Stdio::from(
+            std::fs::File::options().append(true).open(log).unwrap(),
+        ))
+        .spawn()
+        .expect("starting docker-registry")
 }
 
 impl Drop for TestRegistry {
