@@ -223,7 +223,7 @@ impl Agent {
                 entries: compose::entries_of(&fetched.index),
             });
         }
-        let composition = compose::compose(&layers);
+        let composition = compose::compose_tree(&layers);
         if composition.is_blocked() {
             let why: Vec<String> = composition.conflicts().map(|f| f.to_string()).collect();
             return Ok(Err(format!(
@@ -332,11 +332,17 @@ impl Agent {
     }
 
     /// Sends a report; one that cannot be sent is kept (`pending-report.json`, the newest
-    /// wins) and sent by a later run.
+    /// wins) and retried by later runs with exponential backoff (5 s doubling, at most
+    /// 10 min), so a receiver that is down is not hammered by its fleet.
     pub async fn send(&self, r: Report) {
         if r.desired_state_id.is_empty() {
             return;
         }
+        let attempts = self.pending().map_or(0, |p| p.attempts);
+        self.deliver(r, attempts).await;
+    }
+
+    async fn deliver(&self, r: Report, attempts: u32) {
         match self.receiver.report(&r).await {
             Ok(()) => {
                 let _ = fs::remove_file(self.file("pending-report.json"));
@@ -346,23 +352,51 @@ impl Agent {
                 );
             }
             Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "report not sent; kept for the next run");
+                let attempts = attempts + 1;
+                let wait = (5u64 << attempts.min(10)).min(600);
+                tracing::warn!(error = %format!("{e:#}"), retry_in_secs = wait, "report not sent; kept for a later run");
+                let p = Pending {
+                    report: r,
+                    attempts,
+                    next_at: unix_now() + wait,
+                };
                 let _ = write_atomic(
                     &self.file("pending-report.json"),
-                    &serde_json::to_vec(&r).unwrap_or_default(),
+                    &serde_json::to_vec(&p).unwrap_or_default(),
                 );
             }
         }
     }
 
+    fn pending(&self) -> Option<Pending> {
+        let bytes = fs::read(self.file("pending-report.json")).ok()?;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Sends the kept report when its backoff has passed.
     async fn flush_pending(&self) {
-        let Ok(bytes) = fs::read(self.file("pending-report.json")) else {
-            return;
-        };
-        if let Ok(r) = serde_json::from_slice::<Report>(&bytes) {
-            self.send(r).await;
+        if let Some(p) = self.pending()
+            && unix_now() >= p.next_at
+        {
+            self.deliver(p.report, p.attempts).await;
         }
     }
+}
+
+/// A report that could not be sent yet.
+#[derive(Debug, Serialize, Deserialize)]
+struct Pending {
+    report: Report,
+    attempts: u32,
+    /// Unix seconds before which it is not retried.
+    next_at: u64,
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Writes a file whole (temporary name, then rename).

@@ -375,3 +375,45 @@ async fn a_registry_outage_leaves_the_active_generation_and_the_next_run_complet
     );
     assert_eq!(drift(&r).await["drift"], false);
 }
+
+/// The signer policy in the desired state is not met by the module's signature (the
+/// operator pinned another key after it was ingested): the agent refuses the module itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_module_whose_signature_does_not_meet_the_policy_is_refused() {
+    let db = sqlite().await;
+    let (_r, reg, k, node, _sources) = setup(&db).await;
+    let other = keys();
+    let policies = MODULES
+        .iter()
+        .map(|m| {
+            let key = if *m == "my-redis" {
+                other.public.clone()
+            } else {
+                k.public.clone()
+            };
+            key_policy(m, &repo(m), key)
+        })
+        .collect();
+    let mut cfg = config(&db.url, &reg.host, policies);
+    cfg.promotion.live = StagePolicy::default();
+    let r2 = serve(cfg).await;
+    let (s, v) = post(
+        &r2,
+        "/templates/edge/assignments",
+        OPS_TOKEN,
+        json!({"module_name": "my-redis", "requirement": "^0.1"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let mut opts = node.opts.clone();
+    opts.receiver = Some(r2.url.clone());
+    let o = opts.agent().unwrap().apply_once().await.unwrap();
+    assert!(
+        matches!(&o, Outcome::Rejected { reason } if reason.contains("my-redis: signature")),
+        "{o:?}"
+    );
+    assert!(
+        !node.dir.path().join("state/current").exists(),
+        "nothing activated"
+    );
+}

@@ -776,7 +776,7 @@ fn merged_digest_equals_the_merged_tree_built_as_one_module() {
         layers.push(layer);
     }
     layers.reverse(); // input order must not matter
-    let c = compose(&layers);
+    let c = powernode_module::compose::compose_tree(&layers);
     check_invariants(&c);
     assert_eq!(names(&c), ["base", "redis", "site"]);
     assert_eq!(codes(&c), [Code::ProtectedDropped, Code::FileShadowed]);

@@ -148,15 +148,19 @@ impl Composition {
     }
 
     /// The merged tree's entries (absolute paths, sorted, parents first): what a node
-    /// materialises. Empty when blocked.
+    /// materialises. Empty when blocked, and unless composed with [`compose_tree`].
     pub fn entries(&self) -> &[Entry] {
         &self.entries
     }
 
     /// The merged tree's composefs image (EROFS format 1) and its measured fs-verity
-    /// digest, which equals [`Self::merged_digest`]. `None` when blocked.
+    /// digest, which equals [`Self::merged_digest`]. `None` when blocked, and unless
+    /// composed with [`compose_tree`].
     pub fn image(&self) -> Option<(Box<[u8]>, Digest)> {
         self.merged_digest?;
+        if self.entries.is_empty() && !self.owners.is_empty() {
+            return None;
+        }
         let tree = merge::tree(self.entries.iter().map(|e| (e.path.as_str(), e))).ok()?;
         Some(tree.image())
     }
@@ -165,6 +169,17 @@ impl Composition {
 /// Composes `layers` (in any order) into one tree. Never fails and never panics: everything
 /// wrong with the input becomes a finding, and a conflict withholds the digest.
 pub fn compose(layers: &[Layer]) -> Composition {
+    compose_inner(layers, false)
+}
+
+/// As [`compose`], keeping the merged tree's entries ([`Composition::entries`],
+/// [`Composition::image`]) for a node that materialises it. The receiver, which only
+/// predicts the digest, does not pay for the copy.
+pub fn compose_tree(layers: &[Layer]) -> Composition {
+    compose_inner(layers, true)
+}
+
+fn compose_inner(layers: &[Layer], keep_entries: bool) -> Composition {
     let mut findings = Vec::new();
     let unique = unique_by_name(layers, &mut findings);
     let ranks = order::order(&unique, &mut findings);
@@ -191,7 +206,7 @@ pub fn compose(layers: &[Layer]) -> Composition {
         .iter()
         .map(|m| (m.path.to_owned(), name(m.rank)))
         .collect();
-    let entries = if merged_digest.is_some() {
+    let entries = if keep_entries && merged_digest.is_some() {
         merged
             .iter()
             .map(|m| Entry {
