@@ -440,6 +440,59 @@ async fn template_desired_state_reports_and_drift_end_to_end() {
             "{v}"
         );
 
+        // The walkthrough's version shapes: a light list, paginated, and the full record.
+        let (s, v) = r
+            .get(
+                "/api/v1/modules/my-redis/versions?limit=1",
+                Some(READ_TOKEN),
+            )
+            .await;
+        assert_eq!(s, 200, "{v}");
+        let first = &v["versions"][0];
+        assert_eq!(first["version_string"], "0.1.0", "{v}");
+        assert_eq!(first["lifecycle_state"], "live", "{v}");
+        assert!(
+            first["composefs_digest"]
+                .as_str()
+                .unwrap()
+                .starts_with("sha256:")
+        );
+        assert!(
+            first.get("file_index").is_none() && first.get("manifest").is_none(),
+            "light: {first}"
+        );
+        let cursor = v["next_cursor"].as_str().unwrap().to_owned();
+        let (_, v) = r
+            .get(
+                &format!("/api/v1/modules/my-redis/versions?limit=1&cursor={cursor}"),
+                Some(READ_TOKEN),
+            )
+            .await;
+        assert_eq!(v["versions"][0]["version_string"], "0.2.0", "{v}");
+        assert_eq!(v["versions"][0]["lifecycle_state"], "yanked", "{v}");
+        assert!(v["next_cursor"].is_null(), "{v}");
+        let (s, _) = r
+            .get(
+                "/api/v1/modules/my-redis/versions?cursor=bogus",
+                Some(READ_TOKEN),
+            )
+            .await;
+        assert_eq!(s, 400);
+        let (_, full) = r
+            .get("/api/v1/versions/v-my-redis-0.1.0", Some(READ_TOKEN))
+            .await;
+        assert_eq!(
+            (
+                full["version_string"].clone(),
+                full["lifecycle_state"].clone()
+            ),
+            (json!("0.1.0"), json!("live"))
+        );
+        assert!(
+            full["file_index"].is_object(),
+            "the full record keeps the index"
+        );
+
         // The fleet summary.
         let (s, v) = r.get("/api/v1/drift?template=edge", Some(READ_TOKEN)).await;
         assert_eq!(s, 200, "{v}");
