@@ -55,6 +55,30 @@ fn template_row(r: &AnyRow) -> anyhow::Result<TemplateRow> {
     })
 }
 
+/// The end of every template change: the template's `updated_at` (when it existed before),
+/// the audit row and the recomputation jobs, committed together.
+async fn finish_change(
+    mut tx: sqlx::Transaction<'_, sqlx::Any>,
+    touched: Option<&str>,
+    audit: &NewAudit,
+    then: &[NewJob],
+    now: i64,
+) -> anyhow::Result<()> {
+    if let Some(id) = touched {
+        sqlx::query("UPDATE templates SET updated_at = $2 WHERE id = $1")
+            .bind(id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+    }
+    append_audit(&mut tx, audit, now).await?;
+    for j in then {
+        jobs::insert(&mut tx, j, now).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 impl Store {
     /// Creates a template; `false` if one with this id exists (nothing is changed then).
     pub async fn create_template(
@@ -78,11 +102,7 @@ impl Store {
         if n != 1 {
             return Ok(false);
         }
-        append_audit(&mut tx, audit, now).await?;
-        for j in then {
-            jobs::insert(&mut tx, j, now).await?;
-        }
-        tx.commit().await?;
+        finish_change(tx, None, audit, then, now).await?;
         Ok(true)
     }
 
@@ -155,16 +175,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE templates SET updated_at = $2 WHERE id = $1")
-            .bind(template_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        append_audit(&mut tx, audit, now).await?;
-        for j in then {
-            jobs::insert(&mut tx, j, now).await?;
-        }
-        tx.commit().await?;
+        finish_change(tx, Some(template_id), audit, then, now).await?;
         Ok(before)
     }
 
@@ -187,16 +198,7 @@ impl Store {
         if n != 1 {
             return Ok(false);
         }
-        sqlx::query("UPDATE templates SET updated_at = $2 WHERE id = $1")
-            .bind(template_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        append_audit(&mut tx, audit, now).await?;
-        for j in then {
-            jobs::insert(&mut tx, j, now).await?;
-        }
-        tx.commit().await?;
+        finish_change(tx, Some(template_id), audit, then, now).await?;
         Ok(true)
     }
 
