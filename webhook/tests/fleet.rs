@@ -607,3 +607,74 @@ async fn drift_summary_counts_and_pages_the_drifting_instances() {
         assert_eq!(s, 404);
     }
 }
+
+/// A live version whose stored index cannot be composed blocks the templates that need it
+/// (fail safe, with the reason), and only those.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_uncomposable_version_blocks_only_its_templates() {
+    let db = sqlite().await;
+    let k = keys();
+    let r = serve(config(
+        &db.url,
+        "127.0.0.1:1",
+        vec![key_policy(
+            "my-redis",
+            "acct/modules/my-redis-module",
+            k.public.clone(),
+        )],
+    ))
+    .await;
+    // Written straight into the store, without the file index ingest keeps.
+    published(
+        &r,
+        "0.1.0",
+        module_webhook::store::Lifecycle::Live,
+        "ab",
+        "c0ffee",
+    )
+    .await;
+    for id in ["plain", "redis"] {
+        let (s, v) = post(
+            &r,
+            "/templates",
+            OPS_TOKEN,
+            json!({"id": id, "platform": "p"}),
+        )
+        .await;
+        assert_eq!(s, 201, "{v}");
+    }
+    let (s, v) = post(
+        &r,
+        "/templates/redis/assignments",
+        OPS_TOKEN,
+        json!({"module_name": "my-redis"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["desired_state"]["blocked"], true, "{v}");
+    let conflicts = v["desired_state"]["conflicts"].to_string();
+    assert!(
+        conflicts.contains("ENTRY_INVALID") && conflicts.contains("no file index"),
+        "{conflicts}"
+    );
+    // The job that recomputes every template still completes, and the other template serves.
+    r.app
+        .state
+        .store
+        .enqueue(&module_webhook::fleet::recompute_job())
+        .await
+        .unwrap();
+    r.app.drain().await.unwrap();
+    assert!(!has_pending_jobs(&r.app.state.store).await);
+    let (_, t) = r.get("/api/v1/templates/plain", Some(READ_TOKEN)).await;
+    assert!(
+        t["template"]["desired_state"]["state_id"].is_string(),
+        "{t}"
+    );
+    let (_, dead) = r.get("/api/v1/dead-letters", Some(READ_TOKEN)).await;
+    assert_eq!(
+        dead["dead_letters"].as_array().map(Vec::len),
+        Some(0),
+        "{dead}"
+    );
+}

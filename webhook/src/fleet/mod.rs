@@ -112,7 +112,16 @@ impl Fleet {
         for c in resolution.chosen.values() {
             match layers::layer_of(c) {
                 Ok(l) => layers.push(l),
-                Err(why) => anyhow::bail!("version {} cannot be composed: {why}", c.data.id),
+                // One unreadable version blocks the templates that need it (fail safe), not
+                // the recomputation of every other template.
+                Err(why) => findings.push(
+                    Finding::new(
+                        Code::EntryInvalid,
+                        c.data.module.as_str(),
+                        format!("version {} cannot be composed: {why}", c.data.id),
+                    )
+                    .field(format!("versions.{}", c.data.id)),
+                ),
             }
         }
         let composition = compose::compose(&layers);
