@@ -10,6 +10,7 @@ use crate::{
         drift::{self, Drift, Observed},
     },
     http::{ApiError, AppState, auth::require},
+    lifecycle::Actor,
     store::{AuditAction, InstanceRow, NewAudit, Report, Via},
 };
 use axum::{
@@ -152,7 +153,7 @@ pub async fn register(
         version_id: None,
         template_id: Some(b.template_id.clone()),
         module: None,
-        actor: format!("api:{}", caller.name),
+        actor: Actor::Api(caller.name).encode(),
         via: Via::Api,
         action: AuditAction::InstanceRegistered,
         from_state: None,

@@ -7,6 +7,7 @@ use crate::{
     config::Role,
     fleet::{Recomputed, recompute_job},
     http::{ApiError, AppState, auth::require},
+    lifecycle::Actor,
     store::{
         Assignment, AuditAction, AuditRow, LastComputation, NewAudit, ServedState, TemplateRow, Via,
     },
@@ -128,7 +129,7 @@ fn audit(
         version_id: None,
         template_id: Some(template.to_owned()),
         module: evidence["module_name"].as_str().map(str::to_owned),
-        actor: format!("api:{actor}"),
+        actor: Actor::Api(actor.to_owned()).encode(),
         via: Via::Api,
         action,
         from_state: None,
@@ -140,7 +141,7 @@ fn audit(
 
 async fn recompute(s: &AppState, id: &str, actor: &str) -> Result<Recomputed, ApiError> {
     s.fleet
-        .recompute(id, &format!("api:{actor}"), Via::Api)
+        .recompute(id, &Actor::Api(actor.to_owned()), Via::Api)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no template {id}")))
 }

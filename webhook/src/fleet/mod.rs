@@ -15,6 +15,7 @@ pub mod resolve;
 
 use crate::{
     ingest::trust::Policies,
+    lifecycle::Actor,
     store::{AuditAction, LastComputation, NewAudit, NewJob, Store, VersionRow, Via},
 };
 use key::ReceiverKey;
@@ -70,7 +71,7 @@ impl Fleet {
     pub async fn recompute_all(&self) -> anyhow::Result<Vec<Recomputed>> {
         let mut out = Vec::new();
         for t in self.store.templates().await? {
-            if let Some(r) = self.recompute(&t.id, "auto", Via::Auto).await? {
+            if let Some(r) = self.recompute(&t.id, &Actor::Auto, Via::Auto).await? {
                 out.push(r);
             }
         }
@@ -82,7 +83,7 @@ impl Fleet {
     pub async fn recompute(
         &self,
         template_id: &str,
-        actor: &str,
+        actor: &Actor,
         via: Via,
     ) -> anyhow::Result<Option<Recomputed>> {
         let Some(template) = self.store.template(template_id).await? else {
@@ -170,7 +171,7 @@ impl Fleet {
             version_id: None,
             template_id: Some(template_id.to_owned()),
             module: None,
-            actor: actor.to_owned(),
+            actor: actor.encode(),
             via,
             action: if blocked {
                 AuditAction::DesiredStateBlocked

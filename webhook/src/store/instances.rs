@@ -1,10 +1,7 @@
 //! Instances: registered by an operator, authenticated by a token of their own, and the
 //! last report each one sent.
 
-use super::{
-    Store,
-    audit::{NewAudit, append_audit},
-};
+use super::{Store, audit::NewAudit};
 use serde::Serialize;
 use sqlx::{Row, any::AnyRow};
 use std::collections::BTreeMap;
@@ -105,8 +102,7 @@ impl Store {
         if n != 1 {
             return Ok(false);
         }
-        append_audit(&mut tx, audit, now).await?;
-        tx.commit().await?;
+        super::templates::finish_change(tx, None, audit, &[], now).await?;
         Ok(true)
     }
 

@@ -55,9 +55,9 @@ fn template_row(r: &AnyRow) -> anyhow::Result<TemplateRow> {
     })
 }
 
-/// The end of every template change: the template's `updated_at` (when it existed before),
+/// The end of every fleet change: the template's `updated_at` (for changes to one),
 /// the audit row and the recomputation jobs, committed together.
-async fn finish_change(
+pub(super) async fn finish_change(
     mut tx: sqlx::Transaction<'_, sqlx::Any>,
     touched: Option<&str>,
     audit: &NewAudit,
