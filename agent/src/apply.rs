@@ -12,11 +12,11 @@ use anyhow::Context as _;
 use powernode_module::{
     Version,
     compose::{self, Layer},
-    desired_state::DesiredState,
+    desired_state::{DesiredState, ReportStatus},
     manifest,
 };
 use serde::{Deserialize, Serialize};
-use std::{collections::BTreeMap, fs, path::PathBuf};
+use std::{fs, path::PathBuf};
 
 /// Everything one reconcile needs.
 #[derive(Debug, Clone)]
@@ -89,7 +89,7 @@ impl Agent {
             Ok(a) => a,
             Err(e) if e.downcast_ref::<Refusal>().is_some() => {
                 let reason = e.to_string();
-                self.send(self.report_of(current.as_ref(), "", "rejected", &reason))
+                self.report(current.as_ref(), "", ReportStatus::Rejected, &reason)
                     .await;
                 return Ok(Outcome::Rejected { reason });
             }
@@ -101,30 +101,34 @@ impl Agent {
                 // an instance stale when it stops hearing from it), not on every poll.
                 if self.report_due() {
                     let status = if tried.count >= self.retry_budget {
-                        "rejected"
+                        ReportStatus::Rejected
                     } else {
-                        "applied"
+                        ReportStatus::Applied
                     };
-                    let msg = if status == "rejected" {
+                    let msg = if status == ReportStatus::Rejected {
                         tried.last_error.clone()
                     } else {
                         "up to date".into()
                     };
-                    let id = if status == "rejected" {
+                    let id = if status == ReportStatus::Rejected {
                         tried.state_id.clone()
                     } else {
                         String::new()
                     };
-                    self.send(self.report_of(current.as_ref(), &id, status, &msg))
-                        .await;
+                    self.report(current.as_ref(), &id, status, &msg).await;
                 }
                 return Ok(Outcome::Unchanged);
             }
             Answer::State(doc, id) => (doc, id),
         };
         if current.as_ref().is_some_and(|m| m.state_id == state_id) {
-            self.send(self.report_of(current.as_ref(), &state_id, "applied", "up to date"))
-                .await;
+            self.report(
+                current.as_ref(),
+                &state_id,
+                ReportStatus::Applied,
+                "up to date",
+            )
+            .await;
             return Ok(Outcome::Unchanged);
         }
         let mut attempts = if tried.state_id == state_id {
@@ -140,7 +144,7 @@ impl Agent {
                 "gave up on {state_id} after {} attempts: {}",
                 attempts.count, attempts.last_error
             );
-            self.send(self.report_of(current.as_ref(), &state_id, "rejected", &reason))
+            self.report(current.as_ref(), &state_id, ReportStatus::Rejected, &reason)
                 .await;
             return Ok(Outcome::Rejected { reason });
         }
@@ -165,7 +169,7 @@ impl Agent {
             Outcome::Applied { generation } => {
                 let _ = fs::remove_file(self.file("attempts.json"));
                 let msg = format!("applied generation {generation}");
-                self.send(self.report_of(active.as_ref(), &state_id, "applied", &msg))
+                self.report(active.as_ref(), &state_id, ReportStatus::Applied, &msg)
                     .await;
             }
             Outcome::Failed { reason } | Outcome::Rejected { reason } => {
@@ -177,13 +181,13 @@ impl Agent {
                 }
                 self.set_attempts(&attempts)?;
                 let status = if attempts.count >= self.retry_budget {
-                    "rejected"
+                    ReportStatus::Rejected
                 } else {
-                    "failed"
+                    ReportStatus::Failed
                 };
-                self.send(self.report_of(active.as_ref(), &state_id, status, reason))
+                self.report(active.as_ref(), &state_id, status, reason)
                     .await;
-                if status == "rejected" {
+                if status == ReportStatus::Rejected {
                     return Ok(Outcome::Rejected {
                         reason: reason.clone(),
                     });
@@ -279,19 +283,19 @@ impl Agent {
     }
 
     /// What runs, read from the active generation: its modules' digests and the image's
-    /// measured digest.
+    /// measured digest. `None` when there is no state to report against yet.
     fn report_of(
         &self,
         active: Option<&Meta>,
         state_id: &str,
-        status: &str,
+        status: ReportStatus,
         message: &str,
-    ) -> Report {
-        let running: BTreeMap<String, String> = active
+    ) -> Option<Report> {
+        let running = active
             .map(|m| {
                 m.modules
                     .iter()
-                    .map(|x| (x.name.clone(), x.composefs_digest.clone()))
+                    .filter_map(|x| Some((x.name.clone(), x.composefs_digest.parse().ok()?)))
                     .collect()
             })
             .unwrap_or_default();
@@ -304,19 +308,31 @@ impl Agent {
             fs::File::open(image)
                 .ok()
                 .and_then(|f| crate::objects::fsverity_of_reader(f).ok())
-                .map(|d| d.to_string())
         });
         let state = if state_id.is_empty() {
-            active.map(|m| m.state_id.clone()).unwrap_or_default()
+            active.map(|m| m.state_id.as_str()).unwrap_or_default()
         } else {
-            state_id.to_owned()
+            state_id
         };
-        Report {
-            desired_state_id: state,
+        Some(Report {
+            desired_state_id: state.parse().ok()?,
             running_module_digests: running,
             composefs_digest: measured,
-            status: status.to_owned(),
+            status,
             message: Some(message.to_owned()),
+        })
+    }
+
+    /// Builds and sends the report of what runs (see [`Self::send`]).
+    async fn report(
+        &self,
+        active: Option<&Meta>,
+        state_id: &str,
+        status: ReportStatus,
+        message: &str,
+    ) {
+        if let Some(r) = self.report_of(active, state_id, status, message) {
+            self.send(r).await;
         }
     }
 
@@ -335,9 +351,6 @@ impl Agent {
     /// wins) and retried by later runs with exponential backoff (5 s doubling, at most
     /// 10 min), so a receiver that is down is not hammered by its fleet.
     pub async fn send(&self, r: Report) {
-        if r.desired_state_id.is_empty() {
-            return;
-        }
         let attempts = self.pending().map_or(0, |p| p.attempts);
         self.deliver(r, attempts).await;
     }

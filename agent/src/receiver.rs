@@ -4,9 +4,8 @@
 
 use anyhow::Context as _;
 use powernode_module::desired_state::{self, DesiredState, Envelope};
-use serde::{Deserialize, Serialize};
 use sigstore::crypto::CosignVerificationKey;
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct Receiver {
@@ -26,15 +25,7 @@ pub enum Answer {
     State(Box<DesiredState>, String),
 }
 
-/// A report: what the instance observed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Report {
-    pub desired_state_id: String,
-    pub running_module_digests: BTreeMap<String, String>,
-    pub composefs_digest: Option<String>,
-    pub status: String,
-    pub message: Option<String>,
-}
+pub use powernode_module::desired_state::Report;
 
 impl Receiver {
     pub fn new(url: &str, instance: &str, token: &str, key_pem: &str) -> anyhow::Result<Receiver> {

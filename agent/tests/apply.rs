@@ -137,6 +137,12 @@ async fn applies_verifies_switches_generations_and_reports() {
         !node.root().join("etc/redis/sentinel.conf").exists(),
         "excluded by my-redis"
     );
+    // Run as root (as CI does), the tree is owned by 0:0, as in the image.
+    use std::os::unix::fs::MetadataExt;
+    if fs::metadata("/proc/self").unwrap().uid() == 0 {
+        let m = fs::metadata(&conf).unwrap();
+        assert_eq!((m.uid(), m.gid()), (0, 0), "owned by root, as in the image");
+    }
     let v = drift(&r).await;
     assert_eq!(v["drift"], false, "{v}");
 
@@ -290,6 +296,43 @@ async fn untrusted_states_and_unreachable_receivers_change_nothing() {
         Outcome::Applied { generation: 1 }
     );
     assert_eq!(drift(&r).await["drift"], false);
+
+    // A report that cannot be sent is kept, retried after a backoff, and sent by a later
+    // run once the receiver is back.
+    let (_, inst) = r.get("/api/v1/instances/node-1", Some(READ_TOKEN)).await;
+    let late: module_agent::receiver::Report = serde_json::from_value(json!({
+        "desired_state_id": inst["instance"]["desired_state_id"],
+        "running_module_digests": inst["instance"]["running_module_digests"],
+        "composefs_digest": inst["instance"]["composefs_digest"],
+        "status": "applied",
+        "message": "kept while the receiver was away",
+    }))
+    .unwrap();
+    away.agent().unwrap().send(late).await;
+    let pending = node.dir.path().join("state/pending-report.json");
+    let mut kept: serde_json::Value = serde_json::from_slice(&fs::read(&pending).unwrap()).unwrap();
+    assert_eq!(kept["attempts"], 1, "{kept}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    assert!(
+        kept["next_at"].as_u64().unwrap() > now,
+        "retried after a backoff, not at once: {kept}"
+    );
+    // Time passes (the backoff is over).
+    kept["next_at"] = 0.into();
+    fs::write(&pending, kept.to_string()).unwrap();
+    assert_eq!(
+        node.opts.agent().unwrap().apply_once().await.unwrap(),
+        Outcome::Unchanged
+    );
+    assert!(!pending.exists(), "sent");
+    let (_, inst) = r.get("/api/v1/instances/node-1", Some(READ_TOKEN)).await;
+    assert_eq!(
+        inst["instance"]["message"], "kept while the receiver was away",
+        "{inst}"
+    );
 }
 
 /// A registry that serves other bytes than the signed digest: refused with the reason, the

@@ -72,6 +72,44 @@ impl DesiredState {
     }
 }
 
+/// An instance's report: what it observed running. The contract between the node agent,
+/// which sends it, and the receiver, which parses it (unknown fields are refused).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Report {
+    /// The desired state the instance worked towards.
+    pub desired_state_id: Digest,
+    /// Module → the composefs digest of what runs.
+    pub running_module_digests: std::collections::BTreeMap<String, Digest>,
+    /// The merged tree's digest, measured from the active image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub composefs_digest: Option<Digest>,
+    pub status: ReportStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportStatus {
+    /// The desired state runs.
+    Applied,
+    /// The last attempt failed; what ran before runs again.
+    Failed,
+    /// The target is refused, or out of retries.
+    Rejected,
+}
+
+impl ReportStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReportStatus::Applied => "applied",
+            ReportStatus::Failed => "failed",
+            ReportStatus::Rejected => "rejected",
+        }
+    }
+}
+
 /// A DSSE envelope carrying a desired state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

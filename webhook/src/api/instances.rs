@@ -19,7 +19,10 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use powernode_module::{desired_state::DesiredState, digest::Digest, manifest::ModuleName};
+use powernode_module::{
+    desired_state::{DesiredState, Report as WireReport},
+    manifest::ModuleName,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
@@ -50,26 +53,6 @@ pub struct InstanceView {
     #[serde(flatten)]
     pub row: InstanceRow,
     pub drift: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    Applied,
-    Failed,
-    Rejected,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReportBody {
-    pub desired_state_id: Digest,
-    pub running_module_digests: BTreeMap<String, Digest>,
-    #[serde(default)]
-    pub composefs_digest: Option<Digest>,
-    pub status: Status,
-    #[serde(default)]
-    pub message: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -206,7 +189,7 @@ pub async fn report(
     State(s): State<AppState>,
     h: HeaderMap,
     Path(id): Path<String>,
-    Json(b): Json<ReportBody>,
+    Json(b): Json<WireReport>,
 ) -> Result<Json<Accepted>, ApiError> {
     instance_auth(&s, &h, &id).await?;
     for name in b.running_module_digests.keys() {
@@ -227,12 +210,7 @@ pub async fn report(
             .map(|(k, v)| (k.clone(), v.to_string()))
             .collect(),
         composefs_digest: b.composefs_digest.map(|d| d.to_string()),
-        status: match b.status {
-            Status::Applied => "applied",
-            Status::Failed => "failed",
-            Status::Rejected => "rejected",
-        }
-        .into(),
+        status: b.status.as_str().into(),
         message: b.message,
     };
     if !s.store.record_report(&id, &r).await? {
