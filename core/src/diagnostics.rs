@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// How bad a finding is. Errors and conflicts make a module invalid; warnings do not.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
@@ -17,6 +18,7 @@ pub enum Severity {
 
 /// A stable, machine-matchable code. The string form (`NAME_INVALID`) is part of the CLI's
 /// JSON contract: add codes, never rename them.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Code {
@@ -116,6 +118,7 @@ impl fmt::Display for Code {
 }
 
 /// A 1-based line and column in `manifest.yaml`.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Position {
     pub line: u64,
@@ -132,6 +135,7 @@ impl From<serde_saphyr::Location> for Position {
 }
 
 /// One thing validation found.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Finding {
     pub code: Code,
@@ -211,6 +215,7 @@ impl fmt::Display for Finding {
 }
 
 /// The outcome of validating a module: the JSON shape `module-builder validate` prints.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Report {
     pub valid: bool,

@@ -22,6 +22,10 @@ pub struct GiteaState {
     pub comments: Vec<(String, i64, String)>,
     /// Statuses set by the client: (owner/repo, sha, body).
     pub set_statuses: Vec<(String, String, Value)>,
+    /// (owner/repo) → open pull requests as (number, head sha).
+    pub pulls: HashMap<String, Vec<(i64, String)>>,
+    /// (owner/repo) → Actions workflow runs, newest first, as Gitea's `ActionWorkflowRun`.
+    pub runs: HashMap<String, Vec<Value>>,
     /// When set, every API call answers 503.
     pub down: bool,
     /// When set, every API call answers this status (e.g. 403 for a token without access).
@@ -157,6 +161,29 @@ fn route(state: &Mutex<GiteaState>, req: &Request) -> Response {
                 &json!({"state": combined, "sha": sha, "total_count": total, "statuses": statuses}),
             )
         }
+        ("GET", ["pulls"]) => {
+            let open: Vec<Value> = s
+                .pulls
+                .get(&repo)
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(n, sha)| {
+                    json!({"id": n, "number": n, "state": "open", "title": format!("PR {n}"),
+                           "head": {"ref": "develop", "sha": sha, "label": "develop"},
+                           "base": {"ref": "main", "label": "main"}})
+                })
+                .collect();
+            Response::json(200, &Value::Array(page(&req.path, open)))
+        }
+        ("GET", ["actions", "runs"]) => {
+            let all = s.runs.get(&repo).cloned().unwrap_or_default();
+            let total = all.len();
+            Response::json(
+                200,
+                &json!({"total_count": total, "workflow_runs": page(&req.path, all)}),
+            )
+        }
         ("POST", ["issues", n, "comments"]) => {
             let n: i64 = n.parse().unwrap_or(0);
             let body: Value = serde_json::from_slice(&req.body).unwrap_or_default();
@@ -199,6 +226,28 @@ impl FakeGitea {
             .entry((repo.into(), pr))
             .or_default()
             .push(review);
+    }
+
+    /// Opens pull request `number` with `head_sha` as its head.
+    pub fn open_pull(&self, repo: &str, number: i64, head_sha: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .pulls
+            .entry(repo.into())
+            .or_default()
+            .push((number, head_sha.into()));
+    }
+
+    /// Adds a workflow run (Gitea's `ActionWorkflowRun` shape), newest first.
+    pub fn add_run(&self, repo: &str, run: Value) {
+        self.state
+            .lock()
+            .unwrap()
+            .runs
+            .entry(repo.into())
+            .or_default()
+            .insert(0, run);
     }
 
     pub fn set_check(&self, repo: &str, sha: &str, context: &str, status: &str) {

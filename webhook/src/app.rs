@@ -109,6 +109,7 @@ impl App {
             fleet: fleet.clone(),
         };
         let state = AppState {
+            engine: worker.engine.clone(),
             policies: worker.ctx.policies.clone(),
             store,
             repos: Repositories::new(&config.registry.repositories)?,

@@ -454,3 +454,115 @@ async fn cancel_names_one_module_exactly() {
     assert_eq!(left.len(), 1, "{left:?}");
     assert_eq!(left[0].version_id, "v-chrony-0.1.0");
 }
+
+/// An API request has no PR: the engine finds the open PR whose head is the version's commit,
+/// records the pending request (via `api`), and the approval given there later completes it,
+/// exactly as for a comment. Asking again while pending does not open a second request.
+#[tokio::test(flavor = "multi_thread")]
+async fn api_promotion_waits_for_approval_on_the_commits_pull_request() {
+    for db in databases().await {
+        let e = env(db, |c| {
+            c.promotion.live = StagePolicy {
+                min_approvals: 1,
+                ..Default::default()
+            }
+        })
+        .await;
+        let id = draft(&e.r, "0.4.0").await;
+        let promote = format!("/versions/{id}/promote");
+        for to in ["staging", "blessed"] {
+            let (s, v) =
+                common::fleet::post(&e.r, &promote, OPS_TOKEN, serde_json::json!({"to": to})).await;
+            assert_eq!(s, 200, "{to}: {v}");
+        }
+        for _ in 0..2 {
+            let (s, v) =
+                common::fleet::post(&e.r, &promote, OPS_TOKEN, serde_json::json!({"to": "live"}))
+                    .await;
+            assert_eq!(s, 409, "{v}");
+            assert_eq!(v["decision"]["outcome"], "pending", "{v}");
+            assert_eq!(v["decision"]["missing"][0]["kind"], "approvals", "{v}");
+        }
+        let pending = e.r.app.state.store.pending_requests(None).await.unwrap();
+        assert_eq!(pending.len(), 1, "one request, however often asked");
+        assert_eq!(pending[0].via.as_str(), "api");
+        assert!(
+            pending[0].id.as_str().starts_with("api:"),
+            "{}",
+            pending[0].id
+        );
+        assert_eq!(pending[0].pr_number, None, "no PR open yet");
+
+        // The PR is opened after the request and approved there: the review event completes it.
+        e.gitea
+            .open_pull(GITEA_REPO, 9, "0000000000000000000000000000000000000001");
+        e.gitea.open_pull(GITEA_REPO, 12, HEAD);
+        e.gitea
+            .add_review(GITEA_REPO, 12, review(41, "carol", "APPROVED", HEAD));
+        review_event(&e).await;
+        assert_eq!(state(&e, &id).await, Lifecycle::Live);
+        assert!(
+            e.r.app
+                .state
+                .store
+                .pending_requests(None)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        let calls = e.gitea.calls();
+        assert!(
+            calls
+                .iter()
+                .any(|(m, p)| m == "GET" && p.contains("/pulls/12/reviews")),
+            "{calls:?}"
+        );
+        let audit = e.r.app.state.store.audit_of(&id).await.unwrap();
+        let live = audit
+            .iter()
+            .find(|a| a.action == "transition" && a.to_state.as_deref() == Some("live"))
+            .unwrap();
+        assert_eq!(
+            live.evidence["approvals"][0]["user"], "carol",
+            "{:?}",
+            live.evidence
+        );
+    }
+}
+
+/// The Gitea adapter reads Actions runs in Gitea's `ActionWorkflowRunsResponse` shape.
+#[tokio::test(flavor = "multi_thread")]
+async fn workflow_runs_are_read_from_gitea_actions() {
+    let gitea = powernode_testkit::gitea::FakeGitea::start();
+    for (id, status) in [(1, "completed"), (2, "in_progress")] {
+        gitea.add_run(
+            GITEA_REPO,
+            serde_json::json!({
+                "id": id, "display_title": "feat: my-redis module v0.1.0",
+                "path": "build.yaml@refs/tags/v0.1.0", "event": "push", "run_attempt": 1,
+                "run_number": id, "head_sha": HEAD, "head_branch": "v0.1.0", "status": status,
+                "conclusion": if status == "completed" { "success" } else { "" },
+                "started_at": "2026-12-02T10:00:00Z", "completed_at": null,
+                "html_url": format!("https://gitea.example.org/acme/hello-module/actions/runs/{id}"),
+                "repository_id": 3, "actor": {"login": "alice"}, "trigger_actor": {"login": "alice"}
+            }),
+        );
+    }
+    let client = module_webhook::gitea::Gitea::new(&gitea.server.url, Some("gitea-token")).unwrap();
+    let (runs, total) = client
+        .workflow_runs("acme", "hello-module", 10)
+        .await
+        .unwrap();
+    assert_eq!(total, 2);
+    assert_eq!(runs[0].id, 2);
+    assert_eq!(runs[0].status, "in_progress");
+    assert_eq!(runs[1].conclusion.as_deref(), Some("success"));
+    let calls = gitea.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|(m, p)| m == "GET"
+                && p.starts_with("/api/v1/repos/acme/hello-module/actions/runs?")),
+        "{calls:?}"
+    );
+}

@@ -120,6 +120,7 @@ async fn find(s: &AppState, id: &str) -> Result<TemplateRow, ApiError> {
 }
 
 fn audit(
+    via: Via,
     template: &str,
     actor: &str,
     action: AuditAction,
@@ -130,7 +131,7 @@ fn audit(
         template_id: Some(template.to_owned()),
         module: evidence["module_name"].as_str().map(str::to_owned),
         actor: Actor::Api(actor.to_owned()).encode(),
-        via: Via::Api,
+        via,
         action,
         from_state: None,
         to_state: None,
@@ -139,9 +140,9 @@ fn audit(
     }
 }
 
-async fn recompute(s: &AppState, id: &str, actor: &str) -> Result<Recomputed, ApiError> {
+async fn recompute(s: &AppState, via: Via, id: &str, actor: &str) -> Result<Recomputed, ApiError> {
     s.fleet
-        .recompute(id, &Actor::Api(actor.to_owned()), Via::Api)
+        .recompute(id, &Actor::Api(actor.to_owned()), via)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("no template {id}")))
 }
@@ -164,6 +165,7 @@ pub async fn create(
         updated_at: 0,
     };
     let a = audit(
+        Via::Api,
         &b.id,
         &caller.name,
         AuditAction::TemplateCreated,
@@ -180,7 +182,7 @@ pub async fn create(
             format!("template {} exists already", b.id),
         ));
     }
-    recompute(&s, &b.id, &caller.name).await?;
+    recompute(&s, Via::Api, &b.id, &caller.name).await?;
     let t = find(&s, &b.id).await?;
     Ok((
         StatusCode::CREATED,
@@ -218,8 +220,19 @@ pub async fn assign(
     Path(id): Path<String>,
     Json(b): Json<NewAssignment>,
 ) -> Result<Json<Assigned>, ApiError> {
-    let caller = require(&s, &h, Role::Operator)?;
-    find(&s, &id).await?;
+    assign_via(&s, &h, Via::Api, id, b).await.map(Json)
+}
+
+/// Assigns a module to template `id` for the caller of `h`, arriving `via` the API or MCP.
+pub async fn assign_via(
+    s: &AppState,
+    h: &HeaderMap,
+    via: Via,
+    id: String,
+    b: NewAssignment,
+) -> Result<Assigned, ApiError> {
+    let caller = require(s, h, Role::Operator)?;
+    find(s, &id).await?;
     if s.policies.by_name(&b.module_name).is_none() {
         return Err(ApiError::not_found(format!(
             "no module {} is configured on this receiver ([[modules]])",
@@ -238,6 +251,7 @@ pub async fn assign(
         }
     };
     let a = audit(
+        via,
         &id,
         &caller.name,
         AuditAction::ModuleAssigned,
@@ -252,7 +266,7 @@ pub async fn assign(
             &[recompute_job()],
         )
         .await?;
-    let r = recompute(&s, &id, &caller.name).await?;
+    let r = recompute(s, via, &id, &caller.name).await?;
     let message = if r.blocked {
         format!(
             "{} is assigned, but the new desired state has conflicts and is not served: {}",
@@ -274,13 +288,13 @@ pub async fn assign(
             b.module_name
         )
     };
-    Ok(Json(Assigned {
+    Ok(Assigned {
         template_id: id,
         module_name: b.module_name,
         requirement,
         message,
         desired_state: r,
-    }))
+    })
 }
 
 pub async fn unassign(
@@ -291,6 +305,7 @@ pub async fn unassign(
     let caller = require(&s, &h, Role::Operator)?;
     find(&s, &id).await?;
     let a = audit(
+        Via::Api,
         &id,
         &caller.name,
         AuditAction::ModuleUnassigned,
@@ -305,7 +320,7 @@ pub async fn unassign(
             "{module} is not assigned to template {id}"
         )));
     }
-    let r = recompute(&s, &id, &caller.name).await?;
+    let r = recompute(&s, Via::Api, &id, &caller.name).await?;
     Ok(Json(Assigned {
         template_id: id,
         message: format!("{module} is no longer assigned"),

@@ -212,47 +212,70 @@ pub async fn audit(
     Ok(Json(Audit { version: id, audit }))
 }
 
-async fn decide(
+/// Decides `request` on version `id` for the caller of `h`, arriving `via` the API or MCP:
+/// the policy's outcome (`done`, `pending` with what is missing, `refused` with why).
+pub async fn decide(
     s: &AppState,
     h: &HeaderMap,
+    via: Via,
     id: String,
     request: Request,
     note: Option<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Decided, ApiError> {
     let caller = require(s, h, Role::Operator)?;
     let v = find(s, &id).await?;
-    let evidence = Evidence {
-        requester: Actor::Api(caller.name),
-        requester_permission: Some(Permission::Owner),
-        source_commit: v.source_commit.clone(),
-        break_glass: caller.role == Role::BreakGlass,
-        ..Default::default()
+    let break_glass = caller.role == Role::BreakGlass;
+    let decision = match &s.engine {
+        Some(engine) => engine
+            .api_request(&v, &request, &caller.name, break_glass, via, note)
+            .await
+            .map_err(|e| match e {
+                crate::error::Error::Gitea(g) => ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "gitea_unavailable",
+                    format!("could not read the evidence from Gitea; try again: {g}"),
+                ),
+                other => ApiError::internal(other.into()),
+            })?,
+        None => {
+            let evidence = Evidence {
+                requester: Actor::Api(caller.name),
+                requester_permission: Some(Permission::Owner),
+                source_commit: v.source_commit.clone(),
+                break_glass,
+                ..Default::default()
+            };
+            let promoter = Promoter {
+                store: s.store.clone(),
+                config: s.config.promotion.clone(),
+                policies: s.policies.clone(),
+            };
+            promoter
+                .request_with_note(&v, &request, evidence, via, note)
+                .await?
+        }
     };
-    let promoter = Promoter {
-        store: s.store.clone(),
-        config: s.config.promotion.clone(),
-        policies: s.policies.clone(),
-    };
-    let decision = promoter
-        .request_with_note(&v, &request, evidence, Via::Api, note)
-        .await?;
-    Ok(match decision {
-        d @ Decision::Done { .. } => Json(Decided {
-            version: id,
-            decision: d,
-        })
-        .into_response(),
-        d => (
+    Ok(Decided {
+        version: id,
+        decision,
+    })
+}
+
+/// A decision as REST answers it: 200 when done, 409 with the outcome otherwise.
+fn answer(d: Decided) -> Response {
+    match d.decision {
+        Decision::Done { .. } => Json(d).into_response(),
+        _ => (
             StatusCode::CONFLICT,
             Json(NotNow {
                 error: "requirements_not_met",
                 message: "the policy does not allow this transition now",
-                version: id,
-                decision: d,
+                version: d.version,
+                decision: d.decision,
             }),
         )
             .into_response(),
-    })
+    }
 }
 
 pub async fn promote(
@@ -262,7 +285,9 @@ pub async fn promote(
     Json(b): Json<PromoteBody>,
 ) -> Result<Response, ApiError> {
     let to = b.to.parse::<Lifecycle>().map_err(ApiError::bad_request)?;
-    decide(&s, &h, id, Request::Promote { to }, b.reason).await
+    Ok(answer(
+        decide(&s, &h, Via::Api, id, Request::Promote { to }, b.reason).await?,
+    ))
 }
 
 pub async fn yank(
@@ -271,5 +296,15 @@ pub async fn yank(
     Path(id): Path<String>,
     Json(b): Json<YankBody>,
 ) -> Result<Response, ApiError> {
-    decide(&s, &h, id, Request::Yank { reason: b.reason }, None).await
+    Ok(answer(
+        decide(
+            &s,
+            &h,
+            Via::Api,
+            id,
+            Request::Yank { reason: b.reason },
+            None,
+        )
+        .await?,
+    ))
 }

@@ -93,6 +93,69 @@ struct StatusBody<'a> {
     target_url: &'a str,
 }
 
+/// A pull request, as much of it as the engine reads.
+#[derive(Debug, Clone, Deserialize)]
+struct PullRequest {
+    number: i64,
+    #[serde(default)]
+    head: Option<PullHead>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+struct PullHead {
+    #[serde(default)]
+    sha: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct PullsQuery {
+    state: &'static str,
+    page: usize,
+    limit: usize,
+}
+
+/// A Gitea Actions workflow run (`ActionWorkflowRun` in Gitea's API definition), the fields
+/// an operator watching a release reads. Gitea's `status` is GitHub's vocabulary
+/// (`queued`, `in_progress`, `completed`, …) and `conclusion` is set once completed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct WorkflowRun {
+    pub id: i64,
+    #[serde(default)]
+    pub status: String,
+    #[serde(default)]
+    pub conclusion: Option<String>,
+    #[serde(default)]
+    pub display_title: String,
+    /// The workflow file (`build.yaml@refs/tags/v0.1.0`).
+    #[serde(default)]
+    pub path: String,
+    #[serde(default)]
+    pub event: String,
+    #[serde(default)]
+    pub head_branch: String,
+    #[serde(default)]
+    pub head_sha: String,
+    #[serde(default)]
+    pub run_number: i64,
+    #[serde(default)]
+    pub run_attempt: i64,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub completed_at: Option<String>,
+    #[serde(default)]
+    pub html_url: String,
+}
+
+/// `ActionWorkflowRunsResponse`.
+#[derive(Debug, Clone, Deserialize)]
+struct WorkflowRuns {
+    #[serde(default)]
+    workflow_runs: Vec<WorkflowRun>,
+    #[serde(default)]
+    total_count: i64,
+}
+
 /// A failed Gitea call: the HTTP status when Gitea answered, and what it said.
 #[derive(Debug, thiserror::Error)]
 #[error("Gitea: {message}")]
@@ -235,6 +298,67 @@ impl Gitea {
             }
         }
         Ok(all)
+    }
+
+    /// The newest open pull request whose head is `sha`: where approvals for a version
+    /// built from that commit are given when the request came without a PR (API, MCP).
+    pub async fn open_pull_for_commit(
+        &self,
+        owner: &str,
+        repo: &str,
+        sha: &str,
+    ) -> Result<Option<i64>, GiteaError> {
+        let mut found = None;
+        for page in 1..=MAX_PAGES {
+            self.count();
+            let got: Vec<PullRequest> = self
+                .client
+                .get(
+                    format!("/repos/{owner}/{repo}/pulls"),
+                    Some(&PullsQuery {
+                        state: "open",
+                        page,
+                        limit: PAGE_LIMIT,
+                    }),
+                )
+                .await?;
+            let last = got.len() < PAGE_LIMIT;
+            for p in got {
+                if p.head
+                    .as_ref()
+                    .is_some_and(|h| h.sha.eq_ignore_ascii_case(sha))
+                    && found.is_none_or(|n| p.number > n)
+                {
+                    found = Some(p.number);
+                }
+            }
+            if last {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
+    /// The newest workflow runs of a repository (`GET /repos/{o}/{r}/actions/runs`), at most
+    /// `limit` (Gitea caps a page at 50), with the total Gitea counts.
+    pub async fn workflow_runs(
+        &self,
+        owner: &str,
+        repo: &str,
+        limit: usize,
+    ) -> Result<(Vec<WorkflowRun>, i64), GiteaError> {
+        self.count();
+        let got: WorkflowRuns = self
+            .client
+            .get(
+                format!("/repos/{owner}/{repo}/actions/runs"),
+                Some(&Page {
+                    page: 1,
+                    limit: limit.clamp(1, PAGE_LIMIT),
+                }),
+            )
+            .await?;
+        Ok((got.workflow_runs, got.total_count))
     }
 
     pub async fn comment(

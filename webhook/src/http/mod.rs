@@ -27,6 +27,9 @@ pub struct AppState {
     pub repos: Repositories,
     pub metrics: Arc<Metrics>,
     pub fleet: crate::fleet::Fleet,
+    /// The promotion engine, when Gitea is configured: API and MCP requests gather their
+    /// evidence (checks, approvals) through it.
+    pub engine: Option<crate::promotion::Engine>,
 }
 
 /// An answer other than success: a status, a stable code and a message a person can act on.

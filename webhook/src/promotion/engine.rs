@@ -21,7 +21,7 @@ use crate::{
         VersionId, VersionRow, Via,
     },
 };
-use powernode_module::lifecycle::{Actor, Request};
+use powernode_module::lifecycle::{Actor, Evidence, Permission, Request};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -346,6 +346,107 @@ impl Engine {
         Ok(replies::cancelled(n))
     }
 
+    /// A request made through the API or MCP by the token `caller`: evidence from the
+    /// module's pinned repository (checks on the version's commit; approvals on the newest
+    /// open PR whose head is that commit, submitted after the request), decided by the same
+    /// policy as a comment. A pending outcome is recorded as a request, re-evaluated on
+    /// reviews, statuses and the timer like a comment's; asking again while it is pending
+    /// re-evaluates that request rather than opening a second one.
+    pub async fn api_request(
+        &self,
+        v: &VersionRow,
+        request: &Request,
+        caller: &str,
+        break_glass: bool,
+        via: Via,
+        note: Option<String>,
+    ) -> Result<Decision, Error> {
+        let actor = Actor::Api(caller.to_owned());
+        let to = target_state(request);
+        let Some(module) = self.policies.by_name(&v.module) else {
+            // Not configured here (cannot happen for an ingested version): decide on the
+            // token alone.
+            let evidence = Evidence {
+                requester: actor,
+                requester_permission: Some(Permission::Owner),
+                source_commit: v.source_commit.clone(),
+                break_glass,
+                ..Default::default()
+            };
+            return Ok(self
+                .promoter
+                .request_with_note(v, request, evidence, via, note)
+                .await?);
+        };
+        let home = module.gitea_repository.clone();
+        let existing = self
+            .store
+            .pending_requests(Some(&home))
+            .await?
+            .into_iter()
+            .find(|r| r.version_id == v.id && r.to_state == to && r.requester == actor);
+        let created_at = existing
+            .as_ref()
+            .map_or_else(|| self.store.now(), |r| r.created_at);
+        let pr = match &v.source_commit {
+            Some(sha) => {
+                let (owner, repo) = split(&home);
+                self.gitea.open_pull_for_commit(owner, repo, sha).await?
+            }
+            None => None,
+        };
+        let mut evidence = evidence::gather(&self.gitea, &home, pr, &actor, v, created_at).await?;
+        evidence.break_glass = break_glass;
+        let decision = self
+            .promoter
+            .request_with_note(v, request, evidence, via, note)
+            .await?;
+        let state = match &decision {
+            Decision::Done { .. } => RequestState::Done,
+            Decision::Pending { .. } => RequestState::Pending,
+            Decision::Refused { .. } => RequestState::Refused,
+        };
+        let missing = match &decision {
+            Decision::Done { .. } => json!([]),
+            Decision::Pending { missing } | Decision::Refused { missing } => json!(missing),
+        };
+        match existing {
+            Some(r) if state == RequestState::Pending => {
+                self.store.refresh_request(&r.id, &missing).await?;
+            }
+            Some(r) => {
+                self.store.close_request(&r.id, state, &missing).await?;
+            }
+            None if state == RequestState::Pending => {
+                let record = PromotionRequest {
+                    id: RequestId::for_api(via, &uuid::Uuid::new_v4().to_string()),
+                    version_id: v.id.clone(),
+                    to_state: to,
+                    digest: v.manifest_digest.clone(),
+                    requester: actor,
+                    via,
+                    repository: Some(home.clone()),
+                    pr_number: pr,
+                    state,
+                    missing,
+                    reason: match request {
+                        Request::Yank { reason } => Some(reason.clone()),
+                        Request::Promote { .. } => None,
+                    },
+                    created_at,
+                    expires_at: created_at + self.request_ttl_ms,
+                };
+                self.store.insert_request(&record).await?;
+            }
+            None => {}
+        }
+        if let Decision::Done { to, .. } = &decision {
+            let now = self.store.version_by_id(&v.id).await?.unwrap_or(v.clone());
+            self.set_status(&home, &now, *to).await?;
+        }
+        Ok(decision)
+    }
+
     /// Promotes versions into stages whose policy says `auto`, as soon as the requirements
     /// (checks, soak) hold. Approvals cannot be gathered without a PR, so an `auto` stage that
     /// needs approvals waits for a comment.
@@ -428,10 +529,19 @@ impl Engine {
             let Some(module) = self.policies.by_name(&v.module) else {
                 continue;
             };
+            // A request made without a PR (API, MCP) finds its PR anew each time: the PR
+            // may be opened after the request.
+            let pr = match (r.pr_number, &r.requester, &v.source_commit) {
+                (None, Actor::Api(_), Some(sha)) => {
+                    let (owner, repo) = split(&module.gitea_repository);
+                    self.gitea.open_pull_for_commit(owner, repo, sha).await?
+                }
+                (pr, ..) => pr,
+            };
             let mut evidence = evidence::gather(
                 &self.gitea,
                 &module.gitea_repository,
-                r.pr_number,
+                pr,
                 &r.requester,
                 &v,
                 r.created_at,

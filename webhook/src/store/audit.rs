@@ -62,6 +62,8 @@ pub enum Via {
     Ingest,
     Comment,
     Api,
+    /// The MCP endpoint (`/mcp`): the same operations as `Api`, told apart in the audit trail.
+    Mcp,
     Auto,
 }
 
@@ -71,6 +73,7 @@ impl Via {
             Via::Ingest => "ingest",
             Via::Comment => "comment",
             Via::Api => "api",
+            Via::Mcp => "mcp",
             Via::Auto => "auto",
         }
     }
@@ -80,6 +83,7 @@ impl Via {
             "ingest" => Via::Ingest,
             "comment" => Via::Comment,
             "api" => Via::Api,
+            "mcp" => Via::Mcp,
             "auto" => Via::Auto,
             other => anyhow::bail!("unknown via {other:?}"),
         })
@@ -102,7 +106,7 @@ pub struct NewAudit {
     pub evidence: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AuditRow {
     pub id: String,
     pub version_id: Option<String>,

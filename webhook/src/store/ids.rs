@@ -7,7 +7,7 @@ use std::{fmt, ops::Deref};
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
         #[serde(transparent)]
         pub struct $name(String);
 
@@ -81,6 +81,12 @@ impl RequestId {
     /// The `index`-th command of comment `comment_id` in `repository`.
     pub fn for_comment(repository: &str, comment_id: i64, index: usize) -> RequestId {
         RequestId(format!("comment:{repository}:{comment_id}:{index}"))
+    }
+
+    /// A request made through the API or MCP (`api:…`, `mcp:…`): no origin to derive it
+    /// from, so a fresh `unique` part.
+    pub fn for_api(via: super::Via, unique: &str) -> RequestId {
+        RequestId(format!("{}:{unique}", via.as_str()))
     }
 }
 

@@ -8,7 +8,7 @@ pub use powernode_module::lifecycle::Lifecycle;
 use serde::Serialize;
 use sqlx::{Row, any::AnyRow};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct VersionRow {
     pub id: VersionId,
     pub module: String,
