@@ -401,45 +401,34 @@ impl Engine {
             .promoter
             .request_with_note(v, request, evidence, via, note)
             .await?;
-        let state = match &decision {
-            Decision::Done { .. } => RequestState::Done,
-            Decision::Pending { .. } => RequestState::Pending,
-            Decision::Refused { .. } => RequestState::Refused,
+        let (state, missing) = match &decision {
+            Decision::Done { .. } => (RequestState::Done, json!([])),
+            Decision::Pending { missing } => (RequestState::Pending, json!(missing)),
+            Decision::Refused { missing } => (RequestState::Refused, json!(missing)),
         };
-        let missing = match &decision {
-            Decision::Done { .. } => json!([]),
-            Decision::Pending { missing } | Decision::Refused { missing } => json!(missing),
+        let record = PromotionRequest {
+            id: existing.map_or_else(
+                || RequestId::for_api(via, &uuid::Uuid::new_v4().to_string()),
+                |r| r.id,
+            ),
+            version_id: v.id.clone(),
+            to_state: to,
+            digest: v.manifest_digest.clone(),
+            requester: actor,
+            via,
+            repository: Some(home.clone()),
+            pr_number: pr,
+            state: RequestState::Pending,
+            missing: json!([]),
+            reason: match request {
+                Request::Yank { reason } => Some(reason.clone()),
+                Request::Promote { .. } => None,
+            },
+            created_at,
+            expires_at: created_at + self.request_ttl_ms,
         };
-        match existing {
-            Some(r) if state == RequestState::Pending => {
-                self.store.refresh_request(&r.id, &missing).await?;
-            }
-            Some(r) => {
-                self.store.close_request(&r.id, state, &missing).await?;
-            }
-            None if state == RequestState::Pending => {
-                let record = PromotionRequest {
-                    id: RequestId::for_api(via, &uuid::Uuid::new_v4().to_string()),
-                    version_id: v.id.clone(),
-                    to_state: to,
-                    digest: v.manifest_digest.clone(),
-                    requester: actor,
-                    via,
-                    repository: Some(home.clone()),
-                    pr_number: pr,
-                    state,
-                    missing,
-                    reason: match request {
-                        Request::Yank { reason } => Some(reason.clone()),
-                        Request::Promote { .. } => None,
-                    },
-                    created_at,
-                    expires_at: created_at + self.request_ttl_ms,
-                };
-                self.store.insert_request(&record).await?;
-            }
-            None => {}
-        }
+        // The same bookkeeping as a comment's request: insert, or move the pending one.
+        self.record(record, state, missing).await?;
         if let Decision::Done { to, .. } = &decision {
             let now = self.store.version_by_id(&v.id).await?.unwrap_or(v.clone());
             self.set_status(&home, &now, *to).await?;
