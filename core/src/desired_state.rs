@@ -74,6 +74,7 @@ impl DesiredState {
 
 /// An instance's report: what it observed running. The contract between the node agent,
 /// which sends it, and the receiver, which parses it (unknown fields are refused).
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Report {
@@ -89,6 +90,7 @@ pub struct Report {
     pub message: Option<String>,
 }
 
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ReportStatus {
@@ -111,6 +113,7 @@ impl ReportStatus {
 }
 
 /// A DSSE envelope carrying a desired state.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Envelope {
@@ -120,6 +123,7 @@ pub struct Envelope {
     pub signatures: Vec<EnvelopeSignature>,
 }
 
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvelopeSignature {
     /// `sha256:<hex>` of the signing public key's PEM text, so a node holding several

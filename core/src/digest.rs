@@ -77,6 +77,22 @@ impl<'de> Deserialize<'de> for Digest {
     }
 }
 
+/// On the wire a digest is a string: `sha256:` and 64 lowercase hex digits.
+#[cfg(feature = "schemars")]
+impl schemars::JsonSchema for Digest {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Digest".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "pattern": "^sha256:[0-9a-f]{64}$",
+            "description": "A SHA-256 digest in OCI notation"
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -155,8 +155,13 @@ impl App {
             interval,
             stop_rx.clone(),
         )));
-        axum::serve(listener, router(self.state.clone()))
-            .with_graceful_shutdown(shutdown_signal())
+        let mcp_stop = tokio_util::sync::CancellationToken::new();
+        let on_signal = mcp_stop.clone();
+        axum::serve(listener, routes(self.state.clone(), mcp_stop))
+            .with_graceful_shutdown(async move {
+                shutdown_signal().await;
+                on_signal.cancel();
+            })
             .await?;
         tracing::info!("shutting down: finishing in-flight jobs");
         let _ = stop_tx.send(true);
@@ -167,13 +172,23 @@ impl App {
     }
 }
 
-/// Every route of the service: hooks, operations endpoints and `/api/v1`.
+/// Every route of the service: hooks, operations endpoints, `/api/v1` and (unless
+/// `mcp.enabled = false`) `/mcp`.
 pub fn router(state: AppState) -> axum::Router {
-    axum::Router::new()
+    routes(state, tokio_util::sync::CancellationToken::new())
+}
+
+/// [`router`], with the token that ends `/mcp`'s open streams at shutdown.
+fn routes(state: AppState, mcp_stop: tokio_util::sync::CancellationToken) -> axum::Router {
+    let mut r = axum::Router::new()
         .merge(crate::hooks::routes::router())
         .merge(crate::http::ops::router())
         .nest("/api/v1", crate::api::router())
-        .with_state(state)
+        .with_state(state.clone());
+    if state.config.mcp.enabled {
+        r = r.merge(crate::mcp::router(state, mcp_stop));
+    }
+    r
 }
 
 async fn shutdown_signal() {

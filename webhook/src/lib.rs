@@ -12,6 +12,7 @@ pub mod hooks;
 pub mod http;
 pub mod ingest;
 pub mod jobs;
+pub mod mcp;
 pub use powernode_module::lifecycle;
 pub mod metrics;
 pub mod promotion;

@@ -13,12 +13,12 @@ use axum::{
 };
 use serde::Serialize;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct DeadLetters {
     pub dead_letters: Vec<JobRow>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Requeued {
     pub requeued: String,
 }

@@ -28,34 +28,34 @@ use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
 use subtle::ConstantTimeEq;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewInstance {
     pub id: String,
     pub template_id: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Registered {
     pub instance: InstanceRow,
     /// Shown once: only its SHA-256 is stored.
     pub token: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct OneInstance {
     pub instance: InstanceView,
 }
 
 /// The walkthrough's instance shape, plus the drift verdict.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct InstanceView {
     #[serde(flatten)]
     pub row: InstanceRow,
     pub drift: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Accepted {
     pub accepted: bool,
 }
@@ -265,7 +265,7 @@ pub async fn drift(
     }))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct InstanceDrift {
     pub instance_id: String,
     pub template_id: String,
@@ -273,14 +273,14 @@ pub struct InstanceDrift {
     pub drift: Drift,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct SummaryQuery {
     pub template: Option<String>,
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
 
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Counts {
     pub total: u64,
     pub in_sync: u64,
@@ -291,14 +291,14 @@ pub struct Counts {
     pub never_reported: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Drifting {
     pub id: String,
     pub template_id: String,
     pub reasons: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Summary {
     pub template_id: Option<String>,
     pub counts: Counts,

@@ -1,12 +1,14 @@
 //! `/api/v1`: bearer tokens with roles (`read`, `operator`, `break-glass`), one file per
 //! resource, typed answers; errors as `{error, message}` ([`crate::http::ApiError`]).
 
-mod dead_letters;
-mod instances;
-mod modules;
-mod templates;
-mod validate;
-mod versions;
+pub mod dead_letters;
+pub mod instances;
+pub mod modules;
+pub mod openapi;
+pub mod templates;
+pub mod validate;
+pub mod versions;
+pub mod workflow_runs;
 
 use crate::http::AppState;
 use axum::{
@@ -47,6 +49,11 @@ pub fn router() -> Router<AppState> {
         .route("/instances/{id}/drift", get(instances::drift))
         .route("/drift", get(instances::summary))
         .route("/validate", post(validate::validate))
+        .route(
+            "/repos/{owner}/{repo}/workflow-runs",
+            get(workflow_runs::list),
+        )
+        .route("/openapi.json", get(openapi::serve))
 }
 
 /// `GET /api/v1/signing-key`: the receiver's public key (PEM), which nodes pin to verify

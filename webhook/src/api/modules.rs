@@ -7,14 +7,14 @@ use crate::{
 use axum::{Json, extract::State, http::HeaderMap};
 use serde::Serialize;
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Module {
     pub name: String,
     pub repository: String,
     pub versions: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Modules {
     pub modules: Vec<Module>,
 }

@@ -21,7 +21,7 @@ use axum::{
 use powernode_module::manifest::{ModuleName, NAME_RULE};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTemplate {
     pub id: String,
@@ -30,7 +30,7 @@ pub struct NewTemplate {
     pub description: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAssignment {
     pub module_name: String,
@@ -40,7 +40,7 @@ pub struct NewAssignment {
 }
 
 /// A template with its assignments, served desired state and latest computation.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct TemplateView {
     #[serde(flatten)]
     pub template: TemplateRow,
@@ -49,25 +49,25 @@ pub struct TemplateView {
     pub last_computation: Option<LastComputation>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct StateSummary {
     pub state_id: String,
     pub computed_at: i64,
     pub document: serde_json::Value,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct OneTemplate {
     pub template: TemplateView,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Templates {
     pub templates: Vec<TemplateView>,
 }
 
 /// The answer to an assignment change: what the template's instances will now get.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Assigned {
     pub template_id: String,
     pub module_name: String,
@@ -76,7 +76,7 @@ pub struct Assigned {
     pub desired_state: Recomputed,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Audit {
     pub template_id: String,
     pub audit: Vec<AuditRow>,

@@ -23,7 +23,7 @@ use powernode_module::{
 use serde::Deserialize;
 use std::collections::BTreeSet;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ValidateBody {
     pub manifest_yaml: String,

@@ -1,7 +1,9 @@
 //! Versions: `GET /api/v1/modules/{name}/versions[?state=]`, `GET /api/v1/versions/{id}`,
-//! its audit trail, and `POST …/promote {to}` / `…/yank {reason}` (operator). API requests go
-//! through the same policy as comments; API callers have no PR, so approvals cannot be
-//! gathered: only the break-glass role waives them (audited as such).
+//! its audit trail, and `POST …/promote {to}` / `…/yank {reason}` (operator). API (and MCP)
+//! requests go through the same policy as comments: with Gitea configured, the evidence is
+//! the checks of the version's commit and the approvals on the open PR whose head is that
+//! commit, and a request waiting for them stays pending like a comment's. The break-glass
+//! role waives approvals and checks (audited as such).
 
 use crate::{
     config::Role,
@@ -18,18 +20,19 @@ use axum::{
 };
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct ListQuery {
-    state: Option<String>,
+    /// Only versions in this stage (`draft`, `staging`, `blessed`, `live`, `yanked`).
+    pub state: Option<String>,
     /// At most this many versions (default 50, at most 500).
-    limit: Option<usize>,
+    pub limit: Option<usize>,
     /// `next_cursor` of the previous page.
-    cursor: Option<String>,
+    pub cursor: Option<String>,
 }
 
 /// A version as the list shows it: light (no file index, no manifest text), with the
 /// walkthrough's field names (`version_string`, `lifecycle_state`) next to ours.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct VersionSummary {
     pub id: String,
     pub module: String,
@@ -65,7 +68,7 @@ impl From<&VersionRow> for VersionSummary {
 }
 
 /// The full record (`GET /versions/{id}`), with the walkthrough's names added.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct VersionView {
     #[serde(flatten)]
     pub row: VersionRow,
@@ -83,7 +86,7 @@ impl From<VersionRow> for VersionView {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Versions {
     pub module: String,
     pub versions: Vec<VersionSummary>,
@@ -92,13 +95,13 @@ pub struct Versions {
     pub next_cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Audit {
     pub version: String,
     pub audit: Vec<AuditRow>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct PromoteBody {
     to: String,
     /// Why (recorded in the audit trail).
@@ -106,20 +109,20 @@ pub struct PromoteBody {
     reason: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct YankBody {
     reason: String,
 }
 
 /// The decision on an API request.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Decided {
     pub version: String,
     pub decision: Decision,
 }
 
 /// A request the policy does not allow now (409).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct NotNow {
     pub error: &'static str,
     pub message: &'static str,

@@ -14,6 +14,7 @@ mod api;
 mod fleet;
 mod hooks;
 mod ingest;
+mod mcp;
 mod modules;
 mod promotion;
 
@@ -21,6 +22,7 @@ pub use api::{ApiConfig, ApiToken, Role};
 pub use fleet::FleetConfig;
 pub use hooks::HooksConfig;
 pub use ingest::IngestConfig;
+pub use mcp::McpConfig;
 pub use modules::ModulePolicy;
 pub use promotion::{PromotionConfig, PromotionOverride};
 
@@ -43,6 +45,8 @@ pub struct Config {
     pub gitea: Option<GiteaConfig>,
     #[serde(default)]
     pub fleet: FleetConfig,
+    #[serde(default)]
+    pub mcp: McpConfig,
     /// Where the receiver keeps its own files (blobs staged during ingest go under
     /// `staging/`), never the system's shared temporary directory.
     #[serde(default = "default_data_dir")]
@@ -136,6 +140,7 @@ impl Config {
         self.hooks.validate()?;
         self.promotion.validate()?;
         self.fleet.validate()?;
+        self.mcp.validate()?;
         Ok(())
     }
 }

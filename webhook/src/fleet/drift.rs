@@ -6,7 +6,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 
 /// A module running at another composefs digest than desired.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Outdated {
     pub module: String,
     pub running: String,
@@ -14,7 +14,7 @@ pub struct Outdated {
 }
 
 /// The drift of one instance, with its reasons.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Drift {
     pub drift: bool,
     /// Desired modules the instance does not run.

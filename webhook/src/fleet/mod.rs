@@ -51,7 +51,7 @@ pub struct Fleet {
 }
 
 /// The outcome of recomputing one template.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Recomputed {
     pub template_id: String,
     /// The state now served (unchanged when blocked).

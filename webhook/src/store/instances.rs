@@ -6,7 +6,7 @@ use serde::Serialize;
 use sqlx::{Row, any::AnyRow};
 use std::collections::BTreeMap;
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct InstanceRow {
     pub id: String,
     pub template_id: String,

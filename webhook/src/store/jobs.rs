@@ -40,7 +40,7 @@ pub struct NewJob {
     pub payload: serde_json::Value,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct JobRow {
     pub id: String,
     pub kind: String,

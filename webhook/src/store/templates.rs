@@ -8,7 +8,7 @@ use super::{
 use serde::Serialize;
 use sqlx::{Row, any::AnyRow};
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TemplateRow {
     pub id: String,
     pub platform: String,
@@ -17,7 +17,7 @@ pub struct TemplateRow {
     pub updated_at: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Assignment {
     pub module_name: String,
     /// A SemVer requirement (`^1`), or any version.
@@ -36,7 +36,7 @@ pub struct ServedState {
 }
 
 /// The latest recomputation of a template, whether it replaced the served state or not.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct LastComputation {
     /// Conflicts kept it from replacing the served state.
     pub blocked: bool,

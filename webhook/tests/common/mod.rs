@@ -164,6 +164,7 @@ pub fn config(db: &str, registry_host: &str, modules: Vec<ModulePolicy>) -> Conf
         promotion: Default::default(),
         gitea: None,
         fleet: Default::default(),
+        mcp: Default::default(),
         data_dir: data_dir(db),
     }
 }

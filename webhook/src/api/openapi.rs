@@ -1,0 +1,590 @@
+//! `GET /api/v1/openapi.json`: an OpenAPI 3.1 document for every route of `/api/v1`, built
+//! from the handlers' own request and answer types.
+//!
+//! The schemas come from `schemars`, the same derive that gives the MCP tools their input and
+//! output schemas, so the two edges cannot describe one type two ways. (The issue suggested
+//! `utoipa`; it would be a second derive on every type, kept in step by hand.) OpenAPI 3.1's
+//! schema dialect is JSON Schema 2020-12, which is what schemars emits, so the schemas go into
+//! `components/schemas` unchanged. [`operations`] is the list of routes the document
+//! describes; a unit test below fails when a route in `api::router` is missing from it.
+
+use super::{dead_letters, instances, modules, templates, validate, versions, workflow_runs};
+use crate::http::AppState;
+use axum::{Json, extract::State};
+use powernode_module::{desired_state, diagnostics};
+use schemars::{
+    JsonSchema, Schema, SchemaGenerator,
+    generate::{Contract, SchemaSettings},
+};
+use serde_json::{Map, Value, json};
+
+/// Who may call a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Auth {
+    Public,
+    /// An API token with at least this role.
+    Token(&'static str),
+    /// The instance's own token (given once by `POST /instances`).
+    Instance,
+}
+
+/// One operation of the document.
+#[derive(Debug)]
+pub struct Operation {
+    pub method: &'static str,
+    /// The path under `/api/v1`, in axum's `{param}` form (OpenAPI's too).
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub auth: Auth,
+    query: Option<Schema>,
+    body: Option<Schema>,
+    /// Success status, description and JSON schema (`None`: not JSON; see `content_type`).
+    ok: (u16, &'static str, Option<Schema>),
+    content_type: &'static str,
+    /// Further answers that carry a body of their own shape (409 of a promotion).
+    extra: Vec<(u16, &'static str, Schema)>,
+}
+
+/// Schemas of requests are inlined (they are small, and a request type's optional fields
+/// differ from its answer's); answers are shared under `components/schemas`.
+struct Gen {
+    requests: SchemaGenerator,
+    answers: SchemaGenerator,
+}
+
+impl Gen {
+    fn new() -> Gen {
+        let requests = SchemaSettings::draft2020_12().with(|s| {
+            s.inline_subschemas = true;
+            s.meta_schema = None;
+            s.contract = Contract::Deserialize;
+        });
+        let answers = SchemaSettings::draft2020_12().with(|s| {
+            s.definitions_path = "/components/schemas".into();
+            s.meta_schema = None;
+            s.contract = Contract::Serialize;
+        });
+        Gen {
+            requests: requests.into_generator(),
+            answers: answers.into_generator(),
+        }
+    }
+
+    fn request<T: JsonSchema>(&mut self) -> Option<Schema> {
+        Some(self.requests.root_schema_for::<T>())
+    }
+
+    fn answer<T: JsonSchema>(&mut self) -> Option<Schema> {
+        Some(self.answers.subschema_for::<T>())
+    }
+}
+
+fn op(
+    method: &'static str,
+    path: &'static str,
+    summary: &'static str,
+    auth: Auth,
+    ok: (u16, &'static str, Option<Schema>),
+) -> Operation {
+    Operation {
+        method,
+        path,
+        summary,
+        auth,
+        query: None,
+        body: None,
+        ok,
+        content_type: "application/json",
+        extra: Vec::new(),
+    }
+}
+
+impl Operation {
+    fn query(mut self, q: Option<Schema>) -> Self {
+        self.query = q;
+        self
+    }
+
+    fn body(mut self, b: Option<Schema>) -> Self {
+        self.body = b;
+        self
+    }
+}
+
+const READ: Auth = Auth::Token("read");
+const OPERATOR: Auth = Auth::Token("operator");
+
+/// Every route of `/api/v1`, with its types.
+fn operations(g: &mut Gen) -> Vec<Operation> {
+    let not_now = g.answers.subschema_for::<versions::NotNow>();
+    let envelope = g.answer::<desired_state::Envelope>();
+    vec![
+        op(
+            "get",
+            "/modules",
+            "The configured modules and how many versions each has",
+            READ,
+            (200, "the modules", g.answer::<modules::Modules>()),
+        ),
+        op(
+            "get",
+            "/modules/{name}/versions",
+            "A module's versions, oldest first, paginated (light: no file index)",
+            READ,
+            (200, "a page of versions", g.answer::<versions::Versions>()),
+        )
+        .query(g.request::<versions::ListQuery>()),
+        op(
+            "get",
+            "/versions/{id}",
+            "A version's full record (manifest, file index, signer)",
+            READ,
+            (200, "the version", g.answer::<versions::VersionView>()),
+        ),
+        op(
+            "get",
+            "/versions/{id}/audit",
+            "A version's audit trail, oldest first",
+            READ,
+            (200, "the audit rows", g.answer::<versions::Audit>()),
+        ),
+        Operation {
+            extra: vec![(
+                409,
+                "pending (what is missing) or refused (why)",
+                not_now.clone(),
+            )],
+            ..op(
+                "post",
+                "/versions/{id}/promote",
+                "Promote a version one stage under the promotion policy",
+                OPERATOR,
+                (200, "done", g.answer::<versions::Decided>()),
+            )
+            .body(g.request::<versions::PromoteBody>())
+        },
+        Operation {
+            extra: vec![(409, "refused (why)", not_now)],
+            ..op(
+                "post",
+                "/versions/{id}/yank",
+                "Yank a version (kept, never served again)",
+                OPERATOR,
+                (200, "done", g.answer::<versions::Decided>()),
+            )
+            .body(g.request::<versions::YankBody>())
+        },
+        op(
+            "get",
+            "/dead-letters",
+            "Jobs that ran out of attempts",
+            READ,
+            (
+                200,
+                "the dead letters",
+                g.answer::<dead_letters::DeadLetters>(),
+            ),
+        ),
+        op(
+            "post",
+            "/dead-letters/{id}/retry",
+            "Queue a dead letter again",
+            OPERATOR,
+            (200, "queued again", g.answer::<dead_letters::Requeued>()),
+        ),
+        op(
+            "get",
+            "/templates",
+            "Every template with its assignments and served state",
+            READ,
+            (200, "the templates", g.answer::<templates::Templates>()),
+        ),
+        op(
+            "post",
+            "/templates",
+            "Create a template",
+            OPERATOR,
+            (201, "created", g.answer::<templates::OneTemplate>()),
+        )
+        .body(g.request::<templates::NewTemplate>()),
+        op(
+            "get",
+            "/templates/{id}",
+            "A template with its assignments, served state and last computation",
+            READ,
+            (200, "the template", g.answer::<templates::OneTemplate>()),
+        ),
+        op(
+            "post",
+            "/templates/{id}/assignments",
+            "Assign a module (optionally a SemVer requirement) to a template",
+            OPERATOR,
+            (
+                200,
+                "assigned; the desired state is recomputed",
+                g.answer::<templates::Assigned>(),
+            ),
+        )
+        .body(g.request::<templates::NewAssignment>()),
+        op(
+            "delete",
+            "/templates/{id}/assignments/{module_name}",
+            "Remove a module from a template",
+            OPERATOR,
+            (
+                200,
+                "removed; the desired state is recomputed",
+                g.answer::<templates::Assigned>(),
+            ),
+        ),
+        op(
+            "get",
+            "/templates/{id}/desired-state",
+            "The template's signed desired state (DSSE); ETag / If-None-Match → 304",
+            READ,
+            (200, "the envelope", envelope.clone()),
+        ),
+        op(
+            "get",
+            "/templates/{id}/audit",
+            "A template's audit trail",
+            READ,
+            (200, "the audit rows", g.answer::<templates::Audit>()),
+        ),
+        Operation {
+            content_type: "application/x-pem-file",
+            ..op(
+                "get",
+                "/signing-key",
+                "The receiver's public key (PEM) that signs desired states",
+                Auth::Public,
+                (200, "the PEM text", None),
+            )
+        },
+        op(
+            "post",
+            "/instances",
+            "Register an instance of a template; its token is shown once",
+            OPERATOR,
+            (201, "registered", g.answer::<instances::Registered>()),
+        )
+        .body(g.request::<instances::NewInstance>()),
+        op(
+            "get",
+            "/instances/{id}",
+            "An instance as last reported: running_module_digests, drift",
+            READ,
+            (200, "the instance", g.answer::<instances::OneInstance>()),
+        ),
+        op(
+            "get",
+            "/instances/{id}/desired-state",
+            "The instance's signed desired state (its template's); ETag / If-None-Match → 304",
+            Auth::Instance,
+            (200, "the envelope", envelope),
+        ),
+        op(
+            "post",
+            "/instances/{id}/report",
+            "What the instance runs (sent by module-agent)",
+            Auth::Instance,
+            (200, "accepted", g.answer::<instances::Accepted>()),
+        )
+        .body(g.request::<desired_state::Report>()),
+        op(
+            "get",
+            "/instances/{id}/drift",
+            "An instance's drift against its template's served state",
+            READ,
+            (
+                200,
+                "the drift report",
+                g.answer::<instances::InstanceDrift>(),
+            ),
+        ),
+        op(
+            "get",
+            "/drift",
+            "Drift counts over the fleet (or one template) and the drifting instances, paginated",
+            READ,
+            (200, "the summary", g.answer::<instances::Summary>()),
+        )
+        .query(g.request::<instances::SummaryQuery>()),
+        op(
+            "post",
+            "/validate",
+            "Validate a manifest and compose it with the live modules (of a template)",
+            READ,
+            (200, "the findings", g.answer::<diagnostics::Report>()),
+        )
+        .body(g.request::<validate::ValidateBody>()),
+        op(
+            "get",
+            "/repos/{owner}/{repo}/workflow-runs",
+            "A Gitea repository's newest Actions workflow runs",
+            READ,
+            (200, "the runs", g.answer::<workflow_runs::Runs>()),
+        )
+        .query(g.request::<workflow_runs::RunsQuery>()),
+        op(
+            "get",
+            "/openapi.json",
+            "This document",
+            Auth::Public,
+            (200, "OpenAPI 3.1", None),
+        ),
+    ]
+}
+
+fn error_schema() -> Value {
+    json!({
+        "type": "object",
+        "required": ["error", "message"],
+        "properties": {
+            "error": {"type": "string", "description": "A stable code (`not_found`, `forbidden`, …)"},
+            "message": {"type": "string", "description": "What happened and what to do, for a person"}
+        }
+    })
+}
+
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    })
+}
+
+fn parameters(o: &Operation) -> Vec<Value> {
+    let mut out: Vec<Value> = o
+        .path
+        .split('/')
+        .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
+        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .collect();
+    if let Some(q) = &o.query {
+        let required: Vec<&str> = q
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        if let Some(props) = q.get("properties").and_then(Value::as_object) {
+            for (name, schema) in props {
+                let mut p = json!({
+                    "name": name,
+                    "in": "query",
+                    "required": required.contains(&name.as_str()),
+                    "schema": schema,
+                });
+                if let Some(d) = schema.get("description") {
+                    p["description"] = d.clone();
+                }
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+fn operation(o: &Operation) -> Value {
+    let mut responses = Map::new();
+    let content = match &o.ok.2 {
+        Some(s) => json!({ o.content_type: {"schema": s} }),
+        None if o.content_type == "application/json" => json!({"application/json": {}}),
+        None => json!({ o.content_type: {"schema": {"type": "string"}} }),
+    };
+    responses.insert(
+        o.ok.0.to_string(),
+        json!({"description": o.ok.1, "content": content}),
+    );
+    for (status, description, schema) in &o.extra {
+        responses.insert(
+            status.to_string(),
+            json!({"description": description, "content": {"application/json": {"schema": schema}}}),
+        );
+    }
+    if o.path.contains("desired-state") {
+        responses.insert(
+            "304".into(),
+            json!({"description": "unchanged since the ETag given in If-None-Match"}),
+        );
+    }
+    if o.query.is_some() || o.body.is_some() || o.path.contains('{') {
+        responses.insert(
+            "400".into(),
+            error_response("a malformed request; the message names the field"),
+        );
+    }
+    if o.auth != Auth::Public {
+        responses.insert("401".into(), error_response("no valid token"));
+    }
+    if let Auth::Token(role) = o.auth
+        && role != "read"
+    {
+        responses.insert(
+            "403".into(),
+            error_response("the token's role is below the one this needs"),
+        );
+    }
+    if o.path.contains('{') {
+        responses.insert("404".into(), error_response("no such resource"));
+    }
+    let mut v = json!({
+        "summary": o.summary,
+        "operationId": operation_id(o),
+        "responses": responses,
+    });
+    let params = parameters(o);
+    if !params.is_empty() {
+        v["parameters"] = Value::Array(params);
+    }
+    if let Some(b) = &o.body {
+        v["requestBody"] = json!({
+            "required": true,
+            "content": {"application/json": {"schema": b}}
+        });
+    }
+    v["security"] = match o.auth {
+        Auth::Public => json!([]),
+        Auth::Token(_) => json!([{"api_token": []}]),
+        Auth::Instance => json!([{"instance_token": []}]),
+    };
+    if let Auth::Token(role) = o.auth {
+        v["description"] = json!(format!(
+            "Needs an API token with the `{role}` role (or above)."
+        ));
+    }
+    v
+}
+
+/// `get /versions/{id}/promote` → `post_versions_id_promote`: unique, stable, readable.
+fn operation_id(o: &Operation) -> String {
+    let mut id = o.method.to_owned();
+    for seg in o.path.split('/').filter(|s| !s.is_empty()) {
+        id.push('_');
+        id.extend(
+            seg.trim_matches(|c| c == '{' || c == '}')
+                .chars()
+                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }),
+        );
+    }
+    id
+}
+
+/// The whole document.
+pub fn document() -> Value {
+    let mut g = Gen::new();
+    let ops = operations(&mut g);
+    let mut paths = Map::new();
+    for o in &ops {
+        let item = paths
+            .entry(format!("/api/v1{}", o.path))
+            .or_insert_with(|| json!({}));
+        item[o.method] = operation(o);
+    }
+    let mut schemas = g.answers.take_definitions(true);
+    schemas.insert("Error".into(), error_schema());
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "module-webhook",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "The powernode module receiver: versions and their promotion, templates, instances and drift. The same operations are MCP tools at /mcp.",
+            "license": {"name": "Apache-2.0", "identifier": "Apache-2.0"}
+        },
+        "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
+        "paths": paths,
+        "components": {
+            "schemas": schemas,
+            "securitySchemes": {
+                "api_token": {"type": "http", "scheme": "bearer", "description": "A token of `[[api.tokens]]`, with its role (read < operator < break-glass)"},
+                "instance_token": {"type": "http", "scheme": "bearer", "description": "An instance's own token, given once by POST /api/v1/instances"}
+            }
+        }
+    })
+}
+
+/// `GET /api/v1/openapi.json`: public, like any API description (it holds no data).
+pub async fn serve(State(_): State<AppState>) -> Json<Value> {
+    Json(document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// The routes `api::router` declares, read from its source: `(path, methods)`.
+    fn declared_routes() -> BTreeSet<(String, String)> {
+        let src = include_str!("mod.rs");
+        let src = &src[src.find("pub fn router()").expect("api::router")..];
+        let src = &src[..src.find("\n}\n").expect("the end of api::router")];
+        let mut out = BTreeSet::new();
+        let mut rest = src;
+        while let Some(i) = rest.find(".route(") {
+            rest = &rest[i + ".route(".len()..];
+            let open = rest.find('"').expect("a route path") + 1;
+            let close = open + rest[open..].find('"').expect("a closing quote");
+            let path = rest[open..close].to_owned();
+            let end = rest.find(".route(").unwrap_or(rest.len());
+            let call = &rest[close..end];
+            for m in ["get", "post", "delete", "put", "patch"] {
+                if call.contains(&format!("{m}(")) {
+                    out.insert((path.clone(), m.to_owned()));
+                }
+            }
+        }
+        assert!(out.len() > 20, "parsed too few routes: {out:?}");
+        out
+    }
+
+    #[test]
+    fn every_route_of_the_api_is_in_the_document() {
+        let doc = document();
+        let declared = declared_routes();
+        for (path, method) in &declared {
+            assert!(
+                doc["paths"][format!("/api/v1{path}")][method].is_object(),
+                "{method} /api/v1{path} is routed but not in the OpenAPI document"
+            );
+        }
+        let documented: usize = doc["paths"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|p| p.as_object().unwrap().len())
+            .sum();
+        assert_eq!(
+            documented,
+            declared.len(),
+            "the document describes routes the router does not have"
+        );
+    }
+
+    #[test]
+    fn every_reference_resolves_and_ids_are_unique() {
+        let doc = document();
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for part in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = &part[..part.find('"').unwrap()];
+            assert!(schemas.contains_key(name), "dangling $ref {name}");
+        }
+        let mut ids = BTreeSet::new();
+        for item in doc["paths"].as_object().unwrap().values() {
+            for o in item.as_object().unwrap().values() {
+                assert!(ids.insert(o["operationId"].as_str().unwrap().to_owned()));
+            }
+        }
+        assert_eq!(doc["openapi"], "3.1.0");
+        // The walkthrough's names are in the answers' schemas.
+        let summary = &schemas["VersionSummary"]["properties"];
+        for f in [
+            "id",
+            "version_string",
+            "lifecycle_state",
+            "composefs_digest",
+        ] {
+            assert!(summary[f].is_object(), "VersionSummary lacks {f}");
+        }
+    }
+}
