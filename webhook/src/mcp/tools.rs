@@ -172,18 +172,18 @@ impl Tools {
         Parameters(a): Parameters<ValidateArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<Report>, String> {
-        validate::validate(
-            self.state(),
-            p.headers,
-            axum::Json(validate::ValidateBody {
-                manifest_yaml: a.manifest_yaml,
-                category_slug: a.category_slug,
-                template_id: a.template_id,
-            }),
+        answered(
+            validate::validate(
+                self.state(),
+                p.headers,
+                axum::Json(validate::ValidateBody {
+                    manifest_yaml: a.manifest_yaml,
+                    category_slug: a.category_slug,
+                    template_id: a.template_id,
+                }),
+            )
+            .await,
         )
-        .await
-        .map(|j| Json(j.0))
-        .map_err(fail)
     }
 
     #[tool(
@@ -199,19 +199,19 @@ impl Tools {
         Parameters(a): Parameters<ListVersionsArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<versions::Versions>, String> {
-        versions::of_module(
-            self.state(),
-            p.headers,
-            Path(a.module_name),
-            Query(versions::ListQuery {
-                state: a.state,
-                limit: a.limit,
-                cursor: a.cursor,
-            }),
+        answered(
+            versions::of_module(
+                self.state(),
+                p.headers,
+                Path(a.module_name),
+                Query(versions::ListQuery {
+                    state: a.state,
+                    limit: a.limit,
+                    cursor: a.cursor,
+                }),
+            )
+            .await,
         )
-        .await
-        .map(|j| Json(j.0))
-        .map_err(fail)
     }
 
     #[tool(
@@ -227,10 +227,7 @@ impl Tools {
         Parameters(a): Parameters<VersionArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<versions::VersionView>, String> {
-        versions::get(self.state(), p.headers, Path(a.id))
-            .await
-            .map(|j| Json(j.0))
-            .map_err(fail)
+        answered(versions::get(self.state(), p.headers, Path(a.id)).await)
     }
 
     #[tool(
@@ -335,10 +332,7 @@ impl Tools {
         Parameters(_): Parameters<NoArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<templates::Templates>, String> {
-        templates::list(self.state(), p.headers)
-            .await
-            .map(|j| Json(j.0))
-            .map_err(fail)
+        answered(templates::list(self.state(), p.headers).await)
     }
 
     #[tool(
@@ -354,10 +348,7 @@ impl Tools {
         Parameters(a): Parameters<InstanceArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<instances::OneInstance>, String> {
-        instances::get(self.state(), p.headers, Path(a.id))
-            .await
-            .map(|j| Json(j.0))
-            .map_err(fail)
+        answered(instances::get(self.state(), p.headers, Path(a.id)).await)
     }
 
     #[tool(
@@ -373,10 +364,7 @@ impl Tools {
         Parameters(a): Parameters<DriftArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<instances::InstanceDrift>, String> {
-        instances::drift(self.state(), p.headers, Path(a.instance_id))
-            .await
-            .map(|j| Json(j.0))
-            .map_err(fail)
+        answered(instances::drift(self.state(), p.headers, Path(a.instance_id)).await)
     }
 
     #[tool(
@@ -427,16 +415,21 @@ impl Tools {
         Parameters(a): Parameters<RunsArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<workflow_runs::Runs>, String> {
-        workflow_runs::list(
-            self.state(),
-            p.headers,
-            Path((a.owner, a.repo)),
-            Query(workflow_runs::RunsQuery { limit: a.limit }),
+        answered(
+            workflow_runs::list(
+                self.state(),
+                p.headers,
+                Path((a.owner, a.repo)),
+                Query(workflow_runs::RunsQuery { limit: a.limit }),
+            )
+            .await,
         )
-        .await
-        .map(|j| Json(j.0))
-        .map_err(fail)
     }
+}
+
+/// A REST handler's answer as a tool's: the typed body (structured content), or a tool error.
+fn answered<T>(r: Result<axum::Json<T>, ApiError>) -> Result<Json<T>, String> {
+    r.map(|j| Json(j.0)).map_err(fail)
 }
 
 /// A refused decision is a tool error naming why; done and pending are answers.
