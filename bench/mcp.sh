@@ -22,4 +22,4 @@ for _ in $(seq 100); do
   sleep 0.1
 done
 [ -n "$url" ] || { echo "bench/mcp.sh: the receiver did not start" >&2; exit 1; }
-"$py" "$here/bench/mcp.py" "$url" "${1:-500}"
+"$py" "$here/bench/mcp_latency.py" "$url" "${1:-500}"
