@@ -20,15 +20,19 @@ fn caller(s: &AppState, h: &HeaderMap) -> Option<Caller> {
         .to_str()
         .ok()?
         .strip_prefix("Bearer ")?;
-    s.config
-        .api
-        .tokens
-        .iter()
-        .find(|t| bool::from(t.token.as_bytes().ct_eq(presented.as_bytes())))
-        .map(|t| Caller {
-            name: t.name.clone(),
-            role: t.role,
-        })
+    // Every configured token is compared (no early exit), so the time taken does not tell
+    // which position in the list matched.
+    let mut found = None;
+    for t in &s.config.api.tokens {
+        let matches = bool::from(t.token.as_bytes().ct_eq(presented.as_bytes()));
+        if matches && found.is_none() {
+            found = Some(t);
+        }
+    }
+    found.map(|t| Caller {
+        name: t.name.clone(),
+        role: t.role,
+    })
 }
 
 /// The caller, if its token has at least the role `need`.
