@@ -89,25 +89,7 @@ async fn desired(r: &Running, token: &str, key_pem: &str) -> (String, DesiredSta
 }
 
 async fn report_state(r: &Running, token: &str, id: &str, doc: &DesiredState) {
-    let running: serde_json::Map<String, Value> = doc
-        .modules
-        .iter()
-        .map(|m| (m.name.clone(), json!(m.composefs_digest.to_string())))
-        .collect();
-    let (s, v) = post(
-        r,
-        "/instances/node-1/report",
-        token,
-        json!({
-            "desired_state_id": id,
-            "running_module_digests": running,
-            "composefs_digest": doc.composefs_digest.to_string(),
-            "status": "applied",
-            "message": "applied generation 1",
-        }),
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
+    report_signed_state(r, "node-1", token, id, doc).await;
 }
 
 async fn drift(r: &Running) -> Value {

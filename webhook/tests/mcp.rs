@@ -233,24 +233,7 @@ async fn the_walkthrough_over_mcp_with_the_official_python_sdk() {
         )
         .unwrap();
         assert_eq!(assigned["state_id"], state_id.to_string());
-        let running: serde_json::Map<String, Value> = doc
-            .modules
-            .iter()
-            .map(|m| (m.name.clone(), json!(m.composefs_digest.to_string())))
-            .collect();
-        let (s, v) = post(
-            &r,
-            &format!("/instances/{INSTANCE}/report"),
-            &token,
-            json!({
-                "desired_state_id": state_id.to_string(),
-                "running_module_digests": running,
-                "composefs_digest": doc.composefs_digest.to_string(),
-                "status": "applied",
-            }),
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
+        report_signed_state(&r, INSTANCE, &token, &state_id.to_string(), &doc).await;
 
         let inst = phase(&python, &r, "instance", &manifest);
         assert_eq!(

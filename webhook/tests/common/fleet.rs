@@ -84,3 +84,33 @@ pub async fn release_live(
     r.app.drain().await.unwrap();
     id
 }
+
+/// Reports, as instance `instance` with its `token`, exactly what the signed state `doc`
+/// (`state_id`) says: every module at its composefs digest, the merged digest, `applied`.
+pub async fn report_signed_state(
+    r: &Running,
+    instance: &str,
+    token: &str,
+    state_id: &str,
+    doc: &powernode_module::desired_state::DesiredState,
+) {
+    let running: serde_json::Map<String, Value> = doc
+        .modules
+        .iter()
+        .map(|m| (m.name.clone(), json!(m.composefs_digest.to_string())))
+        .collect();
+    let (s, v) = post(
+        r,
+        &format!("/instances/{instance}/report"),
+        token,
+        json!({
+            "desired_state_id": state_id,
+            "running_module_digests": running,
+            "composefs_digest": doc.composefs_digest.to_string(),
+            "status": "applied",
+            "message": "applied generation 1",
+        }),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+}
