@@ -1,9 +1,13 @@
 //! Per-file digests, computed before the tar is written because `index.json` (the first
 //! entry) carries them. One digest per file, the fs-verity digest: it is both the index's
 //! content address and what composefs records, so every file is read and hashed once. Two
-//! threads take files from a shared counter.
+//! threads take files from a shared counter, and a large file's blocks are split between
+//! two threads as well.
 
-use super::walk::{Node, Stamp, WalkError};
+use super::{
+    verity::ParallelVerity,
+    walk::{Node, Stamp, WalkError},
+};
 use crate::digest::Digest;
 use composefs::fsverity::{FsVerityHashValue, FsVerityHasher, Sha256HashValue};
 use std::{
@@ -117,7 +121,8 @@ pub fn to_hash_value(d: &Digest) -> Sha256HashValue {
     Sha256HashValue::from_hex(d.hex()).unwrap_or(Sha256HashValue::EMPTY)
 }
 
-/// Reads a file once, computing its fs-verity digest and keeping its bytes when asked.
+/// Reads a file once, computing its fs-verity digest (a large file's on both cores, see
+/// [`super::verity`]) and keeping its bytes when asked.
 fn digest_file(
     rootfs: &Path,
     node: &Node,
@@ -128,22 +133,22 @@ fn digest_file(
     let mut file = open_checked(&path, &node.stamp)?;
     let inline = node.stamp.size <= INLINE_MAX;
     let keep = keep || inline;
-    let mut verity = FsVerityHasher::<Sha256HashValue, 12>::new();
+    let mut verity = ParallelVerity::new();
     let mut data = Vec::new();
     for_each_chunk(&mut file, &path, &node.stamp, buf, |c| {
-        let _ = verity.write_all(c);
+        verity.update(c);
         if keep {
             data.extend_from_slice(c);
         }
     })?;
-    let id = verity.digest();
+    let fsverity = Digest::from_bytes(verity.digest());
     let data = keep.then(|| data.into_boxed_slice());
     Ok(FileHash {
-        fsverity: to_digest(&id),
+        fsverity,
         content: if inline {
             Content::Inline(data.clone().unwrap_or_default())
         } else {
-            Content::External(id)
+            Content::External(to_hash_value(&fsverity))
         },
         data,
     })

@@ -2,7 +2,8 @@
 //!
 //! - [`walk`] scans `rootfs/` without following anything and refuses what must never ship;
 //! - [`plan`] combines the manifest's selection with the scan;
-//! - [`hash`] computes per-file SHA-256 and fs-verity digests (the index needs them up front);
+//! - [`hash`] computes per-file fs-verity digests (the index needs them up front), with
+//!   [`verity`] splitting a large file's Merkle leaves across both cores;
 //! - [`writer`] writes the tar in one streaming pass, hashing it as it goes;
 //! - [`composefs`] computes the composefs (EROFS format 1) digest of the tree;
 //! - [`reader`] streams an artifact back, verifying every entry against `index.json`.
@@ -14,6 +15,7 @@ pub mod index;
 pub mod plan;
 pub mod reader;
 pub mod release;
+pub mod verity;
 pub mod walk;
 pub mod writer;
 
