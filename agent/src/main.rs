@@ -7,6 +7,12 @@ use module_agent::{
 };
 use std::{io::IsTerminal, process::ExitCode, time::Duration};
 
+/// Composition (desired-state recomputation here, a generation's tree on the agent) spends
+/// most of its time in composefs' allocation-heavy image writer: mimalloc about halves it
+/// against glibc's malloc (`bench/fleet.sh`, ARCHITECTURE.md "Performance").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

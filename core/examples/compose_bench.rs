@@ -16,6 +16,10 @@ use powernode_module::{
 };
 use std::time::{Duration, Instant};
 
+/// The allocator the receiver and the agent run with (see ARCHITECTURE.md, Performance).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const MODULES: usize = 50;
 const FILES: usize = 2_000;
 const SHARED: usize = 20;

@@ -41,6 +41,12 @@ fn init_logging() {
     }
 }
 
+/// Composition (desired-state recomputation here, a generation's tree on the agent) spends
+/// most of its time in composefs' allocation-heavy image writer: mimalloc about halves it
+/// against glibc's malloc (`bench/fleet.sh`, ARCHITECTURE.md "Performance").
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();

@@ -7,8 +7,23 @@ use super::{Entry, Layer};
 use crate::diagnostics::{Code, Finding};
 
 /// Each layer's valid entries, sorted by path (byte order, so parents before children).
+/// Layers are independent: the upper half is checked on a second thread.
 pub(super) fn check<'a>(layers: &[&'a Layer], findings: &mut Vec<Finding>) -> Vec<Vec<&'a Entry>> {
-    layers.iter().map(|l| check_one(l, findings)).collect()
+    let run = |half: &[&'a Layer]| {
+        let mut found = Vec::new();
+        let kept: Vec<Vec<&'a Entry>> = half.iter().map(|l| check_one(l, &mut found)).collect();
+        (kept, found)
+    };
+    let (lower, upper) = layers.split_at(layers.len() / 2);
+    let ((mut kept, found_lower), upper) = std::thread::scope(|s| {
+        let other = s.spawn(|| run(upper));
+        (run(lower), other.join())
+    });
+    let (kept_upper, found_upper) = upper.unwrap_or_else(|p| std::panic::resume_unwind(p));
+    kept.extend(kept_upper);
+    findings.extend(found_lower);
+    findings.extend(found_upper);
+    kept
 }
 
 fn check_one<'a>(layer: &'a Layer, findings: &mut Vec<Finding>) -> Vec<&'a Entry> {

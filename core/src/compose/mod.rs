@@ -190,30 +190,39 @@ fn compose_inner(layers: &[Layer], keep_entries: bool) -> Composition {
     let merged = owners::resolve(&ordered, &checked, masks, &mut findings);
 
     let blocked = findings.iter().any(|f| f.severity == Severity::Conflict);
-    let merged_digest = if blocked {
-        None
-    } else {
-        match merge::digest(&merged) {
-            Ok(d) => Some(d),
-            Err(f) => {
-                findings.push(f);
-                None
-            }
-        }
-    };
     let name = |rank: usize| ordered[rank].manifest.identity.name.clone();
-    let owners = merged
-        .iter()
-        .map(|m| (m.path.to_owned(), name(m.rank)))
-        .collect();
-    let entries = if keep_entries && merged_digest.is_some() {
-        merged
+    // The digest (composefs' image writer, most of the work) runs on a second thread while
+    // this one builds the owner map and the entry copy: both only read `merged`.
+    let (digest, owners, entries) = std::thread::scope(|s| {
+        let digest = (!blocked).then(|| s.spawn(|| merge::digest(&merged)));
+        let owners: BTreeMap<String, ModuleName> = merged
             .iter()
-            .map(|m| Entry {
-                path: m.path.to_owned(),
-                ..m.entry.clone()
-            })
-            .collect()
+            .map(|m| (m.path.to_owned(), name(m.rank)))
+            .collect();
+        let entries: Vec<Entry> = if keep_entries && !blocked {
+            merged
+                .iter()
+                .map(|m| Entry {
+                    path: m.path.to_owned(),
+                    ..m.entry.clone()
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let digest = digest.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        (digest, owners, entries)
+    });
+    let merged_digest = match digest {
+        Some(Ok(d)) => Some(d),
+        Some(Err(f)) => {
+            findings.push(f);
+            None
+        }
+        None => None,
+    };
+    let entries = if merged_digest.is_some() {
+        entries
     } else {
         Vec::new()
     };
