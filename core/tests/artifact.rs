@@ -705,3 +705,116 @@ fn index_over_the_entry_limit_is_refused_with_count_and_limit() {
         artifact::DEFAULT_MAX_INDEX_ENTRIES
     );
 }
+
+// ---------------------------------------------------------------------------------------
+// Property: writer → reader round trip for arbitrary trees.
+
+mod round_trip {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    #[derive(Debug, Clone)]
+    enum Node {
+        File(Vec<u8>, bool),
+        Link(String),
+    }
+
+    /// Up to 24 paths under /usr/lib/rt, three levels deep, names from a small alphabet (so
+    /// siblings share prefixes and sort subtly), file sizes around the inline limit and
+    /// over a 4 KiB block, executables and symlinks.
+    fn tree() -> impl Strategy<Value = BTreeMap<String, Node>> {
+        let name = prop::sample::select(vec!["a", "a.b", "a-b", "b", "ab", "z0", "Z", "é"]);
+        let path = prop::collection::vec(name, 1..=3).prop_map(|p| p.join("/"));
+        let size = prop_oneof![0usize..=70, 4090usize..=4200, Just(70_000usize)];
+        let file = (size, any::<u8>(), any::<bool>()).prop_map(|(n, seed, exec)| {
+            Node::File(
+                (0..n).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect(),
+                exec,
+            )
+        });
+        let node = prop_oneof![4 => file, 1 => "[a-z]{1,8}".prop_map(Node::Link)];
+        prop::collection::btree_map(path, node, 1..24)
+    }
+
+    /// Writes the tree; a path that is a prefix directory of another becomes a directory.
+    fn write(dir: &Path, t: &BTreeMap<String, Node>) -> BTreeMap<String, Node> {
+        let root = dir.join("rootfs/usr/lib/rt");
+        fs::create_dir_all(&root).unwrap();
+        fs::write(dir.join("manifest.yaml"), MANIFEST).unwrap();
+        let dirs: std::collections::BTreeSet<String> = t
+            .keys()
+            .flat_map(|p| {
+                let parts: Vec<&str> = p.split('/').collect();
+                (1..parts.len()).map(move |i| parts[..i].join("/"))
+            })
+            .collect();
+        let mut written = BTreeMap::new();
+        for d in &dirs {
+            fs::create_dir_all(root.join(d)).unwrap();
+        }
+        for (p, n) in t {
+            if dirs.contains(p) {
+                continue;
+            }
+            let at = root.join(p);
+            match n {
+                Node::File(data, exec) => {
+                    fs::write(&at, data).unwrap();
+                    let mode = if *exec { 0o755 } else { 0o644 };
+                    fs::set_permissions(&at, fs::Permissions::from_mode(mode)).unwrap();
+                }
+                Node::Link(target) => symlink(target, &at).unwrap(),
+            }
+            written.insert(format!("rootfs/usr/lib/rt/{p}"), n.clone());
+        }
+        written
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+        #[test]
+        fn what_is_built_reads_back_entry_for_entry(t in tree()) {
+            let dir = tmp();
+            let written = write(dir.path(), &t);
+            let (_, r) = build(dir.path(), 1_700_000_000);
+            let bytes = fs::read(&r.tar_path).unwrap();
+            let i = read_and_verify(&bytes[..]).unwrap_or_else(|e| panic!("{e}"));
+            prop_assert_eq!(i.composefs_digest, r.module.composefs.digest);
+            // Every written file and link is in the index, as written.
+            let by_path: BTreeMap<&str, &powernode_module::artifact::index::IndexEntry> =
+                i.index.entries.iter().map(|e| (e.path.as_str(), e)).collect();
+            for (p, n) in &written {
+                let e = by_path.get(p.as_str()).unwrap_or_else(|| panic!("{p} missing"));
+                match (n, &e.kind) {
+                    (Node::File(data, exec), EntryKind::File { size, fsverity, inline }) => {
+                        prop_assert_eq!(*size, data.len() as u64);
+                        let mut h = composefs::fsverity::FsVerityHasher::<
+                            composefs::fsverity::Sha256HashValue, 12>::new();
+                        std::io::Write::write_all(&mut h, data).unwrap();
+                        use composefs::fsverity::FsVerityHashValue;
+                        prop_assert_eq!(fsverity.hex(), h.digest().to_hex());
+                        prop_assert_eq!(inline.is_some(), data.len() <= 64);
+                        prop_assert_eq!(e.mode, if *exec { 0o755 } else { 0o644 });
+                    }
+                    (Node::Link(target), EntryKind::Symlink { target: got }) => {
+                        prop_assert_eq!(target, got);
+                    }
+                    (n, k) => prop_assert!(false, "{p}: wrote {n:?}, index has {k:?}"),
+                }
+            }
+            // And the tar carries exactly those bytes.
+            let mut a = tar::Archive::new(&bytes[..]);
+            for entry in a.entries().unwrap() {
+                let mut entry = entry.unwrap();
+                let path = entry.path().unwrap().to_string_lossy().trim_end_matches('/').to_owned();
+                if let Some(Node::File(data, _)) = written.get(&path) {
+                    let mut got = Vec::new();
+                    std::io::Read::read_to_end(&mut entry, &mut got).unwrap();
+                    prop_assert_eq!(&got, data, "{}", path);
+                }
+            }
+        }
+    }
+}

@@ -346,4 +346,83 @@ mod tests {
             }]
         );
     }
+
+    mod properties {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// Fragments comments are made of: commands, their arguments, Markdown that hides
+        /// or breaks them, and bytes parsers trip on.
+        fn fragment() -> impl Strategy<Value = String> {
+            prop_oneof![
+                prop::sample::select(vec![
+                    "/promote",
+                    "/yank",
+                    "/status",
+                    "/cancel",
+                    "/help",
+                    "/",
+                    " ",
+                    "\n",
+                    "\n\n",
+                    "```",
+                    "~~~",
+                    "    ",
+                    "> ",
+                    "- ",
+                    "1. ",
+                    "| a |",
+                    "|---|",
+                    "<!--",
+                    "-->",
+                    "<div>",
+                    "`",
+                    "*",
+                    "@",
+                    "my-redis@",
+                    "0.1.0",
+                    "v1.2.3-rc.1+b",
+                    "01.0.0",
+                    "staging",
+                    "blessed",
+                    "live",
+                    "draft",
+                    "\r\n",
+                    "\t",
+                    "\u{0}",
+                    "é",
+                    "\u{202e}",
+                ])
+                .prop_map(str::to_owned),
+                any::<String>(),
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+            /// Any comment parses (to zero or more commands) without panicking, and parsing
+            /// is a function of the text.
+            #[test]
+            fn never_panics_and_is_deterministic(parts in prop::collection::vec(fragment(), 0..40)) {
+                let body = parts.concat();
+                let first = parse(&body);
+                prop_assert_eq!(first, parse(&body));
+            }
+
+            /// A well-formed promote line on its own is read as exactly that command.
+            #[test]
+            fn a_promote_line_round_trips(
+                major in 0u64..1000, minor in 0u64..1000, patch in 0u64..1000,
+                stage in prop::sample::select(vec!["staging", "blessed", "live"]),
+            ) {
+                let body = format!("/promote {major}.{minor}.{patch} {stage}");
+                let want = Command::Promote {
+                    target: t(&format!("{major}.{minor}.{patch}")),
+                    to: stage.parse().unwrap(),
+                };
+                prop_assert_eq!(parse(&body), vec![want]);
+            }
+        }
+    }
 }

@@ -92,11 +92,17 @@ pub async fn postgres() -> Option<TestDb> {
     let base = std::env::var("DATABASE_URL")
         .ok()
         .filter(|u| u.starts_with("postgres"))?;
+    Some(postgres_in(&base).await)
+}
+
+/// A fresh database on the PostgreSQL server at `base` (a `postgres://` URL).
+pub async fn postgres_in(base: &str) -> TestDb {
+    let base = base.to_owned();
     use sqlx::Connection;
     let mut c = sqlx::PgConnection::connect(&base)
         .await
         .unwrap_or_else(|e| {
-            panic!("DATABASE_URL={base} is set but PostgreSQL does not answer: {e}")
+            panic!("PostgreSQL at {base} does not answer ({e}); the store tests need one: set DATABASE_URL (CI does), or run one there")
         });
     let db = format!("mw_test_{}", uuid::Uuid::new_v4().simple());
     sqlx::query(&format!("CREATE DATABASE {db}"))
@@ -109,12 +115,12 @@ pub async fn postgres() -> Option<TestDb> {
         }
         _ => format!("{base}/{db}"),
     };
-    Some(TestDb {
+    TestDb {
         url,
         name: "postgres",
         _dir: None,
         pg: Some((base, db)),
-    })
+    }
 }
 
 /// Every backend this run covers.
@@ -309,6 +315,24 @@ pub async fn published(
     digest_byte: &str,
     source_commit: &str,
 ) -> String {
+    published_in(
+        &r.app.state.store,
+        version,
+        state,
+        digest_byte,
+        source_commit,
+    )
+    .await
+}
+
+/// As [`published`], into any store (another replica's, a child process's database).
+pub async fn published_in(
+    store: &module_webhook::store::Store,
+    version: &str,
+    state: module_webhook::store::Lifecycle,
+    digest_byte: &str,
+    source_commit: &str,
+) -> String {
     use module_webhook::store::{NewAudit, VersionRow, now_ms};
     let manifest =
         std::fs::read_to_string(powernode_testkit::example("my-redis").join("manifest.yaml"))
@@ -347,6 +371,6 @@ pub async fn published(
         reason: None,
         evidence: serde_json::json!({}),
     };
-    assert!(r.app.state.store.write_version(&v, &a).await.unwrap());
+    assert!(store.write_version(&v, &a).await.unwrap());
     id
 }
