@@ -1,5 +1,5 @@
-//! Kill the receiver (SIGKILL) in the middle of an ingest; after a restart the version is
-//! ingested exactly once.
+//! Kill the receiver (SIGKILL), or the registry, in the middle of an ingest; after a restart the
+//! version is ingested exactly once and nothing partial is left behind.
 
 mod common;
 use common::*;
@@ -10,6 +10,7 @@ use powernode_testkit::{
 };
 use std::{
     fs,
+    path::{Path, PathBuf},
     process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
@@ -47,12 +48,10 @@ async fn wait_ready(url: &str) {
     panic!("module-webhook did not become ready at {url}");
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn sigkill_mid_ingest_then_restart_ingests_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let reg = TestRegistry::start();
-    // A module with a large file, so the ingest (download + verification) takes a while.
-    let m = dir.path().join("module");
+/// Releases my-redis 3.0.0 with a 96 MiB file (so an ingest, download and verification,
+/// takes a while) and writes a receiver configuration for it. Returns (url, db, config).
+fn big_release(dir: &Path, reg: &TestRegistry) -> (String, String, PathBuf) {
+    let m = dir.join("module");
     copy_tree(&example("my-redis"), &m);
     let big: Vec<u8> = (0..(96u32 << 20))
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
@@ -63,7 +62,7 @@ async fn sigkill_mid_ingest_then_restart_ingests_exactly_once() {
         .unwrap()
         .replace("\"/var/lib/redis/.gitkeep\"", "\"/var/lib/redis/**\"");
     fs::write(m.join("manifest.yaml"), manifest).unwrap();
-    let keys = dir.path().join("cosign");
+    let keys = dir.join("cosign");
     let keygen = Command::new(module_builder())
         .args(["generate-key-pair", "--output-key-prefix"])
         .arg(&keys)
@@ -75,7 +74,7 @@ async fn sigkill_mid_ingest_then_restart_ingests_exactly_once() {
         .arg("release")
         .arg(&m)
         .args(["--ref", &reg.repo(REPO), "--version", "3.0.0", "--key"])
-        .arg(dir.path().join("cosign.key"))
+        .arg(dir.join("cosign.key"))
         .env("COSIGN_PASSWORD", "pw")
         .env("DOCKER_CONFIG", "/nonexistent")
         .output()
@@ -88,8 +87,8 @@ async fn sigkill_mid_ingest_then_restart_ingests_exactly_once() {
 
     let port = free_port();
     let url = format!("http://127.0.0.1:{port}");
-    let db = format!("sqlite://{}", dir.path().join("state/db.sqlite").display());
-    let config = dir.path().join("module-webhook.toml");
+    let db = format!("sqlite://{}", dir.join("state/db.sqlite").display());
+    let config = dir.join("module-webhook.toml");
     fs::write(
         &config,
         format!(
@@ -116,29 +115,115 @@ repository = "{REPO}"
 keys = ["{key}"]
 "#,
             host = reg.host,
-            key = dir.path().join("cosign.pub").display(),
-            data = dir.path().join("state").display(),
+            key = dir.join("cosign.pub").display(),
+            data = dir.join("state").display(),
         ),
     )
     .unwrap();
+    (url, db, config)
+}
+
+/// Waits until an ingest job is running (the receiver is downloading or verifying).
+async fn wait_running(store: &Store, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let counts = store.job_counts().await.unwrap();
+        if counts.iter().any(|(s, n)| s == "running" && *n > 0) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no job started: {counts:?}\n{}",
+            fs::read_to_string(log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until my-redis 3.0.0 is a draft.
+async fn wait_draft(store: &Store, log: &Path) -> module_webhook::store::VersionRow {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(v) = store.version("my-redis", "3.0.0").await.unwrap()
+            && v.lifecycle == Lifecycle::Draft
+        {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ingested:\n{}",
+            fs::read_to_string(log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Exactly one `ingested` audit row for `v`, one version, nothing left queued, nothing
+/// dead-lettered, nothing left in the staging directory.
+async fn assert_ingested_once(store: &Store, v: &module_webhook::store::VersionRow, dir: &Path) {
+    let audit = store.audit_of(&v.id).await.unwrap();
+    assert_eq!(
+        audit.iter().filter(|a| a.action == "ingested").count(),
+        1,
+        "{audit:?}"
+    );
+    assert_eq!(store.versions_of("my-redis", None).await.unwrap().len(), 1);
+    assert!(
+        !has_pending_jobs(store).await,
+        "{:?}",
+        store.job_counts().await.unwrap()
+    );
+    assert!(store.dead_letters().await.unwrap().is_empty());
+    let staged: Vec<_> = fs::read_dir(dir.join("state/staging"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(staged.is_empty(), "partial blobs left behind: {staged:?}");
+}
+
+/// The registry dies while the receiver streams the 96 MiB blob and comes back a moment
+/// later: the ingest fails transiently, retries with backoff, and ingests exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_stopped_mid_blob_then_restarted_ingests_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut reg = TestRegistry::start();
+    let (url, db, config) = big_release(dir.path(), &reg);
+    let log = dir.path().join("webhook.log");
+    let mut child = spawn(&config, &log);
+    wait_ready(&url).await;
+    let store = Store::connect(&db).await.unwrap();
+    wait_running(&store, &log).await;
+    reg.stop();
+    let v = store.version("my-redis", "3.0.0").await.unwrap();
+    assert!(
+        v.is_none_or(|v| v.lifecycle != Lifecycle::Draft),
+        "the outage did not land mid-ingest (already a draft); make the artifact larger"
+    );
+    // Down for longer than the first backoffs: at least one attempt fails.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    reg.restart();
+    let v = wait_draft(&store, &log).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let logged = fs::read_to_string(&log).unwrap();
+    assert!(
+        logged.contains("retry") || logged.contains("transient"),
+        "the outage was seen and retried:\n{logged}"
+    );
+    assert_ingested_once(&store, &v, dir.path()).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_mid_ingest_then_restart_ingests_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start();
+    let (url, db, config) = big_release(dir.path(), &reg);
     let log = dir.path().join("webhook.log");
     let mut child = spawn(&config, &log);
     wait_ready(&url).await;
     // The first start's reconcile pass may already pick the tag up; either way a job runs.
     let store = Store::connect(&db).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let counts = store.job_counts().await.unwrap();
-        if counts.iter().any(|(s, n)| s == "running" && *n > 0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no job started: {counts:?}\n{}",
-            fs::read_to_string(&log).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    wait_running(&store, &log).await;
     child.kill().unwrap();
     child.wait().unwrap();
     let v = store.version("my-redis", "3.0.0").await.unwrap();
@@ -149,36 +234,12 @@ keys = ["{key}"]
 
     let mut child = spawn(&config, &log);
     wait_ready(&url).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let v = loop {
-        if let Some(v) = store.version("my-redis", "3.0.0").await.unwrap()
-            && v.lifecycle == Lifecycle::Draft
-        {
-            break v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not ingested after restart:\n{}",
-            fs::read_to_string(&log).unwrap()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let v = wait_draft(&store, &log).await;
     // Let any duplicate work finish, then count.
     tokio::time::sleep(Duration::from_millis(300)).await;
     child.kill().unwrap();
     child.wait().unwrap();
-    let audit = store.audit_of(&v.id).await.unwrap();
-    assert_eq!(
-        audit.iter().filter(|a| a.action == "ingested").count(),
-        1,
-        "{audit:?}"
-    );
-    assert_eq!(store.versions_of("my-redis", None).await.unwrap().len(), 1);
-    assert!(
-        !has_pending_jobs(&store).await,
-        "{:?}",
-        store.job_counts().await.unwrap()
-    );
+    assert_ingested_once(&store, &v, dir.path()).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
