@@ -554,7 +554,12 @@ async fn drift_summary_counts_and_pages_the_drifting_instances() {
             json!({"desired_state_id": "nope", "running_module_digests": {}, "status": "applied"}),
         )
         .await;
-        assert_eq!(s, 422, "a malformed report is refused: {v}");
+        assert_eq!(s, 400, "a malformed report is refused: {v}");
+        assert_eq!(v["error"], "bad_request", "{v}");
+        assert!(
+            v["message"].as_str().unwrap().contains("desired_state_id"),
+            "the message names the field: {v}"
+        );
 
         let (s, v) = r
             .get("/api/v1/drift?template=empty&limit=1", Some(READ_TOKEN))

@@ -45,6 +45,7 @@ impl FromStr for ModuleName {
 /// What layer of the system a module belongs to. The order of the variants is the
 /// composition order used to break ties (firmware first, userland last).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[serde(rename_all = "kebab-case")]
 pub enum Category {
     Firmware,

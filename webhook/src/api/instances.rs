@@ -3,6 +3,7 @@
 //! report. An instance token can do nothing else. Drift per instance and for a template.
 
 use super::templates::serve_state;
+use crate::http::extract as body;
 use crate::{
     config::Role,
     fleet::{
@@ -15,7 +16,7 @@ use crate::{
 };
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -31,7 +32,9 @@ use subtle::ConstantTimeEq;
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewInstance {
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"))]
     pub id: String,
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"))]
     pub template_id: String,
 }
 
@@ -111,9 +114,10 @@ async fn find(s: &AppState, id: &str) -> Result<InstanceRow, ApiError> {
 pub async fn register(
     State(s): State<AppState>,
     h: HeaderMap,
-    Json(b): Json<NewInstance>,
+    body::Json(b): body::Json<NewInstance>,
 ) -> Result<Response, ApiError> {
     let caller = require(&s, &h, Role::Operator)?;
+    let b = b?;
     if ModuleName::parse(&b.id).is_none() {
         return Err(ApiError::bad_request(format!(
             "instance id {:?} must match ^[a-z0-9][a-z0-9-]{{0,62}}$",
@@ -189,9 +193,10 @@ pub async fn report(
     State(s): State<AppState>,
     h: HeaderMap,
     Path(id): Path<String>,
-    Json(b): Json<WireReport>,
+    body::Json(b): body::Json<WireReport>,
 ) -> Result<Json<Accepted>, ApiError> {
     instance_auth(&s, &h, &id).await?;
+    let b = b?;
     for name in b.running_module_digests.keys() {
         if ModuleName::parse(name).is_none() {
             return Err(ApiError::bad_request(format!(
@@ -313,9 +318,10 @@ pub struct Summary {
 pub async fn summary(
     State(s): State<AppState>,
     h: HeaderMap,
-    Query(q): Query<SummaryQuery>,
+    body::Query(q): body::Query<SummaryQuery>,
 ) -> Result<Json<Summary>, ApiError> {
     require(&s, &h, Role::Read)?;
+    let q = q?;
     let limit = q.limit.unwrap_or(100).clamp(1, 1000) as usize;
     if let Some(t) = &q.template
         && s.store.template(t).await?.is_none()

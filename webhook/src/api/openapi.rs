@@ -43,6 +43,9 @@ pub struct Operation {
     content_type: &'static str,
     /// Further answers that carry a body of their own shape (409 of a promotion).
     extra: Vec<(u16, &'static str, Schema)>,
+    /// Further `{error, message}` answers this route gives (a 409 of a create, a 404 of a
+    /// referenced template, a 503 while Gitea is unreachable).
+    errors: Vec<(u16, &'static str)>,
 }
 
 /// Schemas of requests are inlined (they are small, and a request type's optional fields
@@ -96,6 +99,7 @@ fn op(
         ok,
         content_type: "application/json",
         extra: Vec::new(),
+        errors: Vec::new(),
     }
 }
 
@@ -107,6 +111,11 @@ impl Operation {
 
     fn body(mut self, b: Option<Schema>) -> Self {
         self.body = b;
+        self
+    }
+
+    fn errors(mut self, e: &[(u16, &'static str)]) -> Self {
+        self.errors.extend_from_slice(e);
         self
     }
 }
@@ -162,6 +171,10 @@ fn operations(g: &mut Gen) -> Vec<Operation> {
                 (200, "done", g.answer::<versions::Decided>()),
             )
             .body(g.request::<versions::PromoteBody>())
+            .errors(&[(
+                503,
+                "Gitea, which holds the evidence, did not answer; try again",
+            )])
         },
         Operation {
             extra: vec![(409, "refused (why)", not_now)],
@@ -206,7 +219,8 @@ fn operations(g: &mut Gen) -> Vec<Operation> {
             OPERATOR,
             (201, "created", g.answer::<templates::OneTemplate>()),
         )
-        .body(g.request::<templates::NewTemplate>()),
+        .body(g.request::<templates::NewTemplate>())
+        .errors(&[(409, "a template with this id exists")]),
         op(
             "get",
             "/templates/{id}",
@@ -268,7 +282,11 @@ fn operations(g: &mut Gen) -> Vec<Operation> {
             OPERATOR,
             (201, "registered", g.answer::<instances::Registered>()),
         )
-        .body(g.request::<instances::NewInstance>()),
+        .body(g.request::<instances::NewInstance>())
+        .errors(&[
+            (404, "no such template"),
+            (409, "an instance with this id exists"),
+        ]),
         op(
             "get",
             "/instances/{id}",
@@ -309,7 +327,8 @@ fn operations(g: &mut Gen) -> Vec<Operation> {
             READ,
             (200, "the summary", g.answer::<instances::Summary>()),
         )
-        .query(g.request::<instances::SummaryQuery>()),
+        .query(g.request::<instances::SummaryQuery>())
+        .errors(&[(404, "no such template")]),
         op(
             "post",
             "/validate",
@@ -317,7 +336,8 @@ fn operations(g: &mut Gen) -> Vec<Operation> {
             READ,
             (200, "the findings", g.answer::<diagnostics::Report>()),
         )
-        .body(g.request::<validate::ValidateBody>()),
+        .body(g.request::<validate::ValidateBody>())
+        .errors(&[(404, "no such template")]),
         op(
             "get",
             "/repos/{owner}/{repo}/workflow-runs",
@@ -325,7 +345,8 @@ fn operations(g: &mut Gen) -> Vec<Operation> {
             READ,
             (200, "the runs", g.answer::<workflow_runs::Runs>()),
         )
-        .query(g.request::<workflow_runs::RunsQuery>()),
+        .query(g.request::<workflow_runs::RunsQuery>())
+        .errors(&[(503, "Gitea did not answer; try again")]),
         op(
             "get",
             "/openapi.json",
@@ -359,7 +380,16 @@ fn parameters(o: &Operation) -> Vec<Value> {
         .path
         .split('/')
         .filter_map(|seg| seg.strip_prefix('{')?.strip_suffix('}'))
-        .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+        .map(|name| {
+            // Gitea names: what `workflow_runs::check_name` accepts.
+            let schema = match name {
+                "owner" | "repo" => {
+                    json!({"type": "string", "pattern": r"^(?!\.\.?$)[A-Za-z0-9._-]{1,100}$"})
+                }
+                _ => json!({"type": "string"}),
+            };
+            json!({"name": name, "in": "path", "required": true, "schema": schema})
+        })
         .collect();
     if let Some(q) = &o.query {
         let required: Vec<&str> = q
@@ -414,6 +444,16 @@ fn operation(o: &Operation) -> Value {
             error_response("a malformed request; the message names the field"),
         );
     }
+    if o.body.is_some() {
+        responses.insert(
+            "413".into(),
+            error_response("the body is over the configured limit"),
+        );
+        responses.insert(
+            "415".into(),
+            error_response("the body is not sent as application/json"),
+        );
+    }
     if o.auth != Auth::Public {
         responses.insert("401".into(), error_response("no valid token"));
     }
@@ -427,6 +467,9 @@ fn operation(o: &Operation) -> Value {
     }
     if o.path.contains('{') {
         responses.insert("404".into(), error_response("no such resource"));
+    }
+    for (status, description) in &o.errors {
+        responses.insert(status.to_string(), error_response(description));
     }
     let mut v = json!({
         "summary": o.summary,

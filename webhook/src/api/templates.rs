@@ -3,6 +3,7 @@
 //! Every change is audited and enqueues the recomputation in its own transaction; the
 //! recomputation also runs at once, so the answer shows its outcome.
 
+use crate::http::extract as body;
 use crate::{
     config::Role,
     fleet::{Recomputed, recompute_job},
@@ -24,7 +25,10 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTemplate {
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"))]
     pub id: String,
+    /// What the template's instances run on (free text, not blank).
+    #[schemars(regex(pattern = r"\S"))]
     pub platform: String,
     #[serde(default)]
     pub description: String,
@@ -33,6 +37,7 @@ pub struct NewTemplate {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAssignment {
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"))]
     pub module_name: String,
     /// A SemVer requirement (`^1`, `>=1.2, <2`); any version when absent.
     #[serde(default)]
@@ -150,9 +155,10 @@ async fn recompute(s: &AppState, via: Via, id: &str, actor: &str) -> Result<Reco
 pub async fn create(
     State(s): State<AppState>,
     h: HeaderMap,
-    Json(b): Json<NewTemplate>,
+    body::Json(b): body::Json<NewTemplate>,
 ) -> Result<Response, ApiError> {
     let caller = require(&s, &h, Role::Operator)?;
+    let b = b?;
     check_id(&b.id)?;
     if b.platform.trim().is_empty() {
         return Err(ApiError::bad_request("platform must not be empty"));
@@ -218,9 +224,10 @@ pub async fn assign(
     State(s): State<AppState>,
     h: HeaderMap,
     Path(id): Path<String>,
-    Json(b): Json<NewAssignment>,
+    body::Json(b): body::Json<NewAssignment>,
 ) -> Result<Json<Assigned>, ApiError> {
-    assign_via(&s, &h, Via::Api, id, b).await.map(Json)
+    require(&s, &h, Role::Operator)?;
+    assign_via(&s, &h, Via::Api, id, b?).await.map(Json)
 }
 
 /// Assigns a module to template `id` for the caller of `h`, arriving `via` the API or MCP.

@@ -7,6 +7,7 @@
 //! A manifest alone has no files: the candidate ships, for this check, every path of the
 //! live modules its `file_spec` selects — exactly the paths where it could collide.
 
+use crate::http::extract as body;
 use crate::{
     config::Role,
     fleet::{self, layers, resolve},
@@ -27,6 +28,8 @@ use std::collections::BTreeSet;
 #[serde(deny_unknown_fields)]
 pub struct ValidateBody {
     pub manifest_yaml: String,
+    /// The category the module is published under (its repository's pinned category).
+    #[schemars(with = "powernode_module::manifest::Category")]
     pub category_slug: String,
     #[serde(default)]
     pub template_id: Option<String>,
@@ -35,9 +38,10 @@ pub struct ValidateBody {
 pub async fn validate(
     State(s): State<AppState>,
     h: HeaderMap,
-    Json(b): Json<ValidateBody>,
+    body::Json(b): body::Json<ValidateBody>,
 ) -> Result<Json<Report>, ApiError> {
     require(&s, &h, Role::Read)?;
+    let b = b?;
     let category: Category = b.category_slug.parse().map_err(ApiError::bad_request)?;
     let parsed = manifest::parse(&b.manifest_yaml);
     let mut findings = parsed.findings;

@@ -5,6 +5,7 @@
 //! commit, and a request waiting for them stays pending like a comment's. The break-glass
 //! role waives approvals and checks (audited as such).
 
+use crate::http::extract as body;
 use crate::{
     config::Role,
     http::{ApiError, AppState, auth::require},
@@ -14,7 +15,7 @@ use crate::{
 };
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct ListQuery {
     /// Only versions in this stage (`draft`, `staging`, `blessed`, `live`, `yanked`).
+    #[schemars(with = "Option<Lifecycle>")]
     pub state: Option<String>,
     /// At most this many versions (default 50, at most 500).
     pub limit: Option<usize>,
@@ -103,6 +105,8 @@ pub struct Audit {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct PromoteBody {
+    /// The stage to promote to (the next one: `staging`, `blessed`, `live`).
+    #[schemars(with = "Lifecycle")]
     to: String,
     /// Why (recorded in the audit trail).
     #[serde(default)]
@@ -111,6 +115,8 @@ pub struct PromoteBody {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct YankBody {
+    /// Why (not blank; recorded in the audit trail and shown to nodes' operators).
+    #[schemars(regex(pattern = r"\S"))]
     reason: String,
 }
 
@@ -142,9 +148,10 @@ pub async fn of_module(
     State(s): State<AppState>,
     h: HeaderMap,
     Path(name): Path<String>,
-    Query(q): Query<ListQuery>,
+    body::Query(q): body::Query<ListQuery>,
 ) -> Result<Json<Versions>, ApiError> {
     require(&s, &h, Role::Read)?;
+    let q = q?;
     let state = q
         .state
         .as_deref()
@@ -152,7 +159,13 @@ pub async fn of_module(
         .transpose()
         .map_err(ApiError::bad_request)?;
     let limit = q.limit.unwrap_or(50).clamp(1, 500);
-    let after = q.cursor.as_deref().map(decode_cursor).transpose()?;
+    // An empty cursor is no cursor (a client that always sends the last next_cursor).
+    let after = q
+        .cursor
+        .as_deref()
+        .filter(|c| !c.is_empty())
+        .map(decode_cursor)
+        .transpose()?;
     let mut all = s.store.versions_of(&name, state).await?;
     all.sort_by(|a, b| (a.created_at, a.id.as_str()).cmp(&(b.created_at, b.id.as_str())));
     let mut page: Vec<&VersionRow> = all
@@ -285,8 +298,10 @@ pub async fn promote(
     State(s): State<AppState>,
     h: HeaderMap,
     Path(id): Path<String>,
-    Json(b): Json<PromoteBody>,
+    body::Json(b): body::Json<PromoteBody>,
 ) -> Result<Response, ApiError> {
+    require(&s, &h, Role::Operator)?;
+    let b = b?;
     let to = b.to.parse::<Lifecycle>().map_err(ApiError::bad_request)?;
     Ok(answer(
         decide(&s, &h, Via::Api, id, Request::Promote { to }, b.reason).await?,
@@ -297,8 +312,10 @@ pub async fn yank(
     State(s): State<AppState>,
     h: HeaderMap,
     Path(id): Path<String>,
-    Json(b): Json<YankBody>,
+    body::Json(b): body::Json<YankBody>,
 ) -> Result<Response, ApiError> {
+    require(&s, &h, Role::Operator)?;
+    let b = b?;
     Ok(answer(
         decide(
             &s,

@@ -3,6 +3,7 @@
 //! operator (or an assistant, through the MCP tool `list_gitea_workflow_runs`) can watch the
 //! build that will push the next version.
 
+use crate::http::extract as body;
 use crate::{
     config::Role,
     gitea::WorkflowRun,
@@ -10,7 +11,7 @@ use crate::{
 };
 use axum::{
     Json,
-    extract::{Path, Query, State},
+    extract::{Path, State},
     http::{HeaderMap, StatusCode},
 };
 use serde::{Deserialize, Serialize};
@@ -53,14 +54,16 @@ pub async fn list(
     State(s): State<AppState>,
     h: HeaderMap,
     Path((owner, repo)): Path<(String, String)>,
-    Query(q): Query<RunsQuery>,
+    body::Query(q): body::Query<RunsQuery>,
 ) -> Result<Json<Runs>, ApiError> {
     require(&s, &h, Role::Read)?;
+    let q = q?;
     check_name("owner", &owner)?;
     check_name("repo", &repo)?;
     let Some(engine) = &s.engine else {
+        // Not an outage: on this receiver the resource does not exist.
         return Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::NOT_FOUND,
             "gitea_not_configured",
             "this receiver has no [gitea] section, so it cannot read workflow runs",
         ));

@@ -3,6 +3,7 @@
 //! `api`, [`ops`]); `app::router` puts them together.
 
 pub mod auth;
+pub mod extract;
 pub mod ops;
 
 use crate::{

@@ -7,6 +7,7 @@
 //! message); so does a refused promotion. A pending one is an answer: `decision.outcome =
 //! "pending"` with exactly what is missing, as a `/promote` comment would be told.
 
+use crate::http::extract as body;
 use crate::{
     api::{
         instances, templates, validate,
@@ -18,7 +19,7 @@ use crate::{
     promotion::Decision,
     store::{AuditRow, Lifecycle, Via},
 };
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use http::request::Parts;
 use powernode_module::diagnostics::Report;
 use rmcp::{
@@ -176,11 +177,11 @@ impl Tools {
             validate::validate(
                 self.state(),
                 p.headers,
-                axum::Json(validate::ValidateBody {
+                body::Json(Ok(validate::ValidateBody {
                     manifest_yaml: a.manifest_yaml,
                     category_slug: a.category_slug,
                     template_id: a.template_id,
-                }),
+                })),
             )
             .await,
         )
@@ -204,11 +205,11 @@ impl Tools {
                 self.state(),
                 p.headers,
                 Path(a.module_name),
-                Query(versions::ListQuery {
+                body::Query(Ok(versions::ListQuery {
                     state: a.state,
                     limit: a.limit,
                     cursor: a.cursor,
-                }),
+                })),
             )
             .await,
         )
@@ -420,7 +421,7 @@ impl Tools {
                 self.state(),
                 p.headers,
                 Path((a.owner, a.repo)),
-                Query(workflow_runs::RunsQuery { limit: a.limit }),
+                body::Query(Ok(workflow_runs::RunsQuery { limit: a.limit })),
             )
             .await,
         )
