@@ -443,20 +443,7 @@ fn index_carries_the_fsverity_digests_fsverity_utils_computes() {
             continue;
         };
         let file = t.path().join("rootfs").join(rel);
-        let out = std::process::Command::new("fsverity")
-            .arg("digest")
-            .arg(&file)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("this test needs fsverity-utils: apt-get install -y fsverity ({e})")
-            });
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).unwrap();
-        let theirs = text.split_whitespace().next().unwrap();
+        let theirs = powernode_testkit::fsverity_utils_digest(&file);
         assert_eq!(theirs, fsverity.to_string(), "{}", e.path);
         assert_eq!(
             inline.as_ref().map(|b| b.0.to_vec()),

@@ -79,3 +79,27 @@ pub fn module_builder() -> PathBuf {
         })
         .clone()
 }
+
+/// `fsverity digest FILE` of fsverity-utils (an implementation nobody here wrote), as
+/// `sha256:<hex>`. Fails loudly when the tool is missing.
+pub fn fsverity_utils_digest(file: &Path) -> String {
+    let out = std::process::Command::new("fsverity")
+        .arg("digest")
+        .arg(file)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("this test needs fsverity-utils: apt-get install -y fsverity ({e})")
+        });
+    assert!(
+        out.status.success(),
+        "fsverity digest {}: {}",
+        file.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}

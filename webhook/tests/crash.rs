@@ -11,29 +11,11 @@ use powernode_testkit::{
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 
 const REPO: &str = "acct/modules/my-redis-module";
-
-fn spawn(config: &std::path::Path, log: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_module-webhook"))
-        .args(["serve", "--config"])
-        .arg(config)
-        .env_remove("DATABASE_URL")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::from(
-            fs::File::options()
-                .create(true)
-                .append(true)
-                .open(log)
-                .unwrap(),
-        ))
-        .spawn()
-        .unwrap()
-}
 
 async fn wait_ready(url: &str) {
     let c = reqwest::Client::new();
@@ -188,7 +170,7 @@ async fn registry_stopped_mid_blob_then_restarted_ingests_exactly_once() {
     let mut reg = TestRegistry::start();
     let (url, db, config) = big_release(dir.path(), &reg);
     let log = dir.path().join("webhook.log");
-    let mut child = spawn(&config, &log);
+    let mut child = spawn_receiver(env!("CARGO_BIN_EXE_module-webhook"), &config, &log);
     wait_ready(&url).await;
     let store = Store::connect(&db).await.unwrap();
     wait_running(&store, &log).await;
@@ -219,7 +201,7 @@ async fn sigkill_mid_ingest_then_restart_ingests_exactly_once() {
     let reg = TestRegistry::start();
     let (url, db, config) = big_release(dir.path(), &reg);
     let log = dir.path().join("webhook.log");
-    let mut child = spawn(&config, &log);
+    let mut child = spawn_receiver(env!("CARGO_BIN_EXE_module-webhook"), &config, &log);
     wait_ready(&url).await;
     // The first start's reconcile pass may already pick the tag up; either way a job runs.
     let store = Store::connect(&db).await.unwrap();
@@ -232,7 +214,7 @@ async fn sigkill_mid_ingest_then_restart_ingests_exactly_once() {
         "the kill did not land mid-ingest (the version was already a draft); make the artifact larger"
     );
 
-    let mut child = spawn(&config, &log);
+    let mut child = spawn_receiver(env!("CARGO_BIN_EXE_module-webhook"), &config, &log);
     wait_ready(&url).await;
     let v = wait_draft(&store, &log).await;
     // Let any duplicate work finish, then count.
@@ -257,7 +239,7 @@ async fn sigterm_shuts_down_cleanly_and_keeps_queued_jobs() {
     )
     .unwrap();
     let log = dir.path().join("log");
-    let mut child = spawn(&config, &log);
+    let mut child = spawn_receiver(env!("CARGO_BIN_EXE_module-webhook"), &config, &log);
     let url = format!("http://127.0.0.1:{port}");
     wait_ready(&url).await;
     let res = reqwest::Client::new()

@@ -46,17 +46,6 @@ async fn wait_for_deliveries(r: &Running, n: i64) {
     panic!("the registry did not deliver {n} notifications");
 }
 
-fn envelope(id: &str, repo: &str, tag: &str, digest: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({"events": [{
-        "id": id, "timestamp": "2026-11-26T00:00:00Z", "action": "push",
-        "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 1, "digest": digest,
-                   "length": 1, "repository": repo, "url": "http://x", "tag": tag},
-        "request": {"id": "r", "addr": "a", "host": "h", "method": "PUT", "useragent": "t"},
-        "actor": {}, "source": {"addr": "x", "instanceID": "i"}
-    }]}))
-    .unwrap()
-}
-
 async fn audit_actions(r: &Running, id: &str) -> Vec<String> {
     r.app
         .state
@@ -225,7 +214,7 @@ async fn signature_after_and_before_the_artifact_and_duplicates_give_one_version
         let d = digest_of(&reference);
         r.post(
             "/hooks/distribution",
-            envelope("e1", REPO, "v0.3.0", &d),
+            dist_envelope("e1", REPO, "v0.3.0", &d),
             &dist_headers(),
         )
         .await;
@@ -250,7 +239,7 @@ async fn signature_after_and_before_the_artifact_and_duplicates_give_one_version
         let sig_tag = format!("sha256-{}.sig", d.trim_start_matches("sha256:"));
         r.post(
             "/hooks/distribution",
-            envelope("e2", REPO, &sig_tag, "sha256:00"),
+            dist_envelope("e2", REPO, &sig_tag, "sha256:00"),
             &dist_headers(),
         )
         .await;
@@ -289,7 +278,7 @@ async fn signature_after_and_before_the_artifact_and_duplicates_give_one_version
         ] {
             r.post(
                 "/hooks/distribution",
-                envelope(id, REPO, tag, &d),
+                dist_envelope(id, REPO, tag, &d),
                 &dist_headers(),
             )
             .await;

@@ -17,7 +17,7 @@ use powernode_testkit::{
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::Child,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -53,21 +53,7 @@ impl Replica {
         )
         .unwrap();
         let log = dir.join(format!("{name}.log"));
-        let child = Command::new(env!("CARGO_BIN_EXE_module-webhook"))
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env_remove("DATABASE_URL")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::from(
-                fs::File::options()
-                    .create(true)
-                    .append(true)
-                    .open(&log)
-                    .unwrap(),
-            ))
-            .spawn()
-            .unwrap();
+        let child = spawn_receiver(env!("CARGO_BIN_EXE_module-webhook"), &config, &log);
         Replica {
             child: Some(child),
             url: format!("http://127.0.0.1:{port}"),
@@ -170,17 +156,6 @@ impl Rng {
             v.swap(i, (self.next() % (i as u64 + 1)) as usize);
         }
     }
-}
-
-fn envelope(id: &str, tag: &str, digest: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({"events": [{
-        "id": id, "timestamp": "2026-12-04T00:00:00Z", "action": "push",
-        "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 1, "digest": digest,
-                   "length": 1, "repository": REPO, "url": "http://x", "tag": tag},
-        "request": {"id": "r", "addr": "a", "host": "h", "method": "PUT", "useragent": "t"},
-        "actor": {}, "source": {"addr": "x", "instanceID": "i"}
-    }]}))
-    .unwrap()
 }
 
 /// Releases (build, push, sign) `n` versions of my-redis, two `module-builder`s at a time.
@@ -295,7 +270,7 @@ async fn two_replicas_ingest_every_push_exactly_once_through_duplicates_and_a_si
         let (http, urls, gate, killed) = (http.clone(), urls.clone(), gate.clone(), killed.clone());
         sends.spawn(async move {
             let _permit = gate.acquire_owned().await.unwrap();
-            let body = envelope(&id, &tag, &digest);
+            let body = dist_envelope(&id, REPO, &tag, &digest);
             // A delivery the dead replica cannot take goes to the other (as a registry's
             // load balancer would retry it); an answer of either is durable.
             let order = if killed.load(std::sync::atomic::Ordering::SeqCst) {
@@ -452,24 +427,10 @@ async fn two_replicas_given_the_same_promote_at_once_transition_once() {
 
 /// Posts the fixture comment (re-signed) with `text` to the replica at `url`.
 async fn comment_to(url: &str, id: i64, user: &str, text: &str) -> u16 {
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&data("issue-comment-created-on-pull-request.json")).unwrap();
-    v["repository"]["full_name"] = GITEA_REPO.into();
-    v["comment"]["id"] = id.into();
-    v["comment"]["body"] = text.into();
-    v["comment"]["user"]["login"] = user.into();
-    let body = serde_json::to_vec_pretty(&v).unwrap();
-    reqwest::Client::new()
-        .post(format!("{url}/hooks/gitea"))
-        .header("Content-Type", "application/json")
-        .header("X-Gitea-Delivery", format!("comment-{id}"))
-        .header("X-Gitea-Event", "issue_comment")
-        .header("X-Gitea-Event-Type", "pull_request_comment")
-        .header("X-Gitea-Signature", common::promotion::sign(&body))
-        .body(body)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    let (body, headers) = common::promotion::comment_request(GITEA_REPO, id, user, text, "created");
+    let mut r = reqwest::Client::new().post(format!("{url}/hooks/gitea"));
+    for (k, v) in headers {
+        r = r.header(k, v);
+    }
+    r.body(body).send().await.unwrap().status().as_u16()
 }

@@ -374,3 +374,36 @@ pub async fn published_in(
     assert!(store.write_version(&v, &a).await.unwrap());
     id
 }
+
+/// A Distribution notification envelope with one push event (`tag` of `repo` at `digest`).
+pub fn dist_envelope(id: &str, repo: &str, tag: &str, digest: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"events": [{
+        "id": id, "timestamp": "2026-11-26T00:00:00Z", "action": "push",
+        "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json", "size": 1, "digest": digest,
+                   "length": 1, "repository": repo, "url": "http://x", "tag": tag},
+        "request": {"id": "r", "addr": "a", "host": "h", "method": "PUT", "useragent": "t"},
+        "actor": {}, "source": {"addr": "x", "instanceID": "i"}
+    }]}))
+    .unwrap()
+}
+
+/// `BIN serve --config CONFIG` as a child process, logging to `log` (appended across
+/// restarts). `BIN` is the test's `env!("CARGO_BIN_EXE_module-webhook")`, which only the
+/// receiver's own tests have.
+pub fn spawn_receiver(bin: &str, config: &Path, log: &Path) -> std::process::Child {
+    std::process::Command::new(bin)
+        .args(["serve", "--config"])
+        .arg(config)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(
+            std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(log)
+                .unwrap(),
+        ))
+        .spawn()
+        .unwrap()
+}

@@ -81,8 +81,14 @@ pub async fn comment(e: &Env, id: i64, user: &str, text: &str, action: &str) -> 
     comment_in(e, GITEA_REPO, id, user, text, action).await
 }
 
-/// As [`comment`], on a pull request of repository `repo` (`owner/name`).
-pub async fn comment_in(e: &Env, repo: &str, id: i64, user: &str, text: &str, action: &str) -> u16 {
+/// The fixture comment with `text` as its body by `user`, re-signed: body and headers.
+pub fn comment_request(
+    repo: &str,
+    id: i64,
+    user: &str,
+    text: &str,
+    action: &str,
+) -> (Vec<u8>, Vec<(String, String)>) {
     let mut v: serde_json::Value =
         serde_json::from_slice(&data("issue-comment-created-on-pull-request.json")).unwrap();
     v["repository"]["full_name"] = repo.into();
@@ -104,6 +110,12 @@ pub async fn comment_in(e: &Env, repo: &str, id: i64, user: &str, text: &str, ac
         ),
         ("X-Gitea-Signature".to_string(), sign(&body)),
     ];
+    (body, h)
+}
+
+/// As [`comment`], on a pull request of repository `repo` (`owner/name`).
+pub async fn comment_in(e: &Env, repo: &str, id: i64, user: &str, text: &str, action: &str) -> u16 {
+    let (body, h) = comment_request(repo, id, user, text, action);
     let (s, _) = e.r.post("/hooks/gitea", body, &h).await;
     e.r.app.drain().await.unwrap();
     s
