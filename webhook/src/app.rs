@@ -109,6 +109,10 @@ impl App {
             fleet: fleet.clone(),
         };
         let state = AppState {
+            deliveries: crate::store::DeliveryLog::start(
+                store.clone(),
+                metrics.delivery_commits.clone(),
+            ),
             engine: worker.engine.clone(),
             policies: worker.ctx.policies.clone(),
             store,

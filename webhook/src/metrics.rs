@@ -33,6 +33,8 @@ pub struct Metrics {
     ingest_seconds: Histogram,
     /// Instance reports accepted.
     pub reports: Counter,
+    /// Transactions that recorded hook deliveries (with group commit, fewer than requests).
+    pub delivery_commits: Counter,
     /// Desired-state reads answered 304 (unchanged) and with a document.
     pub desired_state_reads: Family<StateLabels, Counter>,
 }
@@ -79,6 +81,12 @@ impl Default for Metrics {
             "Instance reports accepted",
             reports.clone(),
         );
+        let delivery_commits = Counter::default();
+        r.register(
+            "delivery_commits",
+            "Transactions that recorded hook deliveries (group commit: often several requests each)",
+            delivery_commits.clone(),
+        );
         let desired_state_reads = Family::<StateLabels, Counter>::default();
         r.register(
             "desired_state_reads",
@@ -87,6 +95,7 @@ impl Default for Metrics {
         );
         Metrics {
             reports,
+            delivery_commits,
             desired_state_reads,
             registry: Mutex::new(r),
             deliveries,

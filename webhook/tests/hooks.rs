@@ -20,6 +20,76 @@ async fn jobs(r: &Running) -> usize {
         .sum()
 }
 
+/// 300 deliveries at once, 100 ids each sent three times: group commit puts many requests in
+/// one transaction, yet each id is recorded once, each answer comes after its commit, and
+/// exactly one of the three copies is accepted.
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_deliveries_share_commits_and_each_counts_once() {
+    for db in databases().await {
+        let r = serve(config(&db.url, "127.0.0.1:1", vec![])).await;
+        let mut sends = tokio::task::JoinSet::new();
+        for copy in 0..3 {
+            for i in 0..100 {
+                let (http, url) = (r.http.clone(), r.url.clone());
+                sends.spawn(async move {
+                    let body = dist_envelope(
+                        &format!("burst-{i}"),
+                        "acme/burst",
+                        &format!("v1.0.{i}"),
+                        &format!("sha256:{:064x}", i),
+                    );
+                    let mut req = http.post(format!("{url}/hooks/distribution")).body(body);
+                    for (k, v) in dist_headers() {
+                        req = req.header(k, v);
+                    }
+                    let res = req.send().await.unwrap();
+                    let status = res.status().as_u16();
+                    let v: serde_json::Value = res.json().await.unwrap();
+                    (copy, i, status, v)
+                });
+            }
+        }
+        let mut accepted = vec![0; 100];
+        while let Some(res) = sends.join_next().await {
+            let (_, i, status, v) = res.unwrap();
+            match status {
+                202 => {
+                    assert_eq!(v["accepted"], 1, "{v}");
+                    accepted[i] += 1;
+                }
+                200 => assert_eq!(v["duplicates"], 1, "{v}"),
+                s => panic!("{}: delivery burst-{i} answered {s}: {v}", db.name),
+            }
+        }
+        assert!(
+            accepted.iter().all(|n| *n == 1),
+            "{}: {accepted:?}",
+            db.name
+        );
+        assert_eq!(deliveries(&r).await, 100, "{}", db.name);
+        assert_eq!(jobs(&r).await, 100, "{}: one job per tag", db.name);
+        let metrics = r
+            .http
+            .get(format!("{}/metrics", r.url))
+            .send()
+            .await
+            .unwrap();
+        let text = metrics.text().await.unwrap();
+        let commits: f64 = text
+            .lines()
+            .find_map(|l| l.strip_prefix("module_webhook_delivery_commits_total "))
+            .unwrap_or_else(|| panic!("no commit counter in /metrics:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            commits < 300.0,
+            "{}: 300 requests, {commits} transactions: requests shared commits",
+            db.name
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn distribution_push_is_recorded_once_and_bad_requests_change_nothing() {
     for db in databases().await {

@@ -60,7 +60,7 @@ async fn finish(s: &AppState, source: &str, parsed: Result<Parsed, HookError>) -
         return StatusCode::NO_CONTENT.into_response();
     }
     let jobs: usize = parsed.deliveries.iter().map(|(_, j)| j.len()).sum();
-    match s.store.record_deliveries(&parsed.deliveries).await {
+    match s.deliveries.record(parsed.deliveries).await {
         Ok(fresh) => {
             let new = fresh.iter().filter(|f| **f).count();
             let dup = fresh.len() - new;

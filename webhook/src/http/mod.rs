@@ -23,6 +23,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Store,
+    /// Where hook deliveries are recorded (group commit; see `store::DeliveryLog`).
+    pub deliveries: crate::store::DeliveryLog,
     pub policies: Arc<Policies>,
     pub config: Arc<Config>,
     pub repos: Repositories,

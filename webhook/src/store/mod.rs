@@ -3,6 +3,7 @@
 //! SQL stays here.
 
 mod audit;
+mod group_commit;
 mod ids;
 mod instances;
 mod jobs;
@@ -12,6 +13,7 @@ mod templates;
 mod versions;
 
 pub use audit::{AuditAction, AuditRow, NewAudit, Via};
+pub use group_commit::DeliveryLog;
 pub use ids::{RequestId, VersionId};
 pub use instances::{InstanceRow, Report, StoredReport};
 pub use jobs::{JobRow, JobState, NewJob};
@@ -182,15 +184,16 @@ impl Store {
     }
 
     /// Records deliveries and enqueues their jobs in one transaction. Returns, per delivery,
-    /// whether it was new (a repeated id changes nothing).
+    /// whether it was new (a repeated id changes nothing). The hooks call this through
+    /// [`DeliveryLog`], which puts many requests' deliveries in one transaction.
     pub async fn record_deliveries(
         &self,
-        deliveries: &[(NewDelivery, Vec<NewJob>)],
+        deliveries: &[&(NewDelivery, Vec<NewJob>)],
     ) -> anyhow::Result<Vec<bool>> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         let mut fresh = Vec::with_capacity(deliveries.len());
-        for (d, jobs) in deliveries {
+        for (d, jobs) in deliveries.iter().copied() {
             let n = sqlx::query(
                 "INSERT INTO deliveries (id, source, event_type, body_sha256, received_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             )
