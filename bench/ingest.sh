@@ -40,6 +40,7 @@ YAML
 cat > "$work/webhook.toml" <<TOML
 listen = "127.0.0.1:$wport"
 database_url = "sqlite://$work/webhook.db"
+data_dir = "$work/data"
 [registry]
 url = "http://127.0.0.1:$rport"
 repositories = ["bench/*"]

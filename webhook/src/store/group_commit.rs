@@ -6,7 +6,9 @@
 //! requests hand their deliveries to one committer task and wait; the committer takes
 //! whatever has queued up while the previous commit ran, writes it all in one transaction
 //! and answers each request only after that commit. Under load a batch grows by itself;
-//! alone, a request commits at once (no timer, no added latency).
+//! alone, a request commits at once (no timer, no added latency). SQLite has one writer, so
+//! it gets one committer; PostgreSQL gets [`PG_COMMITTERS`], so that while one batch waits
+//! for its commit to reach the disk the next is already being written.
 //!
 //! A batch that fails is retried one request at a time, so one request's failure cannot
 //! fail the others; a request whose own transaction fails gets the error (the route
@@ -15,12 +17,15 @@
 
 use super::{NewDelivery, NewJob, Store};
 use prometheus_client::metrics::counter::Counter;
-use tokio::sync::{mpsc, oneshot};
+use std::sync::Arc;
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// At most this many requests share one transaction (bounds its size and latency).
 const MAX_BATCH: usize = 256;
 /// Requests waiting for the committer beyond this wait for room (backpressure).
 const QUEUE: usize = 4096;
+/// Committers on PostgreSQL (each holds one of the pool's connections while it commits).
+const PG_COMMITTERS: usize = 4;
 
 type Deliveries = Vec<(NewDelivery, Vec<NewJob>)>;
 
@@ -46,7 +51,14 @@ impl DeliveryLog {
     /// `commits`. It ends when every handle is gone.
     pub fn start(store: Store, commits: Counter) -> DeliveryLog {
         let (queue, rx) = mpsc::channel(QUEUE);
-        tokio::spawn(run(store, rx, commits));
+        let committers = match store.backend {
+            super::Backend::Sqlite => 1,
+            super::Backend::Postgres => PG_COMMITTERS,
+        };
+        let rx = Arc::new(Mutex::new(rx));
+        for _ in 0..committers {
+            tokio::spawn(run(store.clone(), rx.clone(), commits.clone()));
+        }
         DeliveryLog { queue }
     }
 
@@ -64,10 +76,15 @@ impl DeliveryLog {
     }
 }
 
-async fn run(store: Store, mut rx: mpsc::Receiver<Pending>, commits: Counter) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        commit(&store, std::mem::take(&mut batch), &commits).await;
+/// One committer: takes what has queued up (the others wait for the queue meanwhile), then
+/// commits it while another committer may take the next batch.
+async fn run(store: Store, rx: Arc<Mutex<mpsc::Receiver<Pending>>>, commits: Counter) {
+    loop {
+        let mut batch = Vec::with_capacity(MAX_BATCH);
+        if rx.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
+            return;
+        }
+        commit(&store, batch, &commits).await;
     }
 }
 
