@@ -4,8 +4,10 @@ local body = nil
 local counter = 0
 prefix = "t"
 
+-- HOOK_PREFIX tells apart wrk processes started at once (bench/hooks.sh runs one per
+-- replica); math.random is not seeded differently between processes.
 function setup(thread)
-  thread:set("prefix", "t" .. tostring(math.random(1, 1e9)) .. "-" .. tostring(os.time()))
+  thread:set("prefix", (os.getenv("HOOK_PREFIX") or "") .. "t" .. tostring(math.random(1, 1e9)) .. "-" .. tostring(os.time()))
 end
 
 function init(args)

@@ -21,7 +21,8 @@ trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$work"' EXIT
 export HOOK_BODY="$here/webhook/tests/data/package-created-container.json"
 export HOOK_SIGNATURE=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["X-Gitea-Signature"])' "$here/webhook/tests/data/package-created-container.headers.json")
 
-run() {
+# start NAME DB: a receiver on a free port, its URL in $url and its PID appended to $pid.
+start() {
   local name=$1 db=$2
   local port=$(free_port)
   cat > "$work/$name.toml" <<TOML
@@ -44,11 +45,32 @@ lease_secs = 120
 max_artifact_bytes = 1
 TOML
   RUST_LOG=warn DATABASE_URL= "$mw" serve --config "$work/$name.toml" 2>"$work/$name.log" &
-  pid=$!
-  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.1; done
-  echo "== $name ($db)"
-  wrk -t2 -c"$conns" -d"${secs}s" --latency -s "$here/bench/hooks.lua" "http://127.0.0.1:$port" | tee "$work/$name.wrk"
-  kill $pid; wait $pid 2>/dev/null || true; pid=""
+  pid="$pid $!"
+  url="http://127.0.0.1:$port"
+  for _ in $(seq 100); do curl -fs "$url/readyz" >/dev/null && break; sleep 0.1; done
+}
+
+stop() { [ -n "$pid" ] && kill $pid; wait $pid 2>/dev/null || true; pid=""; }
+
+# run NAME DB: one receiver, wrk with $conns connections.
+run() {
+  start "$1" "$2"
+  echo "== $1 ($2)"
+  wrk -t2 -c"$conns" -d"${secs}s" --latency -s "$here/bench/hooks.lua" "$url" | tee "$work/$1.wrk"
+  stop
+}
+
+# run_replicas NAME DB: two receivers on one database, half the connections each, at once.
+run_replicas() {
+  start "$1-a" "$2"; local a=$url
+  start "$1-b" "$2"; local b=$url
+  echo "== $1: two replicas ($2)"
+  HOOK_PREFIX=a wrk -t1 -c$((conns / 2)) -d"${secs}s" --latency -s "$here/bench/hooks.lua" "$a" > "$work/$1-a.wrk" &
+  local w=$!
+  HOOK_PREFIX=b wrk -t1 -c$((conns / 2)) -d"${secs}s" --latency -s "$here/bench/hooks.lua" "$b" > "$work/$1-b.wrk"
+  wait $w
+  cat "$work/$1-a.wrk" "$work/$1-b.wrk"
+  stop
 }
 
 run sqlite "sqlite://$work/bench.db"
@@ -57,20 +79,29 @@ if python3 -c 'import socket; socket.create_connection(("127.0.0.1",5432),1)' 2>
   dbname="mw_bench_$$"
   psql "$pg" -qc "CREATE DATABASE $dbname" >/dev/null
   run postgres "${pg%/*}/$dbname"
+  run_replicas postgres2 "${pg%/*}/$dbname"
   psql "$pg" -qc "DROP DATABASE $dbname" >/dev/null || true
 fi
 python3 - "$work" "$work/bench.db" <<'PY'
 import re, sys, os, sqlite3
 work = sys.argv[1]
 n = sqlite3.connect(sys.argv[2]).execute("select count(*) from deliveries").fetchone()[0]
-for name in ("sqlite", "postgres"):
-    p = os.path.join(work, name + ".wrk")
-    if not os.path.exists(p):
+def ms(v):
+    n, unit = re.match(r"([\d.]+)(\w+)", v).groups()
+    return float(n) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
+for name, files in (("sqlite", ["sqlite"]), ("postgres", ["postgres"]),
+                    ("postgres, two replicas", ["postgres2-a", "postgres2-b"])):
+    paths = [os.path.join(work, f + ".wrk") for f in files]
+    if not all(os.path.exists(p) for p in paths):
         continue
-    t = open(p).read()
-    rps = re.search(r"Requests/sec:\s+([\d.]+)", t).group(1)
-    lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", t, re.M))
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
-    print(f"{name}: {float(rps):,.0f} deliveries/s acknowledged, p50 {lat.get('50')}, p99 {lat.get('99')}, non-2xx {non2xx.group(1) if non2xx else 0}")
+    rps, p50, p99, non2xx = 0.0, 0.0, 0.0, 0
+    for p in paths:
+        t = open(p).read()
+        rps += float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+        lat = dict(re.findall(r"^\s+(50|99)%\s+([\d.]+\w+)", t, re.M))
+        p50, p99 = max(p50, ms(lat["50"])), max(p99, ms(lat["99"]))
+        n2 = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+        non2xx += int(n2.group(1)) if n2 else 0
+    print(f"{name}: {rps:,.0f} deliveries/s acknowledged, p50 {p50:.2f}ms, p99 {p99:.2f}ms (worst replica), non-2xx {non2xx}")
 print(f"sqlite deliveries durably recorded: {n}")
 PY

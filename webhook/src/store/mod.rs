@@ -186,14 +186,21 @@ impl Store {
     /// Records deliveries and enqueues their jobs in one transaction. Returns, per delivery,
     /// whether it was new (a repeated id changes nothing). The hooks call this through
     /// [`DeliveryLog`], which puts many requests' deliveries in one transaction.
+    ///
+    /// Rows are written in one global order (deliveries by id, then jobs by kind and dedupe
+    /// key), so two transactions (two batches, two replicas) that touch the same keys wait
+    /// for each other instead of deadlocking; of equal ids the first given is the new one.
     pub async fn record_deliveries(
         &self,
         deliveries: &[&(NewDelivery, Vec<NewJob>)],
     ) -> anyhow::Result<Vec<bool>> {
         let now = self.now();
+        let mut order: Vec<usize> = (0..deliveries.len()).collect();
+        order.sort_by(|&a, &b| deliveries[a].0.id.cmp(&deliveries[b].0.id));
         let mut tx = self.pool.begin().await?;
-        let mut fresh = Vec::with_capacity(deliveries.len());
-        for (d, jobs) in deliveries.iter().copied() {
+        let mut fresh = vec![false; deliveries.len()];
+        for &i in &order {
+            let d = &deliveries[i].0;
             let n = sqlx::query(
                 "INSERT INTO deliveries (id, source, event_type, body_sha256, received_at) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
             )
@@ -205,12 +212,15 @@ impl Store {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-            fresh.push(n == 1);
-            if n == 1 {
-                for j in jobs {
-                    jobs::insert(&mut tx, j, now).await?;
-                }
-            }
+            fresh[i] = n == 1;
+        }
+        let mut jobs: Vec<&NewJob> = (0..deliveries.len())
+            .filter(|&i| fresh[i])
+            .flat_map(|i| deliveries[i].1.iter())
+            .collect();
+        jobs.sort_by(|a, b| (&a.kind, &a.dedupe_key).cmp(&(&b.kind, &b.dedupe_key)));
+        for j in jobs {
+            jobs::insert(&mut tx, j, now).await?;
         }
         tx.commit().await?;
         Ok(fresh)
