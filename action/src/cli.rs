@@ -16,14 +16,38 @@ Typical use:\n\n  module-builder validate            # check manifest.yaml and r
 module-builder build --dry-run     # list what would be packed\n  \
 module-builder build               # write dist/module.tar and dist/module.json\n  \
 module-builder inspect dist/module.tar",
-    after_help = "Exit status: 0 success, 1 invalid module or failed command, 2 usage error."
+    after_help = "Exit status: 0 success, 1 invalid module or failed command, 2 usage error.",
+    args_conflicts_with_subcommands = true,
+    subcommand_required = false,
+    arg_required_else_help = true
 )]
 pub struct Cli {
     /// More log output on stderr (-v info, -vv debug). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+    /// Without a subcommand: validate the module in the current directory and list what
+    /// would be packed, writing nothing (`build --dry-run .`; exit status as `validate`).
+    /// The builder image's default mode, for a read-only mount:
+    /// `docker run --rm -v $PWD:/work:ro IMAGE --dry-run`.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
+}
+
+impl Cli {
+    /// What a bare `--dry-run` runs: `build --dry-run .`.
+    pub fn dry_run_build() -> BuildArgs {
+        BuildArgs {
+            dir: PathBuf::from("."),
+            output: None,
+            source_date_epoch: None,
+            version: None,
+            architecture: "all".into(),
+            dry_run: true,
+            format: Format::default(),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,7 +12,17 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     logging::init(cli.verbose);
-    let result = match cli.command {
+    let Some(command) = cli.command else {
+        // `arg_required_else_help` leaves only a bare `--dry-run` here.
+        return match cmd::build::run(cli::Cli::dry_run_build()) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(1)
+            }
+        };
+    };
+    let result = match command {
         cli::Command::Validate(a) => cmd::validate::run(a),
         cli::Command::Build(a) => cmd::build::run(a),
         cli::Command::Inspect(a) => cmd::inspect::run(a),

@@ -212,6 +212,35 @@ fn dry_run_lists_and_writes_nothing() {
     assert_eq!(v["total_size"], size);
 }
 
+/// The walkthrough's local check, `docker run --rm -v $PWD:/work:ro IMAGE --dry-run`: a bare
+/// `--dry-run` in the module directory validates it and lists what would be packed, writes
+/// nothing, and exits as `validate` does; it does not mix with subcommands.
+#[test]
+fn bare_dry_run_checks_the_current_directory() {
+    let t = module_with_manifest(&seed_manifest());
+    let o = run(bin().arg("--dry-run").current_dir(t.path()));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8(o.stdout).unwrap();
+    assert!(out.contains("/etc/redis/redis.conf"), "{out}");
+    assert!(out.contains("my-redis: 2 files"), "{out}");
+    assert!(!t.path().join("dist").exists(), "nothing written");
+
+    let bad =
+        module_with_manifest(&seed_manifest().replace("schema_version: 1", "schema_version: 2"));
+    let o = run(bin().arg("--dry-run").current_dir(bad.path()));
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("SCHEMA_VERSION_UNSUPPORTED"));
+
+    let o = run(bin().args(["--dry-run", "build"]).current_dir(t.path()));
+    assert_eq!(o.status.code(), Some(2), "a usage error");
+    let o = run(bin().current_dir(t.path()));
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "nothing asked: help, as a usage error"
+    );
+}
+
 #[test]
 fn invalid_module_is_not_built() {
     let t =
