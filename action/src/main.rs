@@ -12,16 +12,11 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     logging::init(cli.verbose);
-    let Some(command) = cli.command else {
-        // `arg_required_else_help` leaves only a bare `--dry-run` here.
-        return match cmd::build::run(cli::Cli::dry_run_build()) {
-            Ok(code) => code,
-            Err(e) => {
-                eprintln!("error: {e:#}");
-                ExitCode::from(1)
-            }
-        };
-    };
+    // `arg_required_else_help` leaves a bare `--dry-run` as the only way to get here
+    // without a subcommand.
+    let command = cli
+        .command
+        .unwrap_or_else(|| cli::Command::Build(cli::Cli::dry_run_build()));
     let result = match command {
         cli::Command::Validate(a) => cmd::validate::run(a),
         cli::Command::Build(a) => cmd::build::run(a),

@@ -105,6 +105,32 @@ keys = ["{key}"]
     (url, db, config)
 }
 
+/// Starts the receiver on `config` and waits until its ingest job runs (the first start's
+/// reconcile pass may pick the tag up; either way a job runs). Returns the child, the store
+/// and the log path.
+async fn start_ingesting(
+    dir: &Path,
+    url: &str,
+    db: &str,
+    config: &Path,
+) -> (std::process::Child, Store, PathBuf) {
+    let log = dir.join("webhook.log");
+    let child = spawn_receiver(env!("CARGO_BIN_EXE_module-webhook"), config, &log);
+    wait_ready(url).await;
+    let store = Store::connect(db).await.unwrap();
+    wait_running(&store, &log).await;
+    (child, store, log)
+}
+
+/// The fault (`what`) landed mid-ingest: my-redis 3.0.0 is not a draft yet.
+async fn assert_not_yet_draft(store: &Store, what: &str) {
+    let v = store.version("my-redis", "3.0.0").await.unwrap();
+    assert!(
+        v.is_none_or(|v| v.lifecycle != Lifecycle::Draft),
+        "{what} did not land mid-ingest (already a draft); make the artifact larger"
+    );
+}
+
 /// Waits until an ingest job is running (the receiver is downloading or verifying).
 async fn wait_running(store: &Store, log: &Path) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -169,17 +195,9 @@ async fn registry_stopped_mid_blob_then_restarted_ingests_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let mut reg = TestRegistry::start();
     let (url, db, config) = big_release(dir.path(), &reg);
-    let log = dir.path().join("webhook.log");
-    let mut child = spawn_receiver(env!("CARGO_BIN_EXE_module-webhook"), &config, &log);
-    wait_ready(&url).await;
-    let store = Store::connect(&db).await.unwrap();
-    wait_running(&store, &log).await;
+    let (mut child, store, log) = start_ingesting(dir.path(), &url, &db, &config).await;
     reg.stop();
-    let v = store.version("my-redis", "3.0.0").await.unwrap();
-    assert!(
-        v.is_none_or(|v| v.lifecycle != Lifecycle::Draft),
-        "the outage did not land mid-ingest (already a draft); make the artifact larger"
-    );
+    assert_not_yet_draft(&store, "the outage").await;
     // Down for longer than the first backoffs: at least one attempt fails.
     tokio::time::sleep(Duration::from_millis(1500)).await;
     reg.restart();
@@ -200,19 +218,10 @@ async fn sigkill_mid_ingest_then_restart_ingests_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let reg = TestRegistry::start();
     let (url, db, config) = big_release(dir.path(), &reg);
-    let log = dir.path().join("webhook.log");
-    let mut child = spawn_receiver(env!("CARGO_BIN_EXE_module-webhook"), &config, &log);
-    wait_ready(&url).await;
-    // The first start's reconcile pass may already pick the tag up; either way a job runs.
-    let store = Store::connect(&db).await.unwrap();
-    wait_running(&store, &log).await;
+    let (mut child, store, log) = start_ingesting(dir.path(), &url, &db, &config).await;
     child.kill().unwrap();
     child.wait().unwrap();
-    let v = store.version("my-redis", "3.0.0").await.unwrap();
-    assert!(
-        v.is_none_or(|v| v.lifecycle != Lifecycle::Draft),
-        "the kill did not land mid-ingest (the version was already a draft); make the artifact larger"
-    );
+    assert_not_yet_draft(&store, "the kill").await;
 
     let mut child = spawn_receiver(env!("CARGO_BIN_EXE_module-webhook"), &config, &log);
     wait_ready(&url).await;

@@ -309,7 +309,6 @@ async fn two_replicas_ingest_every_push_exactly_once_through_duplicates_and_a_si
     while let Some(r) = sends.join_next().await {
         r.unwrap();
     }
-    assert!(a.is_none(), "replica A was killed during the run");
 
     // Replica B finishes everything, including what A held (its leases expire).
     let store = Store::connect(&db.url).await.unwrap();
