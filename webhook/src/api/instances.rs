@@ -32,9 +32,9 @@ use subtle::ConstantTimeEq;
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewInstance {
-    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"))]
+    #[schemars(regex(pattern = super::NAME_PATTERN))]
     pub id: String,
-    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"))]
+    #[schemars(regex(pattern = super::NAME_PATTERN))]
     pub template_id: String,
 }
 

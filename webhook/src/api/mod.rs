@@ -11,6 +11,10 @@ pub mod versions;
 pub mod workflow_runs;
 
 use crate::http::AppState;
+
+/// JSON Schema `pattern` of module names and the ids that follow the same rule (templates,
+/// instances): `ModuleName::parse`'s rule, `NAME_RULE`, for the OpenAPI document.
+pub(crate) const NAME_PATTERN: &str = r"^[a-z0-9][a-z0-9-]{0,62}$";
 use axum::{
     Router,
     routing::{delete, get, post},

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewTemplate {
-    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"))]
+    #[schemars(regex(pattern = super::NAME_PATTERN))]
     pub id: String,
     /// What the template's instances run on (free text, not blank).
     #[schemars(regex(pattern = r"\S"))]
@@ -37,7 +37,7 @@ pub struct NewTemplate {
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewAssignment {
-    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]{0,62}$"))]
+    #[schemars(regex(pattern = super::NAME_PATTERN))]
     pub module_name: String,
     /// A SemVer requirement (`^1`, `>=1.2, <2`); any version when absent.
     #[serde(default)]
