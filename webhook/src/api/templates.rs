@@ -7,7 +7,10 @@ use crate::http::extract as body;
 use crate::{
     config::Role,
     fleet::{Recomputed, recompute_job},
-    http::{ApiError, AppState, auth::require},
+    http::{
+        ApiError, AppState,
+        auth::{Caller, require},
+    },
     lifecycle::Actor,
     store::{
         Assignment, AuditAction, AuditRow, LastComputation, NewAudit, ServedState, TemplateRow, Via,
@@ -226,19 +229,19 @@ pub async fn assign(
     Path(id): Path<String>,
     body::Json(b): body::Json<NewAssignment>,
 ) -> Result<Json<Assigned>, ApiError> {
-    require(&s, &h, Role::Operator)?;
-    assign_via(&s, &h, Via::Api, id, b?).await.map(Json)
+    let caller = require(&s, &h, Role::Operator)?;
+    assign_via(&s, caller, Via::Api, id, b?).await.map(Json)
 }
 
-/// Assigns a module to template `id` for the caller of `h`, arriving `via` the API or MCP.
+/// Assigns a module to template `id` for `caller` (an operator, authenticated by the edge it
+/// came `via`, the API or MCP).
 pub async fn assign_via(
     s: &AppState,
-    h: &HeaderMap,
+    caller: Caller,
     via: Via,
     id: String,
     b: NewAssignment,
 ) -> Result<Assigned, ApiError> {
-    let caller = require(s, h, Role::Operator)?;
     find(s, &id).await?;
     if s.policies.by_name(&b.module_name).is_none() {
         return Err(ApiError::not_found(format!(

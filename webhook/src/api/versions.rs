@@ -8,7 +8,10 @@
 use crate::http::extract as body;
 use crate::{
     config::Role,
-    http::{ApiError, AppState, auth::require},
+    http::{
+        ApiError, AppState,
+        auth::{Caller, require},
+    },
     lifecycle::{Actor, Evidence, Permission, Request},
     promotion::{Decision, Promoter},
     store::{AuditRow, Lifecycle, VersionRow, Via},
@@ -228,17 +231,17 @@ pub async fn audit(
     Ok(Json(Audit { version: id, audit }))
 }
 
-/// Decides `request` on version `id` for the caller of `h`, arriving `via` the API or MCP:
-/// the policy's outcome (`done`, `pending` with what is missing, `refused` with why).
+/// Decides `request` on version `id` for `caller` (an operator, authenticated by the edge it
+/// came `via`, the API or MCP): the policy's outcome (`done`, `pending` with what is missing,
+/// `refused` with why).
 pub async fn decide(
     s: &AppState,
-    h: &HeaderMap,
+    caller: Caller,
     via: Via,
     id: String,
     request: Request,
     note: Option<String>,
 ) -> Result<Decided, ApiError> {
-    let caller = require(s, h, Role::Operator)?;
     let v = find(s, &id).await?;
     let break_glass = caller.role == Role::BreakGlass;
     let decision = match &s.engine {
@@ -300,11 +303,11 @@ pub async fn promote(
     Path(id): Path<String>,
     body::Json(b): body::Json<PromoteBody>,
 ) -> Result<Response, ApiError> {
-    require(&s, &h, Role::Operator)?;
+    let caller = require(&s, &h, Role::Operator)?;
     let b = b?;
     let to = b.to.parse::<Lifecycle>().map_err(ApiError::bad_request)?;
     Ok(answer(
-        decide(&s, &h, Via::Api, id, Request::Promote { to }, b.reason).await?,
+        decide(&s, caller, Via::Api, id, Request::Promote { to }, b.reason).await?,
     ))
 }
 
@@ -314,12 +317,12 @@ pub async fn yank(
     Path(id): Path<String>,
     body::Json(b): body::Json<YankBody>,
 ) -> Result<Response, ApiError> {
-    require(&s, &h, Role::Operator)?;
+    let caller = require(&s, &h, Role::Operator)?;
     let b = b?;
     Ok(answer(
         decide(
             &s,
-            &h,
+            caller,
             Via::Api,
             id,
             Request::Yank { reason: b.reason },

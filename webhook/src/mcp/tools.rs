@@ -2,12 +2,13 @@
 //! handler (or the function behind it) that answers the same question on `/api/v1`.
 //!
 //! A tool receives the HTTP request's parts (`Extension<http::request::Parts>`): its headers
-//! carry the caller's bearer token, which the API function checks with the same `require`
-//! as a REST call. An [`ApiError`] becomes a tool error (`isError`, the API's code and
-//! message); so does a refused promotion. A pending one is an answer: `decision.outcome =
+//! carry the caller's bearer token, checked with the same `require` as a REST call (here
+//! for the operator tools, in the API function for the others). An [`ApiError`] becomes a
+//! tool error (`isError`, the API's code and message); so does a refused promotion. A pending one is an answer: `decision.outcome =
 //! "pending"` with exactly what is missing, as a `/promote` comment would be told.
 
-use crate::http::extract as body;
+use crate::config::Role;
+use crate::http::{auth::require, extract as body};
 use crate::{
     api::{
         instances, templates, validate,
@@ -249,10 +250,11 @@ impl Tools {
         let to =
             a.to.parse::<Lifecycle>()
                 .map_err(|e| fail(ApiError::bad_request(format!("to: {e}"))))?;
+        let caller = require(&self.s, &p.headers, Role::Operator).map_err(fail)?;
         decided(
             versions::decide(
                 &self.s,
-                &p.headers,
+                caller,
                 Via::Mcp,
                 a.id,
                 Request::Promote { to },
@@ -277,10 +279,11 @@ impl Tools {
         Parameters(a): Parameters<YankArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<Decided>, String> {
+        let caller = require(&self.s, &p.headers, Role::Operator).map_err(fail)?;
         decided(
             versions::decide(
                 &self.s,
-                &p.headers,
+                caller,
                 Via::Mcp,
                 a.id,
                 Request::Yank { reason: a.reason },
@@ -305,9 +308,10 @@ impl Tools {
         Parameters(a): Parameters<AssignArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<templates::Assigned>, String> {
+        let caller = require(&self.s, &p.headers, Role::Operator).map_err(fail)?;
         templates::assign_via(
             &self.s,
-            &p.headers,
+            caller,
             Via::Mcp,
             a.template_id,
             templates::NewAssignment {
