@@ -30,9 +30,26 @@ pub struct GiteaState {
     pub down: bool,
     /// When set, every API call answers this status (e.g. 403 for a token without access).
     pub fail_with: Option<u16>,
+    /// Faults served to the next API calls, one per call, in order (then normal service).
+    pub faults: std::collections::VecDeque<Fault>,
+    /// Every call whose path contains the first part waits this long before it is served
+    /// (e.g. `/comments`: hold a reply while the test kills the receiver).
+    pub stall: Option<(String, std::time::Duration)>,
     /// When set, a `GET …/reviews` call waits here until the test lets it go (to hold a
     /// re-evaluation between reading the evidence and deciding).
     pub gate: Option<Gate>,
+}
+
+/// A misbehaviour of one API call.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Answer this status, with `Retry-After: <secs>` when given.
+    Status {
+        status: u16,
+        retry_after: Option<u64>,
+    },
+    /// Answer normally, but only after this long (longer than the client's timeout).
+    Stall(std::time::Duration),
 }
 
 /// A one-shot rendezvous: the server says it arrived, then waits to be released.
@@ -105,6 +122,30 @@ fn route(state: &Mutex<GiteaState>, req: &Request) -> Response {
             let _ = g.arrived.send(());
             let _ = g.release.lock().unwrap().recv();
         }
+    }
+    let stall = state
+        .lock()
+        .unwrap()
+        .stall
+        .clone()
+        .filter(|(part, _)| req.path.contains(part.as_str()));
+    if let Some((_, d)) = stall {
+        std::thread::sleep(d);
+    }
+    let fault = state.lock().unwrap().faults.pop_front();
+    match fault {
+        Some(Fault::Status {
+            status,
+            retry_after,
+        }) => {
+            let r = Response::json(status, &json!({"message": "fault injected by the fake"}));
+            return match retry_after {
+                Some(secs) => r.with_header("Retry-After", &secs.to_string()),
+                None => r,
+            };
+        }
+        Some(Fault::Stall(d)) => std::thread::sleep(d),
+        None => {}
     }
     let mut s = state.lock().unwrap();
     if s.down {

@@ -13,6 +13,8 @@ use std::{
 
 #[derive(Debug, Clone)]
 pub struct Request {
+    /// When the request's head had been read (to assert on pacing, e.g. `Retry-After`).
+    pub received: std::time::Instant,
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
@@ -33,6 +35,8 @@ pub struct Response {
     pub status: u16,
     pub content_type: String,
     pub body: Vec<u8>,
+    /// Further headers (e.g. `Retry-After`).
+    pub headers: Vec<(String, String)>,
 }
 
 impl Response {
@@ -41,7 +45,13 @@ impl Response {
             status,
             content_type: "application/json".into(),
             body: serde_json::to_vec(v).unwrap(),
+            headers: Vec::new(),
         }
+    }
+
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
     }
 
     pub fn text(status: u16, s: &str) -> Self {
@@ -49,6 +59,7 @@ impl Response {
             status,
             content_type: "text/plain".into(),
             body: s.as_bytes().to_vec(),
+            headers: Vec::new(),
         }
     }
 }
@@ -129,6 +140,7 @@ fn serve(stream: TcpStream, calls: &Mutex<Vec<Request>>, handler: &Handler) {
     let mut body = vec![0; len];
     let _ = reader.read_exact(&mut body);
     let req = Request {
+        received: std::time::Instant::now(),
         method,
         path,
         headers,
@@ -137,8 +149,13 @@ fn serve(stream: TcpStream, calls: &Mutex<Vec<Request>>, handler: &Handler) {
     calls.lock().unwrap().push(req.clone());
     let resp = handler(&req);
     let mut out = stream;
+    let extra: String = resp
+        .headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let head = format!(
-        "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        "HTTP/1.1 {} X\r\nContent-Type: {}\r\nContent-Length: {}\r\n{extra}Connection: close\r\n\r\n",
         resp.status,
         resp.content_type,
         resp.body.len()

@@ -79,6 +79,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
         gitea: Some(GiteaConfig {
             url: gitea.server.url.clone(),
             token: Some("t".into()),
+            timeout_secs: 30,
         }),
         data_dir: dir.path().join("data"),
     };

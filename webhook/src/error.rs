@@ -42,6 +42,14 @@ impl Error {
             Error::Store(_) | Error::Io { .. } | Error::Task(_) => true,
         }
     }
+
+    /// How long the other side asked us to wait before trying again, if it said.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            Error::Gitea(e) => e.retry_after,
+            _ => None,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

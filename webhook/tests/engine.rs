@@ -7,7 +7,7 @@ use module_webhook::{
     lifecycle::StagePolicy,
     store::{Clock, Lifecycle},
 };
-use powernode_testkit::gitea::review;
+use powernode_testkit::gitea::{Fault, review};
 
 fn live_needs_two(c: &mut module_webhook::config::Config) {
     c.promotion.live = StagePolicy {
@@ -286,6 +286,127 @@ async fn gitea_down_keeps_the_request_and_retries() {
     assert_eq!(e.gitea.comments().len(), 1, "one reply");
 }
 
+/// Gitea API calls the fake has answered so far.
+fn gitea_calls(e: &Env) -> usize {
+    e.gitea
+        .server
+        .requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/api/v1/"))
+        .count()
+}
+
+/// A 429 with `Retry-After: 30`: the call is not re-sent by the client, and the queue (whose
+/// backoff is 0 here, so any earlier retry would show) runs nothing until Gitea's time has
+/// passed; then the promotion completes once.
+#[tokio::test(flavor = "multi_thread")]
+async fn gitea_429_retry_after_is_honoured_without_a_tight_loop() {
+    let clock = Clock::manual();
+    let e = env_with_clock(sqlite().await, clock.clone(), |_| {}).await;
+    let id = draft(&e.r, "0.8.0").await;
+    e.gitea
+        .state
+        .lock()
+        .unwrap()
+        .faults
+        .push_back(Fault::Status {
+            status: 429,
+            retry_after: Some(30),
+        });
+    let before = gitea_calls(&e);
+    assert_eq!(
+        post_comment_queued(&e, "rl-1", "/promote 0.8.0 staging").await,
+        202
+    );
+    assert!(e.r.app.worker.run_once().await.unwrap(), "the attempt ran");
+    assert_eq!(
+        gitea_calls(&e) - before,
+        1,
+        "one call, answered 429, not re-sent"
+    );
+    assert_eq!(state(&e, &id).await, Lifecycle::Draft);
+    clock.advance(std::time::Duration::from_secs(29));
+    assert!(
+        !e.r.app.worker.run_once().await.unwrap(),
+        "nothing is due before Retry-After"
+    );
+    assert_eq!(gitea_calls(&e) - before, 1);
+    clock.advance(std::time::Duration::from_secs(2));
+    e.r.app.drain().await.unwrap();
+    assert_eq!(state(&e, &id).await, Lifecycle::Staging);
+    assert_eq!(e.gitea.comments().len(), 1, "one reply");
+    let audit = e.r.app.state.store.audit_of(&id).await.unwrap();
+    assert_eq!(audit.iter().filter(|a| a.action == "transition").count(), 1);
+}
+
+/// 500 and 502: each attempt makes exactly one call (no retry loop inside the client), the
+/// job stays queued, and the promotion completes once Gitea answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn gitea_5xx_costs_one_call_per_attempt_and_loses_nothing() {
+    let e = env(sqlite().await, |c| c.ingest.max_attempts = 10).await;
+    let id = draft(&e.r, "0.8.1").await;
+    {
+        let mut g = e.gitea.state.lock().unwrap();
+        for status in [500, 502] {
+            g.faults.push_back(Fault::Status {
+                status,
+                retry_after: None,
+            });
+        }
+    }
+    let before = gitea_calls(&e);
+    assert_eq!(
+        post_comment_queued(&e, "5xx-1", "/promote 0.8.1 staging").await,
+        202
+    );
+    for n in 1..=2 {
+        assert!(e.r.app.worker.run_once().await.unwrap());
+        assert_eq!(gitea_calls(&e) - before, n, "attempt {n}: one call");
+        assert_eq!(state(&e, &id).await, Lifecycle::Draft);
+        assert!(has_pending_jobs(&e.r.app.state.store).await, "nothing lost");
+    }
+    e.r.app.drain().await.unwrap();
+    assert_eq!(state(&e, &id).await, Lifecycle::Staging);
+    assert_eq!(e.gitea.comments().len(), 1, "one reply");
+    let audit = e.r.app.state.store.audit_of(&id).await.unwrap();
+    assert_eq!(audit.iter().filter(|a| a.action == "transition").count(), 1);
+}
+
+/// A Gitea that accepts the connection and then says nothing: the attempt gives up after
+/// `[gitea] timeout_secs` (not the 3 s the fake stalls), the job is kept, and the next
+/// attempt completes the promotion.
+#[tokio::test(flavor = "multi_thread")]
+async fn gitea_timing_out_fails_the_attempt_not_the_job() {
+    let e = env(sqlite().await, |c| {
+        c.ingest.max_attempts = 10;
+        c.gitea.as_mut().unwrap().timeout_secs = 1;
+    })
+    .await;
+    let id = draft(&e.r, "0.8.2").await;
+    e.gitea
+        .state
+        .lock()
+        .unwrap()
+        .faults
+        .push_back(Fault::Stall(std::time::Duration::from_secs(3)));
+    assert_eq!(
+        post_comment_queued(&e, "slow-1", "/promote 0.8.2 staging").await,
+        202
+    );
+    let started = std::time::Instant::now();
+    assert!(e.r.app.worker.run_once().await.unwrap());
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_millis(2_500),
+        "the attempt waited {took:?}: the timeout did not apply"
+    );
+    assert_eq!(state(&e, &id).await, Lifecycle::Draft);
+    assert!(has_pending_jobs(&e.r.app.state.store).await, "nothing lost");
+    e.r.app.drain().await.unwrap();
+    assert_eq!(state(&e, &id).await, Lifecycle::Staging);
+    assert_eq!(e.gitea.comments().len(), 1, "one reply");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn auto_stage_cancel_and_expiry() {
     let clock = Clock::manual();
@@ -548,7 +669,12 @@ async fn workflow_runs_are_read_from_gitea_actions() {
             }),
         );
     }
-    let client = module_webhook::gitea::Gitea::new(&gitea.server.url, Some("gitea-token")).unwrap();
+    let client = module_webhook::gitea::Gitea::new(
+        &gitea.server.url,
+        Some("gitea-token"),
+        std::time::Duration::from_secs(30),
+    )
+    .unwrap();
     let (runs, total) = client
         .workflow_runs("acme", "hello-module", 10)
         .await

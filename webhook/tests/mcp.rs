@@ -130,6 +130,7 @@ async fn the_walkthrough_over_mcp_with_the_official_python_sdk() {
         cfg.gitea = Some(GiteaConfig {
             url: gitea.server.url.clone(),
             token: Some("gitea-token".into()),
+            timeout_secs: 30,
         });
         let r = serve(cfg).await;
 

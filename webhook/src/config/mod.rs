@@ -65,6 +65,14 @@ pub struct GiteaConfig {
     /// API token (set it as MODULE_WEBHOOK__GITEA__TOKEN).
     #[serde(default)]
     pub token: Option<String>,
+    /// How long one Gitea call may take to connect (at most 10 s) and between bytes of its
+    /// answer; a call that runs out fails the attempt, which the queue retries.
+    #[serde(default = "default_gitea_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+fn default_gitea_timeout_secs() -> u64 {
+    30
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

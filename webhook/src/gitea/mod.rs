@@ -1,11 +1,19 @@
-//! The Gitea adapter: octocrab as the HTTP transport (base URI `https://HOST/api/v1`, retries,
+//! The Gitea adapter: octocrab as the HTTP transport (base URI `https://HOST/api/v1`, auth,
 //! timeouts), our own models for Gitea's shapes. The domain calls `reviews`, `comment`, …,
 //! never HTTP.
+//!
+//! Retrying is the job queue's, not the client's: octocrab's own retry layer would re-send a
+//! 5xx or a 429 at once (a tight loop against a struggling server) and its typed helpers drop
+//! the response headers, so a 429's `Retry-After` could not reach the queue. Every call
+//! therefore goes through [`Gitea::call`], which keeps the status and `Retry-After` of a
+//! refusal in the [`GiteaError`]; the worker schedules the next attempt no sooner than that.
 
-use octocrab::Octocrab;
+use octocrab::{Octocrab, service::middleware::retry::RetryConfig};
 use powernode_module::lifecycle::Permission;
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct User {
@@ -162,6 +170,8 @@ struct WorkflowRuns {
 pub struct GiteaError {
     pub status: Option<u16>,
     pub message: String,
+    /// How long Gitea asked us to wait (`Retry-After` of a 429 or 503), if it said.
+    pub retry_after: Option<Duration>,
 }
 
 impl GiteaError {
@@ -169,21 +179,44 @@ impl GiteaError {
     pub fn is_transient(&self) -> bool {
         self.status.is_none_or(|s| s >= 500 || s == 429 || s == 408)
     }
-}
 
-impl From<octocrab::Error> for GiteaError {
-    fn from(e: octocrab::Error) -> Self {
-        match &e {
-            octocrab::Error::GitHub { source, .. } => GiteaError {
-                status: Some(source.status_code.as_u16()),
-                message: format!("{} {}", source.status_code, source.message),
-            },
-            other => GiteaError {
-                status: None,
-                message: other.to_string(),
-            },
+    /// No answer at all (connection refused, reset, timed out): transient.
+    fn transport(route: &str, e: octocrab::Error) -> GiteaError {
+        GiteaError {
+            status: None,
+            message: format!("{route}: {e}"),
+            retry_after: None,
         }
     }
+}
+
+/// `Retry-After` as RFC 9110 defines it: delay-seconds or an HTTP-date (then relative to
+/// `now`). Anything else is ignored rather than trusted.
+pub fn parse_retry_after(value: &str, now: chrono::DateTime<chrono::Utc>) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - now)
+            .to_std()
+            .unwrap_or_default(),
+    )
+}
+
+/// Gitea's refusals are `{"message": …}`; fall back to the start of whatever came.
+fn refusal_message(body: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| v.get("message")?.as_str().map(str::to_owned))
+        .unwrap_or_else(|| body.chars().take(200).collect())
+}
+
+/// One request of [`Gitea::call`].
+enum Req<'a> {
+    Get(String),
+    Post(String, &'a serde_json::Value),
 }
 
 /// A Gitea instance, authenticated with a token.
@@ -202,9 +235,14 @@ impl std::fmt::Debug for Gitea {
 
 impl Gitea {
     /// `url` is the instance (`https://gitea.example.org`); the API is under `/api/v1`.
-    pub fn new(url: &str, token: Option<&str>) -> anyhow::Result<Gitea> {
-        let mut b =
-            Octocrab::builder().base_uri(format!("{}/api/v1", url.trim_end_matches('/')))?;
+    /// `timeout` bounds connecting and each read of an answer: a Gitea that hangs fails the
+    /// attempt (transiently) instead of holding the job's lease.
+    pub fn new(url: &str, token: Option<&str>, timeout: Duration) -> anyhow::Result<Gitea> {
+        let mut b = Octocrab::builder()
+            .base_uri(format!("{}/api/v1", url.trim_end_matches('/')))?
+            .add_retry_config(RetryConfig::None)
+            .set_connect_timeout(Some(timeout.min(Duration::from_secs(10))))
+            .set_read_timeout(Some(timeout));
         if let Some(t) = token {
             b = b.personal_token(t.to_owned());
         }
@@ -219,6 +257,81 @@ impl Gitea {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
+    /// Sends one request and reads its JSON answer; a refusal keeps its status, Gitea's
+    /// message and `Retry-After`.
+    async fn call<T: DeserializeOwned>(&self, req: Req<'_>) -> Result<T, GiteaError> {
+        self.count();
+        let (route, sent) = match req {
+            Req::Get(route) => {
+                let sent = self.client._get(route.as_str()).await;
+                (route, sent)
+            }
+            Req::Post(route, body) => {
+                let sent = self.client._post(route.as_str(), Some(body)).await;
+                (route, sent)
+            }
+        };
+        let resp = sent.map_err(|e| GiteaError::transport(&route, e))?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_retry_after(v, chrono::Utc::now()));
+        let body = self
+            .client
+            .body_to_string(resp)
+            .await
+            .map_err(|e| GiteaError::transport(&route, e))?;
+        if !status.is_success() {
+            return Err(GiteaError {
+                status: Some(status.as_u16()),
+                message: format!("{route}: {status} {}", refusal_message(&body)),
+                retry_after,
+            });
+        }
+        // A 2xx that is not the JSON we expect (a proxy's page, a truncated answer): treated
+        // like no answer, so it is retried rather than trusted.
+        serde_json::from_str(&body).map_err(|e| GiteaError {
+            status: None,
+            message: format!("{route}: {status} with an answer that is not Gitea's JSON: {e}"),
+            retry_after: None,
+        })
+    }
+
+    /// `GET route?query`.
+    async fn get<T: DeserializeOwned>(
+        &self,
+        route: String,
+        query: &impl Serialize,
+    ) -> Result<T, GiteaError> {
+        let q = serde_urlencoded::to_string(query).map_err(|e| GiteaError {
+            status: None,
+            message: format!("{route}: query: {e}"),
+            retry_after: None,
+        })?;
+        let route = if q.is_empty() {
+            route
+        } else {
+            format!("{route}?{q}")
+        };
+        self.call(Req::Get(route)).await
+    }
+
+    /// `POST route` with a JSON body.
+    async fn post<T: DeserializeOwned>(
+        &self,
+        route: String,
+        body: &impl Serialize,
+    ) -> Result<T, GiteaError> {
+        let body = serde_json::to_value(body).map_err(|e| GiteaError {
+            status: None,
+            message: format!("{route}: body: {e}"),
+            retry_after: None,
+        })?;
+        self.call(Req::Post(route, &body)).await
+    }
+
     /// The user's permission on the repository (`GET /repos/{o}/{r}/collaborators/{u}/permission`).
     pub async fn permission(
         &self,
@@ -226,23 +339,20 @@ impl Gitea {
         repo: &str,
         user: &str,
     ) -> Result<Permission, GiteaError> {
-        self.count();
         match self
-            .client
-            .get::<PermissionAnswer, _, ()>(
+            .get::<PermissionAnswer>(
                 format!("/repos/{owner}/{repo}/collaborators/{user}/permission"),
-                None,
+                &(),
             )
             .await
         {
             Ok(a) => Ok(Permission::parse(&a.permission)),
             // Not a collaborator: Gitea answers 403/404.
-            Err(octocrab::Error::GitHub { source, .. })
-                if matches!(source.status_code.as_u16(), 403 | 404) =>
-            {
-                Ok(Permission::None)
-            }
-            Err(e) => Err(e.into()),
+            Err(GiteaError {
+                status: Some(403 | 404),
+                ..
+            }) => Ok(Permission::None),
+            Err(e) => Err(e),
         }
     }
 
@@ -255,12 +365,10 @@ impl Gitea {
     ) -> Result<Vec<Review>, GiteaError> {
         let mut all = Vec::new();
         for page in 1..=MAX_PAGES {
-            self.count();
             let got: Vec<Review> = self
-                .client
                 .get(
                     format!("/repos/{owner}/{repo}/pulls/{pr}/reviews"),
-                    Some(&Page::new(page)),
+                    &Page::new(page),
                 )
                 .await?;
             let last = got.len() < PAGE_LIMIT;
@@ -281,12 +389,10 @@ impl Gitea {
     ) -> Result<BTreeMap<String, String>, GiteaError> {
         let mut all = BTreeMap::new();
         for page in 1..=MAX_PAGES {
-            self.count();
             let c: CombinedStatus = self
-                .client
                 .get(
                     format!("/repos/{owner}/{repo}/commits/{sha}/status"),
-                    Some(&Page::new(page)),
+                    &Page::new(page),
                 )
                 .await?;
             let got = c.statuses.unwrap_or_default();
@@ -310,16 +416,14 @@ impl Gitea {
     ) -> Result<Option<i64>, GiteaError> {
         let mut found = None;
         for page in 1..=MAX_PAGES {
-            self.count();
             let got: Vec<PullRequest> = self
-                .client
                 .get(
                     format!("/repos/{owner}/{repo}/pulls"),
-                    Some(&PullsQuery {
+                    &PullsQuery {
                         state: "open",
                         page,
                         limit: PAGE_LIMIT,
-                    }),
+                    },
                 )
                 .await?;
             let last = got.len() < PAGE_LIMIT;
@@ -347,15 +451,13 @@ impl Gitea {
         repo: &str,
         limit: usize,
     ) -> Result<(Vec<WorkflowRun>, i64), GiteaError> {
-        self.count();
         let got: WorkflowRuns = self
-            .client
             .get(
                 format!("/repos/{owner}/{repo}/actions/runs"),
-                Some(&Page {
+                &Page {
                     page: 1,
                     limit: limit.clamp(1, PAGE_LIMIT),
-                }),
+                },
             )
             .await?;
         Ok((got.workflow_runs, got.total_count))
@@ -368,12 +470,10 @@ impl Gitea {
         issue: i64,
         body: &str,
     ) -> Result<(), GiteaError> {
-        self.count();
         let _: serde_json::Value = self
-            .client
             .post(
                 format!("/repos/{owner}/{repo}/issues/{issue}/comments"),
-                Some(&CommentBody { body }),
+                &CommentBody { body },
             )
             .await?;
         Ok(())
@@ -389,17 +489,15 @@ impl Gitea {
         context: &str,
         description: &str,
     ) -> Result<(), GiteaError> {
-        self.count();
         let _: serde_json::Value = self
-            .client
             .post(
                 format!("/repos/{owner}/{repo}/statuses/{sha}"),
-                Some(&StatusBody {
+                &StatusBody {
                     state,
                     context,
                     description,
                     target_url: "",
-                }),
+                },
             )
             .await?;
         Ok(())
@@ -442,4 +540,43 @@ pub fn latest_approvals(
         })
         .map(|(u, r)| (u.to_owned(), r.id))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_an_http_date() {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-12-04T10:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Fri, 04 Dec 2026 10:01:30 GMT", now),
+            Some(Duration::from_secs(90))
+        );
+        // A date already past means "now", not a negative wait.
+        assert_eq!(
+            parse_retry_after("Fri, 04 Dec 2026 09:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-5", now), None);
+    }
+
+    #[test]
+    fn refusals_keep_giteas_message() {
+        assert_eq!(
+            refusal_message(r#"{"message":"token expired"}"#),
+            "token expired"
+        );
+        assert_eq!(
+            refusal_message("<html>bad gateway</html>"),
+            "<html>bad gateway</html>"
+        );
+    }
 }

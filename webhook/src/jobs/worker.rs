@@ -34,6 +34,17 @@ pub fn backoff_ms(cfg: &IngestConfig, attempts: i64) -> i64 {
         .min(cfg.backoff_cap_ms)
 }
 
+/// The longest `Retry-After` honoured: a server asking for more is retried after this, so a
+/// typo on its side cannot park a job for days.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3_600);
+
+/// The delay before the next attempt: the backoff, but never sooner than the server asked
+/// (`Retry-After`, up to [`MAX_RETRY_AFTER`]).
+pub fn retry_delay_ms(cfg: &IngestConfig, attempts: i64, retry_after: Option<Duration>) -> i64 {
+    let asked = retry_after.map_or(0, |d| d.min(MAX_RETRY_AFTER).as_millis() as i64);
+    backoff_ms(cfg, attempts).max(asked)
+}
+
 impl Worker {
     /// Claims and runs one due job. Returns whether there was one.
     pub async fn run_once(&self) -> anyhow::Result<bool> {
@@ -107,9 +118,9 @@ impl Worker {
         let result = match Job::decode(&row.kind, &row.payload) {
             Ok(job) => self.handle(&job).await.map_err(|e| {
                 let transient = e.is_transient();
-                (format!("{e:#}"), transient)
+                (format!("{e:#}"), transient, e.retry_after())
             }),
-            Err(why) => Err((why, false)),
+            Err(why) => Err((why, false, None)),
         };
         self.ctx
             .metrics
@@ -124,8 +135,9 @@ impl Worker {
                 }
                 Ok(())
             }
-            Err((e, transient)) => {
-                let at = self.ctx.store.now() + backoff_ms(&self.cfg, row.attempts);
+            Err((e, transient, retry_after)) => {
+                let at =
+                    self.ctx.store.now() + retry_delay_ms(&self.cfg, row.attempts, retry_after);
                 // A failure retrying cannot mend is dead-lettered now, with its reason.
                 let budget = if transient {
                     self.cfg.max_attempts
@@ -182,5 +194,27 @@ mod tests {
         };
         let d: Vec<i64> = (1..=6).map(|a| backoff_ms(&cfg, a)).collect();
         assert_eq!(d, [100, 200, 400, 800, 1000, 1000]);
+    }
+
+    #[test]
+    fn retry_after_is_a_floor_with_a_ceiling() {
+        let cfg = IngestConfig {
+            backoff_base_ms: 100,
+            backoff_cap_ms: 1000,
+            ..Default::default()
+        };
+        assert_eq!(retry_delay_ms(&cfg, 1, None), 100);
+        assert_eq!(
+            retry_delay_ms(&cfg, 1, Some(Duration::from_secs(30))),
+            30_000
+        );
+        assert_eq!(
+            retry_delay_ms(&cfg, 4, Some(Duration::from_millis(10))),
+            800
+        );
+        assert_eq!(
+            retry_delay_ms(&cfg, 1, Some(Duration::from_secs(86_400))),
+            3_600_000
+        );
     }
 }

@@ -47,6 +47,7 @@ pub async fn env_with_clock(
     cfg.gitea = Some(GiteaConfig {
         url: gitea.server.url.clone(),
         token: Some("gitea-token".into()),
+        timeout_secs: 30,
     });
     tweak(&mut cfg);
     // Policies load key files; use a real key.
