@@ -21,7 +21,7 @@ fn repo() -> PathBuf {
 }
 
 fn examples() -> Vec<PathBuf> {
-    let mut v: Vec<_> = fs::read_dir(repo().join("examples/modules"))
+    let mut v: Vec<_> = fs::read_dir(repo().join("templates/example-modules"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
@@ -46,7 +46,10 @@ fn json(o: &Output) -> Value {
 
 #[test]
 fn every_example_validates_builds_and_inspects() {
-    assert!(examples().len() >= 8, "examples/modules is incomplete");
+    assert!(
+        examples().len() >= 8,
+        "templates/example-modules is incomplete"
+    );
     for ex in examples() {
         let name = ex.file_name().unwrap().to_string_lossy().to_string();
         let o = run(bin().args(["validate", "--format", "json"]).arg(&ex));
@@ -97,13 +100,13 @@ fn every_example_validates_builds_and_inspects() {
 
 fn module_with_manifest(text: &str) -> tempfile::TempDir {
     let t = tempfile::tempdir().unwrap();
-    copy_tree(&repo().join("examples/modules/my-redis"), t.path());
+    copy_tree(&repo().join("templates/example-modules/my-redis"), t.path());
     fs::write(t.path().join("manifest.yaml"), text).unwrap();
     t
 }
 
 fn seed_manifest() -> String {
-    fs::read_to_string(repo().join("examples/modules/my-redis/manifest.yaml")).unwrap()
+    fs::read_to_string(repo().join("templates/example-modules/my-redis/manifest.yaml")).unwrap()
 }
 
 #[test]
@@ -145,7 +148,7 @@ fn validate_reports_codes_fields_and_lines_and_exits_1() {
 
 #[test]
 fn validate_category_and_usage_errors() {
-    let ex = repo().join("examples/modules/my-redis");
+    let ex = repo().join("templates/example-modules/my-redis");
     let o = run(bin().args(["validate", "--category", "userland"]).arg(&ex));
     assert_eq!(o.status.code(), Some(0));
     let o = run(bin()
@@ -289,7 +292,7 @@ fn scatter(src: &Path, dest: &Path, file_mode: u32, dir_mode: u32, reverse: bool
 
 #[test]
 fn same_inputs_give_the_same_bytes_under_different_conditions() {
-    let src = repo().join("examples/modules/security-hardening");
+    let src = repo().join("templates/example-modules/security-hardening");
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::Builder::new()
         .prefix("other-checkout-path")
@@ -517,7 +520,7 @@ fn release_refuses_an_untagged_head_without_version() {
 #[test]
 fn item3_versions_and_release_tags_must_be_semver() {
     let t = tempfile::tempdir().unwrap();
-    copy_tree(&repo().join("examples/modules/my-redis"), t.path());
+    copy_tree(&repo().join("templates/example-modules/my-redis"), t.path());
     for bad in ["redis-3.0.0", "1.0", "v1.0.0", "latest"] {
         let o = run(bin().args(["build", "--version", bad]).arg(t.path()));
         assert_eq!(o.status.code(), Some(2), "{bad}");

@@ -3,7 +3,7 @@
 use powernode_module::diagnostics::{Code, Finding, Severity};
 use powernode_module::manifest::{Category, Variety, parse};
 
-const SEED: &str = include_str!("../../examples/modules/my-redis/manifest.yaml");
+const SEED: &str = include_str!("../../templates/example-modules/my-redis/manifest.yaml");
 
 fn errors(text: &str) -> Vec<Finding> {
     let out = parse(text);

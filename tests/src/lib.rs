@@ -21,9 +21,9 @@ pub fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// `examples/modules/<name>`.
+/// `templates/example-modules/<name>`.
 pub fn example(name: &str) -> PathBuf {
-    workspace().join("examples/modules").join(name)
+    workspace().join("templates/example-modules").join(name)
 }
 
 /// Copies a directory tree (regular files and directories).
