@@ -68,6 +68,16 @@ impl App {
             std::fs::set_permissions(&work_dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(|e| anyhow::anyhow!("data_dir: {}: {e}", work_dir.display()))?;
         }
+        // Blobs a killed predecessor was staging are swept here: their jobs are retried
+        // from the start, so the partial files would only take space.
+        let (staging, swept) = crate::ingest::staging::Staging::claim(&work_dir)
+            .map_err(|e| anyhow::anyhow!("data_dir: claiming {}: {e}", work_dir.display()))?;
+        if swept > 0 {
+            tracing::warn!(
+                claims = swept,
+                "removed blobs left half-staged by a stopped receiver"
+            );
+        }
         let fleet = crate::fleet::Fleet {
             store: store.clone(),
             key: Arc::new(crate::fleet::key::ReceiverKey::load_or_create(
@@ -86,12 +96,17 @@ impl App {
             signature_timeout_ms: config.ingest.signature_timeout_secs * 1000,
             max_artifact_bytes: config.ingest.max_artifact_bytes,
             max_index_entries: config.ingest.max_index_entries,
-            work_dir,
+            work_dir: staging.dir.clone(),
+            staging: Arc::new(staging),
         };
         let engine = match &config.gitea {
             Some(g) => Some(crate::promotion::Engine {
                 store: store.clone(),
-                gitea: crate::gitea::Gitea::new(&g.url, g.token.as_deref())?,
+                gitea: crate::gitea::Gitea::new(
+                    &g.url,
+                    g.token.as_deref(),
+                    std::time::Duration::from_secs(g.timeout_secs.max(1)),
+                )?,
                 promoter: crate::promotion::Promoter {
                     store: store.clone(),
                     config: config.promotion.clone(),

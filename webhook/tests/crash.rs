@@ -3,9 +3,13 @@
 
 mod common;
 use common::*;
-use module_webhook::store::{Lifecycle, Store};
+use module_webhook::{
+    ingest::staging::staged_files,
+    store::{Lifecycle, Store},
+};
 use powernode_testkit::{
     copy_tree, example, module_builder,
+    proxy::FaultProxy,
     registry::{TestRegistry, free_port},
 };
 use std::{
@@ -33,6 +37,11 @@ async fn wait_ready(url: &str) {
 /// Releases my-redis 3.0.0 with a 96 MiB file (so an ingest, download and verification,
 /// takes a while) and writes a receiver configuration for it. Returns (url, db, config).
 fn big_release(dir: &Path, reg: &TestRegistry) -> (String, String, PathBuf) {
+    big_release_via(dir, reg, &reg.host)
+}
+
+/// [`big_release`], with the receiver reaching the registry at `host` (a [`FaultProxy`]).
+fn big_release_via(dir: &Path, reg: &TestRegistry, host: &str) -> (String, String, PathBuf) {
     let m = dir.join("module");
     copy_tree(&example("my-redis"), &m);
     let big: Vec<u8> = (0..(96u32 << 20))
@@ -96,7 +105,6 @@ name = "my-redis"
 repository = "{REPO}"
 keys = ["{key}"]
 "#,
-            host = reg.host,
             key = dir.join("cosign.pub").display(),
             data = dir.join("state").display(),
         ),
@@ -182,9 +190,7 @@ async fn assert_ingested_once(store: &Store, v: &module_webhook::store::VersionR
         store.job_counts().await.unwrap()
     );
     assert!(store.dead_letters().await.unwrap().is_empty());
-    let staged: Vec<_> = fs::read_dir(dir.join("state/staging"))
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
+    let staged = staged_files(&dir.join("state/staging"));
     assert!(staged.is_empty(), "partial blobs left behind: {staged:?}");
 }
 
@@ -213,15 +219,191 @@ async fn registry_stopped_mid_blob_then_restarted_ingests_exactly_once() {
     assert_ingested_once(&store, &v, dir.path()).await;
 }
 
+/// Waits until the proxy has refused `n` requests.
+async fn wait_faulted(proxy: &FaultProxy, n: u64, log: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy.faulted() < n {
+        assert!(
+            Instant::now() < deadline,
+            "only {} requests reached the failing registry:\n{}",
+            proxy.faulted(),
+            fs::read_to_string(log).unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The registry (behind a proxy) starts answering 503 in the middle of the 96 MiB blob (the
+/// open download is cut), keeps answering 503 and then 500 to the retries, and heals: every
+/// failure is transient, retried with backoff, and the version is ingested exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_answering_5xx_for_a_while_ingests_exactly_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start();
+    let proxy = FaultProxy::start(&reg.host);
+    let (url, db, config) = big_release_via(dir.path(), &reg, &proxy.host);
+    // Enough attempts to outlast the faults below (backoff 100 ms doubling to 1 s).
+    let c = fs::read_to_string(&config).unwrap();
+    fs::write(&config, c.replace("max_attempts = 5", "max_attempts = 30")).unwrap();
+    let (mut child, store, log) = start_ingesting(dir.path(), &url, &db, &config).await;
+    // Fail from the middle of the blob's download on (some MiB of it written).
+    let staging = dir.path().join("state/staging");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let written = |p: &PathBuf| fs::metadata(p).map_or(0, |m| m.len());
+    while !staged_files(&staging).iter().any(|p| written(p) > 4 << 20) {
+        assert!(Instant::now() < deadline, "the blob was never staged");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    proxy.fail_with(503);
+    assert_not_yet_draft(&store, "the 503s").await;
+    wait_faulted(&proxy, 2, &log).await;
+    proxy.fail_with(500);
+    let n = proxy.faulted();
+    wait_faulted(&proxy, n + 2, &log).await;
+    assert_not_yet_draft(&store, "the 500s").await;
+    proxy.heal();
+    let v = wait_draft(&store, &log).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let logged = fs::read_to_string(&log).unwrap();
+    // Retried with backoff: by the registry client within an attempt, then by the queue.
+    let retried = |l: &&str| l.contains("retrying in") || l.contains("will retry");
+    for what in ["code: 503", "code: 500", "downloading blob"] {
+        assert!(
+            logged.lines().filter(retried).any(|l| l.contains(what)),
+            "{what}: not logged as a transient failure:\n{logged}"
+        );
+    }
+    assert!(!logged.contains("dead-lettered"), "{logged}");
+    assert_ingested_once(&store, &v, dir.path()).await;
+}
+
+/// A size-limited tmpfs mounted over a directory, unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        assert!(
+            running_as_root(),
+            "this test mounts a size-limited tmpfs as the staging directory: run it as root (CI does: .ci/run)"
+        );
+        fs::create_dir_all(at).unwrap();
+        let ok = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "mount -t tmpfs failed at {}", at.display());
+        Tmpfs(at.to_owned())
+    }
+
+    fn resize(&self, size: &str) {
+        let ok = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "remounting {} failed", self.0.display());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn running_as_root() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        .unwrap_or(false)
+}
+
+/// The staging directory is a 32 MiB filesystem and the blob 96 MiB: the write fails with
+/// ENOSPC, which is transient (retried with backoff, the reason names the staging
+/// directory), and no partial blob accumulates; once the filesystem is grown the version is
+/// ingested exactly once and nothing is left staged.
+#[tokio::test(flavor = "multi_thread")]
+async fn staging_directory_full_fails_transiently_and_keeps_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start();
+    let (url, db, config) = big_release(dir.path(), &reg);
+    let c = fs::read_to_string(&config).unwrap();
+    fs::write(&config, c.replace("max_attempts = 5", "max_attempts = 30")).unwrap();
+    let staging = dir.path().join("state/staging");
+    let fs32 = Tmpfs::mount(&staging, "32m");
+    let (mut child, store, log) = start_ingesting(dir.path(), &url, &db, &config).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let logged = fs::read_to_string(&log).unwrap();
+        let full = logged
+            .lines()
+            .filter(|l| l.contains("will retry") && l.contains("No space left"))
+            .count();
+        if full >= 3 {
+            assert!(
+                logged.contains(&format!("staging directory {}", staging.display())),
+                "the reason names the staging directory:\n{logged}"
+            );
+            break;
+        }
+        assert!(
+            !logged.contains("dead-lettered"),
+            "a full disk was taken as permanent:\n{logged}"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no ENOSPC retries seen:\n{logged}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Three attempts failed; at most the current attempt's file is there.
+    let staged = staged_files(&staging);
+    assert!(
+        staged.len() <= 1,
+        "partial blobs kept in the staging directory: {staged:?}"
+    );
+    assert_not_yet_draft(&store, "ENOSPC").await;
+    fs32.resize("512m");
+    let v = wait_draft(&store, &log).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_ingested_once(&store, &v, dir.path()).await;
+    drop(fs32);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_mid_ingest_then_restart_ingests_exactly_once() {
     let dir = tempfile::tempdir().unwrap();
     let reg = TestRegistry::start();
     let (url, db, config) = big_release(dir.path(), &reg);
     let (mut child, store, log) = start_ingesting(dir.path(), &url, &db, &config).await;
+    // Kill in the middle of the download: a partial blob is on disk.
+    let staging = dir.path().join("state/staging");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while staged_files(&staging).is_empty() {
+        assert!(Instant::now() < deadline, "the blob was never staged");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     child.kill().unwrap();
     child.wait().unwrap();
     assert_not_yet_draft(&store, "the kill").await;
+    assert_eq!(
+        staged_files(&staging).len(),
+        1,
+        "the killed receiver left its partial blob"
+    );
 
     let mut child = spawn_receiver(env!("CARGO_BIN_EXE_module-webhook"), &config, &log);
     wait_ready(&url).await;

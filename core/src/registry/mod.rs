@@ -43,6 +43,22 @@ pub enum RegistryError {
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The blob's download broke off (reset, closed early, timed out): always worth a retry,
+    /// since what arrives is checked against its digest anyway.
+    #[error("downloading blob {digest}: {source}")]
+    Download {
+        digest: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the blob where the caller wanted it failed: the local disk, not the registry
+    /// (e.g. the staging directory is full).
+    #[error("writing blob {digest}: {source}")]
+    Sink {
+        digest: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("{what}: {message}")]
     Invalid { what: String, message: String },
 }
@@ -65,6 +81,14 @@ impl RegistryError {
                 std::io::ErrorKind::ConnectionReset
                     | std::io::ErrorKind::ConnectionAborted
                     | std::io::ErrorKind::TimedOut
+                    | std::io::ErrorKind::Interrupted
+            ),
+            RegistryError::Download { .. } => true,
+            // A full disk or quota can be freed; a permission error needs an operator.
+            RegistryError::Sink { source, .. } => matches!(
+                source.kind(),
+                std::io::ErrorKind::StorageFull
+                    | std::io::ErrorKind::QuotaExceeded
                     | std::io::ErrorKind::Interrupted
             ),
             _ => false,
@@ -354,7 +378,10 @@ impl Registry {
                         what: format!("blob {digest}"),
                         message: d.to_string(),
                     },
-                    None => RegistryError::Io(e),
+                    None => RegistryError::Download {
+                        digest: d.clone(),
+                        source: e,
+                    },
                 }
             })?;
             n += chunk.len() as u64;
@@ -365,9 +392,16 @@ impl Registry {
                 });
             }
             h.update(&chunk);
-            w.write_all(&chunk).await?;
+            let sink = |source| RegistryError::Sink {
+                digest: d.clone(),
+                source,
+            };
+            w.write_all(&chunk).await.map_err(sink)?;
         }
-        w.flush().await?;
+        w.flush().await.map_err(|source| RegistryError::Sink {
+            digest: d.clone(),
+            source,
+        })?;
         let got = Digest::from_bytes(h.finalize().into());
         if &got != digest {
             return Err(RegistryError::Invalid {

@@ -13,6 +13,7 @@
 
 pub mod checks;
 pub mod rejection;
+pub mod staging;
 pub mod tofu;
 pub mod trust;
 
@@ -48,8 +49,11 @@ pub struct Ctx {
     pub max_artifact_bytes: u64,
     /// Largest number of index.json entries accepted (checked before any entry is read).
     pub max_index_entries: usize,
-    /// Where blobs are staged while they are checked (under the data directory).
+    /// Where blobs are staged while they are checked: this receiver's locked claim under
+    /// `DATA_DIR/staging` ([`staging::Staging`]).
     pub work_dir: std::path::PathBuf,
+    /// Keeps the claim (and its lock) for as long as any copy of the context lives.
+    pub staging: Arc<staging::Staging>,
 }
 
 /// How a job ended, when it did not fail transiently.
@@ -338,6 +342,17 @@ impl Ctx {
                 return Ok(Err(Rejection::ArtifactInvalid(format!(
                     "{what}: {message}"
                 ))));
+            }
+            // Our own disk, not the registry: say where, so "No space left on device" points
+            // the operator at the staging directory. The partial file goes with `tmp`.
+            Err(RegistryError::Sink { source, .. }) => {
+                return Err(Error::io(
+                    format!(
+                        "writing the blob into the staging directory {}",
+                        self.work_dir.display()
+                    ),
+                    source,
+                ));
             }
             Err(e) => return Err(e.into()),
         }
