@@ -17,7 +17,7 @@ use powernode_testkit::{
 use std::{
     fs,
     path::{Path, PathBuf},
-    process::Child,
+    process::{Child, Command},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -432,4 +432,229 @@ async fn comment_to(url: &str, id: i64, user: &str, text: &str) -> u16 {
         r = r.header(k, v);
     }
     r.body(body).send().await.unwrap().status().as_u16()
+}
+
+/// A PostgreSQL server of this test's own (`initdb` into a temporary directory, run as the
+/// `postgres` user), so it can be crashed and restarted without touching the machine's.
+struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    port: u16,
+}
+
+impl PrivatePostgres {
+    fn start() -> PrivatePostgres {
+        let bin = fs::read_dir("/usr/lib/postgresql")
+            .ok()
+            .and_then(|d| d.flatten().map(|e| e.path().join("bin")).max())
+            .filter(|b| b.join("initdb").exists())
+            .expect("PostgreSQL's server binaries (initdb, pg_ctl) are needed: apt-get install -y postgresql");
+        assert!(
+            Command::new("id")
+                .arg("postgres")
+                .status()
+                .unwrap()
+                .success(),
+            "the `postgres` user is needed to run a private server: apt-get install -y postgresql"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(
+            ok.success(),
+            "chown of the server's directory (run as root: .ci/run does)"
+        );
+        let pg = PrivatePostgres {
+            dir,
+            bin,
+            port: free_port(),
+        };
+        pg.as_postgres(
+            "initdb",
+            &["-A", "trust", "-U", "postgres", "-D", &pg.data()],
+        );
+        pg.pg_ctl(&["start"]);
+        pg
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn as_postgres(&self, tool: &str, args: &[&str]) {
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(tool))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.path().display()
+        );
+        let (data, log) = (
+            self.data(),
+            self.dir.path().join("server.log").display().to_string(),
+        );
+        let mut all = vec!["-D", &data, "-l", &log, "-w", "-o", &opts];
+        all.extend_from_slice(args);
+        self.as_postgres("pg_ctl", &all);
+    }
+
+    /// A crash: `immediate` shutdown (no checkpoint; the restart replays the WAL), then
+    /// started again.
+    fn crash_and_restart(&self) {
+        self.pg_ctl(&["stop", "-m", "immediate"]);
+        self.pg_ctl(&["start"]);
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join("pg_ctl"))
+            .args(["-D", &self.data(), "-m", "immediate", "stop"])
+            .output();
+    }
+}
+
+/// The database server crashes (immediate shutdown, WAL replay on restart) while a
+/// receiver is taking signed pushes and ingesting them: every delivery acknowledged before
+/// the crash survives it, the ones refused meanwhile are retried by the sender, and every
+/// version is ingested exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_crashed_and_restarted_under_load_loses_and_doubles_nothing() {
+    const N: usize = 40;
+    let pg = Arc::new(PrivatePostgres::start());
+    let dir = tempfile::tempdir().unwrap();
+    let reg = TestRegistry::start();
+    let k = keys();
+    let released = release_versions(&reg, &k.key, N);
+    let modules = format!(
+        "[[modules]]\nname = \"my-redis\"\nrepository = \"{REPO}\"\nkeys = [\"{}\"]\n",
+        k.public.display()
+    );
+    let cfg = shared_config(&pg.url(), &dir.path().join("data"), &reg.host, &modules);
+    let a = Replica::start(dir.path(), "a", &cfg);
+    a.ready().await;
+
+    let mut events = Vec::new();
+    for (version, digest) in &released {
+        let sig = format!("sha256-{}.sig", digest.trim_start_matches("sha256:"));
+        events.push((
+            format!("art-{version}"),
+            format!("v{version}"),
+            digest.clone(),
+        ));
+        events.push((format!("sig-{version}"), sig, digest.clone()));
+    }
+    let crash_at = events.len() / 2;
+    let mut crash = None;
+    let refused = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let http = reqwest::Client::new();
+    let gate = Arc::new(tokio::sync::Semaphore::new(4));
+    let mut sends = tokio::task::JoinSet::new();
+    for (n, (id, tag, digest)) in events.into_iter().enumerate() {
+        if n == crash_at {
+            // What was sent so far is acknowledged; its ingests are under way.
+            while let Some(r) = sends.join_next().await {
+                r.unwrap();
+            }
+            let store = Store::connect(&pg.url()).await.unwrap();
+            assert!(
+                has_pending_jobs(&store).await,
+                "the crash must land while jobs are outstanding"
+            );
+            drop(store);
+            // Crash while deliveries keep coming.
+            let pg = pg.clone();
+            crash = Some(tokio::task::spawn_blocking(move || pg.crash_and_restart()));
+        }
+        let (http, url, gate, refused) =
+            (http.clone(), a.url.clone(), gate.clone(), refused.clone());
+        sends.spawn(async move {
+            let _permit = gate.acquire_owned().await.unwrap();
+            let body = dist_envelope(&id, REPO, &tag, &digest);
+            let mut last = String::new();
+            // As a registry does: a refused notification is sent again (here for 30 s).
+            for _ in 0..300 {
+                match http
+                    .post(format!("{url}/hooks/distribution"))
+                    .bearer_auth(DIST_TOKEN)
+                    .header(
+                        "Content-Type",
+                        "application/vnd.docker.distribution.events.v1+json",
+                    )
+                    .body(body.clone())
+                    .send()
+                    .await
+                {
+                    Ok(r) if matches!(r.status().as_u16(), 200 | 202) => return,
+                    Ok(r) => last = r.status().to_string(),
+                    Err(e) => last = e.to_string(),
+                }
+                refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("delivery {id} ({tag}) never accepted: {last}");
+        });
+    }
+    while let Some(r) = sends.join_next().await {
+        r.unwrap();
+    }
+    crash.expect("the crash happened").await.unwrap();
+    let store = Store::connect(&pg.url()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let drafts = store
+            .versions_of("my-redis", None)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|v| v.lifecycle == Lifecycle::Draft)
+            .count();
+        if drafts == N && !has_pending_jobs(&store).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{drafts} of {N} drafts, jobs {:?}\n{}",
+            store.job_counts().await.unwrap(),
+            a.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for v in store.versions_of("my-redis", None).await.unwrap() {
+        let actions: Vec<String> = store
+            .audit_of(&v.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.action)
+            .collect();
+        assert_eq!(actions, ["ingested"], "{} must be ingested once", v.version);
+    }
+    assert!(store.dead_letters().await.unwrap().is_empty());
+    println!(
+        "{N} versions ingested once each; {} deliveries refused during the crash and sent again",
+        refused.load(std::sync::atomic::Ordering::Relaxed)
+    );
 }
