@@ -6,7 +6,8 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(
     name = "module-builder",
-    version,
+    // `module-builder 0.1.0 (abc1234 2026-12-04)`: the commit, from build.rs.
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("POWERNODE_BUILD_COMMIT"), ")"),
     about = "Validate, build and inspect powernode node modules",
     long_about = "module-builder turns a module repository (manifest.yaml + rootfs/) into a \
 bit-for-bit reproducible artifact, dist/module.tar, ready to push to an OCI registry.\n\n\

@@ -13,7 +13,8 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(
     name = "module-agent",
-    version,
+    // `module-agent 0.1.0 (abc1234 2026-12-04)`: the commit, from build.rs.
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("POWERNODE_BUILD_COMMIT"), ")"),
     about = "Apply this instance's signed desired state and report what runs",
     long_about = "module-agent makes an instance converge on its template's desired state.\n\n\
 Each reconcile it reads the desired state from the receiver (If-None-Match), verifies its \

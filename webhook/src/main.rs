@@ -6,7 +6,8 @@ use std::{io::IsTerminal, path::PathBuf, process::ExitCode};
 #[derive(Debug, Parser)]
 #[command(
     name = "module-webhook",
-    version,
+    // `module-webhook 0.1.0 (abc1234 2026-12-04)`: the commit, from build.rs.
+    version = concat!(env!("CARGO_PKG_VERSION"), " (", env!("POWERNODE_BUILD_COMMIT"), ")"),
     about = "Receive registry push events, verify and ingest node modules as draft versions",
     long_about = "module-webhook receives push events from a registry (CNCF Distribution \
 notifications, Gitea package webhooks, Harbor webhooks), verifies each module artifact's \
