@@ -21,7 +21,15 @@ fn release_help() -> String {
 fn action_yml_inputs_reach_the_binary() {
     let a = action_yml();
     assert_eq!(a["runs"]["using"], "docker");
-    assert_eq!(a["runs"]["image"], "Containerfile");
+    // The published image, pinned to the workspace version (tests/version.rs checks the tag).
+    assert!(
+        a["runs"]["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("docker://ghcr.io/powernode/module-builder:"),
+        "{}",
+        a["runs"]["image"]
+    );
     assert_eq!(
         a["runs"]["entrypoint"],
         "/usr/local/bin/module-builder-action"
@@ -83,10 +91,40 @@ fn containerfile_is_multi_stage_pinned_and_non_root() {
     let c = fs::read_to_string(workspace().join("Containerfile")).unwrap();
     let froms: Vec<&str> = c.lines().filter(|l| l.starts_with("FROM ")).collect();
     assert!(froms.len() >= 2, "multi-stage: {froms:?}");
+    // Every base is pinned by digest, or an earlier stage, or ${BASE} (whose default is an
+    // earlier stage; scripts/image passes the base it assembles).
     let pinned = regex::Regex::new(r"@sha256:[0-9a-f]{64}( |$)").unwrap();
+    let mut stages: Vec<&str> = Vec::new();
+    let base_default = c
+        .lines()
+        .find_map(|l| l.strip_prefix("ARG BASE="))
+        .expect("ARG BASE=<default>");
     for f in &froms {
-        assert!(pinned.is_match(f), "base image not pinned by digest: {f}");
+        let mut words = f.split_whitespace().skip(1);
+        let image = words.next().unwrap();
+        let from_stage = |name: &str| stages.contains(&name);
+        assert!(
+            pinned.is_match(f)
+                || from_stage(image)
+                || (image == "${BASE}" && c.find(&format!("AS {base_default}")).is_some()),
+            "base image not pinned by digest: {f}"
+        );
+        if let (Some("AS"), Some(name)) = (words.next(), words.next()) {
+            stages.push(name);
+        }
     }
+    // The prebuilt targets the release pipeline packages (scripts/image builds them).
+    for target in ["module-builder", "module-webhook"] {
+        assert!(
+            froms.contains(&format!("FROM ${{BASE}} AS {target}").as_str()),
+            "no prebuilt target {target}: {froms:?}"
+        );
+        assert!(c.contains(&format!(
+            "COPY ${{BIN_DIR}}/{target} /usr/local/bin/{target}"
+        )));
+    }
+    assert!(c.contains("WORKDIR /work"));
+    assert!(c.contains(r#"ENTRYPOINT ["/usr/local/bin/module-builder"]"#));
     assert!(c.contains("cargo build --release --locked -p module-builder"));
     assert!(c.contains("ca-certificates"));
     let user = c
