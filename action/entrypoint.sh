@@ -13,11 +13,23 @@ if [ "${MB_INSECURE:-false}" = "true" ]; then set -- "$@" --insecure; fi
 if [ -n "${MB_FULCIO_URL:-}" ]; then set -- "$@" --fulcio-url "$MB_FULCIO_URL"; fi
 if [ -n "${MB_REKOR_URL:-}" ]; then set -- "$@" --rekor-url "$MB_REKOR_URL"; fi
 
+# A runner checks the workspace out as its own user, and the image runs as uid 10001: when the
+# module directory cannot be written, build into a private temporary directory instead of
+# DIR/dist (the artifact is pushed from there; the workspace is only read).
+outdir=""
+if [ ! -w "${MB_PATH:-.}" ]; then
+  outdir=$(mktemp -d)
+  set -- "$@" --output "$outdir"
+fi
+
 if [ -n "${MB_USERNAME:-}" ]; then export REGISTRY_USERNAME="$MB_USERNAME"; fi
 if [ -n "${MB_PASSWORD:-}" ]; then export REGISTRY_PASSWORD="$MB_PASSWORD"; fi
 
 keyfile=""
-cleanup() { if [ -n "$keyfile" ]; then rm -f "$keyfile"; fi; }
+cleanup() {
+  if [ -n "$keyfile" ]; then rm -f "$keyfile"; fi
+  if [ -n "$outdir" ]; then rm -rf "$outdir"; fi
+}
 trap cleanup EXIT
 if [ -n "${MB_COSIGN_KEY:-}" ]; then
   case "$MB_COSIGN_KEY" in

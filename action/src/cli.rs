@@ -207,6 +207,11 @@ pub struct ReleaseArgs {
     /// Source repository URL for org.opencontainers.image.source.
     #[arg(long, value_name = "URL")]
     pub source: Option<String>,
+    /// Where module.tar and module.json are written [default: DIR/dist]. The Actions step
+    /// points it at a private temporary directory when the runner's workspace is not
+    /// writable by the image's user.
+    #[arg(short, long, value_name = "DIR")]
+    pub output: Option<PathBuf>,
     #[command(flatten)]
     pub signing: SigningArgs,
     #[command(flatten)]

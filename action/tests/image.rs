@@ -438,10 +438,27 @@ fn release_inside_the_image_verifies_from_outside() {
     drop(c);
 
     // The Actions step: action.yml's entry point in the image, with the step's inputs and the
-    // key as a secret's contents.
+    // key as a secret's contents, in a workspace the runner checked out as root (so uid 10001
+    // cannot write it) and a `$GITHUB_OUTPUT` file the runner made writable for the step.
     let work = checkout("v1.5.0");
+    ok(Command::new("chown")
+        .args(["-R", "0:0"])
+        .arg(work.path())
+        .output()
+        .unwrap());
+    ok(Command::new("chmod")
+        .args(["-R", "u=rwX,go=rX"])
+        .arg(work.path())
+        .output()
+        .unwrap());
     let key = fs::read_to_string(keys.path().join("cosign.key")).unwrap();
     let outputs = work.path().join(".outputs");
+    fs::write(&outputs, "").unwrap();
+    fs::set_permissions(
+        &outputs,
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
     let c = Container::of(
         &images.builder,
         &[
@@ -478,6 +495,10 @@ fn release_inside_the_image_verifies_from_outside() {
         .lines()
         .find_map(|l| l.strip_prefix("reference="))
         .unwrap();
+    assert!(
+        !work.path().join("dist").exists(),
+        "the read-only workspace was left as it was"
+    );
     ok(host_mb()
         .arg("verify")
         .arg(reference)

@@ -36,7 +36,7 @@ fn version(a: &ReleaseArgs) -> anyhow::Result<Version> {
 
 pub fn run(a: ReleaseArgs) -> anyhow::Result<ExitCode> {
     let version = version(&a)?;
-    let out = a.dir.join("dist");
+    let out = a.output.clone().unwrap_or_else(|| a.dir.join("dist"));
 
     let plan = {
         let _g = Group::start("validate");
