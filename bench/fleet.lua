@@ -29,3 +29,11 @@ function request()
   h["Content-Type"] = "application/json"
   return wrk.format("POST", "/api/v1/instances/" .. ids[i] .. "/report", h, body)
 end
+
+-- bench/soak.sh: a steady rate (ms between requests per connection), only when asked.
+if os.getenv("FLEET_DELAY_MS") then
+  local pause = tonumber(os.getenv("FLEET_DELAY_MS"))
+  function delay()
+    return pause
+  end
+end

@@ -27,3 +27,12 @@ function request()
   wrk.headers["X-Gitea-Delivery"] = prefix .. "-" .. counter
   return wrk.format(nil, "/hooks/gitea")
 end
+
+-- bench/soak.sh: a steady rate instead of as fast as possible (ms between requests per
+-- connection). Defined only when asked, so bench/hooks.sh measures without wrk's timer.
+if os.getenv("HOOK_DELAY_MS") then
+  local pause = tonumber(os.getenv("HOOK_DELAY_MS"))
+  function delay()
+    return pause
+  end
+end

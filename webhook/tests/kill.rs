@@ -182,22 +182,7 @@ async fn sigkill_during_desired_state_recomputation_completes_every_template_onc
         release_live(&r, &reg, &k, m.path(), name, v).await;
     }
     // my-redis 0.2.0, blessed: the child takes it live.
-    mb(
-        &[
-            "release",
-            "--ref",
-            &reg.repo(&repo("my-redis")),
-            "--version",
-            "0.2.0",
-        ],
-        Some(redis.path()),
-        Some(&k.key),
-    );
-    module_webhook::jobs::reconcile::reconcile(&r.app.worker.ctx)
-        .await
-        .unwrap();
-    r.app.drain().await.unwrap();
-    let next = "v-my-redis-0.2.0";
+    let next = release_draft(&r, &reg, &k, redis.path(), "my-redis", "0.2.0").await;
     for to in ["staging", "blessed"] {
         let (s, v) = post(
             &r,

@@ -139,21 +139,7 @@ async fn the_walkthrough_over_mcp_with_the_official_python_sdk() {
         }
         let redis = module("my-redis");
         let head = commit(redis.path());
-        mb(
-            &[
-                "release",
-                "--ref",
-                &reg.repo(&repo("my-redis")),
-                "--version",
-                "0.1.0",
-            ],
-            Some(redis.path()),
-            Some(&k.key),
-        );
-        module_webhook::jobs::reconcile::reconcile(&r.app.worker.ctx)
-            .await
-            .unwrap();
-        r.app.drain().await.unwrap();
+        release_draft(&r, &reg, &k, redis.path(), "my-redis", "0.1.0").await;
         gitea.add_run(
             GITEA_REPO,
             json!({

@@ -158,6 +158,62 @@ impl Rng {
     }
 }
 
+/// Sends one Distribution notification to the receiver at `url`, once: accepted (202:
+/// recorded; 200: a duplicate of one already recorded) or why not.
+async fn notify(http: &reqwest::Client, url: &str, body: &[u8]) -> Result<(), String> {
+    match http
+        .post(format!("{url}/hooks/distribution"))
+        .bearer_auth(DIST_TOKEN)
+        .header(
+            "Content-Type",
+            "application/vnd.docker.distribution.events.v1+json",
+        )
+        .body(body.to_vec())
+        .send()
+        .await
+    {
+        Ok(r) if matches!(r.status().as_u16(), 200 | 202) => Ok(()),
+        Ok(r) => Err(r.status().to_string()),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Waits until `n` versions of my-redis are drafts and no job is pending (failing after
+/// `secs` with `context()`, e.g. a replica's log).
+async fn wait_drafts(store: &Store, n: usize, secs: u64, context: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let drafts = store
+            .versions_of("my-redis", None)
+            .await
+            .unwrap()
+            .iter()
+            .filter(|v| v.lifecycle == Lifecycle::Draft)
+            .count();
+        if drafts == n && !has_pending_jobs(store).await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{drafts} of {n} drafts, jobs {:?}\n{}",
+            store.job_counts().await.unwrap(),
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The audit actions recorded for version `id`, in order.
+async fn audit_actions(store: &Store, id: &str) -> Vec<String> {
+    store
+        .audit_of(id)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|a| a.action)
+        .collect()
+}
+
 /// Releases (build, push, sign) `n` versions of my-redis, two `module-builder`s at a time.
 /// Returns each version's manifest digest.
 fn release_versions(reg: &TestRegistry, key: &Path, n: usize) -> Vec<(String, String)> {
@@ -286,20 +342,8 @@ async fn two_replicas_ingest_every_push_exactly_once_through_duplicates_and_a_si
                 if n >= order.len() {
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
-                match http
-                    .post(format!("{}/hooks/distribution", urls[i]))
-                    .bearer_auth(DIST_TOKEN)
-                    .header(
-                        "Content-Type",
-                        "application/vnd.docker.distribution.events.v1+json",
-                    )
-                    .body(body.clone())
-                    .send()
-                    .await
-                {
-                    // 202: recorded; 200: a duplicate of one already recorded.
-                    Ok(r) if matches!(r.status().as_u16(), 200 | 202) => return,
-                    Ok(r) => last = format!("{} from {}", r.status(), urls[i]),
+                match notify(&http, &urls[i], &body).await {
+                    Ok(()) => return,
                     Err(e) => last = format!("{e} from {}", urls[i]),
                 }
             }
@@ -312,26 +356,10 @@ async fn two_replicas_ingest_every_push_exactly_once_through_duplicates_and_a_si
 
     // Replica B finishes everything, including what A held (its leases expire).
     let store = Store::connect(&db.url).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(240);
-    loop {
-        let drafts = store
-            .versions_of("my-redis", None)
-            .await
-            .unwrap()
-            .iter()
-            .filter(|v| v.lifecycle == Lifecycle::Draft)
-            .count();
-        if drafts == VERSIONS && !has_pending_jobs(&store).await {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "seed {seed:#x}: {drafts} of {VERSIONS} drafts, jobs {:?}\n--- B ---\n{}",
-            store.job_counts().await.unwrap(),
-            b.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_drafts(&store, VERSIONS, 240, || {
+        format!("seed {seed:#x}\n--- B ---\n{}", b.log_text())
+    })
+    .await;
     let versions = store.versions_of("my-redis", None).await.unwrap();
     assert_eq!(
         versions.len(),
@@ -339,15 +367,8 @@ async fn two_replicas_ingest_every_push_exactly_once_through_duplicates_and_a_si
         "exactly one row per pushed version"
     );
     for v in &versions {
-        let actions: Vec<String> = store
-            .audit_of(&v.id)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|a| a.action)
-            .collect();
         assert_eq!(
-            actions,
+            audit_actions(&store, &v.id).await,
             ["ingested"],
             "seed {seed:#x}: {} must be ingested once",
             v.version
@@ -596,20 +617,9 @@ async fn postgres_crashed_and_restarted_under_load_loses_and_doubles_nothing() {
             let mut last = String::new();
             // As a registry does: a refused notification is sent again (here for 30 s).
             for _ in 0..300 {
-                match http
-                    .post(format!("{url}/hooks/distribution"))
-                    .bearer_auth(DIST_TOKEN)
-                    .header(
-                        "Content-Type",
-                        "application/vnd.docker.distribution.events.v1+json",
-                    )
-                    .body(body.clone())
-                    .send()
-                    .await
-                {
-                    Ok(r) if matches!(r.status().as_u16(), 200 | 202) => return,
-                    Ok(r) => last = r.status().to_string(),
-                    Err(e) => last = e.to_string(),
+                match notify(&http, &url, &body).await {
+                    Ok(()) => return,
+                    Err(e) => last = e,
                 }
                 refused.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -622,35 +632,14 @@ async fn postgres_crashed_and_restarted_under_load_loses_and_doubles_nothing() {
     }
     crash.expect("the crash happened").await.unwrap();
     let store = Store::connect(&pg.url()).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let drafts = store
-            .versions_of("my-redis", None)
-            .await
-            .unwrap()
-            .iter()
-            .filter(|v| v.lifecycle == Lifecycle::Draft)
-            .count();
-        if drafts == N && !has_pending_jobs(&store).await {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{drafts} of {N} drafts, jobs {:?}\n{}",
-            store.job_counts().await.unwrap(),
-            a.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_drafts(&store, N, 120, || a.log_text()).await;
     for v in store.versions_of("my-redis", None).await.unwrap() {
-        let actions: Vec<String> = store
-            .audit_of(&v.id)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|a| a.action)
-            .collect();
-        assert_eq!(actions, ["ingested"], "{} must be ingested once", v.version);
+        assert_eq!(
+            audit_actions(&store, &v.id).await,
+            ["ingested"],
+            "{} must be ingested once",
+            v.version
+        );
     }
     assert!(store.dead_letters().await.unwrap().is_empty());
     println!(

@@ -48,8 +48,8 @@ pub async fn post(r: &Running, path: &str, token: &str, body: Value) -> (u16, Va
     (s, v)
 }
 
-/// Releases `name` at `version` (signed), ingests it and promotes it to live.
-pub async fn release_live(
+/// Releases `name` at `version` (signed) and ingests it: a draft. Returns its id.
+pub async fn release_draft(
     r: &Running,
     reg: &TestRegistry,
     k: &Keys,
@@ -70,7 +70,19 @@ pub async fn release_live(
     );
     reconcile(&r.app.worker.ctx).await.unwrap();
     r.app.drain().await.unwrap();
-    let id = format!("v-{name}-{version}");
+    format!("v-{name}-{version}")
+}
+
+/// Releases `name` at `version` (signed), ingests it and promotes it to live.
+pub async fn release_live(
+    r: &Running,
+    reg: &TestRegistry,
+    k: &Keys,
+    dir: &Path,
+    name: &str,
+    version: &str,
+) -> String {
+    let id = release_draft(r, reg, k, dir, name, version).await;
     for to in ["staging", "blessed", "live"] {
         let (s, v) = post(
             r,
