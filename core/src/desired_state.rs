@@ -133,8 +133,9 @@ pub struct EnvelopeSignature {
     pub sig: String,
 }
 
-/// DSSE's pre-authentication encoding: `DSSEv1 <len> <type> <len> <body>`.
-fn pae(payload_type: &str, body: &[u8]) -> Vec<u8> {
+/// DSSE's pre-authentication encoding: `DSSEv1 <len> <type> <len> <body>`, the bytes a
+/// signature covers (public so tests and fuzz targets can sign documents of their own).
+pub fn pae(payload_type: &str, body: &[u8]) -> Vec<u8> {
     let mut out = format!(
         "DSSEv1 {} {} {} ",
         payload_type.len(),
