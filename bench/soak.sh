@@ -145,6 +145,8 @@ wait $w1 $w2 $w3 || true
 sleep 10  # let the last jobs finish
 sample "$(( $(date +%s) - start ))" >> "$work/samples"
 
+echo "== samples (seconds, RSS KiB, open fds)"
+cat "$work/samples"
 python3 - "$work" "$n" <<'PY'
 import os, re, sqlite3, sys
 work, releases = sys.argv[1], int(sys.argv[2])
