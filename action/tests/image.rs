@@ -28,16 +28,8 @@ struct Images {
 }
 
 fn prerequisites() {
-    // The effective uid, from /proc/self/status (no libc call needed).
-    let status = fs::read_to_string("/proc/self/status").unwrap();
-    let uid = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .unwrap_or_default()
-        .to_owned();
-    assert_eq!(
-        uid, "0",
+    assert!(
+        powernode_testkit::running_as_root(),
         "the image tests need root (buildah's storage and `buildah run --isolation=chroot`); \
          run them as root, as scripts/test and CI do"
     );
@@ -100,15 +92,9 @@ fn buildah(args: &[&str]) -> Output {
         .expect("running buildah")
 }
 
+/// The command succeeded (else: its exit, stdout and stderr); its stdout.
 fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
+    powernode_testkit::succeeded(o)
 }
 
 /// The image's OCI config (`config` of the image configuration).

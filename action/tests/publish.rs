@@ -51,15 +51,9 @@ fn mb() -> Command {
     c
 }
 
+/// The command succeeded (else: its exit, stdout and stderr); its stdout.
 fn ok(o: Output) -> String {
-    assert!(
-        o.status.success(),
-        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap()
+    powernode_testkit::succeeded(o)
 }
 
 fn fails(o: Output) -> String {

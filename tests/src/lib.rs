@@ -50,6 +50,29 @@ pub fn now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Asserts a command exited 0, showing its exit, stdout and stderr when not; returns stdout.
+pub fn succeeded(o: std::process::Output) -> String {
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Whether this process runs with effective uid 0 (from /proc/self/status: no libc call).
+/// Tests that mount, chown or run containers need it and fail, saying so, without it.
+pub fn running_as_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        .unwrap_or(false)
+}
+
 /// The `module-builder` binary of this workspace: the one `cargo test --workspace` built, or
 /// built on first use when a single package's tests run alone.
 pub fn module_builder() -> PathBuf {

@@ -11,6 +11,7 @@ use powernode_testkit::{
     copy_tree, example, module_builder,
     proxy::FaultProxy,
     registry::{TestRegistry, free_port},
+    running_as_root,
 };
 use std::{
     fs,
@@ -318,15 +319,6 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.0).status();
     }
-}
-
-fn running_as_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        .unwrap_or(false)
 }
 
 /// The staging directory is a 32 MiB filesystem and the blob 96 MiB: the write fails with
