@@ -2,7 +2,7 @@
 //! parses to commands or none, deterministically.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use module_webhook::promotion::commands::parse;
+use powernode_inbound::commands::parse;
 
 fuzz_target!(|body: &str| {
     let first = parse(body);

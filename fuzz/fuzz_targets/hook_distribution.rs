@@ -1,7 +1,7 @@
 //! CNCF Distribution notification envelopes (`POST /hooks/distribution`).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use module_webhook::hooks::{Repositories, distribution};
+use powernode_inbound::{Repositories, hooks::distribution};
 use std::sync::LazyLock;
 
 static REPOS: LazyLock<Repositories> =

@@ -2,7 +2,7 @@
 //! status events. The first byte picks the `X-Gitea-Event` header.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use module_webhook::hooks::{Repositories, gitea};
+use powernode_inbound::{Repositories, hooks::gitea};
 use std::sync::LazyLock;
 
 static REPOS: LazyLock<Repositories> =

@@ -2,7 +2,7 @@
 //! and CloudEvents. The first byte picks the content type.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use module_webhook::hooks::{Repositories, harbor};
+use powernode_inbound::{Repositories, hooks::harbor};
 use std::sync::LazyLock;
 
 static REPOS: LazyLock<Repositories> =

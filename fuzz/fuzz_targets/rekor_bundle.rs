@@ -33,8 +33,8 @@ static FIXTURE: LazyLock<Fixture> = LazyLock::new(|| {
         .public_key_to_pem()
         .unwrap();
     let digest = Digest::of(b"module.tar");
-    let payload = serde_json::to_vec(&Payload::new("registry.example/acct/modules/m", &digest))
-        .unwrap();
+    let payload =
+        serde_json::to_vec(&Payload::new("registry.example/acct/modules/m", &digest)).unwrap();
     let sig = signer.sign(&payload).unwrap();
     let mut annotations = BTreeMap::new();
     annotations.insert(

@@ -6,7 +6,6 @@ use figment::{
     Figment,
     providers::{Env, Format, Serialized, Toml},
 };
-use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -153,26 +152,5 @@ impl Config {
     }
 }
 
-/// The repositories the receiver accepts (`registry.repositories` globs; `*` stays within
-/// one path segment).
-#[derive(Debug, Clone)]
-pub struct Repositories(GlobSet);
-
-impl Repositories {
-    pub fn new(globs: &[String]) -> anyhow::Result<Self> {
-        let mut b = GlobSetBuilder::new();
-        for g in globs {
-            b.add(
-                GlobBuilder::new(g)
-                    .literal_separator(true)
-                    .build()
-                    .map_err(|e| anyhow::anyhow!("registry.repositories {g:?}: {e}"))?,
-            );
-        }
-        Ok(Repositories(b.build()?))
-    }
-
-    pub fn accepts(&self, repo: &str) -> bool {
-        self.0.is_match(repo)
-    }
-}
+/// The repositories the receiver accepts (`registry.repositories`).
+pub use powernode_inbound::Repositories;

@@ -1,41 +1,52 @@
 //! Webhook receivers. The edge only authenticates, parses and records: each handler turns a
 //! request into deliveries and the jobs they hint at, and [`routes`] stores them in
 //! one transaction before answering 202. Nothing here knows how to ingest.
+//!
+//! The payload parsers are pure and live in `powernode-inbound` (so the fuzz targets build
+//! them alone); this module maps what they return onto the store's rows.
 
 pub mod auth;
-pub mod distribution;
-pub mod gitea;
-pub mod harbor;
 pub mod routes;
 
 pub use crate::config::Repositories;
-use crate::store::{NewDelivery, NewJob};
+use crate::{
+    jobs::Job,
+    store::{NewDelivery, NewJob},
+};
+pub use powernode_inbound::hooks::{
+    Delivery, HookError, Parsed, Work, distribution, gitea, harbor,
+};
 
-/// The queue row of the job a tag pushed to `repo` hints at.
-pub fn job_for_tag(repo: &str, tag: &str) -> NewJob {
-    crate::jobs::Job::for_tag(repo, tag).to_new()
-}
-use sha2::{Digest as _, Sha256};
-
-/// Why a delivery was refused. Each maps to a 4xx with a reason; nothing is stored.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum HookError {
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    UnsupportedMediaType(String),
+/// The queue row of what a delivery asks for.
+pub fn job_for(work: Work) -> NewJob {
+    match work {
+        Work::Tag { repository, tag } => Job::for_tag(&repository, &tag).to_new(),
+        Work::Comment(c) => Job::Command(c).to_new(),
+        Work::Reevaluate { repository } => Job::Reevaluate { repository }.to_new(),
+    }
 }
 
-/// What a request amounts to.
-#[derive(Debug, Default)]
-pub struct Parsed {
-    pub deliveries: Vec<(NewDelivery, Vec<NewJob>)>,
-    /// A valid request that asks for nothing (other event types): answer 204.
-    pub ignored: bool,
-}
-
-pub fn body_sha256(body: &[u8]) -> String {
-    hex::encode(Sha256::digest(body))
+/// The rows a parsed request is recorded as: each delivery with the jobs it asks for.
+pub fn rows(parsed: Parsed) -> Vec<(NewDelivery, Vec<NewJob>)> {
+    parsed
+        .deliveries
+        .into_iter()
+        .map(|(d, work)| {
+            let Delivery {
+                id,
+                source,
+                event_type,
+                body_sha256,
+            } = d;
+            (
+                NewDelivery {
+                    id,
+                    source,
+                    event_type,
+                    body_sha256,
+                },
+                work.into_iter().map(job_for).collect(),
+            )
+        })
+        .collect()
 }

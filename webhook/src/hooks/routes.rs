@@ -60,7 +60,7 @@ async fn finish(s: &AppState, source: &str, parsed: Result<Parsed, HookError>) -
         return StatusCode::NO_CONTENT.into_response();
     }
     let jobs: usize = parsed.deliveries.iter().map(|(_, j)| j.len()).sum();
-    match s.deliveries.record(parsed.deliveries).await {
+    match s.deliveries.record(super::rows(parsed)).await {
         Ok(fresh) => {
             let new = fresh.iter().filter(|f| **f).count();
             let dup = fresh.len() - new;

@@ -7,7 +7,7 @@ pub mod reconcile;
 pub mod singletons;
 pub mod worker;
 
-use crate::{promotion::CommentJob, store::NewJob};
+use crate::{promotion::PrComment, store::NewJob};
 use serde::{Deserialize, Serialize};
 
 /// A unit of background work. Stored as its `kind` and a JSON payload (the variant's fields).
@@ -19,7 +19,7 @@ pub enum Job {
     /// A cosign `.sig` tag was pushed: re-check versions waiting for a signature of `digest`.
     Signature { repository: String, digest: String },
     /// A new PR comment: run its commands.
-    Command(CommentJob),
+    Command(PrComment),
     /// Reviews or statuses changed in a Gitea repository: re-evaluate its pending requests.
     Reevaluate { repository: String },
     /// A version entered or left `live`, or a template changed: recompute every template's
@@ -96,7 +96,7 @@ mod tests {
         let jobs = [
             Job::for_tag("acme/m", "v1.0.0"),
             Job::for_tag("acme/m", &format!("sha256-{}.sig", "a".repeat(64))),
-            Job::Command(CommentJob {
+            Job::Command(PrComment {
                 repository: "acme/m".into(),
                 pr: 7,
                 comment_id: 9,

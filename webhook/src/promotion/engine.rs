@@ -7,7 +7,7 @@
 //! is read from the module's pinned repository only.
 
 use super::{
-    Decision, Promoter,
+    Decision, PrComment, Promoter,
     commands::{self, Command, Target},
     evidence::{self, split},
     replies,
@@ -37,20 +37,9 @@ pub struct Engine {
     pub request_ttl_ms: i64,
 }
 
-/// A comment to handle (the job payload).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CommentJob {
-    pub repository: String,
-    pub pr: i64,
-    pub comment_id: i64,
-    pub user: String,
-    pub body: String,
-}
-
-impl CommentJob {
-    fn actor(&self) -> Actor {
-        Actor::Gitea(self.user.clone())
-    }
+/// Who wrote a comment: the Gitea user every command in it acts as.
+fn actor(c: &PrComment) -> Actor {
+    Actor::Gitea(c.user.clone())
 }
 
 /// Why a command names no version it may act on: the reply, and whether it is a refusal
@@ -124,14 +113,14 @@ impl Engine {
     }
 
     /// Audits a command refused because it named a module of another repository.
-    async fn audit_refusal(&self, c: &CommentJob, cmd: &str, n: &NotHere) -> Result<(), Error> {
+    async fn audit_refusal(&self, c: &PrComment, cmd: &str, n: &NotHere) -> Result<(), Error> {
         if let Some((module, version_id)) = &n.refusal {
             self.store
                 .audit(&NewAudit {
                     version_id: version_id.clone(),
                     template_id: None,
                     module: Some(module.clone()),
-                    actor: c.actor().encode(),
+                    actor: actor(c).encode(),
                     via: Via::Comment,
                     action: AuditAction::Refused,
                     from_state: None,
@@ -172,7 +161,7 @@ impl Engine {
     }
 
     /// Handles a new PR comment: every command in it gets a reply.
-    pub async fn on_comment(&self, c: &CommentJob) -> Result<(), Error> {
+    pub async fn on_comment(&self, c: &PrComment) -> Result<(), Error> {
         let (owner, repo) = split(&c.repository);
         for (i, cmd) in commands::parse(&c.body).into_iter().enumerate() {
             let reply = match cmd {
@@ -198,7 +187,7 @@ impl Engine {
 
     async fn request(
         &self,
-        c: &CommentJob,
+        c: &PrComment,
         index: usize,
         target: &Target,
         request: Request,
@@ -226,7 +215,7 @@ impl Engine {
             &self.gitea,
             &module.gitea_repository,
             Some(c.pr),
-            &c.actor(),
+            &actor(c),
             &v,
             created_at,
         )
@@ -241,7 +230,7 @@ impl Engine {
             version_id: v.id.clone(),
             to_state: to,
             digest: v.manifest_digest.clone(),
-            requester: c.actor(),
+            requester: actor(c),
             via: Via::Comment,
             repository: Some(module.gitea_repository.clone()),
             pr_number: Some(c.pr),
@@ -297,7 +286,7 @@ impl Engine {
         Ok(())
     }
 
-    async fn status(&self, c: &CommentJob, target: Option<&Target>) -> Result<String, Error> {
+    async fn status(&self, c: &PrComment, target: Option<&Target>) -> Result<String, Error> {
         let versions = match target {
             Some(t) => match self.version_for(&c.repository, t).await? {
                 Ok((_, v)) => vec![v],
@@ -319,7 +308,7 @@ impl Engine {
     }
 
     /// Withdraws the commenter's pending requests on this PR (for one version, or all).
-    async fn cancel(&self, c: &CommentJob, target: Option<&Target>) -> Result<String, Error> {
+    async fn cancel(&self, c: &PrComment, target: Option<&Target>) -> Result<String, Error> {
         let only = match target {
             Some(t) => match self.version_for(&c.repository, t).await? {
                 Ok((_, v)) => Some(v.id),
@@ -332,7 +321,7 @@ impl Engine {
         };
         let mut n = 0;
         for r in self.store.pending_requests(Some(&c.repository)).await? {
-            if r.requester == c.actor()
+            if r.requester == actor(c)
                 && r.pr_number == Some(c.pr)
                 && only.as_ref().is_none_or(|id| *id == r.version_id)
                 && self

@@ -2,8 +2,8 @@
 //! and v2 from registry 3). Only `push` events of manifests with a tag in an accepted
 //! repository start work; every event is a delivery, deduplicated on its id.
 
-use super::{HookError, Parsed, Repositories, body_sha256, job_for_tag};
-use crate::store::NewDelivery;
+use super::{Delivery, HookError, Parsed, body_sha256, tag_pushed};
+use crate::Repositories;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -55,10 +55,10 @@ pub fn parse(body: &[u8], repos: &Repositories) -> Result<Parsed, HookError> {
             && repos.accepts(&t.repository)
             && let Some(tag) = t.tag.as_deref().filter(|t| !t.is_empty())
         {
-            jobs.push(job_for_tag(&t.repository, tag));
+            jobs.push(tag_pushed(&t.repository, tag));
         }
         out.deliveries.push((
-            NewDelivery {
+            Delivery {
                 id: format!("distribution:{}", e.id),
                 source: "distribution".into(),
                 event_type: format!("{}:{}", e.action, t.media_type),

@@ -3,8 +3,8 @@
 //! ignored. New PR comments become command jobs; reviews and statuses re-evaluate pending
 //! promotion requests; other event types are acknowledged with 204.
 
-use super::{HookError, Parsed, Repositories, body_sha256, job_for_tag};
-use crate::{jobs::Job, promotion::CommentJob, store::NewDelivery};
+use super::{Delivery, HookError, Parsed, PrComment, Work, body_sha256, tag_pushed};
+use crate::Repositories;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -60,8 +60,8 @@ struct RepoOnly {
     repository: Repository,
 }
 
-fn delivery(id: &str, event: String, body: &[u8]) -> NewDelivery {
-    NewDelivery {
+fn delivery(id: &str, event: String, body: &[u8]) -> Delivery {
+    Delivery {
         id: format!("gitea:{id}"),
         source: "gitea".into(),
         event_type: event,
@@ -85,16 +85,13 @@ fn promotion_event(
             if c.action != "created" || !c.is_pull {
                 Vec::new()
             } else {
-                vec![
-                    Job::Command(CommentJob {
-                        repository: c.repository.full_name,
-                        pr: c.issue.number,
-                        comment_id: c.comment.id,
-                        user: c.comment.user.login,
-                        body: c.comment.body,
-                    })
-                    .to_new(),
-                ]
+                vec![Work::Comment(PrComment {
+                    repository: c.repository.full_name,
+                    pr: c.issue.number,
+                    comment_id: c.comment.id,
+                    user: c.comment.user.login,
+                    body: c.comment.body,
+                })]
             }
         }
         "pull_request_review_approved"
@@ -102,12 +99,9 @@ fn promotion_event(
         | "pull_request_review_comment"
         | "status" => {
             let r: RepoOnly = serde_json::from_slice(body).map_err(bad)?;
-            vec![
-                Job::Reevaluate {
-                    repository: r.repository.full_name,
-                }
-                .to_new(),
-            ]
+            vec![Work::Reevaluate {
+                repository: r.repository.full_name,
+            }]
         }
         _ => return Ok(None),
     };
@@ -143,11 +137,11 @@ pub fn parse(
         && !p.package.version.starts_with("sha256:")
         && repos.accepts(&repo)
     {
-        jobs.push(job_for_tag(&repo, &p.package.version));
+        jobs.push(tag_pushed(&repo, &p.package.version));
     }
     Ok(Parsed {
         deliveries: vec![(
-            NewDelivery {
+            Delivery {
                 id: format!("gitea:{delivery_id}"),
                 source: "gitea".into(),
                 event_type: format!("package:{}", p.action),

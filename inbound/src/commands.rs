@@ -7,9 +7,9 @@
 //! included), list items, tables, HTML blocks and comments (`<!-- /yank … -->`) and inline
 //! code never run a command: quoting or documenting a command is safe.
 
-use crate::store::Lifecycle;
-use powernode_module::{Version, manifest::ModuleName};
+use powernode_module::{Version, lifecycle::Lifecycle, manifest::ModuleName};
 use pulldown_cmark::{Event, Options, Parser, Tag, TagEnd};
+
 /// `<version>` or `<module>@<version>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {

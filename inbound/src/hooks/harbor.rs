@@ -2,8 +2,8 @@
 //! no delivery id in the Default format and retries the same body, so the body hash is the
 //! delivery id there.
 
-use super::{HookError, Parsed, Repositories, body_sha256, job_for_tag};
-use crate::store::NewDelivery;
+use super::{Delivery, HookError, Parsed, body_sha256, tag_pushed};
+use crate::Repositories;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -69,11 +69,11 @@ pub fn parse(content_type: &str, body: &[u8], repos: &Repositories) -> Result<Pa
         .resources
         .iter()
         .filter(|r| !r.tag.is_empty() && !r.tag.starts_with("sha256:") && repos.accepts(&repo))
-        .map(|r| job_for_tag(&repo, &r.tag))
+        .map(|r| tag_pushed(&repo, &r.tag))
         .collect();
     Ok(Parsed {
         deliveries: vec![(
-            NewDelivery {
+            Delivery {
                 id,
                 source: "harbor".into(),
                 event_type: "PUSH_ARTIFACT".into(),
