@@ -6,6 +6,7 @@ pub mod api;
 pub mod app;
 pub mod config;
 pub mod error;
+pub mod faults;
 pub mod fleet;
 pub mod gitea;
 pub mod hooks;

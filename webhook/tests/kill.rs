@@ -1,7 +1,7 @@
-//! SIGKILL of a `module-webhook serve` child process at the two moments where a kill could
-//! leave a half-made change: in the middle of a promotion (after its transition committed,
-//! before its reply reached Gitea) and in the middle of a desired-state recomputation that
-//! touches many templates. After a restart nothing is doubled, nothing is lost, and every
+//! SIGKILL of a `module-webhook serve` child process at the moments where a kill could
+//! leave a half-made change: between a hook's commit and its answer, in the middle of a
+//! promotion (after its transition committed, before its reply reached Gitea) and in the
+//! middle of a desired-state recomputation that touches many templates. After a restart nothing is doubled, nothing is lost, and every
 //! template serves the state the promotion called for.
 //!
 //! The state each test starts from is made in-process (the common helpers), then the same
@@ -31,7 +31,12 @@ fn write_config(cfg: &module_webhook::config::Config, path: &Path) -> String {
 }
 
 async fn start(config: &Path, log: &Path, url: &str) -> Child {
-    let mut child = spawn_receiver(env!("CARGO_BIN_EXE_module-webhook"), config, log);
+    start_with(config, log, url, &[]).await
+}
+
+/// [`start`] with more environment variables (a fault point to stall at).
+async fn start_with(config: &Path, log: &Path, url: &str, env: &[(&str, &str)]) -> Child {
+    let mut child = spawn_receiver_with(env!("CARGO_BIN_EXE_module-webhook"), config, log, env);
     let c = reqwest::Client::new();
     for _ in 0..200 {
         if let Ok(r) = c.get(format!("{url}/readyz")).send().await
@@ -95,6 +100,119 @@ async fn served_ids(store: &Store, templates: usize) -> Vec<Option<String>> {
 async fn changed(store: &Store, old: &[Option<String>]) -> usize {
     let now = served_ids(store, old.len()).await;
     now.iter().zip(old).filter(|(n, o)| n != o).count()
+}
+
+/// A push notification whose delivery and ingest job have committed when the receiver is
+/// killed, before its 202 left (the receiver is told to stall at that point, so the kill
+/// lands there every time): the sender saw no answer and sends the notification again, as a
+/// registry does. The delivery and its job outlived the process; after the restart the resend
+/// is a duplicate (200, no new job) and the version is ingested exactly once.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_between_a_hook_commit_and_its_202_loses_and_doubles_nothing() {
+    let reg = TestRegistry::start();
+    let k = keys();
+    let db = sqlite().await;
+    let repository = repo("my-redis");
+    let cfg = config(
+        &db.url,
+        &reg.host,
+        vec![key_policy("my-redis", &repository, k.public.clone())],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (config, log) = (dir.path().join("c.toml"), dir.path().join("log"));
+    let url = write_config(&cfg, &config);
+    let stall = [(module_webhook::faults::STALL_VAR, "hooks.after_commit")];
+    let child = start_with(&config, &log, &url, &stall).await;
+    let store = Store::connect(&db.url).await.unwrap();
+    // Pushed after the start's reconcile pass: only the hook knows about it.
+    let m = module("my-redis");
+    mb(
+        &[
+            "release",
+            "--ref",
+            &reg.repo(&repository),
+            "--version",
+            "0.1.0",
+        ],
+        Some(m.path()),
+        Some(&k.key),
+    );
+    let body = dist_envelope(
+        "kill-before-202",
+        &repository,
+        "0.1.0",
+        &format!("sha256:{}", "0".repeat(64)),
+    );
+    let notify = || {
+        let mut req = reqwest::Client::new()
+            .post(format!("{url}/hooks/distribution"))
+            .timeout(Duration::from_secs(60))
+            .body(body.clone());
+        for (k, v) in dist_headers() {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    let first = tokio::spawn(notify());
+    until(30, "the delivery was never committed", &log, || async {
+        deliveries_in(&db.url).await == 1
+    })
+    .await;
+    until(10, "the receiver never reached the stall", &log, || async {
+        fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("stalling at this fault point")
+    })
+    .await;
+    assert!(
+        !first.is_finished(),
+        "the hook was answered before the kill"
+    );
+    kill(child);
+    let answer = first.await.unwrap();
+    assert!(answer.is_err(), "the sender got an answer: {answer:?}");
+    // Durable before the answer: the delivery and the job it asked for outlived the process.
+    assert_eq!(deliveries_in(&db.url).await, 1);
+    let jobs: i64 = store
+        .job_counts()
+        .await
+        .unwrap()
+        .iter()
+        .map(|(_, n)| n)
+        .sum();
+    assert_eq!(
+        jobs, 1,
+        "the hook's ingest job was committed with its delivery"
+    );
+
+    // The sender tries again; the restarted receiver knows the delivery.
+    let child = start(&config, &log, &url).await;
+    let again = notify().await.unwrap();
+    assert_eq!(again.status().as_u16(), 200, "a duplicate is answered 200");
+    assert_eq!(
+        again.json::<serde_json::Value>().await.unwrap(),
+        json!({"accepted": 0, "duplicates": 1, "jobs": 0})
+    );
+    until(60, "the version was never ingested", &log, || async {
+        store
+            .version("my-redis", "0.1.0")
+            .await
+            .unwrap()
+            .is_some_and(|v| v.lifecycle == Lifecycle::Draft)
+            && !has_pending_jobs(&store).await
+    })
+    .await;
+    kill(child);
+    let v = store.version("my-redis", "0.1.0").await.unwrap().unwrap();
+    let audit = store.audit_of(&v.id).await.unwrap();
+    let ingested = audit.iter().filter(|a| a.action == "ingested").count();
+    assert_eq!(ingested, 1, "{audit:?}");
+    assert!(store.dead_letters().await.unwrap().is_empty());
+    assert_eq!(
+        deliveries_in(&db.url).await,
+        1,
+        "the resend added no delivery"
+    );
 }
 
 /// A `/promote` comment whose transition has committed but whose reply to Gitea is still on

@@ -62,6 +62,9 @@ async fn finish(s: &AppState, source: &str, parsed: Result<Parsed, HookError>) -
     let jobs: usize = parsed.deliveries.iter().map(|(_, j)| j.len()).sum();
     match s.deliveries.record(super::rows(parsed)).await {
         Ok(fresh) => {
+            // Durable from here on: a crash before the answer leaves the sender to resend,
+            // and the delivery id makes the resend a duplicate (tests/kill.rs stalls here).
+            crate::faults::point("hooks.after_commit").await;
             let new = fresh.iter().filter(|f| **f).count();
             let dup = fresh.len() - new;
             s.metrics

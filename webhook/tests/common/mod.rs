@@ -391,9 +391,20 @@ pub fn dist_envelope(id: &str, repo: &str, tag: &str, digest: &str) -> Vec<u8> {
 /// restarts). `BIN` is the test's `env!("CARGO_BIN_EXE_module-webhook")`, which only the
 /// receiver's own tests have.
 pub fn spawn_receiver(bin: &str, config: &Path, log: &Path) -> std::process::Child {
+    spawn_receiver_with(bin, config, log, &[])
+}
+
+/// [`spawn_receiver`] with more environment variables (e.g. a fault point to stall at).
+pub fn spawn_receiver_with(
+    bin: &str,
+    config: &Path,
+    log: &Path,
+    env: &[(&str, &str)],
+) -> std::process::Child {
     std::process::Command::new(bin)
         .args(["serve", "--config"])
         .arg(config)
+        .envs(env.iter().copied())
         .env_remove("DATABASE_URL")
         .env("RUST_LOG", "info")
         .stdout(std::process::Stdio::null())

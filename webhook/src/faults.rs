@@ -1,0 +1,34 @@
+//! Fault points for the crash tests: named places where a debug build can be told to stop
+//! and wait, so that a test can SIGKILL the receiver at exactly that moment instead of
+//! racing it (`webhook/tests/kill.rs`).
+//!
+//! `MODULE_WEBHOOK_FAULT_STALL=POINT[,POINT…]` makes every task that reaches one of the named
+//! points wait forever there (the rest of the process keeps running). Only debug builds
+//! (`debug_assertions`, what `cargo test` builds) have this: in a release binary [`point`]
+//! is an empty function and the variable is never read.
+//!
+//! Points: `hooks.after_commit` (a hook's deliveries and jobs are committed, its answer not
+//! yet sent).
+
+/// The variable naming the points to stall at.
+pub const STALL_VAR: &str = "MODULE_WEBHOOK_FAULT_STALL";
+
+/// Stalls here, forever, when this debug build was told to (see the module docs).
+#[cfg(debug_assertions)]
+pub async fn point(name: &'static str) {
+    use std::sync::LazyLock;
+    static STALL: LazyLock<Vec<String>> = LazyLock::new(|| {
+        std::env::var(STALL_VAR)
+            .map(|v| v.split(',').map(|p| p.trim().to_owned()).collect())
+            .unwrap_or_default()
+    });
+    if STALL.iter().any(|p| p == name) {
+        tracing::warn!(point = name, "{STALL_VAR}: stalling at this fault point");
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Release builds have no fault points.
+#[cfg(not(debug_assertions))]
+#[inline(always)]
+pub async fn point(_name: &'static str) {}
