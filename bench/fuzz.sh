@@ -19,9 +19,10 @@ all=(manifest artifact hook_distribution hook_gitea hook_harbor comment trusted_
 targets=("${@:-${all[@]}}")
 [ $# -gt 0 ] || targets=("${all[@]}")
 
-if ! cargo fuzz --version >/dev/null 2>&1; then
-  echo "bench/fuzz.sh: installing cargo-fuzz" >&2
-  cargo install --locked cargo-fuzz >&2
+fuzz_version=0.13.2
+if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $fuzz_version" ]; then
+  echo "bench/fuzz.sh: installing cargo-fuzz $fuzz_version (about a minute)" >&2
+  cargo install --locked --version "$fuzz_version" cargo-fuzz >&2
 fi
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   fuzz=(cargo +nightly fuzz)
@@ -77,8 +78,8 @@ for t in "${targets[@]}"; do
     status=1
     tail -40 "$log" >&2
   fi
-  execs=$(awk -F: '/stat::number_of_executed_units/ { gsub(/ /, "", $2); print $2 }' "$log" | tail -1)
-  rate=$(awk -F: '/stat::average_exec_per_sec/ { gsub(/ /, "", $2); print $2 }' "$log" | tail -1)
+  execs=$(awk -F: '/stat::number_of_executed_units/ { gsub(/ /, "", $NF); print $NF }' "$log" | tail -1)
+  rate=$(awk -F: '/stat::average_exec_per_sec/ { gsub(/ /, "", $NF); print $NF }' "$log" | tail -1)
   if [ -z "$execs" ]; then
     tail -40 "$log" >&2
     result="did not run (build failed?)"
