@@ -557,10 +557,12 @@ impl Drop for PrivatePostgres {
     }
 }
 
-/// The database server crashes (immediate shutdown, WAL replay on restart) while a
-/// receiver is taking signed pushes and ingesting them: every delivery acknowledged before
-/// the crash survives it, the ones refused meanwhile are retried by the sender, and every
-/// version is ingested exactly once.
+/// The database server crashes (immediate shutdown, WAL replay on restart) while two
+/// replicas are taking signed pushes (each notification to one of them, alternately) and
+/// ingesting them: every delivery acknowledged before the crash survives it, the ones
+/// refused meanwhile are retried by the sender, the leases and the reconciler's advisory lock
+/// held at the crash are given up with the connections, and every version is ingested
+/// exactly once.
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_crashed_and_restarted_under_load_loses_and_doubles_nothing() {
     const N: usize = 40;
@@ -575,7 +577,10 @@ async fn postgres_crashed_and_restarted_under_load_loses_and_doubles_nothing() {
     );
     let cfg = shared_config(&pg.url(), &dir.path().join("data"), &reg.host, &modules);
     let a = Replica::start(dir.path(), "a", &cfg);
+    let b = Replica::start(dir.path(), "b", &cfg);
     a.ready().await;
+    b.ready().await;
+    let logs = || format!("replica a:\n{}\nreplica b:\n{}", a.log_text(), b.log_text());
 
     let mut events = Vec::new();
     for (version, digest) in &released {
@@ -609,8 +614,8 @@ async fn postgres_crashed_and_restarted_under_load_loses_and_doubles_nothing() {
             let pg = pg.clone();
             crash = Some(tokio::task::spawn_blocking(move || pg.crash_and_restart()));
         }
-        let (http, url, gate, refused) =
-            (http.clone(), a.url.clone(), gate.clone(), refused.clone());
+        let url = if n % 2 == 0 { &a.url } else { &b.url };
+        let (http, url, gate, refused) = (http.clone(), url.clone(), gate.clone(), refused.clone());
         sends.spawn(async move {
             let _permit = gate.acquire_owned().await.unwrap();
             let body = dist_envelope(&id, REPO, &tag, &digest);
@@ -632,7 +637,7 @@ async fn postgres_crashed_and_restarted_under_load_loses_and_doubles_nothing() {
     }
     crash.expect("the crash happened").await.unwrap();
     let store = Store::connect(&pg.url()).await.unwrap();
-    wait_drafts(&store, N, 120, || a.log_text()).await;
+    wait_drafts(&store, N, 120, logs).await;
     for v in store.versions_of("my-redis", None).await.unwrap() {
         assert_eq!(
             audit_actions(&store, &v.id).await,
