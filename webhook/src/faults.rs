@@ -8,7 +8,8 @@
 //! is an empty function and the variable is never read.
 //!
 //! Points: `hooks.after_commit` (a hook's deliveries and jobs are committed, its answer not
-//! yet sent).
+//! yet sent); `promotion.after_transition` (a transition is committed with its audit row and
+//! the request it settles; nothing is said to Gitea yet).
 
 /// The variable naming the points to stall at.
 pub const STALL_VAR: &str = "MODULE_WEBHOOK_FAULT_STALL";

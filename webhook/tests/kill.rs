@@ -220,6 +220,23 @@ async fn sigkill_between_a_hook_commit_and_its_202_loses_and_doubles_nothing() {
 /// version already promoted, and does not transition it a second time.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigkill_during_a_promotion_transitions_once() {
+    sigkill_mid_promotion(None).await;
+}
+
+/// As above, killed at the earliest moment after the transition's commit (the receiver is
+/// told to stall there, so the kill lands there every run). This is where a kill used to
+/// leave the version promoted and its request unrecorded: the re-run decided the request
+/// again and answered "staging → staging is not a lifecycle step". The transition now
+/// records its request in its own transaction.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigkill_right_after_a_promotions_commit_transitions_once() {
+    sigkill_mid_promotion(Some("promotion.after_transition")).await;
+}
+
+/// Promotes 0.1.0 to staging by a comment, SIGKILLs the receiver once the transition has
+/// committed (held at `fault`, or with Gitea holding the reply), restarts it and checks that
+/// the command finished with one transition and told the requester it was already decided.
+async fn sigkill_mid_promotion(fault: Option<&str>) {
     let e = env(sqlite().await, |_| {}).await;
     let id = draft(&e.r, "0.1.0").await;
     let dir = tempfile::tempdir().unwrap();
@@ -227,9 +244,16 @@ async fn sigkill_during_a_promotion_transitions_once() {
     let url = write_config(&e.r.app.state.config, &config);
     let store = e.r.app.state.store.clone();
 
-    // Replies (`…/comments`) hang, so the job is caught between its transition and its end.
-    e.gitea.state.lock().unwrap().stall = Some(("/comments".into(), Duration::from_secs(8)));
-    let child = start(&config, &log, &url).await;
+    let env = match fault {
+        Some(point) => vec![(module_webhook::faults::STALL_VAR, point)],
+        None => {
+            // Replies (`…/comments`) hang: the job is caught between its transition and its end.
+            e.gitea.state.lock().unwrap().stall =
+                Some(("/comments".into(), Duration::from_secs(8)));
+            Vec::new()
+        }
+    };
+    let child = start_with(&config, &log, &url, &env).await;
     let (body, headers) =
         comment_request(GITEA_REPO, 41, "bob", "/promote 0.1.0 staging", "created");
     let mut req = reqwest::Client::new()
@@ -243,6 +267,19 @@ async fn sigkill_during_a_promotion_transitions_once() {
         store.version_by_id(&id).await.unwrap().unwrap().lifecycle == Lifecycle::Staging
     })
     .await;
+    if fault.is_some() {
+        until(
+            10,
+            "the receiver never reached the fault point",
+            &log,
+            || async {
+                fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .contains("stalling at this fault point")
+            },
+        )
+        .await;
+    }
     assert_eq!(
         jobs_in(&store, "running").await,
         1,

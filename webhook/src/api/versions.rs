@@ -270,7 +270,7 @@ pub async fn decide(
                 policies: s.policies.clone(),
             };
             promoter
-                .request_with_note(&v, &request, evidence, via, note)
+                .request_with_note(&v, &request, evidence, via, note, None)
                 .await?
         }
     };

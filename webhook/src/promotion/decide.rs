@@ -6,7 +6,7 @@ use crate::{
     config::PromotionConfig,
     ingest::trust::Policies,
     lifecycle::{self, Evidence, Missing, Request, StagePolicy},
-    store::{AuditAction, Lifecycle, NewAudit, Store, VersionRow, Via},
+    store::{AuditAction, Lifecycle, NewAudit, PromotionRequest, Store, VersionRow, Via},
 };
 use serde::Serialize;
 use serde_json::json;
@@ -48,15 +48,18 @@ impl Promoter {
         self.config.policy_for(stage, module, category)
     }
 
-    /// Decides and (when allowed) applies `request` to `v`, auditing the outcome.
+    /// Decides and (when allowed) applies `request` to `v`, auditing the outcome. `settles`
+    /// is the recorded request this decision is for (a comment's, an API caller's, a pending
+    /// one re-evaluated): a transition records it `done` in its own transaction.
     pub async fn request(
         &self,
         v: &VersionRow,
         request: &Request,
         evidence: Evidence,
         via: Via,
+        settles: Option<&PromotionRequest>,
     ) -> anyhow::Result<Decision> {
-        self.decide_noted(v, request, evidence, via, true, None)
+        self.decide_noted(v, request, evidence, via, true, None, settles)
             .await
     }
 
@@ -69,8 +72,9 @@ impl Promoter {
         evidence: Evidence,
         via: Via,
         note: Option<String>,
+        settles: Option<&PromotionRequest>,
     ) -> anyhow::Result<Decision> {
-        self.decide_noted(v, request, evidence, via, true, note)
+        self.decide_noted(v, request, evidence, via, true, note, settles)
             .await
     }
 
@@ -83,11 +87,13 @@ impl Promoter {
         evidence: Evidence,
         via: Via,
         audit_pending: bool,
+        settles: Option<&PromotionRequest>,
     ) -> anyhow::Result<Decision> {
-        self.decide_noted(v, request, evidence, via, audit_pending, None)
+        self.decide_noted(v, request, evidence, via, audit_pending, None, settles)
             .await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn decide_noted(
         &self,
         v: &VersionRow,
@@ -96,6 +102,7 @@ impl Promoter {
         via: Via,
         audit_pending: bool,
         note: Option<String>,
+        settles: Option<&PromotionRequest>,
     ) -> anyhow::Result<Decision> {
         let target = match request {
             Request::Promote { to } => *to,
@@ -159,9 +166,12 @@ impl Promoter {
                         to,
                         &record(action, Some(to), &[]),
                         &then,
+                        settles,
                     )
                     .await?
                 {
+                    // Committed: the version, its audit row and the request it settles.
+                    crate::faults::point("promotion.after_transition").await;
                     Ok(Decision::Done {
                         from: v.lifecycle,
                         to,

@@ -220,10 +220,6 @@ impl Engine {
             created_at,
         )
         .await?;
-        let decision = self
-            .promoter
-            .request(&v, &request, evidence, Via::Comment)
-            .await?;
         let to = target_state(&request);
         let record = PromotionRequest {
             id: request_id,
@@ -243,11 +239,15 @@ impl Engine {
             created_at,
             expires_at: created_at + self.request_ttl_ms,
         };
+        let decision = self
+            .promoter
+            .request(&v, &request, evidence, Via::Comment, Some(&record))
+            .await?;
         let home = module.gitea_repository.clone();
         let (module, version) = (&v.module, &v.version);
         Ok(match decision {
             Decision::Done { from, to } => {
-                self.record(record, RequestState::Done, json!([])).await?;
+                // The transition recorded the request `done` in its own transaction.
                 let now = self.store.version_by_id(&v.id).await?.unwrap_or(v.clone());
                 self.set_status(&home, &now, to).await?;
                 replies::done(module, version, from, to)
@@ -364,7 +364,7 @@ impl Engine {
             };
             return Ok(self
                 .promoter
-                .request_with_note(v, request, evidence, via, note)
+                .request_with_note(v, request, evidence, via, note, None)
                 .await?);
         };
         let home = module.gitea_repository.clone();
@@ -386,15 +386,6 @@ impl Engine {
         };
         let mut evidence = evidence::gather(&self.gitea, &home, pr, &actor, v, created_at).await?;
         evidence.break_glass = break_glass;
-        let decision = self
-            .promoter
-            .request_with_note(v, request, evidence, via, note)
-            .await?;
-        let (state, missing) = match &decision {
-            Decision::Done { .. } => (RequestState::Done, json!([])),
-            Decision::Pending { missing } => (RequestState::Pending, json!(missing)),
-            Decision::Refused { missing } => (RequestState::Refused, json!(missing)),
-        };
         let record = PromotionRequest {
             id: existing.map_or_else(
                 || RequestId::for_api(via, &uuid::Uuid::new_v4().to_string()),
@@ -416,8 +407,23 @@ impl Engine {
             created_at,
             expires_at: created_at + self.request_ttl_ms,
         };
-        // The same bookkeeping as a comment's request: insert, or move the pending one.
-        self.record(record, state, missing).await?;
+        let decision = self
+            .promoter
+            .request_with_note(v, request, evidence, via, note, Some(&record))
+            .await?;
+        // The same bookkeeping as a comment's request: insert, or move the pending one (a
+        // transition recorded it `done` in its own transaction).
+        match &decision {
+            Decision::Done { .. } => {}
+            Decision::Pending { missing } => {
+                self.record(record, RequestState::Pending, json!(missing))
+                    .await?
+            }
+            Decision::Refused { missing } => {
+                self.record(record, RequestState::Refused, json!(missing))
+                    .await?
+            }
+        }
         if let Decision::Done { to, .. } = &decision {
             let now = self.store.version_by_id(&v.id).await?.unwrap_or(v.clone());
             self.set_status(&home, &now, *to).await?;
@@ -452,7 +458,14 @@ impl Engine {
                 .await?;
                 if let Decision::Done { to, .. } = self
                     .promoter
-                    .decide(&v, &Request::Promote { to }, evidence, Via::Auto, false)
+                    .decide(
+                        &v,
+                        &Request::Promote { to },
+                        evidence,
+                        Via::Auto,
+                        false,
+                        None,
+                    )
                     .await?
                 {
                     n += 1;
@@ -537,21 +550,18 @@ impl Engine {
             };
             match self
                 .promoter
-                .decide(&v, &request, evidence, Via::Auto, false)
+                .decide(&v, &request, evidence, Via::Auto, false, Some(&r))
                 .await?
             {
+                // The transition closed the request in its own transaction; of two replicas
+                // re-evaluating it at once, only one transitions (the other is refused by the
+                // compare-and-set and leaves the request as it is).
                 Decision::Done { from, to } => {
-                    if self
-                        .store
-                        .close_request(&r.id, RequestState::Done, &json!([]))
-                        .await?
-                    {
-                        done += 1;
-                        let v = self.store.version_by_id(&v.id).await?.unwrap_or(v);
-                        self.set_status(&module.gitea_repository, &v, to).await?;
-                        self.reply(&r, &replies::done_later(&v.module, &v.version, from, to))
-                            .await?;
-                    }
+                    done += 1;
+                    let v = self.store.version_by_id(&v.id).await?.unwrap_or(v);
+                    self.set_status(&module.gitea_repository, &v, to).await?;
+                    self.reply(&r, &replies::done_later(&v.module, &v.version, from, to))
+                        .await?;
                 }
                 Decision::Pending { missing } => {
                     self.store.refresh_request(&r.id, &json!(missing)).await?;

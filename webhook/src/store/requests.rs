@@ -5,7 +5,10 @@
 use super::{RequestId, Store, VersionId, Via};
 use powernode_module::lifecycle::{Actor, Lifecycle};
 use serde::Serialize;
-use sqlx::{Row, any::AnyRow};
+use sqlx::{
+    Any, Row, Transaction,
+    any::{AnyArguments, AnyRow},
+};
 use std::fmt;
 
 /// Where a request stands. Only `Pending` ever changes.
@@ -70,6 +73,52 @@ pub struct PromotionRequest {
 
 const COLS: &str = "id, version_id, to_state, digest, requester, via, repository, pr_number, state, missing, reason, created_at, expires_at";
 
+const INSERT: &str = "INSERT INTO promotion_requests (id, version_id, to_state, digest, requester, via, repository, pr_number, state, missing, reason, created_at, expires_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
+
+/// `sql` (an [`INSERT`] with its conflict clause) bound to `r`, with `state` and `missing`.
+fn bind_insert<'q>(
+    sql: &'q str,
+    r: &'q PromotionRequest,
+    state: RequestState,
+    missing: String,
+    now: i64,
+) -> sqlx::query::Query<'q, Any, AnyArguments<'q>> {
+    sqlx::query(sql)
+        .bind(r.id.as_str())
+        .bind(r.version_id.as_str())
+        .bind(r.to_state.as_str())
+        .bind(&r.digest)
+        .bind(r.requester.encode())
+        .bind(r.via.as_str())
+        .bind(&r.repository)
+        .bind(r.pr_number)
+        .bind(state.as_str())
+        .bind(missing)
+        .bind(&r.reason)
+        .bind(r.created_at)
+        .bind(r.expires_at)
+        .bind(now)
+}
+
+/// Records `r` as done inside the transaction that applied it (see
+/// [`Store::transition_version`]): inserted if it is new, moved out of `pending` if an
+/// earlier attempt left it there; a request that already left `pending` keeps its state.
+/// So a crash after the transition's commit cannot leave its request open, to be decided a
+/// second time (and refused: the version is no longer where the request found it).
+pub(crate) async fn settle_done(
+    tx: &mut Transaction<'_, Any>,
+    r: &PromotionRequest,
+    now: i64,
+) -> anyhow::Result<()> {
+    let sql = format!(
+        "{INSERT} ON CONFLICT (id) DO UPDATE SET state = 'done', missing = '[]', updated_at = excluded.updated_at WHERE promotion_requests.state = 'pending'"
+    );
+    bind_insert(&sql, r, RequestState::Done, "[]".into(), now)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 fn row(r: &AnyRow) -> anyhow::Result<PromotionRequest> {
     Ok(PromotionRequest {
         id: r.try_get::<String, _>("id")?.into(),
@@ -96,26 +145,11 @@ impl Store {
     /// Records a new request. Returns `false` (and writes nothing) if one with this id exists:
     /// the id is derived from the request's origin, so a re-run never records it twice.
     pub async fn insert_request(&self, r: &PromotionRequest) -> anyhow::Result<bool> {
-        let n = sqlx::query(&format!(
-            "INSERT INTO promotion_requests ({COLS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) ON CONFLICT DO NOTHING"
-        ))
-        .bind(r.id.as_str())
-        .bind(r.version_id.as_str())
-        .bind(r.to_state.as_str())
-        .bind(&r.digest)
-        .bind(r.requester.encode())
-        .bind(r.via.as_str())
-        .bind(&r.repository)
-        .bind(r.pr_number)
-        .bind(r.state.as_str())
-        .bind(r.missing.to_string())
-        .bind(&r.reason)
-        .bind(r.created_at)
-        .bind(r.expires_at)
-        .bind(self.now())
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
+        let sql = format!("{INSERT} ON CONFLICT DO NOTHING");
+        let n = bind_insert(&sql, r, r.state, r.missing.to_string(), self.now())
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
         Ok(n == 1)
     }
 

@@ -211,7 +211,9 @@ impl Store {
     /// row, in one transaction. Returns `false` (and writes nothing) when the version is no
     /// longer in `from`: of two concurrent requests, exactly one transitions. `then` are
     /// jobs enqueued in the same transaction (the desired-state recomputation a change to or
-    /// from `live` needs), so a crash cannot lose them.
+    /// from `live` needs), so a crash cannot lose them. `settles` is the promotion request
+    /// this transition carries out, recorded `done` in the same transaction (a re-run after a
+    /// crash finds it decided instead of deciding it again).
     pub async fn transition_version(
         &self,
         id: &str,
@@ -219,6 +221,7 @@ impl Store {
         to: Lifecycle,
         audit: &NewAudit,
         then: &[super::NewJob],
+        settles: Option<&super::PromotionRequest>,
     ) -> anyhow::Result<bool> {
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
@@ -237,6 +240,9 @@ impl Store {
         append_audit(&mut tx, audit, self.now()).await?;
         for j in then {
             super::jobs::insert(&mut tx, j, self.now()).await?;
+        }
+        if let Some(r) = settles {
+            super::requests::settle_done(&mut tx, r, self.now()).await?;
         }
         tx.commit().await?;
         Ok(true)
