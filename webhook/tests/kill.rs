@@ -76,6 +76,22 @@ where
     }
 }
 
+/// Waits until the child logs that it holds a task at its fault point
+/// (`module_webhook::faults`).
+async fn until_stalled(log: &Path) {
+    until(
+        10,
+        "the receiver never reached its fault point",
+        log,
+        || async {
+            fs::read_to_string(log)
+                .unwrap_or_default()
+                .contains("stalling at this fault point")
+        },
+    )
+    .await;
+}
+
 async fn jobs_in(store: &Store, state: &str) -> i64 {
     store
         .job_counts()
@@ -158,12 +174,7 @@ async fn sigkill_between_a_hook_commit_and_its_202_loses_and_doubles_nothing() {
         deliveries_in(&db.url).await == 1
     })
     .await;
-    until(10, "the receiver never reached the stall", &log, || async {
-        fs::read_to_string(&log)
-            .unwrap_or_default()
-            .contains("stalling at this fault point")
-    })
-    .await;
+    until_stalled(&log).await;
     assert!(
         !first.is_finished(),
         "the hook was answered before the kill"
@@ -268,17 +279,7 @@ async fn sigkill_mid_promotion(fault: Option<&str>) {
     })
     .await;
     if fault.is_some() {
-        until(
-            10,
-            "the receiver never reached the fault point",
-            &log,
-            || async {
-                fs::read_to_string(&log)
-                    .unwrap_or_default()
-                    .contains("stalling at this fault point")
-            },
-        )
-        .await;
+        until_stalled(&log).await;
     }
     assert_eq!(
         jobs_in(&store, "running").await,

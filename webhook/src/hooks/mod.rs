@@ -13,9 +13,7 @@ use crate::{
     jobs::Job,
     store::{NewDelivery, NewJob},
 };
-pub use powernode_inbound::hooks::{
-    Delivery, HookError, Parsed, Work, distribution, gitea, harbor,
-};
+pub use powernode_inbound::hooks::{HookError, Parsed, Work, distribution, gitea, harbor};
 
 /// The queue row of what a delivery asks for.
 pub fn job_for(work: Work) -> NewJob {
@@ -31,22 +29,6 @@ pub fn rows(parsed: Parsed) -> Vec<(NewDelivery, Vec<NewJob>)> {
     parsed
         .deliveries
         .into_iter()
-        .map(|(d, work)| {
-            let Delivery {
-                id,
-                source,
-                event_type,
-                body_sha256,
-            } = d;
-            (
-                NewDelivery {
-                    id,
-                    source,
-                    event_type,
-                    body_sha256,
-                },
-                work.into_iter().map(job_for).collect(),
-            )
-        })
+        .map(|(d, work)| (d, work.into_iter().map(job_for).collect()))
         .collect()
 }

@@ -245,34 +245,27 @@ impl Engine {
             .await?;
         let home = module.gitea_repository.clone();
         let (module, version) = (&v.module, &v.version);
+        self.record(record, &decision).await?;
         Ok(match decision {
             Decision::Done { from, to } => {
-                // The transition recorded the request `done` in its own transaction.
                 let now = self.store.version_by_id(&v.id).await?.unwrap_or(v.clone());
                 self.set_status(&home, &now, to).await?;
                 replies::done(module, version, from, to)
             }
-            Decision::Pending { missing } => {
-                self.record(record, RequestState::Pending, json!(missing))
-                    .await?;
-                replies::pending(module, version, to, &missing)
-            }
-            Decision::Refused { missing } => {
-                self.record(record, RequestState::Refused, json!(missing))
-                    .await?;
-                replies::refused(module, version, to, &missing)
-            }
+            Decision::Pending { missing } => replies::pending(module, version, to, &missing),
+            Decision::Refused { missing } => replies::refused(module, version, to, &missing),
         })
     }
 
     /// Records a request's first decision, or (on a retried job) moves the pending request
-    /// recorded by the earlier attempt, compare-and-set.
-    async fn record(
-        &self,
-        mut r: PromotionRequest,
-        state: RequestState,
-        missing: serde_json::Value,
-    ) -> Result<(), Error> {
+    /// recorded by the earlier attempt, compare-and-set. A transition already recorded its
+    /// request `done` in its own transaction, so `Done` writes nothing here.
+    async fn record(&self, mut r: PromotionRequest, decision: &Decision) -> Result<(), Error> {
+        let (state, missing) = match decision {
+            Decision::Done { .. } => return Ok(()),
+            Decision::Pending { missing } => (RequestState::Pending, json!(missing)),
+            Decision::Refused { missing } => (RequestState::Refused, json!(missing)),
+        };
         r.state = state;
         r.missing = missing.clone();
         if self.store.insert_request(&r).await? {
@@ -411,19 +404,8 @@ impl Engine {
             .promoter
             .request_with_note(v, request, evidence, via, note, Some(&record))
             .await?;
-        // The same bookkeeping as a comment's request: insert, or move the pending one (a
-        // transition recorded it `done` in its own transaction).
-        match &decision {
-            Decision::Done { .. } => {}
-            Decision::Pending { missing } => {
-                self.record(record, RequestState::Pending, json!(missing))
-                    .await?
-            }
-            Decision::Refused { missing } => {
-                self.record(record, RequestState::Refused, json!(missing))
-                    .await?
-            }
-        }
+        // The same bookkeeping as a comment's request.
+        self.record(record, &decision).await?;
         if let Decision::Done { to, .. } = &decision {
             let now = self.store.version_by_id(&v.id).await?.unwrap_or(v.clone());
             self.set_status(&home, &now, *to).await?;

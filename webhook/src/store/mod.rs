@@ -80,14 +80,8 @@ impl Clock {
     }
 }
 
-/// A delivery as recorded before it is acknowledged.
-#[derive(Debug, Clone)]
-pub struct NewDelivery {
-    pub id: String,
-    pub source: String,
-    pub event_type: String,
-    pub body_sha256: String,
-}
+/// A delivery as recorded before it is acknowledged: what a hook parser returns.
+pub use powernode_inbound::hooks::Delivery as NewDelivery;
 
 impl Store {
     /// Connects (creating a SQLite file and its directory if needed) and runs migrations.

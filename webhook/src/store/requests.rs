@@ -5,10 +5,7 @@
 use super::{RequestId, Store, VersionId, Via};
 use powernode_module::lifecycle::{Actor, Lifecycle};
 use serde::Serialize;
-use sqlx::{
-    Any, Row, Transaction,
-    any::{AnyArguments, AnyRow},
-};
+use sqlx::{Any, Row, Transaction, any::AnyRow};
 use std::fmt;
 
 /// Where a request stands. Only `Pending` ever changes.
@@ -73,17 +70,20 @@ pub struct PromotionRequest {
 
 const COLS: &str = "id, version_id, to_state, digest, requester, via, repository, pr_number, state, missing, reason, created_at, expires_at";
 
-const INSERT: &str = "INSERT INTO promotion_requests (id, version_id, to_state, digest, requester, via, repository, pr_number, state, missing, reason, created_at, expires_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)";
-
-/// `sql` (an [`INSERT`] with its conflict clause) bound to `r`, with `state` and `missing`.
-fn bind_insert<'q>(
-    sql: &'q str,
-    r: &'q PromotionRequest,
+/// Writes `r` with `state` and `missing` (INSERT … `on_conflict`), on the pool or inside a
+/// transaction. Returns the rows written.
+async fn write<'e>(
+    exec: impl sqlx::Executor<'e, Database = Any>,
+    r: &PromotionRequest,
     state: RequestState,
-    missing: String,
+    missing: &serde_json::Value,
     now: i64,
-) -> sqlx::query::Query<'q, Any, AnyArguments<'q>> {
-    sqlx::query(sql)
+    on_conflict: &str,
+) -> anyhow::Result<u64> {
+    let sql = format!(
+        "INSERT INTO promotion_requests ({COLS}, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) {on_conflict}"
+    );
+    Ok(sqlx::query(&sql)
         .bind(r.id.as_str())
         .bind(r.version_id.as_str())
         .bind(r.to_state.as_str())
@@ -93,11 +93,14 @@ fn bind_insert<'q>(
         .bind(&r.repository)
         .bind(r.pr_number)
         .bind(state.as_str())
-        .bind(missing)
+        .bind(missing.to_string())
         .bind(&r.reason)
         .bind(r.created_at)
         .bind(r.expires_at)
         .bind(now)
+        .execute(exec)
+        .await?
+        .rows_affected())
 }
 
 /// Records `r` as done inside the transaction that applied it (see
@@ -110,12 +113,16 @@ pub(crate) async fn settle_done(
     r: &PromotionRequest,
     now: i64,
 ) -> anyhow::Result<()> {
-    let sql = format!(
-        "{INSERT} ON CONFLICT (id) DO UPDATE SET state = 'done', missing = '[]', updated_at = excluded.updated_at WHERE promotion_requests.state = 'pending'"
-    );
-    bind_insert(&sql, r, RequestState::Done, "[]".into(), now)
-        .execute(&mut **tx)
-        .await?;
+    write(
+        &mut **tx,
+        r,
+        RequestState::Done,
+        &serde_json::json!([]),
+        now,
+        "ON CONFLICT (id) DO UPDATE SET state = excluded.state, missing = excluded.missing, \
+         updated_at = excluded.updated_at WHERE promotion_requests.state = 'pending'",
+    )
+    .await?;
     Ok(())
 }
 
@@ -145,11 +152,15 @@ impl Store {
     /// Records a new request. Returns `false` (and writes nothing) if one with this id exists:
     /// the id is derived from the request's origin, so a re-run never records it twice.
     pub async fn insert_request(&self, r: &PromotionRequest) -> anyhow::Result<bool> {
-        let sql = format!("{INSERT} ON CONFLICT DO NOTHING");
-        let n = bind_insert(&sql, r, r.state, r.missing.to_string(), self.now())
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let n = write(
+            &self.pool,
+            r,
+            r.state,
+            &r.missing,
+            self.now(),
+            "ON CONFLICT DO NOTHING",
+        )
+        .await?;
         Ok(n == 1)
     }
 
