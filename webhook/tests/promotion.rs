@@ -257,3 +257,118 @@ async fn api_reasons_reach_the_audit_trail() {
         ]
     );
 }
+
+/// A transition records the request it carries out in its own transaction: a new request is
+/// inserted `done`, a pending one moves to `done`, one that already left `pending` keeps its
+/// state, and a transition that loses its compare-and-set writes no request at all.
+#[tokio::test]
+async fn a_transition_settles_its_request_in_the_same_transaction() {
+    use module_webhook::{
+        lifecycle::Actor,
+        store::{AuditAction, NewAudit, PromotionRequest, RequestState, Store, Via},
+    };
+    for db in databases().await {
+        let store = Store::connect(&db.url).await.unwrap();
+        let request = |id: &str, version_id: &str, state: RequestState| PromotionRequest {
+            id: id.to_owned().into(),
+            version_id: version_id.to_owned().into(),
+            to_state: Lifecycle::Staging,
+            digest: "sha256:ab".into(),
+            requester: Actor::Gitea("bob".into()),
+            via: Via::Comment,
+            repository: Some("acme/hello-module".into()),
+            pr_number: Some(7),
+            state,
+            missing: serde_json::json!(["approvals"]),
+            reason: None,
+            created_at: 1,
+            expires_at: i64::MAX,
+        };
+        let audit = |v: &str| NewAudit {
+            version_id: Some(v.to_owned().into()),
+            template_id: None,
+            module: Some("my-redis".into()),
+            actor: "gitea:bob".into(),
+            via: Via::Comment,
+            action: AuditAction::Transition,
+            from_state: Some(Lifecycle::Draft),
+            to_state: Some(Lifecycle::Staging),
+            reason: None,
+            evidence: serde_json::json!({}),
+        };
+        let state_of = |id: &'static str| {
+            let store = store.clone();
+            async move { store.request_by_id(id).await.unwrap().map(|r| r.state) }
+        };
+        let transition = |v: String, r: Option<PromotionRequest>| {
+            let store = store.clone();
+            async move {
+                store
+                    .transition_version(
+                        &v,
+                        Lifecycle::Draft,
+                        Lifecycle::Staging,
+                        &audit(&v),
+                        &[],
+                        r.as_ref(),
+                    )
+                    .await
+                    .unwrap()
+            }
+        };
+
+        // New: inserted done.
+        let v1 = published_in(&store, "0.1.0", Lifecycle::Draft, "a1", "c0ffee").await;
+        assert!(
+            transition(
+                v1.clone(),
+                Some(request("r-new", &v1, RequestState::Pending))
+            )
+            .await
+        );
+        assert_eq!(
+            state_of("r-new").await,
+            Some(RequestState::Done),
+            "{}",
+            db.name
+        );
+        assert_eq!(
+            store.request_by_id("r-new").await.unwrap().unwrap().missing,
+            serde_json::json!([])
+        );
+
+        // Pending from an earlier attempt: moved to done.
+        let v2 = published_in(&store, "0.2.0", Lifecycle::Draft, "a2", "c0ffee").await;
+        let pending = request("r-pending", &v2, RequestState::Pending);
+        assert!(store.insert_request(&pending).await.unwrap());
+        assert!(transition(v2.clone(), Some(pending)).await);
+        assert_eq!(
+            state_of("r-pending").await,
+            Some(RequestState::Done),
+            "{}",
+            db.name
+        );
+
+        // Already cancelled: keeps its state.
+        let v3 = published_in(&store, "0.3.0", Lifecycle::Draft, "a3", "c0ffee").await;
+        let cancelled = request("r-cancelled", &v3, RequestState::Cancelled);
+        assert!(store.insert_request(&cancelled).await.unwrap());
+        assert!(transition(v3.clone(), Some(cancelled)).await);
+        assert_eq!(
+            state_of("r-cancelled").await,
+            Some(RequestState::Cancelled),
+            "{}",
+            db.name
+        );
+
+        // Lost compare-and-set (the version is no longer a draft): nothing written.
+        assert!(
+            !transition(
+                v1.clone(),
+                Some(request("r-lost", &v1, RequestState::Pending))
+            )
+            .await
+        );
+        assert_eq!(state_of("r-lost").await, None, "{}", db.name);
+    }
+}
