@@ -22,7 +22,10 @@ targets=("${@:-${all[@]}}")
 fuzz_version=0.13.2
 if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $fuzz_version" ]; then
   echo "bench/fuzz.sh: installing cargo-fuzz $fuzz_version (about a minute)" >&2
-  cargo install --locked --version "$fuzz_version" cargo-fuzz >&2
+  # opt-level 1, no LTO: a fraction of the release profile's build time (as scripts/test does).
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=false \
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_DEBUG=false \
+    cargo install --locked --version "$fuzz_version" cargo-fuzz >&2
 fi
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   fuzz=(cargo +nightly fuzz)
@@ -40,7 +43,9 @@ seed manifest
 for m in templates/example-modules/*/manifest.yaml; do cp "$m" "$corpus/manifest/$(basename "$(dirname "$m")").yaml"; done
 seed artifact
 if [ ! -s "$corpus/artifact/my-redis.tar" ]; then
-  cargo build --locked -q -p module-builder
+  # The suite's build (cargo test --workspace) already made it; `cargo build -p module-builder`
+  # alone would resolve features differently and rebuild half the tree.
+  [ -x target/debug/module-builder ] || cargo build --locked -q -p module-builder
   for m in my-redis chrony; do
     t=$(mktemp -d)
     target/debug/module-builder build "templates/example-modules/$m" -o "$t" >/dev/null
