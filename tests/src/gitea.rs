@@ -30,6 +30,9 @@ pub struct GiteaState {
     pub down: bool,
     /// When set, every API call answers this status (e.g. 403 for a token without access).
     pub fail_with: Option<u16>,
+    /// Every call whose path contains the first part answers the second status (e.g.
+    /// `/statuses/` and 503: Gitea refusing commit statuses while the rest works).
+    pub fail_path: Option<(String, u16)>,
     /// Faults served to the next API calls, one per call, in order (then normal service).
     pub faults: std::collections::VecDeque<Fault>,
     /// Every call whose path contains the first part waits this long before it is served
@@ -153,6 +156,13 @@ fn route(state: &Mutex<GiteaState>, req: &Request) -> Response {
     }
     if let Some(status) = s.fail_with {
         return Response::json(status, &json!({"message": "refused by the fake"}));
+    }
+    if let Some((_, status)) = s
+        .fail_path
+        .as_ref()
+        .filter(|(part, _)| req.path.contains(part.as_str()))
+    {
+        return Response::json(*status, &json!({"message": "refused by the fake"}));
     }
     let path = req.path.split('?').next().unwrap_or_default();
     let Some(rest) = path.strip_prefix("/api/v1/repos/") else {

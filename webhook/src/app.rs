@@ -111,6 +111,7 @@ impl App {
                     store: store.clone(),
                     config: config.promotion.clone(),
                     policies: ctx.policies.clone(),
+                    commit_statuses: true,
                 },
                 policies: ctx.policies.clone(),
                 request_ttl_ms: config.promotion.request_ttl_secs * 1000,

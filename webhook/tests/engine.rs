@@ -372,6 +372,52 @@ async fn gitea_5xx_costs_one_call_per_attempt_and_loses_nothing() {
     assert_eq!(audit.iter().filter(|a| a.action == "transition").count(), 1);
 }
 
+/// The commit status is an outbox job the transition enqueues in its own transaction: with
+/// Gitea refusing commit statuses (503) right after the promotion committed, the version is
+/// promoted and answered, the status is kept for a retry (not dropped, not dead), and once
+/// Gitea takes statuses again the status names the stage. (Sent inline after the commit, as
+/// before, the failed call made the command's re-run answer "already decided" and set none.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_status_gitea_refused_is_set_when_it_is_back() {
+    for db in databases().await {
+        let name = db.name;
+        let e = env(db, |c| c.ingest.max_attempts = 10).await;
+        let id = draft(&e.r, "0.8.3").await;
+        e.gitea.state.lock().unwrap().fail_path = Some(("/statuses/".into(), 503));
+        assert_eq!(
+            post_comment_queued(&e, "cs-1", "/promote 0.8.3 staging").await,
+            202
+        );
+        for _ in 0..2 {
+            assert!(e.r.app.worker.run_once().await.unwrap(), "a job ran");
+        }
+        assert_eq!(state(&e, &id).await, Lifecycle::Staging, "{name}");
+        assert!(e.gitea.state.lock().unwrap().set_statuses.is_empty());
+        assert!(
+            has_pending_jobs(&e.r.app.state.store).await,
+            "{name}: the status is kept for a retry"
+        );
+        e.gitea.state.lock().unwrap().fail_path = None;
+        e.r.app.drain().await.unwrap();
+        let statuses = e.gitea.state.lock().unwrap().set_statuses.clone();
+        assert_eq!(statuses.len(), 1, "{name}: {statuses:?}");
+        assert_eq!(statuses[0].1, HEAD);
+        assert_eq!(statuses[0].2["context"], "powernode/lifecycle");
+        assert_eq!(statuses[0].2["state"], "success");
+        assert!(
+            statuses[0].2["description"]
+                .as_str()
+                .unwrap()
+                .ends_with("staging"),
+            "{statuses:?}"
+        );
+        assert!(e.r.app.state.store.dead_letters().await.unwrap().is_empty());
+        let comments = e.gitea.comments();
+        assert_eq!(comments.len(), 1, "one reply: {comments:?}");
+        assert!(comments[0].contains("**staging**"), "{comments:?}");
+    }
+}
+
 /// A Gitea that accepts the connection and then says nothing: the attempt gives up after
 /// `[gitea] timeout_secs` (not the 3 s the fake stalls), the job is kept, and the next
 /// attempt completes the promotion.
@@ -491,6 +537,12 @@ async fn auto_stage_cancel_and_expiry() {
             .unwrap()
             .is_empty()
     );
+    // The requester is told by the `reply` job the expiry enqueued with itself.
+    assert!(
+        !e.gitea.comments().last().unwrap().contains("expired"),
+        "told by the queue, not inline"
+    );
+    e.r.app.drain().await.unwrap();
     assert!(
         e.gitea.comments().last().unwrap().contains("expired"),
         "{:?}",

@@ -321,6 +321,15 @@ async fn sigkill_mid_promotion(fault: Option<&str>) {
             .is_some_and(|r| r.contains("@bob") && r.contains("already decided")),
         "the requester got an answer: {replies:?}"
     );
+    // The commit status was queued with the transition, so the kill did not lose it (the
+    // re-run decides nothing and so would never have set it).
+    let statuses = e.gitea.state.lock().unwrap().set_statuses.clone();
+    assert!(
+        statuses.last().is_some_and(|(_, sha, body)| sha == HEAD
+            && body["context"] == "powernode/lifecycle"
+            && body["description"].as_str().unwrap().ends_with("staging")),
+        "the commit status names the new stage: {statuses:?}"
+    );
 }
 
 /// Kills the receiver while the recomputation a `live` promotion queued is half-way through

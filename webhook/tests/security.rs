@@ -339,9 +339,13 @@ async fn item11_a_long_job_keeps_its_lease_and_runs_once() {
     );
     drop(release);
     assert!(first.await.unwrap());
-    assert!(!has_pending_jobs(&e.r.app.state.store).await);
     assert_eq!(state(&e, &id).await, Lifecycle::Staging);
+    // What is left is the transition's own follow-up (the commit status), not the command.
+    e.r.app.drain().await.unwrap();
+    assert!(!has_pending_jobs(&e.r.app.state.store).await);
     assert_eq!(e.gitea.comments().len(), 1, "one run, one reply");
+    let audit = e.r.app.state.store.audit_of(&id).await.unwrap();
+    assert_eq!(audit.iter().filter(|a| a.action == "transition").count(), 1);
 }
 
 /// Item 11: reviews are read past Gitea's first page.

@@ -268,6 +268,8 @@ pub async fn decide(
                 store: s.store.clone(),
                 config: s.config.promotion.clone(),
                 policies: s.policies.clone(),
+                // No [gitea]: nowhere to set a commit status.
+                commit_statuses: false,
             };
             promoter
                 .request_with_note(&v, &request, evidence, via, note, None)

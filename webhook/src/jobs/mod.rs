@@ -25,6 +25,21 @@ pub enum Job {
     /// A version entered or left `live`, or a template changed: recompute every template's
     /// desired state (see [`crate::fleet::recompute_job`], which builds this job's row).
     DesiredStates {},
+    /// A version changed stage: set its `powernode/lifecycle` commit status to the stage it is
+    /// in when this runs. Enqueued in the transition's own transaction (an outbox): a crash
+    /// or a failing Gitea after the commit delays the status, never loses it; a burst of
+    /// transitions collapses into one call that reports the newest stage.
+    CommitStatus { version: String },
+    /// Tells the requester on their PR that a request decided earlier (pending, then met by
+    /// reviews, statuses or the soak timer) was carried out. Enqueued in the transition's
+    /// transaction, like [`Job::CommitStatus`].
+    Reply {
+        request: String,
+        repository: String,
+        pr: i64,
+        user: String,
+        text: String,
+    },
 }
 
 impl Job {
@@ -50,6 +65,8 @@ impl Job {
             Job::Command(_) => "command",
             Job::Reevaluate { .. } => "reevaluate",
             Job::DesiredStates {} => "desired_states",
+            Job::CommitStatus { .. } => "commit_status",
+            Job::Reply { .. } => "reply",
         }
     }
 
@@ -61,6 +78,8 @@ impl Job {
             Job::Command(c) => format!("command:{}:{}", c.repository, c.comment_id),
             Job::Reevaluate { repository } => format!("reevaluate:{repository}"),
             Job::DesiredStates {} => "desired_states".into(),
+            Job::CommitStatus { version } => format!("commit_status:{version}"),
+            Job::Reply { request, .. } => format!("reply:{request}"),
         }
     }
 
@@ -105,6 +124,16 @@ mod tests {
             }),
             Job::Reevaluate {
                 repository: "acme/m".into(),
+            },
+            Job::CommitStatus {
+                version: "my-redis@0.1.0".into(),
+            },
+            Job::Reply {
+                request: "comment:acme/m:9:0".into(),
+                repository: "acme/m".into(),
+                pr: 7,
+                user: "bob".into(),
+                text: "done".into(),
             },
         ];
         for j in jobs {

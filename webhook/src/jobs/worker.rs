@@ -87,7 +87,12 @@ impl Worker {
             Job::Signature { repository, digest } => {
                 self.ctx.recheck_signature(repository, digest).await?
             }
-            Job::Command(_) | Job::Reevaluate { .. } if self.engine.is_none() => {
+            Job::Command(_)
+            | Job::Reevaluate { .. }
+            | Job::CommitStatus { .. }
+            | Job::Reply { .. }
+                if self.engine.is_none() =>
+            {
                 vec![Outcome::Ignored(
                     "no [gitea] configured: promotion commands are not handled".into(),
                 )]
@@ -101,6 +106,24 @@ impl Worker {
             Job::Reevaluate { repository } => {
                 if let Some(engine) = &self.engine {
                     engine.reevaluate(Some(repository)).await?;
+                }
+                Vec::new()
+            }
+            Job::CommitStatus { version } => {
+                if let Some(engine) = &self.engine {
+                    engine.commit_status(version).await?;
+                }
+                Vec::new()
+            }
+            Job::Reply {
+                repository,
+                pr,
+                user,
+                text,
+                ..
+            } => {
+                if let Some(engine) = &self.engine {
+                    engine.post_reply(repository, *pr, user, text).await?;
                 }
                 Vec::new()
             }

@@ -5,8 +5,9 @@
 use crate::{
     config::PromotionConfig,
     ingest::trust::Policies,
+    jobs::Job,
     lifecycle::{self, Evidence, Missing, Request, StagePolicy},
-    store::{AuditAction, Lifecycle, NewAudit, PromotionRequest, Store, VersionRow, Via},
+    store::{AuditAction, Lifecycle, NewAudit, NewJob, PromotionRequest, Store, VersionRow, Via},
 };
 use serde::Serialize;
 use serde_json::json;
@@ -36,6 +37,9 @@ pub struct Promoter {
     /// The modules' configuration entries: a category override applies by the category
     /// pinned there, never by the one an artifact's manifest declares.
     pub policies: Arc<Policies>,
+    /// Gitea is configured: every transition enqueues, in its own transaction, the job that
+    /// sets the version's `powernode/lifecycle` commit status ([`Job::CommitStatus`]).
+    pub commit_statuses: bool,
 }
 
 impl Promoter {
@@ -59,7 +63,7 @@ impl Promoter {
         via: Via,
         settles: Option<&PromotionRequest>,
     ) -> anyhow::Result<Decision> {
-        self.decide_noted(v, request, evidence, via, true, None, settles)
+        self.decide_noted(v, request, evidence, via, true, None, settles, Vec::new())
             .await
     }
 
@@ -74,12 +78,14 @@ impl Promoter {
         note: Option<String>,
         settles: Option<&PromotionRequest>,
     ) -> anyhow::Result<Decision> {
-        self.decide_noted(v, request, evidence, via, true, note, settles)
+        self.decide_noted(v, request, evidence, via, true, note, settles, Vec::new())
             .await
     }
 
     /// As [`Promoter::request`]; `audit_pending: false` skips the audit row of a still-pending
-    /// outcome (re-evaluations on a timer would otherwise repeat it).
+    /// outcome (re-evaluations on a timer would otherwise repeat it). `then`: jobs enqueued in
+    /// the transition's transaction if there is one (a re-evaluation's reply to the requester).
+    #[allow(clippy::too_many_arguments)]
     pub async fn decide(
         &self,
         v: &VersionRow,
@@ -88,9 +94,19 @@ impl Promoter {
         via: Via,
         audit_pending: bool,
         settles: Option<&PromotionRequest>,
+        then: Vec<NewJob>,
     ) -> anyhow::Result<Decision> {
-        self.decide_noted(v, request, evidence, via, audit_pending, None, settles)
-            .await
+        self.decide_noted(
+            v,
+            request,
+            evidence,
+            via,
+            audit_pending,
+            None,
+            settles,
+            then,
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -103,6 +119,7 @@ impl Promoter {
         audit_pending: bool,
         note: Option<String>,
         settles: Option<&PromotionRequest>,
+        mut then: Vec<NewJob>,
     ) -> anyhow::Result<Decision> {
         let target = match request {
             Request::Promote { to } => *to,
@@ -153,11 +170,18 @@ impl Promoter {
                     AuditAction::Transition
                 };
                 // Entering or leaving `live` changes what templates should run.
-                let then = if v.lifecycle == Lifecycle::Live || to == Lifecycle::Live {
-                    vec![crate::fleet::recompute_job()]
-                } else {
-                    Vec::new()
-                };
+                if v.lifecycle == Lifecycle::Live || to == Lifecycle::Live {
+                    then.push(crate::fleet::recompute_job());
+                }
+                // The commit status follows the version through the same outbox.
+                if self.commit_statuses && v.source_commit.is_some() {
+                    then.push(
+                        Job::CommitStatus {
+                            version: v.id.to_string(),
+                        }
+                        .to_new(),
+                    );
+                }
                 if self
                     .store
                     .transition_version(

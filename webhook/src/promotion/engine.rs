@@ -16,8 +16,9 @@ use crate::{
     error::Error,
     gitea::Gitea,
     ingest::trust::{ModuleTrust, Policies},
+    jobs::Job,
     store::{
-        AuditAction, Lifecycle, NewAudit, PromotionRequest, RequestId, RequestState, Store,
+        AuditAction, Lifecycle, NewAudit, NewJob, PromotionRequest, RequestId, RequestState, Store,
         VersionId, VersionRow, Via,
     },
 };
@@ -138,25 +139,36 @@ impl Engine {
         Ok(())
     }
 
-    async fn set_status(&self, home: &str, v: &VersionRow, stage: Lifecycle) -> Result<(), Error> {
-        if let Some(sha) = &v.source_commit {
-            let (owner, repo) = split(home);
-            let state = if stage == Lifecycle::Yanked {
-                "failure"
-            } else {
-                "success"
-            };
-            self.gitea
-                .set_status(
-                    owner,
-                    repo,
-                    sha,
-                    state,
-                    STATUS_CONTEXT,
-                    &replies::commit_status(&v.module, &v.version, stage),
-                )
-                .await?;
-        }
+    /// Sets the `powernode/lifecycle` status of `version_id`'s source commit, in its module's
+    /// pinned repository, to the stage the version is in now ([`crate::jobs::Job::CommitStatus`],
+    /// enqueued by every transition). Idempotent: a retried or collapsed job sets the same
+    /// status again.
+    pub async fn commit_status(&self, version_id: &str) -> Result<(), Error> {
+        let Some(v) = self.store.version_by_id(version_id).await? else {
+            return Ok(());
+        };
+        let Some(module) = self.policies.by_name(&v.module) else {
+            return Ok(());
+        };
+        let Some(sha) = &v.source_commit else {
+            return Ok(());
+        };
+        let (owner, repo) = split(&module.gitea_repository);
+        let state = if v.lifecycle == Lifecycle::Yanked {
+            "failure"
+        } else {
+            "success"
+        };
+        self.gitea
+            .set_status(
+                owner,
+                repo,
+                sha,
+                state,
+                STATUS_CONTEXT,
+                &replies::commit_status(&v.module, &v.version, v.lifecycle),
+            )
+            .await?;
         Ok(())
     }
 
@@ -243,15 +255,11 @@ impl Engine {
             .promoter
             .request(&v, &request, evidence, Via::Comment, Some(&record))
             .await?;
-        let home = module.gitea_repository.clone();
         let (module, version) = (&v.module, &v.version);
         self.record(record, &decision).await?;
         Ok(match decision {
-            Decision::Done { from, to } => {
-                let now = self.store.version_by_id(&v.id).await?.unwrap_or(v.clone());
-                self.set_status(&home, &now, to).await?;
-                replies::done(module, version, from, to)
-            }
+            // The commit status is the transition's own job (Job::CommitStatus).
+            Decision::Done { from, to } => replies::done(module, version, from, to),
             Decision::Pending { missing } => replies::pending(module, version, to, &missing),
             Decision::Refused { missing } => replies::refused(module, version, to, &missing),
         })
@@ -274,7 +282,9 @@ impl Engine {
         if state == RequestState::Pending {
             self.store.refresh_request(&r.id, &missing).await?;
         } else {
-            self.store.close_request(&r.id, state, &missing).await?;
+            self.store
+                .close_request(&r.id, state, &missing, &[])
+                .await?;
         }
         Ok(())
     }
@@ -319,7 +329,7 @@ impl Engine {
                 && only.as_ref().is_none_or(|id| *id == r.version_id)
                 && self
                     .store
-                    .close_request(&r.id, RequestState::Cancelled, &r.missing)
+                    .close_request(&r.id, RequestState::Cancelled, &r.missing, &[])
                     .await?
             {
                 n += 1;
@@ -406,10 +416,6 @@ impl Engine {
             .await?;
         // The same bookkeeping as a comment's request.
         self.record(record, &decision).await?;
-        if let Decision::Done { to, .. } = &decision {
-            let now = self.store.version_by_id(&v.id).await?.unwrap_or(v.clone());
-            self.set_status(&home, &now, *to).await?;
-        }
         Ok(decision)
     }
 
@@ -438,7 +444,7 @@ impl Engine {
                     self.store.now(),
                 )
                 .await?;
-                if let Decision::Done { to, .. } = self
+                if let Decision::Done { .. } = self
                     .promoter
                     .decide(
                         &v,
@@ -447,12 +453,11 @@ impl Engine {
                         Via::Auto,
                         false,
                         None,
+                        Vec::new(),
                     )
                     .await?
                 {
                     n += 1;
-                    let v = self.store.version_by_id(&v.id).await?.unwrap_or(v);
-                    self.set_status(&m.gitea_repository, &v, to).await?;
                 }
             }
         }
@@ -468,16 +473,18 @@ impl Engine {
         Ok(done)
     }
 
-    /// Answers the requester on the request's PR (API requests have none).
-    async fn reply(&self, r: &PromotionRequest, text: &str) -> Result<(), Error> {
-        if let (Some(repo_full), Some(pr), Some(user)) =
-            (&r.repository, r.pr_number, r.requester.gitea_user())
-        {
-            let (owner, repo) = split(repo_full);
-            self.gitea
-                .comment(owner, repo, pr, &format!("@{user} {text}"))
-                .await?;
-        }
+    /// Posts `@user text` on PR `pr` of `repository` ([`Job::Reply`]).
+    pub async fn post_reply(
+        &self,
+        repository: &str,
+        pr: i64,
+        user: &str,
+        text: &str,
+    ) -> Result<(), Error> {
+        let (owner, repo) = split(repository);
+        self.gitea
+            .comment(owner, repo, pr, &format!("@{user} {text}"))
+            .await?;
         Ok(())
     }
 
@@ -485,14 +492,11 @@ impl Engine {
         let mut done = 0;
         for r in self.store.pending_requests(repository).await? {
             if self.store.now() > r.expires_at {
-                if self
-                    .store
-                    .close_request(&r.id, RequestState::Expired, &r.missing)
-                    .await?
-                {
-                    self.reply(&r, &replies::expired(&r.version_id, r.to_state))
-                        .await?;
-                }
+                // The requester is told by a job enqueued with the closing (at least once).
+                let tell = reply_to(&r, &replies::expired(&r.version_id, r.to_state));
+                self.store
+                    .close_request(&r.id, RequestState::Expired, &r.missing, &tell)
+                    .await?;
                 continue;
             }
             let Some(v) = self.store.version_by_id(&r.version_id).await? else {
@@ -530,31 +534,51 @@ impl Engine {
                 },
                 to => Request::Promote { to },
             };
+            // Told to the requester by a job the transition enqueues with itself, so a crash
+            // or a failing Gitea right after the commit cannot lose it.
+            let then = reply_to(
+                &r,
+                &replies::done_later(&v.module, &v.version, v.lifecycle, r.to_state),
+            );
             match self
                 .promoter
-                .decide(&v, &request, evidence, Via::Auto, false, Some(&r))
+                .decide(&v, &request, evidence, Via::Auto, false, Some(&r), then)
                 .await?
             {
                 // The transition closed the request in its own transaction; of two replicas
                 // re-evaluating it at once, only one transitions (the other is refused by the
                 // compare-and-set and leaves the request as it is).
-                Decision::Done { from, to } => {
-                    done += 1;
-                    let v = self.store.version_by_id(&v.id).await?.unwrap_or(v);
-                    self.set_status(&module.gitea_repository, &v, to).await?;
-                    self.reply(&r, &replies::done_later(&v.module, &v.version, from, to))
-                        .await?;
-                }
+                Decision::Done { .. } => done += 1,
                 Decision::Pending { missing } => {
                     self.store.refresh_request(&r.id, &json!(missing)).await?;
                 }
                 Decision::Refused { missing } => {
                     self.store
-                        .close_request(&r.id, RequestState::Refused, &json!(missing))
+                        .close_request(&r.id, RequestState::Refused, &json!(missing), &[])
                         .await?;
                 }
             }
         }
         Ok(done)
     }
+}
+
+/// The reply to `r`'s requester on its PR, as the job that posts it (enqueued in the
+/// transaction that decides the request); none for a request made without a PR (API, MCP).
+fn reply_to(r: &PromotionRequest, text: &str) -> Vec<NewJob> {
+    let (Some(repository), Some(pr), Some(user)) =
+        (&r.repository, r.pr_number, r.requester.gitea_user())
+    else {
+        return Vec::new();
+    };
+    vec![
+        Job::Reply {
+            request: r.id.to_string(),
+            repository: repository.clone(),
+            pr,
+            user: user.to_owned(),
+            text: text.to_owned(),
+        }
+        .to_new(),
+    ]
 }

@@ -208,14 +208,17 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Moves a request out of `pending` (returns false if it already left it).
+    /// Moves a request out of `pending` (returns false if it already left it), enqueueing
+    /// `then` in the same transaction when it moved (the reply telling the requester).
     pub async fn close_request(
         &self,
         id: &str,
         state: RequestState,
         missing: &serde_json::Value,
+        then: &[super::NewJob],
     ) -> anyhow::Result<bool> {
         debug_assert_ne!(state, RequestState::Pending);
+        let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
             "UPDATE promotion_requests SET state = $2, missing = $3, updated_at = $4 WHERE id = $1 AND state = 'pending'",
         )
@@ -223,9 +226,15 @@ impl Store {
         .bind(state.as_str())
         .bind(missing.to_string())
         .bind(self.now())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
+        if n == 1 {
+            for j in then {
+                super::jobs::insert(&mut tx, j, self.now()).await?;
+            }
+        }
+        tx.commit().await?;
         Ok(n == 1)
     }
 }
