@@ -12,6 +12,7 @@
 # FUZZ_SANITIZER=address adds AddressSanitizer for the dependencies' unsafe code.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 minutes=${1:?usage: bench/fuzz.sh MINUTES [TARGET...]}
 shift
 secs=$(python3 -c "print(max(1, int(float('$minutes') * 60)))")
@@ -22,10 +23,7 @@ targets=("${@:-${all[@]}}")
 fuzz_version=0.13.2
 if [ "$(cargo fuzz --version 2>/dev/null)" != "cargo-fuzz $fuzz_version" ]; then
   echo "bench/fuzz.sh: installing cargo-fuzz $fuzz_version (about a minute)" >&2
-  # opt-level 1, no LTO: a fraction of the release profile's build time (as scripts/test does).
-  CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=false \
-    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_DEBUG=false \
-    cargo install --locked --version "$fuzz_version" cargo-fuzz >&2
+  quick_install cargo-fuzz "$fuzz_version" >&2
 fi
 if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   fuzz=(cargo +nightly fuzz)
