@@ -296,10 +296,6 @@ async fn a_transition_settles_its_request_in_the_same_transaction() {
             reason: None,
             evidence: serde_json::json!({}),
         };
-        let state_of = |id: &'static str| {
-            let store = store.clone();
-            async move { store.request_by_id(id).await.unwrap().map(|r| r.state) }
-        };
         let transition = |v: String, r: Option<PromotionRequest>| {
             let store = store.clone();
             async move {
@@ -317,49 +313,40 @@ async fn a_transition_settles_its_request_in_the_same_transaction() {
             }
         };
 
-        // New: inserted done.
-        let v1 = published_in(&store, "0.1.0", Lifecycle::Draft, "a1", "c0ffee").await;
-        assert!(
-            transition(
-                v1.clone(),
-                Some(request("r-new", &v1, RequestState::Pending))
-            )
-            .await
-        );
-        assert_eq!(
-            state_of("r-new").await,
-            Some(RequestState::Done),
-            "{}",
-            db.name
-        );
-        assert_eq!(
-            store.request_by_id("r-new").await.unwrap().unwrap().missing,
-            serde_json::json!([])
-        );
-
-        // Pending from an earlier attempt: moved to done.
-        let v2 = published_in(&store, "0.2.0", Lifecycle::Draft, "a2", "c0ffee").await;
-        let pending = request("r-pending", &v2, RequestState::Pending);
-        assert!(store.insert_request(&pending).await.unwrap());
-        assert!(transition(v2.clone(), Some(pending)).await);
-        assert_eq!(
-            state_of("r-pending").await,
-            Some(RequestState::Done),
-            "{}",
-            db.name
-        );
-
-        // Already cancelled: keeps its state.
-        let v3 = published_in(&store, "0.3.0", Lifecycle::Draft, "a3", "c0ffee").await;
-        let cancelled = request("r-cancelled", &v3, RequestState::Cancelled);
-        assert!(store.insert_request(&cancelled).await.unwrap());
-        assert!(transition(v3.clone(), Some(cancelled)).await);
-        assert_eq!(
-            state_of("r-cancelled").await,
-            Some(RequestState::Cancelled),
-            "{}",
-            db.name
-        );
+        // What was recorded before the transition (None: nothing) → what it leaves.
+        let cases = [
+            ("0.1.0", "a1", "r-new", None, RequestState::Done),
+            (
+                "0.2.0",
+                "a2",
+                "r-pending",
+                Some(RequestState::Pending),
+                RequestState::Done,
+            ),
+            (
+                "0.3.0",
+                "a3",
+                "r-cancelled",
+                Some(RequestState::Cancelled),
+                RequestState::Cancelled,
+            ),
+        ];
+        let mut v1 = None;
+        for (version, digest, id, before, after) in cases {
+            let v = published_in(&store, version, Lifecycle::Draft, digest, "c0ffee").await;
+            let r = request(id, &v, before.unwrap_or(RequestState::Pending));
+            if before.is_some() {
+                assert!(store.insert_request(&r).await.unwrap());
+            }
+            assert!(transition(v.clone(), Some(r)).await, "{}: {id}", db.name);
+            let got = store.request_by_id(id).await.unwrap().unwrap();
+            assert_eq!(got.state, after, "{}: {id}", db.name);
+            if after == RequestState::Done {
+                assert_eq!(got.missing, serde_json::json!([]), "{}: {id}", db.name);
+            }
+            v1.get_or_insert(v);
+        }
+        let v1 = v1.unwrap();
 
         // Lost compare-and-set (the version is no longer a draft): nothing written.
         assert!(
@@ -369,6 +356,10 @@ async fn a_transition_settles_its_request_in_the_same_transaction() {
             )
             .await
         );
-        assert_eq!(state_of("r-lost").await, None, "{}", db.name);
+        assert!(
+            store.request_by_id("r-lost").await.unwrap().is_none(),
+            "{}",
+            db.name
+        );
     }
 }
