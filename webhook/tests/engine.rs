@@ -418,6 +418,63 @@ async fn a_commit_status_gitea_refused_is_set_when_it_is_back() {
     }
 }
 
+/// The reply telling a requester that their pending request was carried out later (an
+/// approval arrived) is a job the transition enqueues with itself: with Gitea refusing
+/// comments (503) when the re-evaluation promotes, the version is promoted, the reply is kept
+/// for a retry (not dropped, not dead), and once Gitea takes comments again it is posted
+/// once. (Posted inline after the commit, as before, the failed call made the re-evaluation's
+/// retry find the request no longer pending, and the requester was never told.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reply_gitea_refused_after_a_reevaluation_is_posted_when_it_is_back() {
+    for db in databases().await {
+        let name = db.name;
+        let e = env(db, |c| {
+            c.ingest.max_attempts = 10;
+            c.promotion.staging = StagePolicy {
+                min_approvals: 1,
+                ..Default::default()
+            };
+        })
+        .await;
+        let id = draft(&e.r, "0.8.4").await;
+        comment(&e, 1, "bob", "/promote 0.8.4 staging", "created").await;
+        assert_eq!(state(&e, &id).await, Lifecycle::Draft, "{name}: pending");
+        e.gitea
+            .add_review(GITEA_REPO, 7, review(31, "carol", "APPROVED", HEAD));
+        e.gitea.state.lock().unwrap().fail_path = Some(("/comments".into(), 503));
+        let body = data("pull-request-review-approved.json");
+        let h = headers("pull-request-review-approved.headers.json");
+        let (status, text) = e.r.post("/hooks/gitea", body, &h).await;
+        assert!(status == 202 || status == 200, "{text}");
+        // The re-evaluation, then its follow-ups (the reply fails at least once).
+        let mut ran = 0;
+        while ran < 3 && e.r.app.worker.run_once().await.unwrap() {
+            ran += 1;
+        }
+        assert!(ran >= 2, "{name}: the re-evaluation and a follow-up ran");
+        assert_eq!(state(&e, &id).await, Lifecycle::Staging, "{name}");
+        let later = |c: &String| c.contains("(requirements now met)");
+        assert!(!e.gitea.comments().iter().any(later));
+        assert!(
+            has_pending_jobs(&e.r.app.state.store).await,
+            "{name}: the reply is kept for a retry"
+        );
+        e.gitea.state.lock().unwrap().fail_path = None;
+        e.r.app.drain().await.unwrap();
+        let comments = e.gitea.comments();
+        assert_eq!(
+            comments.iter().filter(|c| later(c)).count(),
+            1,
+            "{name}: {comments:?}"
+        );
+        assert!(
+            comments.last().unwrap().starts_with("@bob "),
+            "{comments:?}"
+        );
+        assert!(e.r.app.state.store.dead_letters().await.unwrap().is_empty());
+    }
+}
+
 /// A Gitea that accepts the connection and then says nothing: the attempt gives up after
 /// `[gitea] timeout_secs` (not the 3 s the fake stalls), the job is kept, and the next
 /// attempt completes the promotion.
