@@ -43,6 +43,11 @@ pub struct DesiredModule {
     pub composefs_digest: Digest,
     /// Who must have signed it: the module's pinned policy, not anything from the artifact.
     pub signer: SignerPolicy,
+    /// The Debian packages the module names (its manifest's `package_spec`), which the node
+    /// installs with its own apt before the module's files are laid over them. Absent when
+    /// empty, so the states of package-less templates keep their ids.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<crate::package::PackageSpec>,
 }
 
 /// A module's pinned signer policy, as the receiver enforces it at ingest.
@@ -88,6 +93,24 @@ pub struct Report {
     pub status: ReportStatus,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Per running module: its packages' installed versions and its units' states, as the
+    /// node read them from dpkg and systemd (the node's word, like the rest of the report).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub modules: std::collections::BTreeMap<String, ModuleObservation>,
+}
+
+/// What a node observed of one module's packages and units.
+#[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModuleObservation {
+    /// Package → its installed version (`dpkg-query`'s `${Version}`), `null` when it is not
+    /// installed.
+    #[serde(default)]
+    pub packages: std::collections::BTreeMap<String, Option<String>>,
+    /// Unit → its `ActiveState` (`active`, `failed`, `inactive`, …).
+    #[serde(default)]
+    pub units: std::collections::BTreeMap<String, String>,
 }
 
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
@@ -249,6 +272,7 @@ mod tests {
                     require_tlog: true,
                     ..Default::default()
                 },
+                packages: vec!["redis-server".parse().unwrap()],
             }],
             composefs_digest: d,
             composefs_format: 1,

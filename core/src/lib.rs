@@ -14,6 +14,7 @@ pub mod diagnostics;
 pub mod digest;
 pub mod lifecycle;
 pub mod manifest;
+pub mod package;
 pub mod registry;
 pub mod trust;
 pub mod version;

@@ -343,6 +343,20 @@ fn package_names_and_duplicates() {
         .manifest
         .expect("valid");
     assert_eq!(m.package_spec, ["redis", "redis-tools"]);
+
+    // apt's `name=version` pins an exact version; anything else after `=` is refused by line.
+    let m = parse(&with("package_spec: [redis-server=5:7.0.15-1~deb12u1]\n"))
+        .manifest
+        .expect("valid");
+    assert_eq!(
+        m.package_spec[0].version.as_deref(),
+        Some("5:7.0.15-1~deb12u1")
+    );
+    let out = parse(&with("package_spec:\n  - redis-server=latest\n"));
+    assert!(out.manifest.is_none());
+    let f = at_field(&out.findings, Code::PackageInvalid, "package_spec[0]");
+    assert_eq!(f.line, Some(12), "{f}");
+    assert!(f.message.contains("not a Debian version"), "{f}");
 }
 
 #[test]

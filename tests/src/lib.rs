@@ -3,12 +3,14 @@
 //! - [`registry::TestRegistry`]: Debian's `docker-registry` on a free loopback port;
 //! - [`http::Server`]: a small HTTP/1.1 server for stand-ins, recording every request;
 //! - [`proxy::FaultProxy`]: a TCP proxy in front of a real server that can answer 5xx for a while;
-//! - [`sigstore`]: a test certificate authority acting as Fulcio, and a Rekor stand-in.
+//! - [`sigstore`]: a test certificate authority acting as Fulcio, and a Rekor stand-in;
+//! - [`node::Node`]: a real Debian node (mmdebstrap root, booted with systemd-nspawn).
 
 #![allow(missing_debug_implementations)]
 
 pub mod gitea;
 pub mod http;
+pub mod node;
 pub mod proxy;
 pub mod registry;
 pub mod sigstore;

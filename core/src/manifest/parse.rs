@@ -5,6 +5,7 @@ use super::{
     PathSelector, Pattern, Variety, select,
 };
 use crate::diagnostics::{Code, Finding, Position};
+use crate::package::PackageSpec;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 use std::collections::{BTreeMap, BTreeSet};
@@ -350,34 +351,24 @@ impl Checker {
         out
     }
 
-    fn packages(&mut self, v: &[Spanned<String>]) -> Vec<String> {
+    fn packages(&mut self, v: &[Spanned<String>]) -> Vec<PackageSpec> {
         let mut seen = BTreeSet::new();
         let mut out = Vec::new();
         for (i, p) in v.iter().enumerate() {
-            let ok = p.value.len() >= 2
-                && p.value.as_bytes()[0].is_ascii_alphanumeric()
-                && p.value.bytes().all(|c| {
-                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, b'+' | b'-' | b'.')
-                });
-            if !ok {
-                self.push(
+            match PackageSpec::parse(&p.value) {
+                Err(e) => self.push(
                     Code::PackageInvalid,
                     format!("package_spec[{i}]"),
                     pos(p),
-                    format!(
-                        "{:?} is not a Debian package name (lowercase letters, digits, + - . ; at least 2 characters)",
-                        p.value
-                    ),
-                );
-            } else if !seen.insert(p.value.clone()) {
-                self.push(
+                    e.to_string(),
+                ),
+                Ok(spec) if !seen.insert(spec.name.clone()) => self.push(
                     Code::PackageDuplicate,
                     format!("package_spec[{i}]"),
                     pos(p),
-                    format!("{:?} is listed more than once", p.value),
-                );
-            } else {
-                out.push(p.value.clone());
+                    format!("{:?} is listed more than once", spec.name),
+                ),
+                Ok(spec) => out.push(spec),
             }
         }
         out

@@ -191,7 +191,8 @@ impl fmt::Display for Mode {
 pub struct Manifest {
     pub schema_version: u32,
     pub identity: Identity,
-    pub package_spec: Vec<String>,
+    /// apt's `name` or `name=version`, checked against Debian Policy's rules.
+    pub package_spec: Vec<crate::package::PackageSpec>,
     pub file_spec: FileSpec,
     pub protected_spec: Vec<At<String>>,
     pub dependency_spec: Vec<Dependency>,
