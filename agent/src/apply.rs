@@ -7,12 +7,14 @@ use crate::{
     generation::{Layout, Meta},
     objects::Objects,
     receiver::{Answer, Receiver, Refusal, Report},
+    switch::Switch,
+    system::{Host, apt, systemd},
 };
 use anyhow::Context as _;
 use powernode_module::{
     Version,
     compose::{self, Layer},
-    desired_state::{DesiredState, ReportStatus},
+    desired_state::{DesiredState, ModuleObservation, ReportStatus},
     manifest,
 };
 use serde::{Deserialize, Serialize};
@@ -26,6 +28,8 @@ pub struct Agent {
     pub trust: LocalTrust,
     /// Run after activation (`sh -c`); non-zero exit rolls back.
     pub health_command: Option<String>,
+    /// How long the units an activation restarted may take to become active.
+    pub health_timeout: std::time::Duration,
     /// Attempts per `state_id` before it is `rejected`.
     pub retry_budget: u32,
     /// While nothing changes, a report at most this often (a heartbeat against `stale`).
@@ -57,6 +61,16 @@ impl Agent {
         Objects::new(&self.layout.state)
     }
 
+    /// How this node switches generations (packages, root, units, health).
+    pub fn switch(&self) -> Switch {
+        Switch {
+            layout: self.layout.clone(),
+            host: Host::new(&self.layout.root),
+            health_command: self.health_command.clone(),
+            health_timeout: self.health_timeout,
+        }
+    }
+
     fn file(&self, name: &str) -> PathBuf {
         self.layout.state.join(name)
     }
@@ -75,6 +89,18 @@ impl Agent {
     /// One reconcile, then the report (sent now, or kept and sent by a later run).
     pub async fn apply_once(&self) -> anyhow::Result<Outcome> {
         fs::create_dir_all(&self.layout.state)?;
+        // The generations are world-readable (services read them); what the agent keeps
+        // for itself is not: objects (a module's secrets before their modes apply),
+        // verification records, and the node's own files it moved aside.
+        for private in ["objects", "verified", "backup"] {
+            let d = self.layout.state.join(private);
+            fs::create_dir_all(&d)?;
+            fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+        }
+        let switch = self.switch();
+        if let Some(undone) = tokio::task::spawn_blocking(move || switch.recover()).await?? {
+            tracing::warn!(%undone, "recovered");
+        }
         self.flush_pending().await;
         let current = self.layout.current();
         // Ask with what runs, or with a target already out of retries, so neither is fetched
@@ -148,14 +174,18 @@ impl Agent {
                 .await;
             return Ok(Outcome::Rejected { reason });
         }
-        let outcome = match self.build_and_activate(&doc, &state_id).await {
-            Ok(Ok(n)) => match self.check_health(n).await {
-                Ok(()) => Outcome::Applied { generation: n },
-                Err(why) => {
-                    self.layout.rollback()?;
-                    Outcome::Failed { reason: why }
+        let outcome = match self.build(&doc, &state_id).await {
+            Ok(Ok(meta)) => {
+                let switch = self.switch();
+                let from = current.clone();
+                let n = meta.number;
+                match tokio::task::spawn_blocking(move || switch.enter(&meta, from.as_ref()))
+                    .await?
+                {
+                    Ok(()) => Outcome::Applied { generation: n },
+                    Err(why) => Outcome::Failed { reason: why },
                 }
-            },
+            }
             Ok(Err(refused)) => Outcome::Rejected { reason: refused },
             Err(e) => {
                 // Network or disk: nothing was activated; the next run tries again.
@@ -198,14 +228,19 @@ impl Agent {
         Ok(outcome)
     }
 
-    /// Fetch, verify, compose, build, activate. `Ok(Err(reason))` is a refusal.
-    async fn build_and_activate(
+    /// Fetch, verify, compose, build (not yet active). `Ok(Err(reason))` is a refusal.
+    async fn build(
         &self,
         doc: &DesiredState,
         state_id: &str,
-    ) -> anyhow::Result<Result<u64, String>> {
+    ) -> anyhow::Result<Result<Meta, String>> {
+        let packages: Vec<_> = doc.modules.iter().flat_map(|m| &m.packages).collect();
+        if let Err(why) = self.switch().can_install(&packages) {
+            return Ok(Err(why));
+        }
         let objects = self.objects();
         let mut layers = Vec::new();
+        let mut units = std::collections::BTreeMap::new();
         for m in &doc.modules {
             let fetched =
                 match fetch::fetch_cached(m, &self.trust, &objects, &self.layout.state).await? {
@@ -221,10 +256,17 @@ impl Agent {
                     m.name, m.version
                 )));
             };
+            let entries = compose::entries_of(&fetched.index);
+            units.insert(
+                m.name.clone(),
+                systemd::units_in_paths(entries.iter().map(|e| e.path.as_str()))
+                    .into_iter()
+                    .collect::<Vec<_>>(),
+            );
             layers.push(Layer {
                 manifest,
                 version,
-                entries: compose::entries_of(&fetched.index),
+                entries,
             });
         }
         let composition = compose::compose_tree(&layers);
@@ -245,41 +287,10 @@ impl Agent {
         let layout = self.layout.clone();
         let doc = doc.clone();
         let state_id = state_id.to_owned();
-        tokio::task::spawn_blocking(move || -> anyhow::Result<Result<u64, String>> {
-            let meta = match layout.build(&doc, &state_id, &composition, &objects) {
-                Ok(m) => m,
-                Err(e) if e.to_string().contains("generation refused") => {
-                    return Ok(Err(e.to_string()));
-                }
-                Err(e) => return Err(e),
-            };
-            layout.activate(meta.number)?;
-            Ok(Ok(meta.number))
+        tokio::task::spawn_blocking(move || {
+            layout.build(&doc, &state_id, &composition, &objects, &units)
         })
         .await?
-    }
-
-    async fn check_health(&self, generation: u64) -> Result<(), String> {
-        let Some(cmd) = &self.health_command else {
-            return Ok(());
-        };
-        let out = tokio::process::Command::new("sh")
-            .arg("-c")
-            .arg(cmd)
-            .env("MODULE_AGENT_GENERATION", generation.to_string())
-            .env("MODULE_AGENT_ROOT", &self.layout.root)
-            .output()
-            .await
-            .map_err(|e| format!("health command: {e}"))?;
-        if out.status.success() {
-            Ok(())
-        } else {
-            Err(format!(
-                "health command {cmd:?} failed ({}): {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ))
-        }
     }
 
     /// What runs, read from the active generation: its modules' digests and the image's
@@ -319,8 +330,59 @@ impl Agent {
             running_module_digests: running,
             composefs_digest: measured,
             status,
-            message: Some(message.to_owned()),
+            message: Some(bounded(message)),
+            modules: active.map(|m| self.observe(m)).unwrap_or_default(),
         })
+    }
+
+    /// Per module of the active generation: its packages' installed versions (dpkg) and
+    /// its units' states (systemd), where this node has them to ask.
+    fn observe(&self, active: &Meta) -> std::collections::BTreeMap<String, ModuleObservation> {
+        let host = Host::new(&self.layout.root);
+        let (dpkg, units) = (host.is_live() && host.has_dpkg(), host.has_systemd());
+        if !dpkg && !units {
+            return Default::default();
+        }
+        let names = |m: &crate::generation::ModuleMeta| -> Vec<String> {
+            m.packages
+                .iter()
+                .map(|p| p.split('=').next().unwrap_or(p).to_owned())
+                .collect()
+        };
+        let all: Vec<String> = active.modules.iter().flat_map(names).collect();
+        let have = if dpkg {
+            apt::installed(all.iter().map(String::as_str)).unwrap_or_default()
+        } else {
+            Default::default()
+        };
+        active
+            .modules
+            .iter()
+            .map(|m| {
+                let mut o = ModuleObservation::default();
+                for p in names(m) {
+                    if dpkg {
+                        o.packages.insert(p.clone(), have.get(&p).cloned());
+                    }
+                    if units {
+                        for u in systemd::units_of_package(&p) {
+                            o.units.insert(u, String::new());
+                        }
+                    }
+                }
+                for u in &m.units {
+                    o.units.insert(u.clone(), String::new());
+                }
+                o.units.retain(|u, state| match systemd::show(u) {
+                    Ok(s) if s.load == "loaded" => {
+                        *state = s.active;
+                        true
+                    }
+                    _ => false,
+                });
+                (m.name.clone(), o)
+            })
+            .collect()
     }
 
     /// Builds and sends the report of what runs (see [`Self::send`]).
@@ -394,6 +456,19 @@ impl Agent {
             self.deliver(p.report, p.attempts).await;
         }
     }
+}
+
+/// A report's message stays within what the receiver accepts (4096 bytes), cut on a
+/// character boundary: apt's and journalctl's words can be long.
+fn bounded(message: &str) -> String {
+    if message.len() <= 4000 {
+        return message.to_owned();
+    }
+    let mut end = 4000;
+    while !message.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &message[..end])
 }
 
 /// A report that could not be sent yet.

@@ -48,7 +48,8 @@ pub enum Command {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
-    /// Make the previous generation current again.
+    /// Make the previous generation current again (its packages, files and units; the
+    /// generation left becomes `previous`).
     Rollback,
     /// Re-hash the active generation's files and objects; exit 1 on any tampering.
     Verify,
@@ -105,6 +106,11 @@ pub struct Opts {
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_command: Option<String>,
+    /// Seconds the units an activation restarted may take to become active before it is
+    /// rolled back [default: 60].
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_timeout: Option<u64>,
     /// Attempts per desired state before it is reported `rejected` [default: 3].
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -142,6 +148,17 @@ impl Opts {
                 .clone()
                 .unwrap_or_else(|| "/var/lib/module-agent".into()),
             root: self.root.clone().unwrap_or_else(|| "/".into()),
+        }
+    }
+
+    /// Switching generations on this node, without a receiver (`module-agent rollback`).
+    pub fn switch(&self) -> crate::switch::Switch {
+        let layout = self.layout();
+        crate::switch::Switch {
+            host: crate::system::Host::new(&layout.root),
+            layout,
+            health_command: self.health_command.clone(),
+            health_timeout: std::time::Duration::from_secs(self.health_timeout.unwrap_or(60)),
         }
     }
 
@@ -189,6 +206,7 @@ impl Opts {
                 insecure_registry: self.insecure_registry,
             },
             health_command: self.health_command.clone(),
+            health_timeout: std::time::Duration::from_secs(self.health_timeout.unwrap_or(60)),
             retry_budget: self.retry_budget.unwrap_or(3).max(1),
             report_every: std::time::Duration::from_secs(self.report_every.unwrap_or(300)),
         })

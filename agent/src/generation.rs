@@ -13,7 +13,6 @@ use powernode_module::{
 };
 use serde::{Deserialize, Serialize};
 use std::{
-    collections::BTreeSet,
     fs,
     os::unix::fs::{PermissionsExt, symlink},
     path::{Path, PathBuf},
@@ -37,6 +36,12 @@ pub struct ModuleMeta {
     pub version: String,
     pub composefs_digest: String,
     pub manifest_digest: String,
+    /// The packages the module names (apt's `name` or `name=version`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
+    /// The units the module ships or changes itself (unit files, drop-ins).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub units: Vec<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -93,14 +98,16 @@ impl Layout {
 
     /// Builds generation `n` from `composition` (checked against `doc`): the materialised
     /// tree, the image, and the metadata, in a temporary directory renamed into place when
-    /// complete. The image's measured digest must equal the predicted one.
+    /// complete. The image's measured digest must equal the predicted one: `Ok(Err(why))`
+    /// when it does not (a refusal, not worth retrying).
     pub fn build(
         &self,
         doc: &DesiredState,
         state_id: &str,
         composition: &Composition,
         objects: &Objects,
-    ) -> anyhow::Result<Meta> {
+        units: &std::collections::BTreeMap<String, Vec<String>>,
+    ) -> anyhow::Result<Result<Meta, String>> {
         let n = self.list().last().copied().unwrap_or(0) + 1;
         fs::create_dir_all(self.generations())?;
         let tmp = tempfile::Builder::new()
@@ -159,10 +166,10 @@ impl Layout {
         let (image, measured) =
             image.ok_or_else(|| anyhow::anyhow!("the composition is blocked: no image"))?;
         if measured != doc.composefs_digest {
-            anyhow::bail!(
+            return Ok(Err(format!(
                 "the composed image measures {measured}, not the predicted {}: generation refused",
                 doc.composefs_digest
-            );
+            )));
         }
         fs::write(tmp.path().join("image.cfs"), &image)?;
         fs::write(tmp.path().join("files.json"), serde_json::to_vec(&files)?)?;
@@ -178,6 +185,8 @@ impl Layout {
                     version: m.version.clone(),
                     composefs_digest: m.composefs_digest.to_string(),
                     manifest_digest: m.manifest_digest.to_string(),
+                    packages: m.packages.iter().map(|p| p.to_string()).collect(),
+                    units: units.get(&m.name).cloned().unwrap_or_default(),
                 })
                 .collect(),
             composefs_digest: measured.to_string(),
@@ -188,13 +197,17 @@ impl Layout {
             serde_json::to_vec_pretty(&meta)?,
         )?;
         let dir = self.generations().join(n.to_string());
+        // Services read the module's files through the root's links into this directory
+        // (as their own users: redis, www-data): it is world-readable like /etc, and
+        // each file keeps the mode the signed index gives it.
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o755))?;
         let kept = tmp.keep();
         fs::rename(&kept, &dir).with_context(|| format!("placing {}", dir.display()))?;
-        Ok(meta)
+        Ok(Ok(meta))
     }
 
     /// Points `name` at generation `n` atomically (a new symlink renamed over the old).
-    fn point(&self, name: &str, n: u64) -> anyhow::Result<()> {
+    pub fn point(&self, name: &str, n: u64) -> anyhow::Result<()> {
         let tmp = self.link(&format!(".{name}.new"));
         let _ = fs::remove_file(&tmp);
         symlink(format!("generations/{n}"), &tmp)?;
@@ -202,81 +215,17 @@ impl Layout {
         Ok(())
     }
 
-    /// Makes `n` current; the generation that was current becomes `previous`.
-    pub fn activate(&self, n: u64) -> anyhow::Result<()> {
-        if let Some(old) = self.pointed("current")
-            && old != n
-        {
-            self.point("previous", old)?;
+    /// Removes the `name` link (no generation is `current`, or none is `previous`).
+    pub fn unpoint(&self, name: &str) -> anyhow::Result<()> {
+        match fs::remove_file(self.link(name)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
+            _ => Ok(()),
         }
-        self.point("current", n)?;
-        self.sync_root(n)
     }
 
-    /// Back to `previous`; the generation rolled away from is deleted.
-    pub fn rollback(&self) -> anyhow::Result<Option<u64>> {
-        let (Some(cur), Some(prev)) = (self.pointed("current"), self.pointed("previous")) else {
-            return Ok(None);
-        };
-        self.point("current", prev)?;
-        let _ = fs::remove_file(self.link("previous"));
-        self.sync_root(prev)?;
-        let _ = fs::remove_dir_all(self.generations().join(cur.to_string()));
-        Ok(Some(prev))
-    }
-
-    /// The tree's path as seen through `current`.
-    fn through_current(&self, rel: &str) -> PathBuf {
-        self.state.join("current").join("tree").join(rel)
-    }
-
-    /// Makes `--root` show generation `n`: a symlink through `current` for every file and
-    /// symlink of its tree, and none for paths it no longer has. Paths under the root that
-    /// the agent did not create are never replaced.
-    fn sync_root(&self, n: u64) -> anyhow::Result<()> {
-        let tree = self.generations().join(n.to_string()).join("tree");
-        let mut want = BTreeSet::new();
-        collect(&tree, &tree, &mut want)?;
-        let managed_file = self.state.join("links.json");
-        let before: BTreeSet<String> = fs::read(&managed_file)
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        for rel in &want {
-            let at = self.root.join(rel);
-            let target = self.through_current(rel);
-            if let Some(parent) = at.parent() {
-                fs::create_dir_all(parent)?;
-            }
-            match fs::symlink_metadata(&at) {
-                Ok(m) if m.file_type().is_symlink() => {
-                    if fs::read_link(&at)? == target {
-                        continue;
-                    }
-                    if !before.contains(rel) {
-                        anyhow::bail!(
-                            "{} is a symlink the agent did not create; not replacing it",
-                            at.display()
-                        );
-                    }
-                    fs::remove_file(&at)?;
-                }
-                Ok(_) => anyhow::bail!(
-                    "{} exists and is not managed by the agent; not replacing it",
-                    at.display()
-                ),
-                Err(_) => {}
-            }
-            symlink(&target, &at)?;
-        }
-        for rel in before.difference(&want) {
-            let at = self.root.join(rel);
-            if fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
-                fs::remove_file(&at)?;
-            }
-        }
-        fs::write(&managed_file, serde_json::to_vec(&want)?)?;
-        Ok(())
+    /// Generation `n`'s materialised tree.
+    pub fn tree(&self, n: u64) -> PathBuf {
+        self.generations().join(n.to_string()).join("tree")
     }
 }
 
@@ -326,20 +275,6 @@ fn materialise(
         }
     }
     Ok(out)
-}
-
-/// Every non-directory path under `dir`, relative to `base`.
-fn collect(base: &Path, dir: &Path, out: &mut BTreeSet<String>) -> anyhow::Result<()> {
-    for e in fs::read_dir(dir)? {
-        let e = e?;
-        let p = e.path();
-        if e.file_type()?.is_dir() {
-            collect(base, &p, out)?;
-        } else if let Ok(rel) = p.strip_prefix(base) {
-            out.insert(rel.to_string_lossy().into_owned());
-        }
-    }
-    Ok(())
 }
 
 /// Whether the agent runs as root (then the tree is owned by 0:0, as in the image). Read

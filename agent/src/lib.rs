@@ -10,3 +10,6 @@ pub mod fetch;
 pub mod generation;
 pub mod objects;
 pub mod receiver;
+pub mod root;
+pub mod switch;
+pub mod system;

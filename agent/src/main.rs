@@ -65,16 +65,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { format } => status(&opts.layout(), format),
-        Command::Rollback => match opts.layout().rollback()? {
-            Some(n) => {
-                println!("rolled back to generation {n}");
-                Ok(ExitCode::SUCCESS)
+        Command::Rollback => {
+            let switch = opts.switch();
+            let l = opts.layout();
+            if let Some(undone) = switch.recover()? {
+                println!("{undone}");
             }
-            None => {
+            let (Some(cur), Some(prev)) = (l.current(), l.pointed("previous")) else {
                 eprintln!("module-agent: no previous generation to roll back to");
-                Ok(ExitCode::from(1))
+                return Ok(ExitCode::from(1));
+            };
+            match switch.enter(&l.meta(prev)?, Some(&cur)) {
+                Ok(()) => {
+                    println!("rolled back to generation {prev}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(why) => {
+                    eprintln!("module-agent: rollback to generation {prev} failed: {why}");
+                    Ok(ExitCode::from(1))
+                }
             }
-        },
+        }
         Command::Verify => verify(&opts.layout()),
     }
 }

@@ -39,7 +39,10 @@ impl Node {
 
 /// A receiver with the example modules live, a template `edge` with my-redis and one
 /// registered instance; the agent's options for it.
-async fn setup(db: &TestDb) -> (Running, TestRegistry, Keys, Node, Vec<tempfile::TempDir>) {
+async fn setup(
+    db: &TestDb,
+    packages: bool,
+) -> (Running, TestRegistry, Keys, Node, Vec<tempfile::TempDir>) {
     let reg = TestRegistry::start();
     let k = keys();
     let policies = MODULES
@@ -52,6 +55,9 @@ async fn setup(db: &TestDb) -> (Running, TestRegistry, Keys, Node, Vec<tempfile:
     let mut sources = Vec::new();
     for name in MODULES {
         let dir = module(name);
+        if !packages {
+            without_packages(dir.path());
+        }
         let v = if name == "my-redis" { "0.1.0" } else { "1.0.0" };
         release_live(&r, &reg, &k, dir.path(), name, v).await;
         sources.push(dir);
@@ -96,6 +102,27 @@ async fn setup(db: &TestDb) -> (Running, TestRegistry, Keys, Node, Vec<tempfile:
     (r, reg, k, Node { dir, opts }, sources)
 }
 
+/// Drops the module's `package_spec`: this root is a directory, not a Debian system, and a
+/// state naming packages is refused on it (`packages_are_refused_where_apt_cannot_install`).
+fn without_packages(dir: &Path) {
+    let m = dir.join("manifest.yaml");
+    let mut out = String::new();
+    let mut skipping = false;
+    for line in fs::read_to_string(&m).unwrap().lines() {
+        if line.starts_with("package_spec:") {
+            skipping = true;
+            continue;
+        }
+        if skipping && line.starts_with("  - ") {
+            continue;
+        }
+        skipping = false;
+        out.push_str(line);
+        out.push('\n');
+    }
+    fs::write(m, out).unwrap();
+}
+
 async fn drift(r: &Running) -> serde_json::Value {
     let (s, v) = r
         .get("/api/v1/instances/node-1/drift", Some(READ_TOKEN))
@@ -111,7 +138,7 @@ fn mode(p: &Path) -> u32 {
 #[tokio::test(flavor = "multi_thread")]
 async fn applies_verifies_switches_generations_and_reports() {
     let db = sqlite().await;
-    let (r, reg, k, node, sources) = setup(&db).await;
+    let (r, reg, k, node, sources) = setup(&db, false).await;
     let agent = node.opts.agent().unwrap();
     assert_eq!(
         agent.apply_once().await.unwrap(),
@@ -230,7 +257,7 @@ async fn applies_verifies_switches_generations_and_reports() {
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_health_rolls_back_then_the_target_is_rejected() {
     let db = sqlite().await;
-    let (r, reg, k, mut node, sources) = setup(&db).await;
+    let (r, reg, k, mut node, sources) = setup(&db, false).await;
     assert_eq!(
         node.opts.agent().unwrap().apply_once().await.unwrap(),
         Outcome::Applied { generation: 1 }
@@ -272,7 +299,7 @@ async fn failing_health_rolls_back_then_the_target_is_rejected() {
 #[tokio::test(flavor = "multi_thread")]
 async fn untrusted_states_and_unreachable_receivers_change_nothing() {
     let db = sqlite().await;
-    let (r, _reg, _k, node, _sources) = setup(&db).await;
+    let (r, _reg, _k, node, _sources) = setup(&db, false).await;
     // Another key pinned: the desired state is refused, nothing is applied.
     let other = tempfile::tempdir().unwrap();
     let (_, pem) = powernode_module::trust::keys::generate(b"x").unwrap();
@@ -341,7 +368,7 @@ async fn untrusted_states_and_unreachable_receivers_change_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_blob_that_does_not_match_its_digest_is_refused() {
     let db = sqlite().await;
-    let (r, reg, _k, node, _sources) = setup(&db).await;
+    let (r, reg, _k, node, _sources) = setup(&db, false).await;
     let (_, v) = r
         .get("/api/v1/versions/v-my-redis-0.1.0", Some(READ_TOKEN))
         .await;
@@ -381,7 +408,7 @@ async fn a_blob_that_does_not_match_its_digest_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_registry_outage_leaves_the_active_generation_and_the_next_run_completes() {
     let db = sqlite().await;
-    let (r, mut reg, k, node, sources) = setup(&db).await;
+    let (r, mut reg, k, node, sources) = setup(&db, false).await;
     let agent = node.opts.agent().unwrap();
     assert_eq!(
         agent.apply_once().await.unwrap(),
@@ -424,7 +451,7 @@ async fn a_registry_outage_leaves_the_active_generation_and_the_next_run_complet
 #[tokio::test(flavor = "multi_thread")]
 async fn a_module_whose_signature_does_not_meet_the_policy_is_refused() {
     let db = sqlite().await;
-    let (_r, reg, k, node, _sources) = setup(&db).await;
+    let (_r, reg, k, node, _sources) = setup(&db, false).await;
     let other = keys();
     let policies = MODULES
         .iter()
@@ -459,4 +486,100 @@ async fn a_module_whose_signature_does_not_meet_the_policy_is_refused() {
         !node.dir.path().join("state/current").exists(),
         "nothing activated"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn packages_are_refused_where_apt_cannot_install() {
+    let db = sqlite().await;
+    let (r, _reg, _k, node, _sources) = setup(&db, true).await;
+    let o = node.opts.agent().unwrap().apply_once().await.unwrap();
+    let Outcome::Rejected { reason } = &o else {
+        panic!("{o:?}")
+    };
+    assert!(
+        reason.contains("redis-server")
+            && reason.contains("packages are installed only on the running system"),
+        "{reason}"
+    );
+    assert!(!node.root().exists() || fs::read_dir(node.root()).unwrap().next().is_none());
+    let v = drift(&r).await;
+    assert_eq!(v["status"], "rejected", "{v}");
+}
+
+/// Every path under `dir`: (mode, content or link target).
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, (u32, Vec<u8>)> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let body = if m.is_symlink() {
+                fs::read_link(&p)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else if m.is_file() {
+                fs::read(&p).unwrap()
+            } else {
+                stack.push(p.clone());
+                Vec::new()
+            };
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            out.insert(rel, (m.permissions().mode(), body));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn files_already_on_the_root_are_kept_aside_and_put_back() {
+    let db = sqlite().await;
+    let (r, _reg, _k, node, _sources) = setup(&db, false).await;
+    // A root that already has the files a base system has, and a directory of its own.
+    let etc = node.root().join("etc");
+    fs::create_dir_all(etc.join("ssh")).unwrap();
+    fs::write(etc.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+    fs::write(etc.join("hostname"), "before\n").unwrap();
+    fs::write(etc.join("login.defs"), "UMASK 022\n").unwrap();
+    fs::set_permissions(etc.join("login.defs"), fs::Permissions::from_mode(0o600)).unwrap();
+    symlink_file("hosts", &etc.join("hosts.alias"));
+    let before = snapshot(node.root().as_path());
+
+    let agent = node.opts.agent().unwrap();
+    assert!(matches!(
+        agent.apply_once().await.unwrap(),
+        Outcome::Applied { .. }
+    ));
+    assert_ne!(
+        fs::read_to_string(etc.join("hostname")).unwrap(),
+        "before\n"
+    );
+    let kept = node.dir.path().join("state/backup/etc/hostname");
+    assert_eq!(fs::read_to_string(kept).unwrap(), "before\n", "kept aside");
+
+    // Unassigning empties the state: every path is released, every original put back.
+    let (s, v, _) = common::fleet::call(
+        &r,
+        reqwest::Method::DELETE,
+        "/templates/edge/assignments/my-redis",
+        OPS_TOKEN,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert!(matches!(
+        agent.apply_once().await.unwrap(),
+        Outcome::Applied { .. }
+    ));
+    assert_eq!(
+        snapshot(node.root().as_path()),
+        before,
+        "the root as it was"
+    );
+}
+
+fn symlink_file(target: &str, at: &Path) {
+    std::os::unix::fs::symlink(target, at).unwrap();
 }
