@@ -161,7 +161,7 @@ async fn the_walkthrough_over_mcp_with_the_official_python_sdk() {
         let manifest = redis.path().join("manifest.yaml");
 
         let tools = phase(&python, &r, "tools", &manifest);
-        assert_eq!(tools["tools"].as_array().unwrap().len(), 11, "{tools}");
+        assert_eq!(tools["tools"].as_array().unwrap().len(), 12, "{tools}");
 
         let seen = phase(&python, &r, "promote", &manifest);
         assert_eq!(seen["source_commit"], head.as_str(), "{seen}");
@@ -220,7 +220,20 @@ async fn the_walkthrough_over_mcp_with_the_official_python_sdk() {
         )
         .unwrap();
         assert_eq!(assigned["state_id"], state_id.to_string());
-        report_signed_state(&r, INSTANCE, &token, &state_id.to_string(), &doc).await;
+        // What the node observed of my-redis' packages and units comes with it.
+        let (s, v) = report_observed(
+            &r,
+            INSTANCE,
+            &token,
+            &state_id.to_string(),
+            &doc,
+            json!({"my-redis": {
+                "packages": {"redis-server": "5:7.0.15-1~deb12u1", "redis-tools": "5:7.0.15-1~deb12u1"},
+                "units": {"redis-server.service": "active"},
+            }}),
+        )
+        .await;
+        assert_eq!(s, 200, "{v}");
 
         let inst = phase(&python, &r, "instance", &manifest);
         assert_eq!(
@@ -228,6 +241,11 @@ async fn the_walkthrough_over_mcp_with_the_official_python_sdk() {
             "{inst}"
         );
         assert_eq!(inst["drift"], false);
+        assert_eq!(
+            inst["redis_server"],
+            json!([{"instance_id": INSTANCE, "template_id": TEMPLATE, "module": "my-redis", "version": "5:7.0.15-1~deb12u1"}]),
+            "{inst}"
+        );
 
         let yanked = phase(&python, &r, "yank", &manifest);
         assert_eq!(yanked["lifecycle_state"], "yanked");

@@ -21,8 +21,9 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use powernode_module::{
-    desired_state::{DesiredState, Report as WireReport},
+    desired_state::{DesiredState, ModuleObservation, Report as WireReport},
     manifest::ModuleName,
+    package::{self, PackageSpecError},
 };
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -207,6 +208,7 @@ pub async fn report(
     if b.message.as_ref().is_some_and(|m| m.len() > 4096) {
         return Err(ApiError::bad_request("message: at most 4096 bytes"));
     }
+    check_observations(&b.modules).map_err(ApiError::bad_request)?;
     let r = Report {
         desired_state_id: b.desired_state_id.to_string(),
         running_module_digests: b
@@ -217,12 +219,116 @@ pub async fn report(
         composefs_digest: b.composefs_digest.map(|d| d.to_string()),
         status: b.status.as_str().into(),
         message: b.message,
+        modules: b.modules,
     };
     if !s.store.record_report(&id, &r).await? {
         return Err(ApiError::not_found(format!("no instance {id}")));
     }
     s.metrics.reports.inc();
     Ok(Json(Accepted { accepted: true }))
+}
+
+/// How much one report may observe: modules, and packages and units per module.
+const MAX_OBSERVED_MODULES: usize = 64;
+const MAX_OBSERVED_PACKAGES: usize = 256;
+const MAX_OBSERVED_UNITS: usize = 64;
+/// The longest package name, version or unit name a report may carry (bytes).
+const MAX_OBSERVED_NAME: usize = 256;
+
+/// The systemd unit types a module's unit may have.
+const UNIT_SUFFIXES: [&str; 11] = [
+    ".service",
+    ".socket",
+    ".timer",
+    ".mount",
+    ".automount",
+    ".path",
+    ".target",
+    ".swap",
+    ".slice",
+    ".scope",
+    ".device",
+];
+
+/// A unit name as systemd prints it (`redis-server.service`, `getty@tty1.service`): the
+/// characters of its escaping and a known type.
+fn valid_unit(u: &str) -> bool {
+    u.len() <= MAX_OBSERVED_NAME
+        && u.bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b':' | b'_' | b'.' | b'@' | b'-'))
+        && UNIT_SUFFIXES
+            .iter()
+            .any(|s| u.len() > s.len() && u.ends_with(s))
+}
+
+/// An `ActiveState` (`active`, `failed`, `activating`, …): lowercase words and dashes.
+fn valid_unit_state(s: &str) -> bool {
+    (1..=32).contains(&s.len()) && s.bytes().all(|c| c.is_ascii_lowercase() || c == b'-')
+}
+
+/// Bounds what a report's observations may hold; the message names the field.
+fn check_observations(modules: &BTreeMap<String, ModuleObservation>) -> Result<(), String> {
+    if modules.len() > MAX_OBSERVED_MODULES {
+        return Err(format!(
+            "modules: at most {MAX_OBSERVED_MODULES} per report, not {}",
+            modules.len()
+        ));
+    }
+    for (m, obs) in modules {
+        if ModuleName::parse(m).is_none() {
+            return Err(format!("modules: {m:?} is not a module name"));
+        }
+        if obs.packages.len() > MAX_OBSERVED_PACKAGES {
+            return Err(format!(
+                "modules.{m}.packages: at most {MAX_OBSERVED_PACKAGES} per module, not {}",
+                obs.packages.len()
+            ));
+        }
+        if obs.units.len() > MAX_OBSERVED_UNITS {
+            return Err(format!(
+                "modules.{m}.units: at most {MAX_OBSERVED_UNITS} per module, not {}",
+                obs.units.len()
+            ));
+        }
+        for (p, v) in &obs.packages {
+            if p.len() > MAX_OBSERVED_NAME {
+                return Err(format!(
+                    "modules.{m}.packages: a package name of {} bytes (at most {MAX_OBSERVED_NAME})",
+                    p.len()
+                ));
+            }
+            if !package::valid_name(p) {
+                let e = PackageSpecError::Name(p.clone());
+                return Err(format!("modules.{m}.packages: {e}"));
+            }
+            match v {
+                Some(v) if v.len() > MAX_OBSERVED_NAME => {
+                    return Err(format!(
+                        "modules.{m}.packages.{p}: a version of {} bytes (at most {MAX_OBSERVED_NAME})",
+                        v.len()
+                    ));
+                }
+                Some(v) if !package::valid_version(v) => {
+                    let e = PackageSpecError::Version(v.clone());
+                    return Err(format!("modules.{m}.packages.{p}: {e}"));
+                }
+                _ => {}
+            }
+        }
+        for (u, state) in &obs.units {
+            if !valid_unit(u) {
+                return Err(format!(
+                    "modules.{m}.units: {u:?} is not a systemd unit name ([A-Za-z0-9:_.@-], a type such as .service, at most {MAX_OBSERVED_NAME} bytes)"
+                ));
+            }
+            if !valid_unit_state(state) {
+                return Err(format!(
+                    "modules.{m}.units.{u}: {state:?} is not a unit state (active, failed, inactive, …)"
+                ));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The drift of one instance against its template's served state.
@@ -252,6 +358,7 @@ pub fn observed(row: &InstanceRow) -> Observed<'_> {
         reported_state_id: row.desired_state_id.as_deref(),
         status: row.status.as_deref(),
         last_report_at: row.last_report_at,
+        modules: &row.modules,
     }
 }
 
@@ -364,17 +471,8 @@ pub async fn summary(
                 _ => {}
             }
             // Most of a healthy fleet reports exactly the desired state: judged on the
-            // stored text, without parsing it.
-            if desired.is_some_and(|d| {
-                d.in_sync_as_stored(
-                    row.running_module_digests.as_deref(),
-                    row.composefs_digest.as_deref(),
-                    row.status.as_deref(),
-                    row.last_report_at,
-                    now,
-                    stale_ms,
-                )
-            }) {
+            // stored digests' text, without parsing it (and on the observations, if any).
+            if desired.is_some_and(|d| d.in_sync_as_stored(row, now, stale_ms)) {
                 counts.in_sync += 1;
                 continue;
             }
@@ -387,6 +485,7 @@ pub async fn summary(
                     reported_state_id: row.reported_state_id.as_deref(),
                     status: row.status.as_deref(),
                     last_report_at: row.last_report_at,
+                    modules: &row.modules,
                 },
                 now,
                 stale_ms,

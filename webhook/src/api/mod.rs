@@ -5,6 +5,7 @@ pub mod dead_letters;
 pub mod instances;
 pub mod modules;
 pub mod openapi;
+pub mod packages;
 pub mod templates;
 pub mod validate;
 pub mod versions;
@@ -15,6 +16,8 @@ use crate::http::AppState;
 /// JSON Schema `pattern` of module names and the ids that follow the same rule (templates,
 /// instances): `ModuleName::parse`'s rule, `NAME_RULE`, for the OpenAPI document.
 pub(crate) const NAME_PATTERN: &str = r"^[a-z0-9][a-z0-9-]{0,62}$";
+/// JSON Schema `pattern` of Debian package names: `powernode_module::package::valid_name`.
+pub(crate) const PACKAGE_PATTERN: &str = r"^[a-z0-9][a-z0-9+.-]+$";
 use axum::{
     Router,
     routing::{delete, get, post},
@@ -52,6 +55,7 @@ pub fn router() -> Router<AppState> {
         .route("/instances/{id}/report", post(instances::report))
         .route("/instances/{id}/drift", get(instances::drift))
         .route("/drift", get(instances::summary))
+        .route("/packages/{name}", get(packages::instances))
         .route("/validate", post(validate::validate))
         .route(
             "/repos/{owner}/{repo}/workflow-runs",

@@ -5,13 +5,15 @@
 //! output schemas, so the two edges cannot describe one type two ways. (The issue suggested
 //! `utoipa`; it would be a second derive on every type, kept in step by hand.) OpenAPI 3.1's
 //! schema dialect is JSON Schema 2020-12, which is what schemars emits, so the schemas go into
-//! `components/schemas` unchanged. [`operations`] is the list of routes the document
-//! describes; a unit test below fails when a route in `api::router` is missing from it.
+//! `components/schemas` unchanged. [`operations`] (`openapi/operations.rs`) is the list of
+//! routes the document describes; a unit test below fails when a route in `api::router` is
+//! missing from it.
 
-use super::{dead_letters, instances, modules, templates, validate, versions, workflow_runs};
+mod operations;
+
 use crate::http::AppState;
 use axum::{Json, extract::State};
-use powernode_module::{desired_state, diagnostics};
+use operations::operations;
 use schemars::{
     JsonSchema, Schema, SchemaGenerator,
     generate::{Contract, SchemaSettings},
@@ -46,6 +48,9 @@ pub struct Operation {
     /// Further `{error, message}` answers this route gives (a 409 of a create, a 404 of a
     /// referenced template, a 503 while Gitea is unreachable).
     errors: Vec<(u16, &'static str)>,
+    /// Whether an unknown path parameter is a 404 (by default when the path has one; a
+    /// package no report names is an empty answer instead).
+    not_found: bool,
 }
 
 /// Schemas of requests are inlined (they are small, and a request type's optional fields
@@ -100,6 +105,7 @@ fn op(
         content_type: "application/json",
         extra: Vec::new(),
         errors: Vec::new(),
+        not_found: path.contains('{'),
     }
 }
 
@@ -118,243 +124,6 @@ impl Operation {
         self.errors.extend_from_slice(e);
         self
     }
-}
-
-const READ: Auth = Auth::Token("read");
-const OPERATOR: Auth = Auth::Token("operator");
-
-/// Every route of `/api/v1`, with its types.
-fn operations(g: &mut Gen) -> Vec<Operation> {
-    let not_now = g.answers.subschema_for::<versions::NotNow>();
-    let envelope = g.answer::<desired_state::Envelope>();
-    vec![
-        op(
-            "get",
-            "/modules",
-            "The configured modules and how many versions each has",
-            READ,
-            (200, "the modules", g.answer::<modules::Modules>()),
-        ),
-        op(
-            "get",
-            "/modules/{name}/versions",
-            "A module's versions, oldest first, paginated (light: no file index)",
-            READ,
-            (200, "a page of versions", g.answer::<versions::Versions>()),
-        )
-        .query(g.request::<versions::ListQuery>()),
-        op(
-            "get",
-            "/versions/{id}",
-            "A version's full record (manifest, file index, signer)",
-            READ,
-            (200, "the version", g.answer::<versions::VersionView>()),
-        ),
-        op(
-            "get",
-            "/versions/{id}/audit",
-            "A version's audit trail, oldest first",
-            READ,
-            (200, "the audit rows", g.answer::<versions::Audit>()),
-        ),
-        Operation {
-            extra: vec![(
-                409,
-                "pending (what is missing) or refused (why)",
-                not_now.clone(),
-            )],
-            ..op(
-                "post",
-                "/versions/{id}/promote",
-                "Promote a version one stage under the promotion policy",
-                OPERATOR,
-                (200, "done", g.answer::<versions::Decided>()),
-            )
-            .body(g.request::<versions::PromoteBody>())
-            .errors(&[(
-                503,
-                "Gitea, which holds the evidence, did not answer; try again",
-            )])
-        },
-        Operation {
-            extra: vec![(409, "refused (why)", not_now)],
-            ..op(
-                "post",
-                "/versions/{id}/yank",
-                "Yank a version (kept, never served again)",
-                OPERATOR,
-                (200, "done", g.answer::<versions::Decided>()),
-            )
-            .body(g.request::<versions::YankBody>())
-        },
-        op(
-            "get",
-            "/dead-letters",
-            "Jobs that ran out of attempts",
-            READ,
-            (
-                200,
-                "the dead letters",
-                g.answer::<dead_letters::DeadLetters>(),
-            ),
-        ),
-        op(
-            "post",
-            "/dead-letters/{id}/retry",
-            "Queue a dead letter again",
-            OPERATOR,
-            (200, "queued again", g.answer::<dead_letters::Requeued>()),
-        ),
-        op(
-            "get",
-            "/templates",
-            "Every template with its assignments and served state",
-            READ,
-            (200, "the templates", g.answer::<templates::Templates>()),
-        ),
-        op(
-            "post",
-            "/templates",
-            "Create a template",
-            OPERATOR,
-            (201, "created", g.answer::<templates::OneTemplate>()),
-        )
-        .body(g.request::<templates::NewTemplate>())
-        .errors(&[(409, "a template with this id exists")]),
-        op(
-            "get",
-            "/templates/{id}",
-            "A template with its assignments, served state and last computation",
-            READ,
-            (200, "the template", g.answer::<templates::OneTemplate>()),
-        ),
-        op(
-            "post",
-            "/templates/{id}/assignments",
-            "Assign a module (optionally a SemVer requirement) to a template",
-            OPERATOR,
-            (
-                200,
-                "assigned; the desired state is recomputed",
-                g.answer::<templates::Assigned>(),
-            ),
-        )
-        .body(g.request::<templates::NewAssignment>()),
-        op(
-            "delete",
-            "/templates/{id}/assignments/{module_name}",
-            "Remove a module from a template",
-            OPERATOR,
-            (
-                200,
-                "removed; the desired state is recomputed",
-                g.answer::<templates::Assigned>(),
-            ),
-        ),
-        op(
-            "get",
-            "/templates/{id}/desired-state",
-            "The template's signed desired state (DSSE); ETag / If-None-Match → 304",
-            READ,
-            (200, "the envelope", envelope.clone()),
-        ),
-        op(
-            "get",
-            "/templates/{id}/audit",
-            "A template's audit trail",
-            READ,
-            (200, "the audit rows", g.answer::<templates::Audit>()),
-        ),
-        Operation {
-            content_type: "application/x-pem-file",
-            ..op(
-                "get",
-                "/signing-key",
-                "The receiver's public key (PEM) that signs desired states",
-                Auth::Public,
-                (200, "the PEM text", None),
-            )
-        },
-        op(
-            "post",
-            "/instances",
-            "Register an instance of a template; its token is shown once",
-            OPERATOR,
-            (201, "registered", g.answer::<instances::Registered>()),
-        )
-        .body(g.request::<instances::NewInstance>())
-        .errors(&[
-            (404, "no such template"),
-            (409, "an instance with this id exists"),
-        ]),
-        op(
-            "get",
-            "/instances/{id}",
-            "An instance as last reported: running_module_digests, drift",
-            READ,
-            (200, "the instance", g.answer::<instances::OneInstance>()),
-        ),
-        op(
-            "get",
-            "/instances/{id}/desired-state",
-            "The instance's signed desired state (its template's); ETag / If-None-Match → 304",
-            Auth::Instance,
-            (200, "the envelope", envelope),
-        ),
-        op(
-            "post",
-            "/instances/{id}/report",
-            "What the instance runs (sent by module-agent)",
-            Auth::Instance,
-            (200, "accepted", g.answer::<instances::Accepted>()),
-        )
-        .body(g.request::<desired_state::Report>()),
-        op(
-            "get",
-            "/instances/{id}/drift",
-            "An instance's drift against its template's served state",
-            READ,
-            (
-                200,
-                "the drift report",
-                g.answer::<instances::InstanceDrift>(),
-            ),
-        ),
-        op(
-            "get",
-            "/drift",
-            "Drift counts over the fleet (or one template) and the drifting instances, paginated",
-            READ,
-            (200, "the summary", g.answer::<instances::Summary>()),
-        )
-        .query(g.request::<instances::SummaryQuery>())
-        .errors(&[(404, "no such template")]),
-        op(
-            "post",
-            "/validate",
-            "Validate a manifest and compose it with the live modules (of a template)",
-            READ,
-            (200, "the findings", g.answer::<diagnostics::Report>()),
-        )
-        .body(g.request::<validate::ValidateBody>())
-        .errors(&[(404, "no such template")]),
-        op(
-            "get",
-            "/repos/{owner}/{repo}/workflow-runs",
-            "A Gitea repository's newest Actions workflow runs",
-            READ,
-            (200, "the runs", g.answer::<workflow_runs::Runs>()),
-        )
-        .query(g.request::<workflow_runs::RunsQuery>())
-        .errors(&[(503, "Gitea did not answer; try again")]),
-        op(
-            "get",
-            "/openapi.json",
-            "This document",
-            Auth::Public,
-            (200, "OpenAPI 3.1", None),
-        ),
-    ]
 }
 
 fn error_schema() -> Value {
@@ -385,6 +154,10 @@ fn parameters(o: &Operation) -> Vec<Value> {
             let schema = match name {
                 "owner" | "repo" => {
                     json!({"type": "string", "pattern": r"^(?!\.\.?$)[A-Za-z0-9._-]{1,100}$"})
+                }
+                // What `package::valid_name` accepts.
+                "name" if o.path.starts_with("/packages/") => {
+                    json!({"type": "string", "pattern": super::PACKAGE_PATTERN})
                 }
                 _ => json!({"type": "string"}),
             };
@@ -465,7 +238,7 @@ fn operation(o: &Operation) -> Value {
             error_response("the token's role is below the one this needs"),
         );
     }
-    if o.path.contains('{') {
+    if o.not_found {
         responses.insert("404".into(), error_response("no such resource"));
     }
     for (status, description) in &o.errors {

@@ -141,7 +141,10 @@ impl Fleet {
             let mut modules = Vec::new();
             for name in &order {
                 let c = resolution.chosen[name.as_str()];
-                modules.push(self.desired_module(&c.data, &c.version).await?);
+                modules.push(
+                    self.desired_module(&c.data, &c.version, &c.manifest)
+                        .await?,
+                );
             }
             let state = DesiredState {
                 schema_version: desired_state::SCHEMA_VERSION,
@@ -233,6 +236,7 @@ impl Fleet {
         &self,
         v: &VersionRow,
         version: &Version,
+        manifest: &powernode_module::manifest::Manifest,
     ) -> anyhow::Result<DesiredModule> {
         let manifest_digest: Digest = v.manifest_digest.parse()?;
         let composefs_digest: Digest = v
@@ -260,6 +264,7 @@ impl Fleet {
             manifest_digest,
             composefs_digest,
             signer,
+            packages: manifest.package_spec.clone(),
         })
     }
 }

@@ -11,7 +11,7 @@ use crate::config::Role;
 use crate::http::{auth::require, extract as body};
 use crate::{
     api::{
-        instances, templates, validate,
+        instances, packages, templates, validate,
         versions::{self, Decided},
         workflow_runs,
     },
@@ -116,6 +116,18 @@ pub struct InstanceArgs {
 pub struct DriftArgs {
     /// The instance's id.
     pub instance_id: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct PackageArgs {
+    /// The Debian package's name (`redis-server`).
+    pub package_name: String,
+    /// At most this many entries (default 100, at most 1000).
+    #[serde(default)]
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -341,7 +353,7 @@ impl Tools {
     }
 
     #[tool(
-        description = "An instance as it last reported: {instance: {id, template_id, running_module_digests (module → composefs digest), composefs_digest, status, last_report_at, drift}}.",
+        description = "An instance as it last reported: {instance: {id, template_id, running_module_digests (module → composefs digest), composefs_digest, status, last_report_at, modules (module → {packages: {package: installed version or null}, units: {unit: active state}}), drift}}.",
         annotations(
             title = "Get an instance",
             read_only_hint = true,
@@ -357,7 +369,7 @@ impl Tools {
     }
 
     #[tool(
-        description = "An instance's drift against its template's signed desired state: {drift, missing, unexpected, outdated, composefs_mismatch, stale, reasons}.",
+        description = "An instance's drift against its template's signed desired state: {drift, missing, unexpected, outdated, package_missing, package_version, unit_failed, composefs_mismatch, stale, reasons}.",
         annotations(
             title = "Drift report of an instance",
             read_only_hint = true,
@@ -370,6 +382,33 @@ impl Tools {
         Extension(p): Extension<Parts>,
     ) -> Result<Json<instances::InstanceDrift>, String> {
         answered(instances::drift(self.state(), p.headers, Path(a.instance_id)).await)
+    }
+
+    #[tool(
+        description = "Which instances run a Debian package, as their last reports observed it, per module: {package, instances: [{instance_id, template_id, module, version (null: not installed)}], versions: {installed version: instance count}}. A package no instance reports is an empty list. Paginated: pass next_cursor back as cursor.",
+        annotations(
+            title = "Instances running a package",
+            read_only_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn system_list_package_instances(
+        &self,
+        Parameters(a): Parameters<PackageArgs>,
+        Extension(p): Extension<Parts>,
+    ) -> Result<Json<packages::PackageInstances>, String> {
+        answered(
+            packages::instances(
+                self.state(),
+                p.headers,
+                Path(a.package_name),
+                body::Query(Ok(packages::PackageQuery {
+                    limit: a.limit,
+                    cursor: a.cursor,
+                })),
+            )
+            .await,
+        )
     }
 
     #[tool(
@@ -469,7 +508,8 @@ impl ServerHandler for Tools {
                  stage at a time under the policy (system_promote_module_version: live usually \
                  waits for approvals on the commit's pull request), assign the module to a \
                  template (system_assign_module_to_template), then check what instances run \
-                 (system_get_instance, system_drift_report). Every change is in system_audit_log.",
+                 (system_get_instance, system_drift_report) and which of them run a package \
+                 (system_list_package_instances). Every change is in system_audit_log.",
             )
     }
 }

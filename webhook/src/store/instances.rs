@@ -2,6 +2,7 @@
 //! last report each one sent.
 
 use super::{Store, audit::NewAudit};
+use powernode_module::{desired_state::ModuleObservation, package};
 use serde::Serialize;
 use sqlx::{Row, any::AnyRow};
 use std::collections::BTreeMap;
@@ -21,6 +22,9 @@ pub struct InstanceRow {
     pub composefs_digest: Option<String>,
     pub status: Option<String>,
     pub message: Option<String>,
+    /// Per module: its packages' installed versions (`null`: not installed) and its units'
+    /// states, as the last report observed them; empty when it carried none.
+    pub modules: BTreeMap<String, ModuleObservation>,
 }
 
 /// An instance's last report as stored: `running_module_digests` is the JSON text written
@@ -34,6 +38,8 @@ pub struct StoredReport {
     pub running_module_digests: Option<String>,
     pub composefs_digest: Option<String>,
     pub status: Option<String>,
+    /// The observations, decoded (empty when the report carried none).
+    pub modules: BTreeMap<String, ModuleObservation>,
 }
 
 impl StoredReport {
@@ -55,9 +61,30 @@ pub struct Report {
     pub composefs_digest: Option<String>,
     pub status: String,
     pub message: Option<String>,
+    pub modules: BTreeMap<String, ModuleObservation>,
 }
 
-const ICOLS: &str = "id, template_id, token_sha256, created_at, last_report_at, reported_state_id, running_module_digests, composefs_digest, status, message";
+/// One module's word on a package, from an instance's last report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackageSighting {
+    pub instance_id: String,
+    pub template_id: String,
+    pub module: String,
+    /// The installed version; `None`: reported not installed.
+    pub version: Option<String>,
+}
+
+const ICOLS: &str = "id, template_id, token_sha256, created_at, last_report_at, reported_state_id, running_module_digests, composefs_digest, status, message, module_observations";
+
+/// The `module_observations` column, decoded: the one place its JSON is read.
+fn observations(r: &AnyRow) -> anyhow::Result<BTreeMap<String, ModuleObservation>> {
+    let text: Option<String> = r.try_get("module_observations")?;
+    Ok(text
+        .as_deref()
+        .map(serde_json::from_str)
+        .transpose()?
+        .unwrap_or_default())
+}
 
 fn instance_row(r: &AnyRow) -> anyhow::Result<InstanceRow> {
     let running: Option<String> = r.try_get("running_module_digests")?;
@@ -75,6 +102,7 @@ fn instance_row(r: &AnyRow) -> anyhow::Result<InstanceRow> {
         composefs_digest: r.try_get("composefs_digest")?,
         status: r.try_get("status")?,
         message: r.try_get("message")?,
+        modules: observations(r)?,
     })
 }
 
@@ -114,16 +142,16 @@ impl Store {
         r.as_ref().map(instance_row).transpose()
     }
 
-    /// The last reports of a page of instances, as stored (digests unparsed): the fleet
-    /// summary compares most of them with the desired state as text and parses only the
-    /// ones that differ.
+    /// The last reports of a page of instances, as stored (digests unparsed, observations
+    /// decoded): the fleet summary compares most of them with the desired state as text and
+    /// parses only the ones that differ.
     pub async fn reports_page(
         &self,
         template_id: Option<&str>,
         after: &str,
         limit: i64,
     ) -> anyhow::Result<Vec<StoredReport>> {
-        let mut sql = "SELECT id, template_id, last_report_at, reported_state_id, running_module_digests, composefs_digest, status FROM instances WHERE id > $1".to_owned();
+        let mut sql = "SELECT id, template_id, last_report_at, reported_state_id, running_module_digests, composefs_digest, status, module_observations FROM instances WHERE id > $1".to_owned();
         if template_id.is_some() {
             sql.push_str(" AND template_id = $3");
         }
@@ -143,6 +171,7 @@ impl Store {
                     running_module_digests: r.try_get("running_module_digests")?,
                     composefs_digest: r.try_get("composefs_digest")?,
                     status: r.try_get("status")?,
+                    modules: observations(r)?,
                 })
             })
             .collect()
@@ -151,7 +180,7 @@ impl Store {
     /// Records an instance's report (the row keeps the last one). Durable when it returns.
     pub async fn record_report(&self, id: &str, r: &Report) -> anyhow::Result<bool> {
         let n = sqlx::query(
-            "UPDATE instances SET last_report_at = $2, reported_state_id = $3, running_module_digests = $4, composefs_digest = $5, status = $6, message = $7 WHERE id = $1",
+            "UPDATE instances SET last_report_at = $2, reported_state_id = $3, running_module_digests = $4, composefs_digest = $5, status = $6, message = $7, module_observations = $8 WHERE id = $1",
         )
         .bind(id)
         .bind(self.now())
@@ -160,9 +189,48 @@ impl Store {
         .bind(&r.composefs_digest)
         .bind(&r.status)
         .bind(&r.message)
+        .bind(
+            (!r.modules.is_empty())
+                .then(|| serde_json::to_string(&r.modules))
+                .transpose()?,
+        )
         .execute(&self.pool)
         .await?
         .rows_affected();
         Ok(n == 1)
+    }
+
+    /// Every module of every instance whose last report observed `package` (installed or
+    /// not), ordered by instance id, then module. A name that is not a Debian package name
+    /// was never stored: nothing.
+    pub async fn package_sightings(&self, package: &str) -> anyhow::Result<Vec<PackageSighting>> {
+        if !package::valid_name(package) {
+            return Ok(Vec::new());
+        }
+        // The quoted name in the JSON text narrows the rows to decode (a package name has no
+        // LIKE wildcard); the decoded observations decide.
+        let rows = sqlx::query(
+            "SELECT id, template_id, module_observations FROM instances WHERE module_observations LIKE $1",
+        )
+        .bind(format!("%\"{package}\"%"))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::new();
+        for r in &rows {
+            let id: String = r.try_get("id")?;
+            let template_id: String = r.try_get("template_id")?;
+            for (module, obs) in observations(r)? {
+                if let Some(version) = obs.packages.get(package) {
+                    out.push(PackageSighting {
+                        instance_id: id.clone(),
+                        template_id: template_id.clone(),
+                        module,
+                        version: version.clone(),
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| (&a.instance_id, &a.module).cmp(&(&b.instance_id, &b.module)));
+        Ok(out)
     }
 }

@@ -15,7 +15,7 @@ mod versions;
 pub use audit::{AuditAction, AuditRow, NewAudit, Via};
 pub use group_commit::DeliveryLog;
 pub use ids::{RequestId, VersionId};
-pub use instances::{InstanceRow, Report, StoredReport};
+pub use instances::{InstanceRow, PackageSighting, Report, StoredReport};
 pub use jobs::{JobRow, JobState, NewJob};
 pub use pins::Pin;
 pub use requests::{PromotionRequest, RequestState};

@@ -106,23 +106,61 @@ pub async fn report_signed_state(
     state_id: &str,
     doc: &powernode_module::desired_state::DesiredState,
 ) {
+    let (s, v) = report_observed(r, instance, token, state_id, doc, json!({})).await;
+    assert_eq!(s, 200, "{v}");
+}
+
+/// As [`report_signed_state`], with what the node observed of its modules' packages and
+/// units (`{module: {packages: {name: version | null}, units: {unit: state}}}`); returns
+/// the receiver's answer.
+pub async fn report_observed(
+    r: &Running,
+    instance: &str,
+    token: &str,
+    state_id: &str,
+    doc: &powernode_module::desired_state::DesiredState,
+    modules: Value,
+) -> (u16, Value) {
     let running: serde_json::Map<String, Value> = doc
         .modules
         .iter()
         .map(|m| (m.name.clone(), json!(m.composefs_digest.to_string())))
         .collect();
-    let (s, v) = post(
+    let mut body = json!({
+        "desired_state_id": state_id,
+        "running_module_digests": running,
+        "composefs_digest": doc.composefs_digest.to_string(),
+        "status": "applied",
+        "message": "applied generation 1",
+    });
+    if modules.as_object().is_some_and(|m| !m.is_empty()) {
+        body["modules"] = modules;
+    }
+    post(r, &format!("/instances/{instance}/report"), token, body).await
+}
+
+/// Instance `instance`'s desired state, read with its `token` and verified with the
+/// receiver's published key, as a node would: `(state_id, document)`.
+pub async fn signed_state_of(
+    r: &Running,
+    instance: &str,
+    token: &str,
+) -> (String, powernode_module::desired_state::DesiredState) {
+    let (s, envelope, _) = call(
         r,
-        &format!("/instances/{instance}/report"),
+        reqwest::Method::GET,
+        &format!("/instances/{instance}/desired-state"),
         token,
-        json!({
-            "desired_state_id": state_id,
-            "running_module_digests": running,
-            "composefs_digest": doc.composefs_digest.to_string(),
-            "status": "applied",
-            "message": "applied generation 1",
-        }),
+        None,
+        &[],
     )
     .await;
-    assert_eq!(s, 200, "{v}");
+    assert_eq!(s, 200, "{envelope}");
+    let (_, pem) = r.get("/api/v1/signing-key", None).await;
+    let key =
+        powernode_module::trust::keys::public_from_pem(pem.as_str().unwrap().as_bytes()).unwrap();
+    let (doc, id) =
+        powernode_module::desired_state::verify(&serde_json::from_value(envelope).unwrap(), &key)
+            .unwrap();
+    (id.to_string(), doc)
 }

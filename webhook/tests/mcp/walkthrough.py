@@ -6,7 +6,8 @@ happens outside MCP (a reviewer approves on Gitea, an instance reports):
   promote   validate -> workflow runs -> list versions (draft) -> staging -> blessed -> live
             (pending: approvals missing); read token -> tool error naming the role; unknown id
   live      the version is live now; assign it to the template
-  instance  get the instance (running_module_digests) -> drift report (false) -> audit log
+  instance  get the instance (running_module_digests, modules) -> drift report (false) ->
+            the instances running redis-server -> audit log
   yank      yank with a reason -> yanked
 
 Each phase prints one JSON object (what it saw) on its last line; a failed check raises.
@@ -39,6 +40,7 @@ TOOLS = {
     "system_list_templates": (set(), True, None),
     "system_get_instance": ({"id"}, True, None),
     "system_drift_report": ({"instance_id"}, True, None),
+    "system_list_package_instances": ({"package_name"}, True, None),
     "system_audit_log": ({"id"}, True, None),
     "list_gitea_workflow_runs": ({"owner", "repo"}, True, None),
 }
@@ -188,8 +190,17 @@ async def instance():
         i = await ok(c, "system_get_instance", {"id": inst})
         running = i["instance"]["running_module_digests"]
         check("my-redis" in running, f"instance: {i}")
+        observed = i["instance"]["modules"]["my-redis"]
+        check(observed["units"] == {"redis-server.service": "active"}, f"instance: {i}")
         d = await ok(c, "system_drift_report", {"instance_id": inst})
         check(d["drift"] is False, f"drift: {d}")
+        check(d["package_missing"] == [] and d["unit_failed"] == [], f"drift: {d}")
+        p = await ok(c, "system_list_package_instances", {"package_name": "redis-server"})
+        check(p["package"] == "redis-server" and len(p["versions"]) == 1, f"package: {p}")
+        none = await ok(c, "system_list_package_instances", {"package_name": "no-such-package"})
+        check(none["instances"] == [] and none["versions"] == {}, f"unknown package: {none}")
+        text = await tool_error(c, "system_list_package_instances", {"package_name": "Redis"})
+        check("not a Debian package name" in text, f"a bad name: {text}")
         text = await tool_error(c, "system_drift_report", {"instance_id": "nobody"})
         check("no instance nobody" in text, f"unknown instance: {text}")
         log = await ok(c, "system_audit_log", {"id": VERSION_ID})
@@ -201,7 +212,7 @@ async def instance():
         tlog = await ok(c, "system_audit_log", {"id": os.environ["TEMPLATE"]})
         check(tlog["kind"] == "template" and any(r["via"] == "mcp" for r in tlog["audit"]),
               f"template audit: {tlog}")
-        return {"running": running, "drift": d["drift"]}
+        return {"running": running, "drift": d["drift"], "redis_server": p["instances"]}
 
 
 async def yank():
