@@ -68,6 +68,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
         ingest: Default::default(),
         fleet: Default::default(),
         mcp: Default::default(),
+        server: Default::default(),
         promotion: Default::default(),
         gitea: None,
         data_dir: dir.path().join("data"),

@@ -75,6 +75,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
         ingest: Default::default(),
         fleet: Default::default(),
         mcp: Default::default(),
+        server: Default::default(),
         promotion: Default::default(),
         gitea: Some(GiteaConfig {
             url: gitea.server.url.clone(),

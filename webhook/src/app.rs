@@ -86,6 +86,7 @@ impl App {
             policies: policies.clone(),
             registry_host: host.clone(),
             cache: Arc::default(),
+            validity_secs: config.fleet.state_validity_secs,
         };
         let ctx = Ctx {
             store: store.clone(),
@@ -177,12 +178,12 @@ impl App {
         )));
         let mcp_stop = tokio_util::sync::CancellationToken::new();
         let on_signal = mcp_stop.clone();
-        axum::serve(listener, routes(self.state.clone(), mcp_stop))
-            .with_graceful_shutdown(async move {
-                shutdown_signal().await;
-                on_signal.cancel();
-            })
-            .await?;
+        let router = routes(self.state.clone(), mcp_stop);
+        crate::server::serve(listener, router, &cfg.server, async move {
+            shutdown_signal().await;
+            on_signal.cancel();
+        })
+        .await?;
         tracing::info!("shutting down: finishing in-flight jobs");
         let _ = stop_tx.send(true);
         for t in tasks {
@@ -193,7 +194,8 @@ impl App {
 }
 
 /// Every route of the service: hooks, operations endpoints, `/api/v1` and (unless
-/// `mcp.enabled = false`) `/mcp`.
+/// `mcp.enabled = false`) `/mcp`, with `[server]`'s timeouts and concurrency limit (the
+/// probes outside the limit).
 pub fn router(state: AppState) -> axum::Router {
     routes(state, tokio_util::sync::CancellationToken::new())
 }
@@ -202,13 +204,15 @@ pub fn router(state: AppState) -> axum::Router {
 fn routes(state: AppState, mcp_stop: tokio_util::sync::CancellationToken) -> axum::Router {
     let mut r = axum::Router::new()
         .merge(crate::hooks::routes::router())
-        .merge(crate::http::ops::router())
         .nest("/api/v1", crate::api::router())
         .with_state(state.clone());
     if state.config.mcp.enabled {
-        r = r.merge(crate::mcp::router(state, mcp_stop));
+        r = r.merge(crate::mcp::router(state.clone(), mcp_stop));
     }
-    r
+    let server = &state.config.server;
+    let r = crate::server::concurrency_limit(r, server)
+        .merge(crate::http::ops::router().with_state(state.clone()));
+    crate::server::timeouts(r, server)
 }
 
 async fn shutdown_signal() {

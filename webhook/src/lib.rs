@@ -17,4 +17,5 @@ pub mod mcp;
 pub use powernode_module::lifecycle;
 pub mod metrics;
 pub mod promotion;
+pub mod server;
 pub mod store;

@@ -11,6 +11,8 @@ fn example_config_loads_and_env_overrides() {
     assert_eq!(c.registry.repositories, ["acct/modules/*"]);
     assert_eq!(c.modules[0].name, "my-redis");
     assert_eq!(c.ingest.workers, 2);
+    assert_eq!(c.server.header_read_timeout_secs, 10);
+    assert_eq!(c.server.max_connections, 4_096);
 }
 
 #[test]
@@ -36,6 +38,11 @@ fn invalid_configs_name_the_key() {
     );
     let e = Config::load(Some(&p)).unwrap_err().to_string();
     assert!(e.contains("listen_typo"), "{e}");
+    write(
+        "listen = \"x\"\ndatabase_url = \"sqlite://x\"\n[registry]\nurl = \"u\"\nrepositories = [\"a/*\"]\n[hooks]\n[server]\nheader_read_timeout_secs = 0\n",
+    );
+    let e = Config::load(Some(&p)).unwrap_err().to_string();
+    assert!(e.contains("server.header_read_timeout_secs"), "{e}");
     let e = Config::load(Some(&dir.path().join("missing.toml")))
         .unwrap_err()
         .to_string();

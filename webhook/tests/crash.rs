@@ -270,7 +270,7 @@ async fn registry_answering_5xx_for_a_while_ingests_exactly_once() {
     let logged = fs::read_to_string(&log).unwrap();
     // Retried with backoff: by the registry client within an attempt, then by the queue.
     let retried = |l: &&str| l.contains("retrying in") || l.contains("will retry");
-    for what in ["code: 503", "code: 500", "downloading blob"] {
+    for what in ["HTTP 503", "HTTP 500", "downloading blob"] {
         assert!(
             logged.lines().filter(retried).any(|l| l.contains(what)),
             "{what}: not logged as a transient failure:\n{logged}"

@@ -1,20 +1,22 @@
-//! OCI registry access for module artifacts and their signatures, on top of `oci-client`.
+//! OCI registry access for module artifacts and their signatures.
 //!
 //! Blobs stream from and to disk (memory does not grow with artifact size); manifests are
 //! pushed as the exact bytes we serialised, so their digests are ours to compute and the
 //! registry's serializer never touches signature annotations. Transient failures (5xx,
-//! connection errors) are retried with backoff.
+//! connection errors) are retried with backoff. Pushes go through `oci-client`; every read
+//! (manifests, tag lists, tokens, blobs) goes through `read.rs`, which bounds every body.
 
 pub mod artifact;
 mod auth;
+mod read;
 mod retry;
 
 pub use auth::{Credentials, resolve_credentials};
+pub use read::{MAX_ERROR_BYTES, MAX_MANIFEST_BYTES, MAX_TAG_LIST_BYTES, MAX_TOKEN_BYTES};
 pub use retry::retry;
 
 use crate::digest::Digest;
 use bytes::Bytes;
-use futures_util::StreamExt;
 use oci_client::{
     Client, Reference, RegistryOperation,
     client::{ClientConfig, ClientProtocol},
@@ -22,7 +24,7 @@ use oci_client::{
     secrets::RegistryAuth,
 };
 use std::path::Path;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 /// Media type of OCI image manifests (what module artifacts and signatures are).
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -61,6 +63,35 @@ pub enum RegistryError {
     },
     #[error("{what}: {message}")]
     Invalid { what: String, message: String },
+    /// A request of ours (`read.rs`) got no answer, or its answer broke off.
+    #[error("{what} at {registry}: {source}")]
+    Http {
+        what: String,
+        registry: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The registry refused a read of ours; `message` is the start of its answer.
+    #[error("{what}: {url} answered HTTP {status}: {message}")]
+    Status {
+        what: String,
+        url: String,
+        status: u16,
+        message: String,
+    },
+    /// A body over its cap: refused by its `Content-Length` before any of it was read, or
+    /// as soon as more than the cap had arrived. Never retried: the registry serves it so.
+    #[error(
+        "{what}: the registry sent more than {limit} bytes, the cap ({limit_name}){}; refusing \
+         to read further",
+        advertised.map(|n| format!(", advertising {n} bytes")).unwrap_or_default()
+    )]
+    TooLarge {
+        what: String,
+        limit: u64,
+        limit_name: &'static str,
+        advertised: Option<u64>,
+    },
 }
 
 impl RegistryError {
@@ -84,6 +115,13 @@ impl RegistryError {
                     | std::io::ErrorKind::Interrupted
             ),
             RegistryError::Download { .. } => true,
+            RegistryError::Http { source, .. } => {
+                source.is_connect()
+                    || source.is_timeout()
+                    || source.is_request()
+                    || source.is_body()
+            }
+            RegistryError::Status { status, .. } => *status >= 500 || *status == 429,
             // A full disk or quota can be freed; a permission error needs an operator.
             RegistryError::Sink { source, .. } => matches!(
                 source.kind(),
@@ -101,19 +139,6 @@ fn is_transient(e: &OciDistributionError) -> bool {
         OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429,
         OciDistributionError::RequestError(r) => r.is_connect() || r.is_timeout() || r.is_request(),
         OciDistributionError::IoError(_) => true,
-        _ => false,
-    }
-}
-
-/// Whether an error means "there is no such manifest/blob".
-fn is_not_found(e: &OciDistributionError) -> bool {
-    match e {
-        OciDistributionError::ImageManifestNotFoundError(_) => true,
-        OciDistributionError::ServerError { code, .. } => *code == 404,
-        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().any(|x| {
-            let c = format!("{:?}", x.code);
-            c.contains("ManifestUnknown") || c.contains("NameUnknown") || c.contains("BlobUnknown")
-        }),
         _ => false,
     }
 }
@@ -147,9 +172,11 @@ pub fn is_loopback(registry: &str) -> bool {
 /// A registry client for one registry host, with its credentials.
 #[derive(Clone)]
 pub struct Registry {
+    /// Pushes only (every read is `reader`'s).
     client: Client,
     auth: RegistryAuth,
     registry: String,
+    reader: read::Reader,
 }
 
 impl std::fmt::Debug for Registry {
@@ -165,23 +192,39 @@ impl Registry {
     /// when `insecure` is set; everything else is HTTPS.
     pub fn new(reference: &Reference, credentials: Credentials, insecure: bool) -> Self {
         let registry = reference.resolve_registry().to_owned();
-        let protocol = if insecure || is_loopback(&registry) {
+        let plain = insecure || is_loopback(&registry);
+        let protocol = if plain {
             ClientProtocol::HttpsExcept(vec![registry.clone()])
         } else {
             ClientProtocol::Https
         };
+        const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+        const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+        const USER_AGENT: &str = concat!("module-builder/", env!("CARGO_PKG_VERSION"));
         let config = ClientConfig {
             protocol,
             use_monolithic_push: true,
-            connect_timeout: Some(std::time::Duration::from_secs(10)),
-            read_timeout: Some(std::time::Duration::from_secs(120)),
-            user_agent: concat!("module-builder/", env!("CARGO_PKG_VERSION")),
+            connect_timeout: Some(CONNECT_TIMEOUT),
+            read_timeout: Some(READ_TIMEOUT),
+            user_agent: USER_AGENT,
             ..Default::default()
         };
+        let http = reqwest::Client::builder()
+            .connect_timeout(CONNECT_TIMEOUT)
+            .read_timeout(READ_TIMEOUT)
+            .user_agent(USER_AGENT)
+            .build()
+            .unwrap_or_default();
         Registry {
             client: Client::new(config),
-            auth: credentials.into_auth(),
+            auth: credentials.clone().into_auth(),
             registry,
+            reader: read::Reader {
+                http,
+                scheme: if plain { "http" } else { "https" },
+                credentials,
+                tokens: Default::default(),
+            },
         }
     }
 
@@ -302,29 +345,15 @@ impl Registry {
         Ok(digest)
     }
 
-    /// Fetches a manifest's raw bytes; `None` when the registry says it does not exist.
-    /// Any other failure is an error: "could not ask" is never "not there".
+    /// Fetches a manifest's raw bytes (at most [`MAX_MANIFEST_BYTES`]); `None` when the
+    /// registry says it does not exist. Any other failure is an error: "could not ask" is
+    /// never "not there".
     pub async fn fetch_manifest(
         &self,
         r: &Reference,
     ) -> Result<Option<(Vec<u8>, Digest)>, RegistryError> {
-        let res = retry("fetching manifest", || async {
-            self.authenticate(r, RegistryOperation::Pull).await?;
-            match self
-                .client
-                .pull_manifest_raw(
-                    r,
-                    &self.auth,
-                    &[OCI_MANIFEST, "application/vnd.oci.image.index.v1+json"],
-                )
-                .await
-            {
-                Ok((bytes, _)) => Ok(Some(bytes.to_vec())),
-                Err(e) if is_not_found(&e) => Ok(None),
-                Err(e) => Err(RegistryError::oci(format!("fetching manifest {r}"), r, e)),
-            }
-        })
-        .await?;
+        let accept = [OCI_MANIFEST, "application/vnd.oci.image.index.v1+json"];
+        let res = retry("fetching manifest", || self.reader.manifest(r, &accept)).await?;
         Ok(res.map(|b| {
             let d = Digest::of(&b);
             (b, d)
@@ -356,73 +385,12 @@ impl Registry {
         max: u64,
         w: &mut W,
     ) -> Result<u64, RegistryError> {
-        use sha2::{Digest as _, Sha256};
-        self.authenticate(r, RegistryOperation::Pull).await?;
-        let d = digest.to_string();
-        let mut stream = self
-            .client
-            .pull_blob_stream(r, d.as_str())
-            .await
-            .map_err(|e| RegistryError::oci(format!("fetching blob {digest}"), r, e))?;
-        let mut h = Sha256::new();
-        let mut n = 0u64;
-        while let Some(chunk) = stream.next().await {
-            // The client checks the digest at the end of the stream itself: a mismatch is
-            // content the registry must not have served, not a network failure.
-            let chunk = chunk.map_err(|e| {
-                match e
-                    .get_ref()
-                    .and_then(|i| i.downcast_ref::<oci_client::errors::DigestError>())
-                {
-                    Some(d) => RegistryError::Invalid {
-                        what: format!("blob {digest}"),
-                        message: d.to_string(),
-                    },
-                    None => RegistryError::Download {
-                        digest: d.clone(),
-                        source: e,
-                    },
-                }
-            })?;
-            n += chunk.len() as u64;
-            if n > max {
-                return Err(RegistryError::Invalid {
-                    what: format!("blob {digest}"),
-                    message: format!("larger than the {max} bytes allowed"),
-                });
-            }
-            h.update(&chunk);
-            let sink = |source| RegistryError::Sink {
-                digest: d.clone(),
-                source,
-            };
-            w.write_all(&chunk).await.map_err(sink)?;
-        }
-        w.flush().await.map_err(|source| RegistryError::Sink {
-            digest: d.clone(),
-            source,
-        })?;
-        let got = Digest::from_bytes(h.finalize().into());
-        if &got != digest {
-            return Err(RegistryError::Invalid {
-                what: format!("blob {digest}"),
-                message: format!("content has digest {got}"),
-            });
-        }
-        Ok(n)
+        self.reader.blob_into(r, digest, max, w).await
     }
 
-    /// Lists a repository's tags.
+    /// Lists a repository's tags (one answer of at most [`MAX_TAG_LIST_BYTES`]).
     pub async fn list_tags(&self, r: &Reference) -> Result<Vec<String>, RegistryError> {
-        self.authenticate(r, RegistryOperation::Pull).await?;
-        retry("listing tags", || async {
-            self.client
-                .list_tags(r, &self.auth, None, None)
-                .await
-                .map(|t| t.tags)
-                .map_err(|e| RegistryError::oci(format!("listing tags of {r}"), r, e))
-        })
-        .await
+        retry("listing tags", || self.reader.tags(r)).await
     }
 }
 

@@ -16,6 +16,7 @@ mod ingest;
 mod mcp;
 mod modules;
 mod promotion;
+mod server;
 
 pub use api::{ApiConfig, ApiToken, Role};
 pub use fleet::FleetConfig;
@@ -24,6 +25,7 @@ pub use ingest::IngestConfig;
 pub use mcp::McpConfig;
 pub use modules::ModulePolicy;
 pub use promotion::{PromotionConfig, PromotionOverride};
+pub use server::ServerConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -46,6 +48,8 @@ pub struct Config {
     pub fleet: FleetConfig,
     #[serde(default)]
     pub mcp: McpConfig,
+    #[serde(default)]
+    pub server: ServerConfig,
     /// Where the receiver keeps its own files (blobs staged during ingest go under
     /// `staging/`), never the system's shared temporary directory.
     #[serde(default = "default_data_dir")]
@@ -148,6 +152,7 @@ impl Config {
         self.promotion.validate()?;
         self.fleet.validate()?;
         self.mcp.validate()?;
+        self.server.validate()?;
         Ok(())
     }
 }

@@ -171,6 +171,7 @@ pub fn config(db: &str, registry_host: &str, modules: Vec<ModulePolicy>) -> Conf
         gitea: None,
         fleet: Default::default(),
         mcp: Default::default(),
+        server: Default::default(),
         data_dir: data_dir(db),
     }
 }
