@@ -6,6 +6,7 @@ use crate::{
     fetch::{self, LocalTrust},
     generation::{Layout, Meta},
     objects::Objects,
+    pin::{self, Pin},
     receiver::{Answer, Receiver, Refusal, Report},
     switch::Switch,
     system::{Host, apt, systemd},
@@ -30,10 +31,17 @@ pub struct Agent {
     pub health_command: Option<String>,
     /// How long the units an activation restarted may take to become active.
     pub health_timeout: std::time::Duration,
+    /// Mount each generation's composefs image over its tree.
+    pub mount: bool,
+    /// Generations kept besides `current` and `previous` (see [`crate::gc`]).
+    pub keep_generations: usize,
     /// Attempts per `state_id` before it is `rejected`.
     pub retry_budget: u32,
     /// While nothing changes, a report at most this often (a heartbeat against `stale`).
     pub report_every: std::time::Duration,
+    /// The template this node belongs to (`--template`); unset, the template of the first
+    /// state it applies, kept in `pin.json`. A state for another template is refused.
+    pub template: Option<String>,
 }
 
 /// What a reconcile did.
@@ -45,6 +53,8 @@ pub enum Outcome {
     Applied { generation: u64 },
     /// The apply failed and what ran before runs again.
     Failed { reason: String },
+    /// The receiver signed a hold: nothing is applied, what runs keeps running.
+    Held { reason: String },
     /// The target is refused (bad signature, policy, digest) or out of retries.
     Rejected { reason: String },
 }
@@ -68,6 +78,7 @@ impl Agent {
             host: Host::new(&self.layout.root),
             health_command: self.health_command.clone(),
             health_timeout: self.health_timeout,
+            mount: self.mount,
         }
     }
 
@@ -86,9 +97,17 @@ impl Agent {
         write_atomic(&self.file("attempts.json"), &serde_json::to_vec(a)?)
     }
 
+    /// The node's pin (`pin.json`), if it accepted a state yet.
+    pub fn pin(&self) -> Option<Pin> {
+        Pin::read(&self.layout.state)
+    }
+
     /// One reconcile, then the report (sent now, or kept and sent by a later run).
     pub async fn apply_once(&self) -> anyhow::Result<Outcome> {
         fs::create_dir_all(&self.layout.state)?;
+        // One reconcile at a time per state directory (a second `module-agent apply`, a
+        // `rollback` by hand): released when this returns.
+        let _lock = self.layout.lock()?;
         // The generations are world-readable (services read them); what the agent keeps
         // for itself is not: objects (a module's secrets before their modes apply),
         // verification records, and the node's own files it moved aside.
@@ -98,7 +117,13 @@ impl Agent {
             fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
         }
         let switch = self.switch();
-        if let Some(undone) = tokio::task::spawn_blocking(move || switch.recover()).await?? {
+        let recovered = tokio::task::spawn_blocking(move || {
+            let undone = switch.recover();
+            switch.remount_current();
+            undone
+        })
+        .await??;
+        if let Some(undone) = recovered {
             tracing::warn!(%undone, "recovered");
         }
         self.flush_pending().await;
@@ -157,6 +182,30 @@ impl Agent {
             .await;
             return Ok(Outcome::Unchanged);
         }
+        let admitted = pin::admit(
+            &self.layout.state,
+            self.template.as_deref(),
+            &doc,
+            &state_id,
+        );
+        if let Err(reason) = admitted {
+            tracing::warn!(%reason, "desired state refused");
+            // Reported against what runs (the refused state may be no state of ours).
+            let id = if current.is_some() { "" } else { &state_id };
+            self.report(current.as_ref(), id, ReportStatus::Rejected, &reason)
+                .await;
+            return Ok(Outcome::Rejected { reason });
+        }
+        if let Some(why) = &doc.hold {
+            let reason = format!("held by the receiver: {why}; what runs keeps running");
+            let new = self.pin().is_none_or(|p| p.state_id != state_id);
+            pin::raise(&self.layout.state, &doc, &state_id)?;
+            if new || self.report_due() {
+                self.report(current.as_ref(), &state_id, ReportStatus::Applied, &reason)
+                    .await;
+            }
+            return Ok(Outcome::Held { reason });
+        }
         let mut attempts = if tried.state_id == state_id {
             tried
         } else {
@@ -198,7 +247,32 @@ impl Agent {
         match &outcome {
             Outcome::Applied { generation } => {
                 let _ = fs::remove_file(self.file("attempts.json"));
-                let msg = format!("applied generation {generation}");
+                let (layout, keep) = (self.layout.clone(), self.keep_generations);
+                match tokio::task::spawn_blocking(move || crate::gc::collect(&layout, keep)).await?
+                {
+                    Ok(c) if !c.generations.is_empty() || c.objects > 0 => tracing::info!(
+                        generations = ?c.generations,
+                        objects = c.objects,
+                        bytes = c.bytes,
+                        "collected"
+                    ),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %format!("{e:#}"), "collection failed; retried after the next switch")
+                    }
+                }
+                pin::raise(&self.layout.state, &doc, &state_id)?;
+                let dir = self.layout.generations().join(generation.to_string());
+                let msg = match crate::mount::state(&dir) {
+                    Some(m) if m.mounted => format!(
+                        "applied generation {generation} (composefs image mounted, verity: {})",
+                        m.verity
+                    ),
+                    Some(_) => format!(
+                        "applied generation {generation} (composefs image not mounted: the plain tree serves)"
+                    ),
+                    None => format!("applied generation {generation}"),
+                };
                 self.report(active.as_ref(), &state_id, ReportStatus::Applied, &msg)
                     .await;
             }
@@ -223,7 +297,7 @@ impl Agent {
                     });
                 }
             }
-            Outcome::Unchanged => {}
+            Outcome::Unchanged | Outcome::Held { .. } => {}
         }
         Ok(outcome)
     }

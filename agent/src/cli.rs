@@ -82,6 +82,21 @@ pub struct Opts {
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub token_file: Option<PathBuf>,
+    /// The template this instance belongs to: desired states for another are refused
+    /// [default: the template of the first state applied, kept in the state directory].
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// Allow a plain-http receiver that is not on loopback (the instance token would cross
+    /// the network in the clear).
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+    /// A PEM CA certificate the receiver's TLS certificate must chain to (in addition to the
+    /// system's roots), for a receiver with a private CA.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receiver_ca: Option<PathBuf>,
     /// The receiver's public key (PEM, from GET /api/v1/signing-key), pinned.
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -111,6 +126,16 @@ pub struct Opts {
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health_timeout: Option<u64>,
+    /// Do not mount generations' composefs images (serve the materialised tree): for a root
+    /// that is not the running system, or a kernel without EROFS/overlayfs.
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub no_mount: bool,
+    /// Generations kept besides `current` and `previous`; older ones and the objects only
+    /// they use are removed after each switch [default: 1].
+    #[arg(long, global = true)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub keep_generations: Option<usize>,
     /// Attempts per desired state before it is reported `rejected` [default: 3].
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -159,6 +184,7 @@ impl Opts {
             layout,
             health_command: self.health_command.clone(),
             health_timeout: std::time::Duration::from_secs(self.health_timeout.unwrap_or(60)),
+            mount: !self.no_mount,
         }
     }
 
@@ -186,6 +212,14 @@ impl Opts {
             self.receiver_key.as_ref().unwrap_or(&PathBuf::new()),
             "--receiver-key",
         )?;
+        let url = self.receiver.as_deref().unwrap_or_default();
+        crate::receiver::check_transport(url, self.insecure)?;
+        let ca = match &self.receiver_ca {
+            Some(p) => {
+                Some(std::fs::read(p).with_context(|| format!("--receiver-ca {}", p.display()))?)
+            }
+            None => None,
+        };
         let trusted_root = match &self.trusted_root {
             Some(p) => Some(
                 powernode_module::trust::trusted_root::TrustedRoot::load(p)
@@ -199,7 +233,8 @@ impl Opts {
                 self.instance.as_deref().unwrap_or_default(),
                 &token,
                 &key,
-            )?,
+            )?
+            .with_ca(ca.as_deref())?,
             layout: self.layout(),
             trust: LocalTrust {
                 trusted_root,
@@ -207,8 +242,11 @@ impl Opts {
             },
             health_command: self.health_command.clone(),
             health_timeout: std::time::Duration::from_secs(self.health_timeout.unwrap_or(60)),
+            mount: !self.no_mount,
+            keep_generations: self.keep_generations.unwrap_or(1),
             retry_budget: self.retry_budget.unwrap_or(3).max(1),
             report_every: std::time::Duration::from_secs(self.report_every.unwrap_or(300)),
+            template: self.template.clone(),
         })
     }
 }

@@ -158,10 +158,11 @@ impl Layout {
             .filter(|e| matches!(e.kind, EntryKind::Dir))
         {
             let dest = tree.join(e.path.trim_start_matches('/'));
-            fs::set_permissions(&dest, fs::Permissions::from_mode(e.mode))?;
+            // Owner first: chown clears the setuid and setgid bits the mode may carry.
             if root_user {
                 std::os::unix::fs::lchown(&dest, Some(0), Some(0))?;
             }
+            fs::set_permissions(&dest, fs::Permissions::from_mode(e.mode))?;
         }
         let (image, measured) =
             image.ok_or_else(|| anyhow::anyhow!("the composition is blocked: no image"))?;
@@ -173,6 +174,13 @@ impl Layout {
         }
         fs::write(tmp.path().join("image.cfs"), &image)?;
         fs::write(tmp.path().join("files.json"), serde_json::to_vec(&files)?)?;
+        // Every entry's mode as the signed index gives it, for `module-agent verify`.
+        let modes: std::collections::BTreeMap<&str, u32> = entries
+            .iter()
+            .filter(|e| !matches!(e.kind, EntryKind::Symlink { .. }))
+            .map(|e| (e.path.trim_start_matches('/'), e.mode))
+            .collect();
+        fs::write(tmp.path().join("modes.json"), serde_json::to_vec(&modes)?)?;
         let meta = Meta {
             number: n,
             state_id: state_id.to_owned(),
@@ -223,6 +231,28 @@ impl Layout {
         }
     }
 
+    /// The fs-verity digests of generation `n`'s regular files (`files.json`).
+    pub fn file_digests(&self, n: u64) -> Vec<Digest> {
+        let files: std::collections::BTreeMap<String, String> =
+            fs::read(self.generations().join(n.to_string()).join("files.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok())
+                .unwrap_or_default();
+        let mut v: Vec<Digest> = files.values().filter_map(|d| d.parse().ok()).collect();
+        v.sort_by_key(|d| d.to_string());
+        v.dedup();
+        v
+    }
+
+    /// Waits for and takes the state directory's lock (`.lock`, an advisory file lock the
+    /// kernel drops with the process): one reconcile, rollback or collection at a time.
+    pub fn lock(&self) -> anyhow::Result<fs::File> {
+        fs::create_dir_all(&self.state)?;
+        let f = fs::File::create(self.state.join(".lock"))?;
+        f.lock().context("locking the state directory")?;
+        Ok(f)
+    }
+
     /// Generation `n`'s materialised tree.
     pub fn tree(&self, n: u64) -> PathBuf {
         self.generations().join(n.to_string()).join("tree")
@@ -259,10 +289,12 @@ fn materialise(
                         d
                     }
                 };
-                f.set_permissions(fs::Permissions::from_mode(e.mode))?;
+                // Owner first: chown clears the setuid and setgid bits the mode may carry,
+                // and the tree must follow the signed index exactly (`verify` checks).
                 if root_user {
                     std::os::unix::fs::fchown(&f, Some(0), Some(0))?;
                 }
+                f.set_permissions(fs::Permissions::from_mode(e.mode))?;
                 out.push((rel.to_owned(), digest.to_string()));
             }
             EntryKind::Symlink { target } => {

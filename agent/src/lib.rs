@@ -7,8 +7,11 @@
 pub mod apply;
 pub mod cli;
 pub mod fetch;
+pub mod gc;
 pub mod generation;
+pub mod mount;
 pub mod objects;
+pub mod pin;
 pub mod receiver;
 pub mod root;
 pub mod switch;

@@ -43,7 +43,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let outcome = rt.block_on(agent.apply_once())?;
             println!("{}", describe(&outcome));
             Ok(match outcome {
-                Outcome::Unchanged | Outcome::Applied { .. } => ExitCode::SUCCESS,
+                Outcome::Unchanged | Outcome::Applied { .. } | Outcome::Held { .. } => {
+                    ExitCode::SUCCESS
+                }
                 _ => ExitCode::from(1),
             })
         }
@@ -68,6 +70,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Rollback => {
             let switch = opts.switch();
             let l = opts.layout();
+            let _lock = l.lock()?;
             if let Some(undone) = switch.recover()? {
                 println!("{undone}");
             }
@@ -95,6 +98,7 @@ fn describe(o: &Outcome) -> String {
         Outcome::Unchanged => "unchanged: the desired state is what runs".into(),
         Outcome::Applied { generation } => format!("applied: generation {generation} is active"),
         Outcome::Failed { reason } => format!("failed: {reason}"),
+        Outcome::Held { reason } => format!("held: {reason}"),
         Outcome::Rejected { reason } => format!("rejected: {reason}"),
     }
 }
@@ -186,6 +190,30 @@ fn verify(l: &Layout) -> anyhow::Result<ExitCode> {
             bad.push(format!("object {want} was altered"));
         }
     }
+    // Modes (setuid and setgid bits included) and owners, as the signed index gives them.
+    let modes: std::collections::BTreeMap<String, u32> = std::fs::read(gen_dir.join("modes.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let root_owned = nix_uid_is_root();
+    for (rel, want) in &modes {
+        let p = gen_dir.join("tree").join(rel);
+        let Ok(m) = std::fs::symlink_metadata(&p) else {
+            bad.push(format!("/{rel}: missing"));
+            continue;
+        };
+        let got = std::os::unix::fs::PermissionsExt::mode(&m.permissions()) & 0o7777;
+        if got != *want {
+            bad.push(format!("/{rel}: mode {got:04o}, expected {want:04o}"));
+        }
+        let (uid, gid) = (
+            std::os::unix::fs::MetadataExt::uid(&m),
+            std::os::unix::fs::MetadataExt::gid(&m),
+        );
+        if root_owned && (uid, gid) != (0, 0) {
+            bad.push(format!("/{rel}: owner {uid}:{gid}, expected 0:0"));
+        }
+    }
     if bad.is_empty() {
         println!("generation {n}: {} files verified", manifest.len());
         Ok(ExitCode::SUCCESS)
@@ -195,4 +223,14 @@ fn verify(l: &Layout) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::from(1))
     }
+}
+
+/// Whether this process runs as root (then every path of a generation is owned by 0:0).
+fn nix_uid_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
+        .unwrap_or(false)
 }

@@ -22,6 +22,12 @@ impl Objects {
         }
     }
 
+    /// The store's directory (composefs' data layer: `<2 hex>/<62 hex>`, as composefs lays
+    /// out its own object store).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn path(&self, d: &Digest) -> PathBuf {
         let hex = d.hex();
         self.dir.join(&hex[..2]).join(&hex[2..])

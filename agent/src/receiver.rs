@@ -42,6 +42,19 @@ impl Receiver {
         })
     }
 
+    /// Trusts `ca_pem` (a PEM CA certificate) for the receiver's TLS, besides the system's
+    /// roots.
+    pub fn with_ca(mut self, ca_pem: Option<&[u8]>) -> anyhow::Result<Receiver> {
+        if let Some(pem) = ca_pem {
+            let ca = reqwest::Certificate::from_pem(pem).context("--receiver-ca")?;
+            self.http = reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .add_root_certificate(ca)
+                .build()?;
+        }
+        Ok(self)
+    }
+
     /// `GET /api/v1/instances/{id}/desired-state`, conditional on `current`.
     pub async fn desired(&self, current: Option<&str>) -> anyhow::Result<Answer> {
         let url = format!(
@@ -96,3 +109,59 @@ impl Receiver {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 pub struct Refusal(pub String);
+
+/// The instance token is a bearer secret: it goes to a receiver over TLS, or over plain HTTP
+/// only on loopback (the receiver on the same host, or a local TLS-terminating proxy), unless
+/// the operator says `--insecure`. The same rule the builder applies to registries.
+pub fn check_transport(url: &str, insecure: bool) -> anyhow::Result<()> {
+    let u = reqwest::Url::parse(url).with_context(|| format!("--receiver {url:?}"))?;
+    let host = u.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    match u.scheme() {
+        "https" => Ok(()),
+        "http" if loopback || insecure => Ok(()),
+        "http" => anyhow::bail!(
+            "--receiver {url}: plain http to a receiver that is not on loopback would send the \
+             instance token in the clear; use https (--receiver-ca for a private CA), or \
+             --insecure to allow it anyway"
+        ),
+        other => anyhow::bail!("--receiver {url}: scheme {other:?} is neither https nor http"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_transport;
+
+    #[test]
+    fn the_token_goes_over_tls_or_stays_on_the_host() {
+        for ok in [
+            "https://receiver.example.org",
+            "http://127.0.0.1:8080",
+            "http://127.3.4.5",
+            "http://[::1]:8080",
+            "http://localhost:8080",
+        ] {
+            assert!(check_transport(ok, false).is_ok(), "{ok}");
+        }
+        for refused in [
+            "http://receiver.example.org",
+            "http://10.0.0.7:8080",
+            "http://[fd00::1]",
+        ] {
+            let e = check_transport(refused, false).unwrap_err().to_string();
+            assert!(e.contains("--insecure"), "{refused}: {e}");
+            assert!(
+                check_transport(refused, true).is_ok(),
+                "{refused} with --insecure"
+            );
+        }
+        assert!(check_transport("ftp://receiver", true).is_err());
+        assert!(check_transport("not a url", true).is_err());
+    }
+}

@@ -22,7 +22,7 @@ use std::{
     collections::{BTreeMap, BTreeSet},
     fs,
     io::ErrorKind,
-    os::unix::fs::symlink,
+    os::unix::fs::{MetadataExt, symlink},
     path::{Path, PathBuf},
 };
 
@@ -164,9 +164,16 @@ impl Root {
                 Takeover::Diverted => dpkg::divert(&self.host, &format!("/{rel}"))?,
                 Takeover::Backup => {
                     let b = self.backup(rel);
-                    if fs::symlink_metadata(&at).is_ok() && fs::symlink_metadata(&b).is_err() {
+                    let here = fs::symlink_metadata(&at).is_ok() && !self.is_ours(&at, rel);
+                    if fs::symlink_metadata(&b).is_ok() {
+                        // Kept aside already; a copy interrupted before the original was
+                        // removed leaves both, the same.
+                        if here && same(&at, &b) {
+                            fs::remove_file(&at)?;
+                        }
+                    } else if here {
                         fs::create_dir_all(b.parent().unwrap_or(&self.state))?;
-                        fs::rename(&at, &b)
+                        move_file(&at, &b)
                             .with_context(|| format!("moving {} aside", at.display()))?;
                     }
                 }
@@ -247,16 +254,68 @@ impl Root {
                 let b = self.backup(rel);
                 if fs::symlink_metadata(&b).is_ok() {
                     if fs::symlink_metadata(&at).is_ok() {
+                        // A restore interrupted after the copy: the original is back.
+                        if same(&at, &b) {
+                            fs::remove_file(&b)?;
+                            return Ok(());
+                        }
                         anyhow::bail!(
                             "/{rel} was replaced on the node; its original stays in {}",
                             b.display()
                         );
                     }
-                    fs::rename(&b, &at).with_context(|| format!("restoring {}", at.display()))?;
+                    move_file(&b, &at).with_context(|| format!("restoring {}", at.display()))?;
                 }
             }
         }
         Ok(())
+    }
+}
+
+/// Moves a file or symlink, keeping its mode, owner and modification time. A rename where it
+/// can be; across mounts (a service's state directory is its own mount when systemd sets up
+/// a namespace for it) a copy placed with a rename, synced, and only then the original
+/// removed: a crash leaves the original, or both the same (see [`same`]), never neither.
+fn move_file(from: &Path, to: &Path) -> anyhow::Result<()> {
+    match fs::rename(from, to) {
+        Err(e) if e.raw_os_error() == Some(18) => {}
+        other => return Ok(other?),
+    }
+    let meta = fs::symlink_metadata(from)?;
+    let tmp = to.with_file_name(format!(
+        ".{}.moving",
+        to.file_name().unwrap_or_default().to_string_lossy()
+    ));
+    let _ = fs::remove_file(&tmp);
+    if meta.is_symlink() {
+        symlink(fs::read_link(from)?, &tmp)?;
+    } else {
+        fs::copy(from, &tmp)?;
+        let f = fs::File::options().write(true).open(&tmp)?;
+        f.set_modified(meta.modified()?)?;
+        f.sync_all()?;
+    }
+    std::os::unix::fs::lchown(&tmp, Some(meta.uid()), Some(meta.gid()))?;
+    if !meta.is_symlink() {
+        // chown clears setuid/setgid bits: the mode goes on last.
+        fs::set_permissions(&tmp, meta.permissions())?;
+    }
+    fs::rename(&tmp, to)?;
+    fs::remove_file(from)?;
+    Ok(())
+}
+
+/// Whether two paths hold the same file: both symlinks to the same target, or both regular
+/// files with the same bytes.
+fn same(a: &Path, b: &Path) -> bool {
+    match (fs::symlink_metadata(a), fs::symlink_metadata(b)) {
+        (Ok(x), Ok(y)) if x.is_symlink() && y.is_symlink() => {
+            fs::read_link(a).ok() == fs::read_link(b).ok()
+        }
+        (Ok(x), Ok(y)) if x.is_file() && y.is_file() && x.len() == y.len() => {
+            fs::read(a).ok() == fs::read(b).ok()
+        }
+        _ => false,
     }
 }
 

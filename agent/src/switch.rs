@@ -41,6 +41,8 @@ pub struct Switch {
     pub health_command: Option<String>,
     /// How long restarted units may take to become active.
     pub health_timeout: Duration,
+    /// Mount each generation's composefs image over its tree (`--no-mount` turns it off).
+    pub mount: bool,
 }
 
 /// Debug builds only: `MODULE_AGENT_FAULT=<point>` holds the agent at that point of an
@@ -110,14 +112,27 @@ impl Switch {
         // 1. Packages, before anything of the root changes.
         if self.host.has_apt() {
             let missing = crate::system::apt::missing(&wanted).map_err(|e| e.to_string())?;
-            if let Err(e) = self.packages().install(&missing) {
-                let _ = self.prune(from);
-                self.discard(to.number, from);
-                return Err(format!("{e:#}"));
+            let started = std::time::Instant::now();
+            match self.packages().install(&missing) {
+                Ok(changed) if !missing.is_empty() => tracing::info!(
+                    installed = changed.installed.len(),
+                    secs = started.elapsed().as_secs_f64(),
+                    "packages installed"
+                ),
+                Ok(_) => {}
+                Err(e) => {
+                    self.prune(from);
+                    self.discard(to.number, from);
+                    return Err(format!("{e:#}"));
+                }
             }
         } else if let Err(why) = self.can_install(&wanted.iter().collect::<Vec<_>>()) {
             self.discard(to.number, from);
             return Err(why);
+        }
+        // The image, mounted over the new tree before anything points at it.
+        if self.mount {
+            self.mount_generation(to.number);
         }
         let j = Journal {
             from: from.map(|m| m.number),
@@ -157,10 +172,10 @@ impl Switch {
         if let Err(e) = self.root().finish(Some(&self.layout.tree(to.number))) {
             return Err(undo(format!("releasing old paths: {e:#}")));
         }
-        // 3. Packages no module wants any more (their files were released above).
-        if let Err(e) = self.prune(Some(to)) {
-            return Err(undo(format!("{e:#}")));
-        }
+        // 3. Packages no module wants any more (their files were released above). One that
+        //    will not go is left installed and recorded, tried again next time: harmless
+        //    to what runs, so not a reason to roll back.
+        self.prune(Some(to));
         fault("activate.pruned");
         // 4. Units, then health.
         if let Err(why) = self.restart(&j.units) {
@@ -200,12 +215,14 @@ impl Switch {
             Some(p) => self.layout.point("previous", p)?,
             None => self.layout.unpoint("previous")?,
         }
-        self.prune(from.as_ref())?;
+        self.prune(from.as_ref());
         if let Err(why) = self.restart(&j.units) {
             tracing::warn!(%why, "after going back, a unit is not healthy either");
         }
         if j.from != Some(j.to) {
-            let _ = fs::remove_dir_all(self.layout.generations().join(j.to.to_string()));
+            let dir = self.layout.generations().join(j.to.to_string());
+            crate::mount::unmount(&dir);
+            let _ = fs::remove_dir_all(dir);
         }
         fs::remove_file(self.journal_file()).or_else(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
@@ -220,21 +237,52 @@ impl Switch {
     /// A generation built but never activated is deleted.
     fn discard(&self, n: u64, from: Option<&Meta>) {
         if from.is_none_or(|m| m.number != n) {
-            let _ = fs::remove_dir_all(self.layout.generations().join(n.to_string()));
+            let dir = self.layout.generations().join(n.to_string());
+            crate::mount::unmount(&dir);
+            let _ = fs::remove_dir_all(dir);
         }
     }
 
-    /// Purges the packages the agent installed that `active` does not name.
-    fn prune(&self, active: Option<&Meta>) -> anyhow::Result<()> {
+    /// Mounts generation `n`'s image (see [`crate::mount`]); what could not be done is in
+    /// its `mount.json` and the log, and the plain tree serves.
+    pub fn mount_generation(&self, n: u64) -> crate::mount::MountState {
+        let objects = crate::objects::Objects::new(&self.layout.state);
+        let digests: Vec<_> = self
+            .layout
+            .file_digests(n)
+            .into_iter()
+            .filter(|d| objects.has(d))
+            .collect();
+        crate::mount::mount(
+            &self.layout.generations().join(n.to_string()),
+            &objects,
+            &digests,
+        )
+    }
+
+    /// After a reboot nothing is mounted: the active generation's image is mounted again.
+    pub fn remount_current(&self) {
+        if let Some(n) = self.layout.pointed("current").filter(|_| self.mount)
+            && !crate::mount::is_mounted(&self.layout.tree(n))
+        {
+            self.mount_generation(n);
+        }
+    }
+
+    /// Purges the packages the agent installed that `active` does not name. A failure is
+    /// logged and left for the next run (the record keeps what is still installed).
+    fn prune(&self, active: Option<&Meta>) {
         if !self.host.has_apt() {
-            return Ok(());
+            return;
         }
         let names: BTreeSet<String> = specs(active).into_iter().map(|p| p.name).collect();
-        let changed = self.packages().prune(&names)?;
-        if !changed.removed.is_empty() {
-            tracing::info!(removed = ?changed.removed, "packages no module wants were purged");
+        match self.packages().prune(&names) {
+            Ok(changed) if !changed.removed.is_empty() => {
+                tracing::info!(removed = ?changed.removed, "packages no module wants were purged");
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "packages left installed"),
         }
-        Ok(())
     }
 
     /// The units a change from `from` to `to` touches: those of every module added, removed

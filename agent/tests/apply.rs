@@ -5,131 +5,13 @@
 
 #[path = "../../webhook/tests/common/mod.rs"]
 mod common;
+mod support;
 use common::{fleet::*, release::*, *};
-use module_agent::{apply::Outcome, cli::Opts};
+use support::*;
+use module_agent::apply::Outcome;
 use powernode_module::lifecycle::StagePolicy;
-use powernode_testkit::registry::TestRegistry;
 use serde_json::json;
-use std::{fs, os::unix::fs::PermissionsExt, path::Path, process::Command};
-
-const MODULES: [&str; 3] = ["system-base", "security-hardening", "my-redis"];
-
-struct Node {
-    dir: tempfile::TempDir,
-    opts: Opts,
-}
-
-impl Node {
-    fn root(&self) -> std::path::PathBuf {
-        self.dir.path().join("root")
-    }
-
-    fn cli(&self, args: &[&str]) -> std::process::Output {
-        let o = &self.opts;
-        Command::new(env!("CARGO_BIN_EXE_module-agent"))
-            .args(args)
-            .arg("--state-dir")
-            .arg(o.state_dir.as_ref().unwrap())
-            .arg("--root")
-            .arg(o.root.as_ref().unwrap())
-            .output()
-            .unwrap()
-    }
-}
-
-/// A receiver with the example modules live, a template `edge` with my-redis and one
-/// registered instance; the agent's options for it.
-async fn setup(
-    db: &TestDb,
-    packages: bool,
-) -> (Running, TestRegistry, Keys, Node, Vec<tempfile::TempDir>) {
-    let reg = TestRegistry::start();
-    let k = keys();
-    let policies = MODULES
-        .iter()
-        .map(|m| key_policy(m, &repo(m), k.public.clone()))
-        .collect();
-    let mut cfg = config(&db.url, &reg.host, policies);
-    cfg.promotion.live = StagePolicy::default();
-    let r = serve(cfg).await;
-    let mut sources = Vec::new();
-    for name in MODULES {
-        let dir = module(name);
-        if !packages {
-            without_packages(dir.path());
-        }
-        let v = if name == "my-redis" { "0.1.0" } else { "1.0.0" };
-        release_live(&r, &reg, &k, dir.path(), name, v).await;
-        sources.push(dir);
-    }
-    let (s, v) = post(
-        &r,
-        "/templates",
-        OPS_TOKEN,
-        json!({"id": "edge", "platform": "test"}),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    let (s, v) = post(
-        &r,
-        "/templates/edge/assignments",
-        OPS_TOKEN,
-        json!({"module_name": "my-redis"}),
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    let (s, v) = post(
-        &r,
-        "/instances",
-        OPS_TOKEN,
-        json!({"id": "node-1", "template_id": "edge"}),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("token"), v["token"].as_str().unwrap()).unwrap();
-    let (_, pem) = r.get("/api/v1/signing-key", None).await;
-    fs::write(dir.path().join("receiver.pub"), pem.as_str().unwrap()).unwrap();
-    let opts = Opts {
-        receiver: Some(r.url.clone()),
-        instance: Some("node-1".into()),
-        token_file: Some(dir.path().join("token")),
-        receiver_key: Some(dir.path().join("receiver.pub")),
-        root: Some(dir.path().join("root")),
-        state_dir: Some(dir.path().join("state")),
-        ..Default::default()
-    };
-    (r, reg, k, Node { dir, opts }, sources)
-}
-
-/// Drops the module's `package_spec`: this root is a directory, not a Debian system, and a
-/// state naming packages is refused on it (`packages_are_refused_where_apt_cannot_install`).
-fn without_packages(dir: &Path) {
-    let m = dir.join("manifest.yaml");
-    let mut out = String::new();
-    let mut skipping = false;
-    for line in fs::read_to_string(&m).unwrap().lines() {
-        if line.starts_with("package_spec:") {
-            skipping = true;
-            continue;
-        }
-        if skipping && line.starts_with("  - ") {
-            continue;
-        }
-        skipping = false;
-        out.push_str(line);
-        out.push('\n');
-    }
-    fs::write(m, out).unwrap();
-}
-
-async fn drift(r: &Running) -> serde_json::Value {
-    let (s, v) = r
-        .get("/api/v1/instances/node-1/drift", Some(READ_TOKEN))
-        .await;
-    assert_eq!(s, 200, "{v}");
-    v
-}
+use std::{fs, os::unix::fs::PermissionsExt, path::Path};
 
 fn mode(p: &Path) -> u32 {
     fs::metadata(p).unwrap().permissions().mode() & 0o7777

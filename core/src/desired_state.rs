@@ -6,6 +6,12 @@
 //! pre-authentication encoding of (payload type, payload). A verifier checks the signature
 //! over the exact bytes received and only then parses them, so no re-serialisation can make
 //! a signed document mean something else. `state_id` is the SHA-256 of the payload bytes.
+//!
+//! Schema 2 binds a document to its template and its place in time: `sequence` rises with
+//! every state a template serves, `issued_at`/`expires_at` bound its validity. A node pins
+//! its template, keeps the highest sequence it applied and refuses anything older, foreign
+//! or expired ([`DesiredState::admit`]), so a saved state cannot be replayed to take it back
+//! to a yanked version. Schema 1 documents carry none of that and are refused.
 
 use crate::digest::Digest;
 use base64::{Engine as _, engine::general_purpose::STANDARD};
@@ -14,8 +20,8 @@ use sigstore::crypto::{CosignVerificationKey, SigStoreSigner, Signature};
 
 /// DSSE `payloadType` of a desired-state document.
 pub const PAYLOAD_TYPE: &str = "application/vnd.powernode.desired-state.v1+json";
-/// The document's own format version.
-pub const SCHEMA_VERSION: u32 = 1;
+/// The document's own format version (2: `sequence`, `issued_at`, `expires_at`, `hold`).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// What instances of one template should run, in composition order (lowest layer first).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -23,6 +29,16 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub struct DesiredState {
     pub schema_version: u32,
     pub template_id: String,
+    /// Rises with every state the template serves (never reused, also across replicas).
+    pub sequence: u64,
+    /// Unix seconds when the receiver signed it.
+    pub issued_at: i64,
+    /// Unix seconds after which no node applies it (the receiver re-issues well before).
+    pub expires_at: i64,
+    /// Set on a *hold* state: the receiver cannot compose anything it may serve, so nodes
+    /// keep what they run and apply nothing (`modules` is empty then). The reason, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
     pub platform: String,
     pub modules: Vec<DesiredModule>,
     /// The composefs digest of the merged tree, as a node that composes `modules` in this
@@ -75,6 +91,67 @@ impl DesiredState {
     pub fn state_id(&self) -> Digest {
         Digest::of(&self.canonical_bytes())
     }
+
+    /// The id of what the state says, without when and in which order it was issued: two
+    /// states with the same content id differ only by `sequence`, `issued_at`, `expires_at`.
+    pub fn content_id(&self) -> Digest {
+        DesiredState {
+            sequence: 0,
+            issued_at: 0,
+            expires_at: 0,
+            ..self.clone()
+        }
+        .state_id()
+    }
+
+    /// Whether a node may act on this (already verified) state: it must be for the node's
+    /// `template` (when pinned), newer than the highest sequence it applied (`applied`, with
+    /// that state's id: the same state again is not a replay) and not expired at `now`
+    /// (unix seconds).
+    pub fn admit(
+        &self,
+        state_id: &str,
+        template: Option<&str>,
+        applied: Option<(u64, &str)>,
+        now: i64,
+    ) -> Result<(), Inadmissible> {
+        if let Some(t) = template
+            && t != self.template_id
+        {
+            return Err(Inadmissible::ForeignTemplate {
+                state: self.template_id.clone(),
+                pinned: t.to_owned(),
+            });
+        }
+        if let Some((seq, id)) = applied
+            && (self.sequence < seq || (self.sequence == seq && state_id != id))
+        {
+            return Err(Inadmissible::Replay {
+                sequence: self.sequence,
+                applied: seq,
+            });
+        }
+        if now >= self.expires_at {
+            return Err(Inadmissible::Expired {
+                expires_at: self.expires_at,
+                now,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Why a node will not act on a correctly signed state.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum Inadmissible {
+    #[error("the desired state is for template {state:?}, but this node is pinned to {pinned:?}")]
+    ForeignTemplate { state: String, pinned: String },
+    #[error(
+        "the desired state has sequence {sequence}, not above {applied}, the highest this node applied (a replay or downgrade)"
+    )]
+    Replay { sequence: u64, applied: u64 },
+    #[error("the desired state expired at {expires_at} (unix seconds; now {now})")]
+    Expired { expires_at: i64, now: i64 },
 }
 
 /// An instance's report: what it observed running. The contract between the node agent,
@@ -259,6 +336,10 @@ mod tests {
         DesiredState {
             schema_version: SCHEMA_VERSION,
             template_id: "edge".into(),
+            sequence: 7,
+            issued_at: 1_000,
+            expires_at: 2_000,
+            hold: None,
             platform: "rpi4".into(),
             modules: vec![DesiredModule {
                 name: "my-redis".into(),
@@ -324,6 +405,66 @@ mod tests {
             verify(&retyped, &key),
             Err(EnvelopeError::PayloadType(_))
         ));
+    }
+
+    #[test]
+    fn schema_1_documents_are_refused() {
+        let (signer, pem, key) = keypair();
+        let mut v = serde_json::to_value(doc()).unwrap();
+        v["schema_version"] = 1.into();
+        let body = serde_json::to_vec(&v).unwrap();
+        let sig = signer.sign(&pae(PAYLOAD_TYPE, &body)).unwrap();
+        let env = Envelope {
+            payload_type: PAYLOAD_TYPE.into(),
+            payload: STANDARD.encode(&body),
+            signatures: vec![EnvelopeSignature {
+                keyid: key_id(&pem),
+                sig: STANDARD.encode(sig),
+            }],
+        };
+        assert_eq!(verify(&env, &key), Err(EnvelopeError::Schema(1)));
+    }
+
+    #[test]
+    fn admit_refuses_foreign_older_and_expired_states() {
+        let d = doc();
+        let id = d.state_id().to_string();
+        assert_eq!(d.admit(&id, Some("edge"), Some((6, "x")), 1_500), Ok(()));
+        assert_eq!(d.admit(&id, None, None, 1_999), Ok(()));
+        assert_eq!(
+            d.admit(&id, None, Some((7, &id)), 1_500),
+            Ok(()),
+            "the same state"
+        );
+        assert!(matches!(
+            d.admit(&id, Some("core"), None, 1_500),
+            Err(Inadmissible::ForeignTemplate { .. })
+        ));
+        assert_eq!(
+            d.admit(&id, None, Some((8, "x")), 1_500),
+            Err(Inadmissible::Replay {
+                sequence: 7,
+                applied: 8
+            })
+        );
+        assert!(matches!(
+            d.admit(&id, None, Some((7, "other")), 1_500),
+            Err(Inadmissible::Replay { .. })
+        ));
+        assert!(matches!(
+            d.admit(&id, None, None, 2_000),
+            Err(Inadmissible::Expired { .. })
+        ));
+    }
+
+    #[test]
+    fn content_id_ignores_when_and_in_which_order() {
+        let mut later = doc();
+        later.sequence = 9;
+        later.issued_at = 5;
+        later.expires_at = 6;
+        assert_ne!(later.state_id(), doc().state_id());
+        assert_eq!(later.content_id(), doc().content_id());
     }
 
     #[test]

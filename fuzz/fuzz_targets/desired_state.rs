@@ -2,7 +2,8 @@
 //! layers: the DSSE envelope (any JSON, checked against the pinned receiver key), and the
 //! document inside, which is only read once a signature holds; so the input is signed here
 //! with the pinned key, to reach the document parser as a trusted (but buggy or
-//! compromised) receiver could. The first byte picks which layer the rest is.
+//! compromised) receiver could, and on to the node's admission check (template, sequence,
+//! expiry). The first byte picks which layer the rest is.
 #![no_main]
 use base64::Engine as _;
 use libfuzzer_sys::fuzz_target;
@@ -53,6 +54,10 @@ fuzz_target!(|data: &[u8]| {
                 sig: b64.encode(sig),
             }],
         };
-        let _ = verify(&env, &k.key);
+        // What the agent does with a verified document next: its admission check.
+        if let Ok((doc, id)) = verify(&env, &k.key) {
+            let _ = doc.admit(&id.to_string(), Some("edge"), Some((3, "")), 1_700_000_000);
+            let _ = doc.content_id();
+        }
     }
 });

@@ -202,54 +202,73 @@ impl Packages {
         }
     }
 
-    /// Purges the packages the agent installed that `wanted` no longer names, then the
-    /// dependencies they brought in that nothing needs any more (apt's autoremove list, kept
-    /// to what the agent installed: the node's own leftovers are not the agent's to remove).
+    /// Purges the packages the agent installed that nothing needs any more: those `wanted`
+    /// no longer names, and the dependencies and recommendations apt brought in with them.
+    ///
+    /// apt decides what is needed: the agent's own installs that no module wants are marked
+    /// automatically installed (`apt-mark auto`), then apt's autoremove list is asked for,
+    /// with recommendations not counting as needs (a package the node had before may
+    /// recommend what the agent's install brought in; before the agent, it was not there).
+    /// Only what the agent installed is ever purged, and never a wanted package: a package
+    /// that was on the node before, or that an operator's own install now depends on, stays.
     pub fn prune(&self, wanted: &BTreeSet<String>) -> anyhow::Result<Changed> {
         let mut r = self.load();
         let have = all_installed()?;
         // Forget what is gone (removed by an operator, or purged before a crash).
         r.installed.retain(|p| have.contains_key(p));
-        let explicit: Vec<String> = r
+        let auto = auto_installed()?;
+        let unwanted: Vec<String> = r
             .installed
             .iter()
-            .filter(|p| !wanted.contains(*p) && !is_auto(p))
+            .filter(|p| !wanted.contains(*p) && !auto.contains(*p))
             .cloned()
             .collect();
-        let mut removed = Vec::new();
-        if !explicit.is_empty() {
-            purge(&explicit)?;
-            removed.extend(explicit);
+        if !unwanted.is_empty() {
+            run(Command::new("apt-mark")
+                .arg("auto")
+                .arg("--")
+                .args(&unwanted))
+            .map_err(|e| anyhow::anyhow!("apt-mark auto: {}", e.said))?;
         }
-        let auto: Vec<String> = autoremovable()?
+        let removable: Vec<String> = autoremovable()?
             .into_iter()
             .filter(|p| r.installed.contains(p) && !wanted.contains(p))
             .collect();
-        if !auto.is_empty() {
-            purge(&auto)?;
-            removed.extend(auto);
-        }
+        let result = if removable.is_empty() {
+            Ok(())
+        } else {
+            purge(&removable)
+        };
         let have = all_installed()?;
         r.installed.retain(|p| have.contains_key(p));
         self.save(&r)?;
+        result?;
         Ok(Changed {
             installed: Vec::new(),
-            removed,
+            removed: removable,
         })
     }
 }
 
-/// Whether apt marked the package as installed only as a dependency.
-fn is_auto(p: &str) -> bool {
-    run(Command::new("apt-mark").arg("showauto").arg(p))
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == p)
-        .unwrap_or(false)
+/// The packages apt marked as installed only as dependencies.
+fn auto_installed() -> Result<BTreeSet<String>, ToolError> {
+    let out = run(Command::new("apt-mark").arg("showauto"))?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.trim().to_owned())
+        .collect())
 }
 
 /// What `apt-get autoremove` would remove (simulated).
 fn autoremovable() -> Result<Vec<String>, ToolError> {
     let out = run(Command::new("apt-get")
-        .args(["-s", "-q", "autoremove"])
+        .args([
+            "-s",
+            "-q",
+            "-oAPT::AutoRemove::RecommendsImportant=false",
+            "-oAPT::AutoRemove::SuggestsImportant=false",
+            "autoremove",
+        ])
         .envs(apt_env()))?;
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -258,15 +277,37 @@ fn autoremovable() -> Result<Vec<String>, ToolError> {
         .collect())
 }
 
+/// Purges `names` in one apt run; when that fails (one package's removal script refusing
+/// stops dpkg for all), each on its own, so one refusal keeps only that package.
 fn purge(names: &[String]) -> anyhow::Result<()> {
-    run(Command::new("apt-get")
-        .args(["purge", "-y", "-q"])
-        .arg(format!("-oDPkg::Lock::Timeout={LOCK_TIMEOUT_SECS}"))
-        .arg("--")
-        .args(names)
-        .envs(apt_env()))
-    .map_err(|e| anyhow::anyhow!("apt-get purge {}: {}", names.join(" "), e.said))?;
-    Ok(())
+    let once = |names: &[String]| {
+        run(Command::new("apt-get")
+            .args(["purge", "-y", "-q"])
+            .arg(format!("-oDPkg::Lock::Timeout={LOCK_TIMEOUT_SECS}"))
+            .arg("--")
+            .args(names)
+            .envs(apt_env())
+            // sudo's prerm refuses removal without it (a lock-out guard for people); the
+            // agent installed it for a module, and no module wants it any more.
+            .env("SUDO_FORCE_REMOVE", "yes"))
+    };
+    if once(names).is_ok() {
+        return Ok(());
+    }
+    let mut refused = Vec::new();
+    for n in names {
+        if let Err(e) = once(std::slice::from_ref(n)) {
+            refused.push(format!("{n}: {}", e.said));
+        }
+    }
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(anyhow::anyhow!(
+            "apt-get purge refused: {}",
+            refused.join("; ")
+        ))
+    }
 }
 
 fn list(specs: &[PackageSpec]) -> String {
