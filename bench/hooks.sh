@@ -74,6 +74,9 @@ run_replicas() {
 }
 
 run sqlite "sqlite://$work/bench.db"
+# The same with commits that survive a process crash but not a power loss (the trade-off in
+# RELIABILITY.md, "Durability").
+run sqlite-normal "sqlite://$work/bench-normal.db?synchronous=normal"
 pg=${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}
 if python3 -c 'import socket; socket.create_connection(("127.0.0.1",5432),1)' 2>/dev/null && command -v psql >/dev/null; then
   dbname="mw_bench_$$"
@@ -89,7 +92,8 @@ n = sqlite3.connect(sys.argv[2]).execute("select count(*) from deliveries").fetc
 def ms(v):
     n, unit = re.match(r"([\d.]+)(\w+)", v).groups()
     return float(n) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[unit]
-for name, files in (("sqlite", ["sqlite"]), ("postgres", ["postgres"]),
+for name, files in (("sqlite (synchronous=full)", ["sqlite"]),
+                    ("sqlite (synchronous=normal)", ["sqlite-normal"]), ("postgres", ["postgres"]),
                     ("postgres, two replicas", ["postgres2-a", "postgres2-b"])):
     paths = [os.path.join(work, f + ".wrk") for f in files]
     if not all(os.path.exists(p) for p in paths):

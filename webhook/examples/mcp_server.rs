@@ -61,7 +61,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
             issuer_regexp: None,
             trusted_root: None,
             require_tlog: true,
-            trust_on_first_use: false,
+            trust_on_first_use: false.into(),
             gitea_repository: None,
             category: None,
         }],

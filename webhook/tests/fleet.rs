@@ -308,8 +308,21 @@ async fn template_desired_state_reports_and_drift_end_to_end() {
         .await;
         assert_eq!(s, 200, "{v}");
         r.app.drain().await.unwrap();
-        let (third_id, _) = desired(&r, &token, &key_pem).await;
-        assert_eq!(third_id, first_id, "same modules, same state id");
+        let (third_id, doc3) = desired(&r, &token, &key_pem).await;
+        assert_eq!(
+            doc3.content_id(),
+            doc.content_id(),
+            "the same modules as the first state"
+        );
+        assert!(
+            doc3.sequence > doc2.sequence && doc2.sequence > doc.sequence,
+            "a new state, later in the sequence: {} {} {}",
+            doc.sequence,
+            doc2.sequence,
+            doc3.sequence
+        );
+        // The instance still runs the first state's modules: nothing is outdated.
+        report_state(&r, &token, &third_id, &doc3).await;
         assert_eq!(drift(&r).await["drift"], false);
 
         // A module that ships a path system-base protects: the state is not replaced.
@@ -326,7 +339,7 @@ async fn template_desired_state_reports_and_drift_end_to_end() {
         assert_eq!(v["desired_state"]["blocked"], true, "{v}");
         assert_eq!(
             v["desired_state"]["state_id"],
-            first_id.as_str(),
+            third_id.as_str(),
             "the served state stays"
         );
         let conflict = &v["desired_state"]["conflicts"][0];
@@ -336,12 +349,12 @@ async fn template_desired_state_reports_and_drift_end_to_end() {
             "{conflict}"
         );
         let (fourth_id, _) = desired(&r, &token, &key_pem).await;
-        assert_eq!(fourth_id, first_id);
+        assert_eq!(fourth_id, third_id);
         let (_, t) = r.get("/api/v1/templates/edge", Some(READ_TOKEN)).await;
         assert_eq!(t["template"]["last_computation"]["blocked"], true, "{t}");
         assert_eq!(
             t["template"]["desired_state"]["state_id"],
-            first_id.as_str()
+            third_id.as_str()
         );
         let (_, a) = r
             .get("/api/v1/templates/edge/audit", Some(READ_TOKEN))

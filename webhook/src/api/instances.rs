@@ -1,6 +1,14 @@
 //! Instances: registered by an operator (`POST /api/v1/instances`, which shows the
 //! instance's token once), then authenticated by that token to read their desired state and
 //! report. An instance token can do nothing else. Drift per instance and for a template.
+//! The report itself and what bounds it are in `instances/report.rs`; deleting an instance
+//! and rotating its token in `instances/tokens.rs`.
+
+mod report;
+mod tokens;
+
+pub use report::{REPORT_BODY_LIMIT, remember_served, report};
+pub use tokens::{Deleted, delete, delete_via, rotate_token, rotate_via};
 
 use super::templates::serve_state;
 use crate::http::extract as body;
@@ -12,7 +20,7 @@ use crate::{
     },
     http::{ApiError, AppState, auth::require},
     lifecycle::Actor,
-    store::{AuditAction, InstanceRow, NewAudit, Report, Via},
+    store::{AuditAction, InstanceRow, NewAudit, Via},
 };
 use axum::{
     Json,
@@ -20,11 +28,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use powernode_module::{
-    desired_state::{DesiredState, ModuleObservation, Report as WireReport},
-    manifest::ModuleName,
-    package::{self, PackageSpecError},
-};
+use powernode_module::{desired_state::DesiredState, manifest::ModuleName};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeMap;
@@ -76,7 +80,18 @@ fn bearer(h: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
 }
 
-/// The instance `id`, authenticated by its own token (constant-time on the hashes).
+/// A new instance token: 244 random bits from the OS generator (two v4 UUIDs), shown once.
+fn new_token() -> String {
+    format!(
+        "pni_{}{}",
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
+    )
+}
+
+/// The instance `id`, authenticated by its own token (constant-time on the hashes). The
+/// token is cached under the instance-auth epoch, re-read at most once a second, so a
+/// rotation or deletion on any replica is seen here within a second.
 async fn instance_auth(s: &AppState, h: &HeaderMap, id: &str) -> Result<InstanceAuth, ApiError> {
     let unauthorized = || {
         ApiError::new(
@@ -86,15 +101,26 @@ async fn instance_auth(s: &AppState, h: &HeaderMap, id: &str) -> Result<Instance
         )
     };
     let presented = bearer(h).ok_or_else(unauthorized)?;
-    let auth = match s.fleet.cache.instance(id) {
+    let epoch = match s.fleet.cache.epoch() {
+        Some(e) => e,
+        None => {
+            let began = std::time::Instant::now();
+            let e = s.store.instance_auth_epoch().await?;
+            s.fleet.cache.set_epoch(e, began);
+            e
+        }
+    };
+    let auth = match s.fleet.cache.instance(id, epoch) {
         Some(a) => a,
         None => {
+            // Read after the epoch: if a rotation commits in between, the epoch moves on
+            // and this entry is not used past the next re-read.
             let row = s.store.instance(id).await?.ok_or_else(unauthorized)?;
             let a = InstanceAuth {
                 token_sha256: row.token_sha256,
                 template_id: row.template_id,
             };
-            s.fleet.cache.set_instance(id, a.clone());
+            s.fleet.cache.set_instance(id, a.clone(), epoch);
             a
         }
     };
@@ -131,12 +157,7 @@ pub async fn register(
             b.template_id
         )));
     }
-    // 244 random bits from the OS generator (two v4 UUIDs), shown once.
-    let token = format!(
-        "pni_{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    );
+    let token = new_token();
     let audit = NewAudit {
         version_id: None,
         template_id: Some(b.template_id.clone()),
@@ -190,147 +211,6 @@ pub async fn desired_state(
     serve_state(&s, &h, &auth.template_id).await
 }
 
-pub async fn report(
-    State(s): State<AppState>,
-    h: HeaderMap,
-    Path(id): Path<String>,
-    body::Json(b): body::Json<WireReport>,
-) -> Result<Json<Accepted>, ApiError> {
-    instance_auth(&s, &h, &id).await?;
-    let b = b?;
-    for name in b.running_module_digests.keys() {
-        if ModuleName::parse(name).is_none() {
-            return Err(ApiError::bad_request(format!(
-                "running_module_digests: {name:?} is not a module name"
-            )));
-        }
-    }
-    if b.message.as_ref().is_some_and(|m| m.len() > 4096) {
-        return Err(ApiError::bad_request("message: at most 4096 bytes"));
-    }
-    check_observations(&b.modules).map_err(ApiError::bad_request)?;
-    let r = Report {
-        desired_state_id: b.desired_state_id.to_string(),
-        running_module_digests: b
-            .running_module_digests
-            .iter()
-            .map(|(k, v)| (k.clone(), v.to_string()))
-            .collect(),
-        composefs_digest: b.composefs_digest.map(|d| d.to_string()),
-        status: b.status.as_str().into(),
-        message: b.message,
-        modules: b.modules,
-    };
-    if !s.store.record_report(&id, &r).await? {
-        return Err(ApiError::not_found(format!("no instance {id}")));
-    }
-    s.metrics.reports.inc();
-    Ok(Json(Accepted { accepted: true }))
-}
-
-/// How much one report may observe: modules, and packages and units per module.
-const MAX_OBSERVED_MODULES: usize = 64;
-const MAX_OBSERVED_PACKAGES: usize = 256;
-const MAX_OBSERVED_UNITS: usize = 64;
-/// The longest package name, version or unit name a report may carry (bytes).
-const MAX_OBSERVED_NAME: usize = 256;
-
-/// The systemd unit types a module's unit may have.
-const UNIT_SUFFIXES: [&str; 11] = [
-    ".service",
-    ".socket",
-    ".timer",
-    ".mount",
-    ".automount",
-    ".path",
-    ".target",
-    ".swap",
-    ".slice",
-    ".scope",
-    ".device",
-];
-
-/// A unit name as systemd prints it (`redis-server.service`, `getty@tty1.service`): the
-/// characters of its escaping and a known type.
-fn valid_unit(u: &str) -> bool {
-    u.len() <= MAX_OBSERVED_NAME
-        && u.bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b':' | b'_' | b'.' | b'@' | b'-'))
-        && UNIT_SUFFIXES
-            .iter()
-            .any(|s| u.len() > s.len() && u.ends_with(s))
-}
-
-/// An `ActiveState` (`active`, `failed`, `activating`, …): lowercase words and dashes.
-fn valid_unit_state(s: &str) -> bool {
-    (1..=32).contains(&s.len()) && s.bytes().all(|c| c.is_ascii_lowercase() || c == b'-')
-}
-
-/// Bounds what a report's observations may hold; the message names the field.
-fn check_observations(modules: &BTreeMap<String, ModuleObservation>) -> Result<(), String> {
-    if modules.len() > MAX_OBSERVED_MODULES {
-        return Err(format!(
-            "modules: at most {MAX_OBSERVED_MODULES} per report, not {}",
-            modules.len()
-        ));
-    }
-    for (m, obs) in modules {
-        if ModuleName::parse(m).is_none() {
-            return Err(format!("modules: {m:?} is not a module name"));
-        }
-        if obs.packages.len() > MAX_OBSERVED_PACKAGES {
-            return Err(format!(
-                "modules.{m}.packages: at most {MAX_OBSERVED_PACKAGES} per module, not {}",
-                obs.packages.len()
-            ));
-        }
-        if obs.units.len() > MAX_OBSERVED_UNITS {
-            return Err(format!(
-                "modules.{m}.units: at most {MAX_OBSERVED_UNITS} per module, not {}",
-                obs.units.len()
-            ));
-        }
-        for (p, v) in &obs.packages {
-            if p.len() > MAX_OBSERVED_NAME {
-                return Err(format!(
-                    "modules.{m}.packages: a package name of {} bytes (at most {MAX_OBSERVED_NAME})",
-                    p.len()
-                ));
-            }
-            if !package::valid_name(p) {
-                let e = PackageSpecError::Name(p.clone());
-                return Err(format!("modules.{m}.packages: {e}"));
-            }
-            match v {
-                Some(v) if v.len() > MAX_OBSERVED_NAME => {
-                    return Err(format!(
-                        "modules.{m}.packages.{p}: a version of {} bytes (at most {MAX_OBSERVED_NAME})",
-                        v.len()
-                    ));
-                }
-                Some(v) if !package::valid_version(v) => {
-                    let e = PackageSpecError::Version(v.clone());
-                    return Err(format!("modules.{m}.packages.{p}: {e}"));
-                }
-                _ => {}
-            }
-        }
-        for (u, state) in &obs.units {
-            if !valid_unit(u) {
-                return Err(format!(
-                    "modules.{m}.units: {u:?} is not a systemd unit name ([A-Za-z0-9:_.@-], a type such as .service, at most {MAX_OBSERVED_NAME} bytes)"
-                ));
-            }
-            if !valid_unit_state(state) {
-                return Err(format!(
-                    "modules.{m}.units.{u}: {state:?} is not a unit state (active, failed, inactive, …)"
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The drift of one instance against its template's served state.
 pub async fn drift_of(s: &AppState, row: &InstanceRow) -> Result<Drift, ApiError> {
     let served = s.store.served_state(&row.template_id).await?;
@@ -342,7 +222,10 @@ pub async fn drift_of(s: &AppState, row: &InstanceRow) -> Result<Drift, ApiError
         })
         .transpose()
         .map_err(anyhow::Error::from)?;
-    let desired = doc.as_ref().map(|(id, d)| drift::Desired::of(id, d));
+    let yanked = s.store.yanked_digests().await?;
+    let desired = doc
+        .as_ref()
+        .map(|(id, d)| drift::Desired::of(id, d).with_yanked(yanked));
     Ok(drift::drift(
         desired.as_ref(),
         observed(row),
@@ -438,6 +321,7 @@ pub async fn summary(
     let now = s.store.now();
     let stale_ms = s.config.fleet.stale_after_secs * 1000;
     let mut states: BTreeMap<String, Option<drift::Desired>> = BTreeMap::new();
+    let yanked = s.store.yanked_digests().await?;
     let mut counts = Counts::default();
     let mut drifting = Vec::new();
     let mut next_cursor = None;
@@ -453,11 +337,14 @@ pub async fn summary(
             if !states.contains_key(&row.template_id) {
                 let st = s.store.served_state(&row.template_id).await?;
                 let doc = match st {
-                    Some(st) => Some(drift::Desired::of(
-                        &st.state_id,
-                        &serde_json::from_value::<DesiredState>(st.document)
-                            .map_err(anyhow::Error::from)?,
-                    )),
+                    Some(st) => Some(
+                        drift::Desired::of(
+                            &st.state_id,
+                            &serde_json::from_value::<DesiredState>(st.document)
+                                .map_err(anyhow::Error::from)?,
+                        )
+                        .with_yanked(yanked.clone()),
+                    ),
                     None => None,
                 };
                 states.insert(row.template_id.clone(), doc);

@@ -6,7 +6,7 @@
 use crate::http::extract as body;
 use crate::{
     config::Role,
-    fleet::{Recomputed, recompute_job},
+    fleet::{Degraded, Recomputed, recompute_job},
     http::{
         ApiError, AppState,
         auth::{Caller, require},
@@ -55,12 +55,21 @@ pub struct TemplateView {
     pub assignments: Vec<Assignment>,
     pub desired_state: Option<StateSummary>,
     pub last_computation: Option<LastComputation>,
+    /// Set when the served state is less than the assignments ask for: `degraded` (a version
+    /// left `live` and the template is served without what needs it) or `held` (nothing
+    /// composes; nodes keep what they run). With the reason and the conflicts. `null` when
+    /// the template serves what it should.
+    pub degraded: Option<Degraded>,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct StateSummary {
     pub state_id: String,
     pub computed_at: i64,
+    /// The signed sequence number: every state the template serves takes the next one.
+    pub sequence: i64,
+    /// Unix seconds after which nodes refuse it (re-issued before).
+    pub expires_at: i64,
     pub document: serde_json::Value,
 }
 
@@ -99,15 +108,26 @@ fn check_id(id: &str) -> Result<(), ApiError> {
 
 async fn view(s: &AppState, t: TemplateRow) -> Result<TemplateView, ApiError> {
     let assignments = s.store.assignments(&t.id).await?;
-    let desired_state = s.store.served_state(&t.id).await?.map(
+    let served = s.store.served_state(&t.id).await?;
+    let degraded = served
+        .as_ref()
+        .and_then(|st| st.degraded.clone())
+        .map(serde_json::from_value)
+        .transpose()
+        .map_err(anyhow::Error::from)?;
+    let desired_state = served.map(
         |ServedState {
              state_id,
              document,
              computed_at,
+             sequence,
+             expires_at,
              ..
          }| StateSummary {
             state_id,
             computed_at,
+            sequence,
+            expires_at,
             document,
         },
     );
@@ -117,6 +137,7 @@ async fn view(s: &AppState, t: TemplateRow) -> Result<TemplateView, ApiError> {
         assignments,
         desired_state,
         last_computation,
+        degraded,
     })
 }
 
@@ -387,12 +408,14 @@ pub async fn serve_state(
     {
         return Ok(not_modified(s, c));
     }
-    let Some(st) = s.store.served_state(template).await? else {
+    let Some(st) = s.fleet.served(template).await? else {
         return Err(ApiError::not_found(format!(
             "template {template} serves no desired state yet"
         )));
     };
     s.fleet.cache.set_state(template, &st.state_id);
+    // From here on, reports may name this state.
+    super::instances::remember_served(s, template, &st).await?;
     if presented.as_deref() == Some(st.state_id.as_str()) {
         return Ok(not_modified(s, &st.state_id));
     }

@@ -1,19 +1,28 @@
 //! What the hot read path (`GET …/desired-state` with `If-None-Match`, polled by every
-//! instance) needs without touching the database: each template's served state id and each
-//! instance's token hash and template.
+//! instance) and the report path need without touching the database: each template's served
+//! state id, each instance's token hash and template, the states known to have been served,
+//! and each instance's report budget.
 //!
-//! Instance rows never change their token or template, so those entries stay valid. A state
-//! id is trusted for [`STATE_TTL`]: this replica updates it when it recomputes, and another
-//! replica's recomputation is seen within that time.
+//! A state id is trusted for [`STATE_TTL`]: this replica updates it when it recomputes, and
+//! another replica's recomputation is seen within that time. Instance tokens change only by
+//! rotation or deletion, which increment the store's instance-auth epoch: a cached token is
+//! used only while the epoch it was read under is the current one, and the epoch is re-read
+//! at most every [`STATE_TTL`], so a revoked token stops working on every replica within a
+//! second.
 
 use std::{
-    collections::HashMap,
-    sync::RwLock,
+    collections::{HashMap, HashSet},
+    sync::{Mutex, RwLock},
     time::{Duration, Instant},
 };
 
-/// How long a cached state id answers `If-None-Match` before the database is asked again.
+/// How long a cached state id answers `If-None-Match`, and a cached instance-auth epoch is
+/// trusted, before the database is asked again.
 pub const STATE_TTL: Duration = Duration::from_secs(1);
+
+/// At most this many entries in the remembered-state sets before they start over (they
+/// only save database round trips).
+const MAX_KNOWN_STATES: usize = 100_000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceAuth {
@@ -21,10 +30,26 @@ pub struct InstanceAuth {
     pub template_id: String,
 }
 
+/// A token bucket: `tokens` left at `at`.
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
 #[derive(Debug, Default)]
 pub struct Cache {
     states: RwLock<HashMap<String, (String, Instant)>>,
-    instances: RwLock<HashMap<String, InstanceAuth>>,
+    /// Instance → its auth, and the epoch it was read under.
+    instances: RwLock<HashMap<String, (InstanceAuth, i64)>>,
+    /// The instance-auth epoch, and when the read that returned it began.
+    epoch: Mutex<Option<(i64, Instant)>>,
+    /// `(template, state)` pairs recorded in the store as served.
+    served: RwLock<HashSet<(String, String)>>,
+    /// `(template, state)` pairs known to have been served → the most modules a state of
+    /// that template held when it was looked up.
+    known: RwLock<HashMap<(String, String), i64>>,
+    reports: Mutex<HashMap<String, Bucket>>,
 }
 
 impl Cache {
@@ -41,13 +66,140 @@ impl Cache {
         }
     }
 
-    pub fn instance(&self, id: &str) -> Option<InstanceAuth> {
-        self.instances.read().ok()?.get(id).cloned()
+    /// The instance-auth epoch, if it was read less than [`STATE_TTL`] ago.
+    pub fn epoch(&self) -> Option<i64> {
+        let g = self.epoch.lock().ok()?;
+        let (e, at) = (*g)?;
+        (at.elapsed() < STATE_TTL).then_some(e)
     }
 
-    pub fn set_instance(&self, id: &str, auth: InstanceAuth) {
-        if let Ok(mut g) = self.instances.write() {
-            g.insert(id.to_owned(), auth);
+    /// Keeps the epoch `e`, read by a query that began at `began` (the newest read wins).
+    pub fn set_epoch(&self, e: i64, began: Instant) {
+        if let Ok(mut g) = self.epoch.lock() {
+            *g = Some(match *g {
+                Some((ce, cat)) => (ce.max(e), cat.max(began)),
+                None => (e, began),
+            });
         }
+    }
+
+    /// The instance's auth, if it was cached under `epoch`.
+    pub fn instance(&self, id: &str, epoch: i64) -> Option<InstanceAuth> {
+        let g = self.instances.read().ok()?;
+        let (a, e) = g.get(id)?;
+        (*e == epoch).then(|| a.clone())
+    }
+
+    /// Caches an instance's auth, read from the store after `epoch` was.
+    pub fn set_instance(&self, id: &str, auth: InstanceAuth, epoch: i64) {
+        if let Ok(mut g) = self.instances.write() {
+            g.insert(id.to_owned(), (auth, epoch));
+        }
+    }
+
+    /// Forgets an instance at once on this replica (after its rotation or deletion).
+    pub fn forget_instance(&self, id: &str) {
+        if let Ok(mut g) = self.instances.write() {
+            g.remove(id);
+        }
+        if let Ok(mut g) = self.reports.lock() {
+            g.remove(id);
+        }
+    }
+
+    /// Whether this replica recorded `state` of `template` as served already.
+    pub fn recorded_served(&self, template: &str, state: &str) -> bool {
+        self.served
+            .read()
+            .is_ok_and(|g| g.contains(&(template.to_owned(), state.to_owned())))
+    }
+
+    pub fn set_recorded_served(&self, template: &str, state: &str) {
+        if let Ok(mut g) = self.served.write() {
+            if g.len() >= MAX_KNOWN_STATES {
+                g.clear();
+            }
+            g.insert((template.to_owned(), state.to_owned()));
+        }
+    }
+
+    /// For a state `template` is known to have served: the most modules its states held.
+    pub fn known_state(&self, template: &str, state: &str) -> Option<i64> {
+        self.known
+            .read()
+            .ok()?
+            .get(&(template.to_owned(), state.to_owned()))
+            .copied()
+    }
+
+    pub fn set_known_state(&self, template: &str, state: &str, most_modules: i64) {
+        if let Ok(mut g) = self.known.write() {
+            if g.len() >= MAX_KNOWN_STATES {
+                g.clear();
+            }
+            g.insert((template.to_owned(), state.to_owned()), most_modules);
+        }
+    }
+
+    /// Takes one report from `instance`'s budget of `max` per `window` (a token bucket that
+    /// refills evenly), or says how long until the next one is allowed.
+    pub fn admit_report(&self, instance: &str, max: u32, window: Duration) -> Result<(), Duration> {
+        let Ok(mut g) = self.reports.lock() else {
+            return Ok(());
+        };
+        let cap = f64::from(max.max(1));
+        let per_sec = cap / window.as_secs_f64().max(0.001);
+        let now = Instant::now();
+        let b = g.entry(instance.to_owned()).or_insert(Bucket {
+            tokens: cap,
+            at: now,
+        });
+        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * per_sec).min(cap);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / per_sec))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_budget_refills_evenly_and_is_per_instance() {
+        let c = Cache::default();
+        let w = Duration::from_secs(60);
+        for _ in 0..3 {
+            assert!(c.admit_report("a", 3, w).is_ok());
+        }
+        let wait = c.admit_report("a", 3, w).unwrap_err();
+        assert!(
+            wait > Duration::from_secs(19) && wait <= Duration::from_secs(20),
+            "{wait:?}"
+        );
+        assert!(
+            c.admit_report("b", 3, w).is_ok(),
+            "another instance has its own budget"
+        );
+    }
+
+    #[test]
+    fn a_cached_token_counts_only_under_its_epoch() {
+        let c = Cache::default();
+        let a = InstanceAuth {
+            token_sha256: "h".into(),
+            template_id: "t".into(),
+        };
+        c.set_instance("i", a.clone(), 3);
+        assert_eq!(c.instance("i", 3), Some(a));
+        assert_eq!(c.instance("i", 4), None);
+        let t0 = Instant::now();
+        c.set_epoch(5, t0);
+        c.set_epoch(4, t0);
+        assert_eq!(c.epoch(), Some(5), "an older read never wins");
     }
 }

@@ -13,6 +13,9 @@ use powernode_module::{
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+mod yanked;
+pub use yanked::YankedRunning;
+
 /// A module running at another composefs digest than desired.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Outdated {
@@ -60,8 +63,12 @@ pub struct Drift {
     pub package_version: Vec<PackageVersion>,
     /// Units reported `failed`.
     pub unit_failed: Vec<UnitFailed>,
+    /// Modules running at a yanked version's digest (yank is the emergency switch).
+    pub yanked_running: Vec<YankedRunning>,
     /// The merged tree's digest differs from the predicted one (or was not reported).
     pub composefs_mismatch: bool,
+    /// The report names another state than the served one (one it has not applied yet).
+    pub state_mismatch: bool,
     /// No report within the configured interval (or never).
     pub stale: bool,
     /// The desired state compared against (`None`: the template serves none yet).
@@ -97,6 +104,8 @@ pub struct Desired {
     pub packages: BTreeMap<String, Vec<PackageSpec>>,
     /// `modules` as the JSON text a matching report is stored as (sorted keys).
     pub running_text: String,
+    /// Composefs digest of every yanked version → `module version`.
+    pub yanked: BTreeMap<String, String>,
 }
 
 impl Desired {
@@ -105,9 +114,11 @@ impl Desired {
     /// [`drift`]).
     pub fn in_sync_as_stored(&self, r: &StoredReport, now: i64, stale_after_ms: i64) -> bool {
         r.status.as_deref() == Some("applied")
+            && r.reported_state_id.as_deref() == Some(self.state_id.as_str())
             && r.running_module_digests.as_deref() == Some(self.running_text.as_str())
             && r.composefs_digest.as_deref() == Some(self.composefs_digest.as_str())
             && r.last_report_at.is_some_and(|at| now - at <= stale_after_ms)
+            && !self.modules.values().any(|d| self.yanked.contains_key(d))
             // The same text: the instance runs exactly the desired modules.
             && Observations::of(Some(self), &self.modules, &r.modules).is_empty()
     }
@@ -129,7 +140,15 @@ impl Desired {
                 .filter(|m| !m.packages.is_empty())
                 .map(|m| (m.name.clone(), m.packages.clone()))
                 .collect(),
+            yanked: BTreeMap::new(),
         }
+    }
+
+    /// With the digests of the yanked versions (`Store::yanked_digests`), so that running
+    /// one is drift whatever the state says.
+    pub fn with_yanked(mut self, yanked: BTreeMap<String, String>) -> Desired {
+        self.yanked = yanked;
+        self
     }
 }
 
@@ -232,8 +251,14 @@ pub fn drift(
         })
         .collect();
     let obs = Observations::of(desired, running, observed.modules);
+    let yanked_running = yanked::running(desired, running);
     let composefs_mismatch =
         desired.is_some_and(|d| observed.composefs_digest != Some(d.composefs_digest.as_str()));
+    // The state a report names is the node's word too: matching digests under another
+    // state id is not "in sync" (the receiver refuses ids its template never served).
+    let state_mismatch = desired
+        .zip(observed.reported_state_id)
+        .is_some_and(|(d, r)| r != d.state_id);
     let stale = match observed.last_report_at {
         None => true,
         Some(at) => now - at > stale_after_ms,
@@ -265,6 +290,13 @@ pub fn drift(
     for u in &obs.unit_failed {
         reasons.push(format!("{} of {} has failed", u.unit, u.module));
     }
+    reasons.extend(yanked_running.iter().map(yanked::sentence));
+    if let (true, Some(d), Some(r)) = (state_mismatch, desired, observed.reported_state_id) {
+        reasons.push(format!(
+            "the instance reports state {r}, not the served {}",
+            d.state_id
+        ));
+    }
     if composefs_mismatch {
         reasons.push(match observed.composefs_digest {
             Some(c) => format!("the merged tree measures {c}, not the predicted digest"),
@@ -291,7 +323,9 @@ pub fn drift(
         package_missing: obs.package_missing,
         package_version: obs.package_version,
         unit_failed: obs.unit_failed,
+        yanked_running,
         composefs_mismatch,
+        state_mismatch,
         stale,
         desired_state_id: desired.map(|d| d.state_id.clone()),
         reported_state_id: observed.reported_state_id.map(str::to_owned),
@@ -327,6 +361,10 @@ mod tests {
         DesiredState {
             schema_version: SCHEMA_VERSION,
             template_id: "t".into(),
+            sequence: 1,
+            issued_at: 0,
+            expires_at: 1,
+            hold: None,
             platform: "p".into(),
             modules: vec![m("base", 'a'), m("redis", 'b')],
             composefs_digest: d('f'),

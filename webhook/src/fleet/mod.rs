@@ -16,7 +16,10 @@ pub mod resolve;
 use crate::{
     ingest::trust::Policies,
     lifecycle::Actor,
-    store::{AuditAction, LastComputation, NewAudit, NewJob, Store, VersionRow, Via},
+    store::{
+        AuditAction, LastComputation, NewAudit, NewJob, Recorded, Serve, ServedState, Store,
+        TemplateRow, VersionRow, Via,
+    },
 };
 use key::ReceiverKey;
 use powernode_module::{
@@ -27,8 +30,11 @@ use powernode_module::{
     diagnostics::{Code, Finding, Severity},
     digest::Digest,
 };
-use serde::Serialize;
-use std::{collections::BTreeMap, sync::Arc};
+use serde::{Deserialize, Serialize};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+};
 
 /// The job that recomputes every template's desired state. One queued at a time (its
 /// dedupe key is fixed): a burst of promotions recomputes once.
@@ -48,6 +54,61 @@ pub struct Fleet {
     /// `host:port` of the registry, for the references nodes fetch by digest.
     pub registry_host: String,
     pub cache: Arc<cache::Cache>,
+    /// Seconds a signed state is valid (`[fleet] state_validity_secs`).
+    pub validity_secs: i64,
+}
+
+/// One try at recomputing: done, or lost the compare-and-set to another replica.
+enum Attempt {
+    Done(Box<Recomputed>),
+    Lost,
+}
+
+/// A document of `template` with sequence and times unset (filled in when it is signed).
+fn unsigned(
+    template: &TemplateRow,
+    modules: Vec<DesiredModule>,
+    composefs_digest: Digest,
+    hold: Option<String>,
+) -> DesiredState {
+    DesiredState {
+        schema_version: desired_state::SCHEMA_VERSION,
+        template_id: template.id.clone(),
+        sequence: 0,
+        issued_at: 0,
+        expires_at: 0,
+        hold,
+        platform: template.platform.clone(),
+        modules,
+        composefs_digest,
+        composefs_format: COMPOSEFS_FORMAT,
+    }
+}
+
+/// Whether every module a stored document names is at a live manifest digest.
+fn names_only(document: &serde_json::Value, live: &BTreeSet<&str>) -> bool {
+    document["modules"].as_array().is_some_and(|ms| {
+        ms.iter().all(|m| {
+            m["manifest_digest"]
+                .as_str()
+                .is_some_and(|d| live.contains(d))
+        })
+    })
+}
+
+/// A stored document as a schema 2 one without sequence and times (schema 1 states, from
+/// before sequences, are re-issued with the same content).
+fn upgrade(document: &serde_json::Value) -> Option<DesiredState> {
+    let mut d = document.clone();
+    let o = d.as_object_mut()?;
+    o.insert(
+        "schema_version".into(),
+        desired_state::SCHEMA_VERSION.into(),
+    );
+    for k in ["sequence", "issued_at", "expires_at"] {
+        o.insert(k.into(), 0.into());
+    }
+    serde_json::from_value(d).ok()
 }
 
 /// The outcome of recomputing one template.
@@ -58,13 +119,51 @@ pub struct Recomputed {
     pub state_id: Option<String>,
     /// The served state changed.
     pub changed: bool,
-    /// Conflicts kept the new state from being served.
+    /// Conflicts kept the state the assignments ask for from being served.
     pub blocked: bool,
     pub conflicts: Vec<Finding>,
     pub warnings: Vec<Finding>,
     /// The modules of the computed state, in composition order.
     pub modules: Vec<String>,
+    /// Set when the served state is not the one the assignments ask for because a version
+    /// it named left `live` and the full state cannot be composed.
+    pub degraded: Option<Degraded>,
 }
+
+/// Why a template serves less than its assignments ask for. A served state never names a
+/// version that is not `live`: when a yank (or any move out of `live`) leaves the full
+/// state uncomposable, the receiver serves the assignments that still compose on their own
+/// (`degraded`), or, if even those conflict, a signed hold state (`held`): nodes keep what
+/// they run and apply nothing until the template composes again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Degraded {
+    pub mode: DegradedMode,
+    /// One sentence, for people.
+    pub reason: String,
+    /// Assignments left out of the served state (with what depends on them).
+    pub dropped: Vec<String>,
+    /// The conflicts of the full composition.
+    pub findings: Vec<Finding>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DegradedMode {
+    Degraded,
+    Held,
+}
+
+/// One composition of assignments against the live versions.
+struct Composed {
+    findings: Vec<Finding>,
+    blocked: bool,
+    order: Vec<String>,
+    /// The unsigned document (sequence and times unset) when nothing blocks it.
+    state: Option<DesiredState>,
+}
+
+type Assignments = [(String, Option<semver::VersionReq>)];
+type Live = BTreeMap<String, Vec<resolve::Candidate<VersionRow>>>;
 
 impl Fleet {
     /// Recomputes every template (the [`recompute_job`]).
@@ -78,7 +177,9 @@ impl Fleet {
         Ok(out)
     }
 
-    /// Recomputes one template's desired state and serves it unless it has conflicts.
+    /// Recomputes one template's desired state and serves it unless it has conflicts (or,
+    /// when the served state names a version no longer live, serves what can be composed,
+    /// see [`Degraded`]); re-issues the served state when it is past half its validity.
     /// `None` if there is no such template.
     pub async fn recompute(
         &self,
@@ -86,6 +187,26 @@ impl Fleet {
         actor: &Actor,
         via: Via,
     ) -> anyhow::Result<Option<Recomputed>> {
+        // Another replica serving a state between our read and our write makes the write
+        // a no-op (compare-and-set on the sequence): compute again from what it left.
+        for _ in 0..5 {
+            match self.try_recompute(template_id, actor, via).await? {
+                Some(Attempt::Done(r)) => return Ok(Some(*r)),
+                Some(Attempt::Lost) => continue,
+                None => return Ok(None),
+            }
+        }
+        anyhow::bail!(
+            "the served state of template {template_id} kept changing under recomputation"
+        )
+    }
+
+    async fn try_recompute(
+        &self,
+        template_id: &str,
+        actor: &Actor,
+        via: Via,
+    ) -> anyhow::Result<Option<Attempt>> {
         let Some(template) = self.store.template(template_id).await? else {
             return Ok(None);
         };
@@ -100,7 +221,192 @@ impl Fleet {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let live = candidates(self.store.live_versions().await?);
-        let resolution = resolve::resolve(&assignments, &live);
+        let full = self.compose(&template, &assignments, &live).await?;
+        let blocked = full.blocked;
+        let (conflicts, warnings): (Vec<_>, Vec<_>) = full
+            .findings
+            .iter()
+            .cloned()
+            .partition(|f| f.severity != Severity::Warning);
+        let order = full.order.clone();
+
+        let served = self.store.served_state(template_id).await?;
+        let live_digests: BTreeSet<&str> = live
+            .values()
+            .flatten()
+            .map(|c| c.data.manifest_digest.as_str())
+            .collect();
+        // What to serve: the full state; else (fail safe) the served one while it is whole
+        // and names only live versions; else what can be composed without the broken
+        // assignments (recomputed while the template stays degraded).
+        let plan = match (full.state, &served) {
+            (Some(state), _) => Some((state, None)),
+            (None, None) => None,
+            (None, Some(st))
+                if st.degraded.is_none() && names_only(&st.document, &live_digests) =>
+            {
+                upgrade(&st.document).map(|d| (d, None))
+            }
+            (None, Some(_)) => {
+                let (state, d) = self
+                    .degrade(&template, &assignments, &live, &conflicts)
+                    .await?;
+                Some((state, Some(d)))
+            }
+        };
+        let now_s = self.store.now().div_euclid(1000);
+        let mut serve = None;
+        let mut state_id = served.as_ref().map(|s| s.state_id.clone());
+        let mut degraded = served
+            .as_ref()
+            .and_then(|s| s.degraded.clone())
+            .and_then(|d| serde_json::from_value::<Degraded>(d).ok());
+        if let Some((content, new_degraded)) = plan {
+            let degraded_value = new_degraded
+                .as_ref()
+                .map(serde_json::to_value)
+                .transpose()?;
+            let same = served.as_ref().is_some_and(|st| {
+                st.sequence > 0
+                    && serde_json::from_value::<DesiredState>(st.document.clone())
+                        .is_ok_and(|d| d.content_id() == content.content_id())
+                    && st.degraded == degraded_value
+                    && st.expires_at - now_s > self.validity_secs / 2
+            });
+            if !same {
+                let replaces = served.as_ref().map(|s| s.sequence);
+                let state = DesiredState {
+                    sequence: replaces.map_or(1, |s| s.max(0) as u64 + 1),
+                    issued_at: now_s,
+                    expires_at: now_s + self.validity_secs,
+                    ..content
+                };
+                let (envelope, id) =
+                    desired_state::sign(&state, &self.key.signer, &self.key.public_pem)?;
+                state_id = Some(id.to_string());
+                degraded = new_degraded;
+                serve = Some((
+                    id.to_string(),
+                    serde_json::to_value(&state)?,
+                    serde_json::to_value(&envelope)?,
+                    state.sequence as i64,
+                    state.expires_at,
+                    degraded_value,
+                    replaces,
+                ));
+            }
+        }
+        let outcome = LastComputation {
+            blocked,
+            findings: serde_json::to_value(&full.findings)?,
+            candidate_state_id: if blocked { None } else { state_id.clone() },
+            computed_at: self.store.now(),
+        };
+        let previous = served.as_ref().map(|s| s.state_id.clone());
+        let audit = NewAudit {
+            version_id: None,
+            template_id: Some(template_id.to_owned()),
+            module: None,
+            actor: actor.encode(),
+            via,
+            action: if blocked && serve.is_none() {
+                AuditAction::DesiredStateBlocked
+            } else {
+                AuditAction::DesiredStateChanged
+            },
+            from_state: None,
+            to_state: None,
+            reason: blocked.then(|| {
+                conflicts
+                    .iter()
+                    .map(|f| f.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            }),
+            evidence: serde_json::json!({
+                "previous_state_id": previous,
+                "state_id": state_id,
+                "sequence": serve.as_ref().map(|s| s.3),
+                "modules": order,
+                "conflicts": conflicts,
+                "degraded": degraded,
+            }),
+        };
+        let recorded = self
+            .store
+            .record_computation(
+                template_id,
+                &outcome,
+                serve
+                    .as_ref()
+                    .map(|(id, d, e, seq, exp, deg, replaces)| Serve {
+                        state_id: id,
+                        document: d,
+                        envelope: e,
+                        sequence: *seq,
+                        expires_at: *exp,
+                        degraded: deg.as_ref(),
+                        replaces: *replaces,
+                    }),
+                &audit,
+            )
+            .await?;
+        if recorded == Recorded::Lost {
+            return Ok(Some(Attempt::Lost));
+        }
+        let changed = recorded == Recorded::Served;
+        if let Some(id) = &state_id {
+            self.cache.set_state(template_id, id);
+        }
+        if let Some(d) = degraded.as_ref().filter(|_| changed) {
+            tracing::error!(template = template_id, mode = ?d.mode, reason = %d.reason, "desired state degraded: a version it needs left live");
+        } else if blocked {
+            tracing::warn!(
+                template = template_id,
+                conflicts = conflicts.len(),
+                "desired state blocked by conflicts; the served state stays"
+            );
+        } else if changed {
+            tracing::info!(template = template_id, state_id = ?state_id, "desired state changed");
+        }
+        Ok(Some(Attempt::Done(Box::new(Recomputed {
+            template_id: template_id.to_owned(),
+            state_id,
+            changed,
+            blocked,
+            conflicts,
+            warnings,
+            modules: order,
+            degraded,
+        }))))
+    }
+
+    /// The state `template` serves, re-issued first when past half its validity (or from
+    /// before expiries), so no node is left holding one about to expire. A failed re-issue
+    /// leaves the current one served: it is valid until it expires.
+    pub async fn served(&self, template: &str) -> anyhow::Result<Option<ServedState>> {
+        let Some(st) = self.store.served_state(template).await? else {
+            return Ok(None);
+        };
+        if st.expires_at - self.store.now().div_euclid(1000) > self.validity_secs / 2 {
+            return Ok(Some(st));
+        }
+        if let Err(e) = self.recompute(template, &Actor::Auto, Via::Auto).await {
+            tracing::warn!(template, error = %format!("{e:#}"), "re-issuing the desired state failed; serving the current one");
+            return Ok(Some(st));
+        }
+        Ok(self.store.served_state(template).await?.or(Some(st)))
+    }
+
+    /// Resolves `assignments` against `live` and composes them: the findings and, when
+    /// nothing blocks, the unsigned document.
+    async fn compose(
+        &self,
+        template: &TemplateRow,
+        assignments: &Assignments,
+        live: &Live,
+    ) -> anyhow::Result<Composed> {
+        let resolution = resolve::resolve(assignments, live);
         let mut findings: Vec<Finding> = resolution
             .unresolved
             .iter()
@@ -129,14 +435,8 @@ impl Fleet {
         findings.extend(composition.findings().iter().cloned());
         let blocked = composition.merged_digest().is_none()
             || findings.iter().any(|f| f.severity == Severity::Conflict);
-        let (conflicts, warnings): (Vec<_>, Vec<_>) = findings
-            .iter()
-            .cloned()
-            .partition(|f| f.severity != Severity::Warning);
         let order: Vec<String> = composition.order().iter().map(|m| m.to_string()).collect();
-
-        let mut serve = None;
-        let mut candidate_id = None;
+        let mut state = None;
         if let (false, Some(merged)) = (blocked, composition.merged_digest()) {
             let mut modules = Vec::new();
             for name in &order {
@@ -146,88 +446,72 @@ impl Fleet {
                         .await?,
                 );
             }
-            let state = DesiredState {
-                schema_version: desired_state::SCHEMA_VERSION,
-                template_id: template.id.clone(),
-                platform: template.platform.clone(),
-                modules,
-                composefs_digest: merged,
-                composefs_format: COMPOSEFS_FORMAT,
-            };
-            let (envelope, id) =
-                desired_state::sign(&state, &self.key.signer, &self.key.public_pem)?;
-            candidate_id = Some(id.to_string());
-            serve = Some((
-                id.to_string(),
-                serde_json::to_value(&state)?,
-                serde_json::to_value(&envelope)?,
+            state = Some(unsigned(template, modules, merged, None));
+        }
+        Ok(Composed {
+            findings,
+            blocked,
+            order,
+            state,
+        })
+    }
+
+    /// The state to serve when the full one cannot be composed and the served one names a
+    /// version that left `live`: the assignments that compose on their own, together; if
+    /// those conflict, a hold state.
+    async fn degrade(
+        &self,
+        template: &TemplateRow,
+        assignments: &Assignments,
+        live: &Live,
+        conflicts: &[Finding],
+    ) -> anyhow::Result<(DesiredState, Degraded)> {
+        let mut kept = Vec::new();
+        let mut dropped = Vec::new();
+        for a in assignments {
+            let alone = self
+                .compose(template, std::slice::from_ref(a), live)
+                .await?;
+            if alone.state.is_some() {
+                kept.push(a.clone());
+            } else {
+                dropped.push(a.0.clone());
+            }
+        }
+        let why: Vec<&str> = conflicts.iter().map(|f| f.message.as_str()).collect();
+        let why = why.join("; ");
+        let rest = self.compose(template, &kept, live).await?;
+        if let Some(state) = rest.state {
+            let reason = format!(
+                "the served state named a version that is no longer live and the assignments cannot all be composed ({why}); serving the template without {}",
+                dropped.join(", ")
+            );
+            return Ok((
+                state,
+                Degraded {
+                    mode: DegradedMode::Degraded,
+                    reason,
+                    dropped,
+                    findings: conflicts.to_vec(),
+                },
             ));
         }
-        let outcome = LastComputation {
-            blocked,
-            findings: serde_json::to_value(&findings)?,
-            candidate_state_id: candidate_id.clone(),
-            computed_at: self.store.now(),
-        };
-        let previous = self.store.served_state_id(template_id).await?;
-        let audit = NewAudit {
-            version_id: None,
-            template_id: Some(template_id.to_owned()),
-            module: None,
-            actor: actor.encode(),
-            via,
-            action: if blocked {
-                AuditAction::DesiredStateBlocked
-            } else {
-                AuditAction::DesiredStateChanged
+        let reason = format!(
+            "the served state named a version that is no longer live and nothing composes without it ({why}); nodes hold what they run"
+        );
+        let empty = compose::compose(&[])
+            .merged_digest()
+            .ok_or_else(|| anyhow::anyhow!("the empty composition has no digest"))?;
+        let hold = unsigned(template, Vec::new(), empty, Some(reason.clone()));
+        Ok((
+            hold,
+            Degraded {
+                mode: DegradedMode::Held,
+                reason,
+                dropped: assignments.iter().map(|a| a.0.clone()).collect(),
+                findings: conflicts.to_vec(),
             },
-            from_state: None,
-            to_state: None,
-            reason: blocked.then(|| {
-                conflicts
-                    .iter()
-                    .map(|f| f.message.clone())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            }),
-            evidence: serde_json::json!({
-                "previous_state_id": previous,
-                "state_id": candidate_id,
-                "modules": order,
-                "conflicts": conflicts,
-            }),
-        };
-        let changed = self
-            .store
-            .record_computation(
-                template_id,
-                &outcome,
-                serve.as_ref().map(|(id, d, e)| (id.as_str(), d, e)),
-                &audit,
-            )
-            .await?;
-        let state_id = if blocked { previous } else { candidate_id };
-        if let Some(id) = &state_id {
-            self.cache.set_state(template_id, id);
-        }
-        if blocked {
-            tracing::warn!(
-                template = template_id,
-                conflicts = conflicts.len(),
-                "desired state blocked by conflicts; the served state stays"
-            );
-        } else if changed {
-            tracing::info!(template = template_id, state_id = ?state_id, "desired state changed");
-        }
-        Ok(Some(Recomputed {
-            template_id: template_id.to_owned(),
-            state_id,
-            changed,
-            blocked,
-            conflicts,
-            warnings,
-            modules: order,
-        }))
+        ))
     }
 
     /// What a node needs to fetch and verify `v`: its reference by digest, digests and the

@@ -200,6 +200,101 @@ impl Store {
         Ok(n == 1)
     }
 
+    /// Deletes an instance (its token and last report go with it), with its audit row;
+    /// `false` if there was none. Every replica's token cache sees it within a second.
+    pub async fn delete_instance(&self, id: &str, audit: &NewAudit) -> anyhow::Result<bool> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("DELETE FROM instances WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n != 1 {
+            return Ok(false);
+        }
+        bump_auth_epoch(&mut tx).await?;
+        super::templates::finish_change(tx, None, audit, &[], now).await?;
+        Ok(true)
+    }
+
+    /// Replaces an instance's token (its SHA-256), with its audit row; `false` if there is no
+    /// such instance. The old token stops working on every replica within a second.
+    pub async fn rotate_instance_token(
+        &self,
+        id: &str,
+        token_sha256: &str,
+        audit: &NewAudit,
+    ) -> anyhow::Result<bool> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
+        let n = sqlx::query("UPDATE instances SET token_sha256 = $2 WHERE id = $1")
+            .bind(id)
+            .bind(token_sha256)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if n != 1 {
+            return Ok(false);
+        }
+        bump_auth_epoch(&mut tx).await?;
+        super::templates::finish_change(tx, None, audit, &[], now).await?;
+        Ok(true)
+    }
+
+    /// The counter every token rotation and instance deletion increments: a cached token
+    /// is good only while this is what it was when the token was read.
+    pub async fn instance_auth_epoch(&self) -> anyhow::Result<i64> {
+        Ok(
+            sqlx::query("SELECT epoch FROM instance_auth_epoch WHERE id = 1")
+                .fetch_optional(&self.pool)
+                .await?
+                .map(|r| r.try_get::<i64, _>("epoch"))
+                .transpose()?
+                .unwrap_or(0),
+        )
+    }
+
+    /// Remembers that `template_id` served `state_id` (holding `modules` modules) to an
+    /// instance; a state already remembered is left as it is.
+    pub async fn remember_served_state(
+        &self,
+        template_id: &str,
+        state_id: &str,
+        modules: i64,
+    ) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO served_states (template_id, state_id, modules, served_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+        )
+        .bind(template_id)
+        .bind(state_id)
+        .bind(modules)
+        .bind(self.now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Whether `template_id` ever served `state_id`, and the most modules any state it
+    /// served held (`None`: it never served one).
+    pub async fn served_state_history(
+        &self,
+        template_id: &str,
+        state_id: &str,
+    ) -> anyhow::Result<(bool, Option<i64>)> {
+        let r = sqlx::query(
+            "SELECT MAX(modules) AS most, COUNT(CASE WHEN state_id = $2 THEN 1 END) AS known FROM served_states WHERE template_id = $1",
+        )
+        .bind(template_id)
+        .bind(state_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            r.try_get::<i64, _>("known")? > 0,
+            r.try_get::<Option<i64>, _>("most")?,
+        ))
+    }
+
     /// Every module of every instance whose last report observed `package` (installed or
     /// not), ordered by instance id, then module. A name that is not a Debian package name
     /// was never stored: nothing.
@@ -233,4 +328,12 @@ impl Store {
         out.sort_by(|a, b| (&a.instance_id, &a.module).cmp(&(&b.instance_id, &b.module)));
         Ok(out)
     }
+}
+
+/// Increments the instance-token epoch inside a change's transaction.
+async fn bump_auth_epoch(tx: &mut sqlx::Transaction<'_, sqlx::Any>) -> anyhow::Result<()> {
+    sqlx::query("UPDATE instance_auth_epoch SET epoch = epoch + 1 WHERE id = 1")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

@@ -17,9 +17,9 @@ pub use group_commit::DeliveryLog;
 pub use ids::{RequestId, VersionId};
 pub use instances::{InstanceRow, PackageSighting, Report, StoredReport};
 pub use jobs::{JobRow, JobState, NewJob};
-pub use pins::Pin;
+pub use pins::{ModulePin, Pin, PinDecision, PinState};
 pub use requests::{PromotionRequest, RequestState};
-pub use templates::{Assignment, LastComputation, ServedState, TemplateRow};
+pub use templates::{Assignment, LastComputation, Recorded, Serve, ServedState, TemplateRow};
 pub use versions::{Lifecycle, VersionRow};
 
 use sqlx::{
@@ -99,10 +99,28 @@ impl Store {
         } else {
             anyhow::bail!("database_url {url:?}: use sqlite://PATH or postgres://…");
         };
+        let mut synchronous = Synchronous::Full;
         let url = if backend == Backend::Sqlite {
             let path = url
                 .trim_start_matches("sqlite://")
                 .trim_start_matches("sqlite:");
+            // `?synchronous=full|normal`: FULL (the default) makes a commit survive a power
+            // loss; NORMAL only a process crash, for a quicker commit (RELIABILITY.md).
+            synchronous = match path.split_once('?').map(|(_, q)| q) {
+                None => Synchronous::Full,
+                Some(q) => q
+                    .split('&')
+                    .find_map(|kv| kv.strip_prefix("synchronous="))
+                    .map(|v| match v.to_ascii_lowercase().as_str() {
+                        "full" => Ok(Synchronous::Full),
+                        "normal" => Ok(Synchronous::Normal),
+                        other => Err(anyhow::anyhow!(
+                            "database_url: synchronous={other:?}: use full or normal"
+                        )),
+                    })
+                    .transpose()?
+                    .unwrap_or(Synchronous::Full),
+            };
             let path = path.split('?').next().unwrap_or(path);
             if let Some(dir) = std::path::Path::new(path).parent()
                 && !dir.as_os_str().is_empty()
@@ -120,7 +138,8 @@ impl Store {
             .max_connections(if backend == Backend::Sqlite { 1 } else { 8 })
             .acquire_timeout(Duration::from_secs(10));
         if backend == Backend::Sqlite {
-            pool_opts = pool_opts.after_connect(|conn, _| {
+            let pragma = synchronous.pragma();
+            pool_opts = pool_opts.after_connect(move |conn, _| {
                 Box::pin(async move {
                     sqlx::query("PRAGMA journal_mode=WAL")
                         .execute(&mut *conn)
@@ -128,9 +147,7 @@ impl Store {
                     sqlx::query("PRAGMA busy_timeout=10000")
                         .execute(&mut *conn)
                         .await?;
-                    sqlx::query("PRAGMA synchronous=NORMAL")
-                        .execute(&mut *conn)
-                        .await?;
+                    sqlx::query(pragma).execute(&mut *conn).await?;
                     Ok(())
                 })
             });
@@ -247,5 +264,52 @@ impl Store {
                 Ok(got.then_some(Singleton { _tx: Some(tx) }))
             }
         }
+    }
+}
+
+/// SQLite's durability (`PRAGMA synchronous` in WAL mode), chosen in `database_url`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Synchronous {
+    /// Each commit is on disk before it is answered: survives a power loss.
+    Full,
+    /// Commits reach the disk at checkpoints: survives a process crash, not a power loss.
+    Normal,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "PRAGMA synchronous=FULL",
+            Synchronous::Normal => "PRAGMA synchronous=NORMAL",
+        }
+    }
+}
+
+#[cfg(test)]
+mod durability {
+    use super::Store;
+
+    async fn synchronous(url: &str) -> i64 {
+        let s = Store::connect(url).await.unwrap();
+        sqlx::query_scalar::<_, i64>("PRAGMA synchronous")
+            .fetch_one(&s.pool)
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn sqlite_commits_survive_a_power_loss_unless_told_otherwise() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("r.db");
+        let url = format!("sqlite://{}", db.display());
+        assert_eq!(synchronous(&url).await, 2, "FULL by default");
+        assert_eq!(synchronous(&format!("{url}?synchronous=normal")).await, 1);
+        assert_eq!(synchronous(&format!("{url}?synchronous=FULL")).await, 2);
+        let e = Store::connect(&format!("{url}?synchronous=off"))
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("synchronous=\"off\""), "{e}");
     }
 }

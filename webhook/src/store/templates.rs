@@ -33,6 +33,38 @@ pub struct ServedState {
     /// The signed DSSE envelope, as served to instances.
     pub envelope: serde_json::Value,
     pub computed_at: i64,
+    /// The signed sequence number (0: a schema 1 state from before sequences).
+    pub sequence: i64,
+    /// Unix seconds after which nodes refuse it (0: before expiries).
+    pub expires_at: i64,
+    /// Why this is not the state the assignments ask for (`{"mode": "degraded" | "held",
+    /// …}`), `None` when it is.
+    pub degraded: Option<serde_json::Value>,
+}
+
+/// A signed state to serve, replacing the one with sequence `replaces` (`None`: the
+/// template serves none yet). Compare-and-set: if another replica served a state first,
+/// nothing is written and [`Recorded::Lost`] says so.
+#[derive(Debug, Clone)]
+pub struct Serve<'a> {
+    pub state_id: &'a str,
+    pub document: &'a serde_json::Value,
+    pub envelope: &'a serde_json::Value,
+    pub sequence: i64,
+    pub expires_at: i64,
+    pub degraded: Option<&'a serde_json::Value>,
+    pub replaces: Option<i64>,
+}
+
+/// What [`Store::record_computation`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The computation is recorded; the served state is as it was.
+    Kept,
+    /// The given state is served now.
+    Served,
+    /// Another recomputation served a state first: nothing was written; compute again.
+    Lost,
 }
 
 /// The latest recomputation of a template, whether it replaced the served state or not.
@@ -204,7 +236,7 @@ impl Store {
 
     pub async fn served_state(&self, template_id: &str) -> anyhow::Result<Option<ServedState>> {
         let r = sqlx::query(
-            "SELECT state_id, document, envelope, computed_at FROM desired_states WHERE template_id = $1",
+            "SELECT state_id, document, envelope, computed_at, sequence, expires_at, degraded FROM desired_states WHERE template_id = $1",
         )
         .bind(template_id)
         .fetch_optional(&self.pool)
@@ -215,6 +247,12 @@ impl Store {
                 document: serde_json::from_str(&r.try_get::<String, _>("document")?)?,
                 envelope: serde_json::from_str(&r.try_get::<String, _>("envelope")?)?,
                 computed_at: r.try_get("computed_at")?,
+                sequence: r.try_get("sequence")?,
+                expires_at: r.try_get("expires_at")?,
+                degraded: r
+                    .try_get::<Option<String>, _>("degraded")?
+                    .map(|t| serde_json::from_str(&t))
+                    .transpose()?,
             })
         })
         .transpose()
@@ -250,16 +288,17 @@ impl Store {
         .transpose()
     }
 
-    /// Records a recomputation. With `serve`, the state replaces the served one unless it
-    /// is the same state already (returns whether the served state changed); the audit row
-    /// is written only for a change or a block, so repeated recomputations add nothing.
+    /// Records a recomputation. With `serve`, the state replaces the served one if that is
+    /// still the one it `replaces` (else nothing is written: [`Recorded::Lost`]); the audit
+    /// row is written only for a change or a new block, so repeated recomputations add
+    /// nothing.
     pub async fn record_computation(
         &self,
         template_id: &str,
         outcome: &LastComputation,
-        serve: Option<(&str, &serde_json::Value, &serde_json::Value)>,
+        serve: Option<Serve<'_>>,
         audit: &NewAudit,
-    ) -> anyhow::Result<bool> {
+    ) -> anyhow::Result<Recorded> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         let before = sqlx::query(
@@ -293,35 +332,66 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         let mut changed = false;
-        if let Some((state_id, document, envelope)) = serve {
-            let current = sqlx::query("SELECT state_id FROM desired_states WHERE template_id = $1")
+        if let Some(st) = serve {
+            let degraded = st.degraded.map(|d| d.to_string());
+            // `$1` the template, `$2`… the new row; the update also needs the sequence it
+            // replaces, last, so both statements bind the same list.
+            let sql = if st.replaces.is_some() {
+                "UPDATE desired_states SET state_id = $2, document = $3, envelope = $4, computed_at = $5, sequence = $6, expires_at = $7, degraded = $8 WHERE template_id = $1 AND sequence = $9"
+            } else {
+                "INSERT INTO desired_states (template_id, state_id, document, envelope, computed_at, sequence, expires_at, degraded) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT DO NOTHING"
+            };
+            let mut q = sqlx::query(sql)
                 .bind(template_id)
-                .fetch_optional(&mut *tx)
-                .await?
-                .map(|r| r.try_get::<String, _>("state_id"))
-                .transpose()?;
-            if current.as_deref() != Some(state_id) {
-                sqlx::query("DELETE FROM desired_states WHERE template_id = $1")
-                    .bind(template_id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "INSERT INTO desired_states (template_id, state_id, document, envelope, computed_at) VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(template_id)
-                .bind(state_id)
-                .bind(document.to_string())
-                .bind(envelope.to_string())
+                .bind(st.state_id)
+                .bind(st.document.to_string())
+                .bind(st.envelope.to_string())
                 .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                changed = true;
+                .bind(st.sequence)
+                .bind(st.expires_at)
+                .bind(degraded);
+            if let Some(seq) = st.replaces {
+                q = q.bind(seq);
             }
+            let n = q.execute(&mut *tx).await?.rows_affected();
+            if n != 1 {
+                tx.rollback().await?;
+                return Ok(Recorded::Lost);
+            }
+            changed = true;
         }
         if changed || (outcome.blocked && !same_outcome) {
             append_audit(&mut tx, audit, now).await?;
         }
         tx.commit().await?;
-        Ok(changed)
+        Ok(if changed {
+            Recorded::Served
+        } else {
+            Recorded::Kept
+        })
+    }
+
+    /// The composefs digest of every yanked version → `module version` (drift flags an
+    /// instance running one).
+    pub async fn yanked_digests(
+        &self,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+        let rows = sqlx::query(
+            "SELECT module, version, composefs_digest FROM versions WHERE lifecycle = 'yanked' AND composefs_digest IS NOT NULL",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>("composefs_digest")?,
+                    format!(
+                        "{} {}",
+                        r.try_get::<String, _>("module")?,
+                        r.try_get::<String, _>("version")?
+                    ),
+                ))
+            })
+            .collect()
     }
 }

@@ -198,7 +198,7 @@ pub fn key_policy(name: &str, repository: &str, key: PathBuf) -> ModulePolicy {
         issuer_regexp: None,
         trusted_root: None,
         require_tlog: true,
-        trust_on_first_use: false,
+        trust_on_first_use: false.into(),
         gitea_repository: None,
         category: None,
     }
