@@ -7,6 +7,7 @@ use figment::{
     Figment,
     providers::{Env, Format as _, Serialized, Toml},
 };
+use powernode_module::desired_state;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
@@ -97,10 +98,15 @@ pub struct Opts {
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receiver_ca: Option<PathBuf>,
-    /// The receiver's public key (PEM, from GET /api/v1/signing-key), pinned.
+    /// The receiver's public key (PEM, from GET /api/v1/signing-key), pinned. Repeat it (a
+    /// TOML array, or several PEM blocks in one file) to trust several keys during a
+    /// rotation: a state is accepted if a signature by any of them verifies.
     #[arg(long, global = true)]
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub receiver_key: Option<PathBuf>,
+    #[serde(
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "one_or_many"
+    )]
+    pub receiver_key: Vec<PathBuf>,
     /// Where the active tree is visible [default: /].
     #[arg(long, global = true)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -150,6 +156,20 @@ pub struct Opts {
     pub interval: Option<u64>,
 }
 
+/// A path or a list of paths (`receiver_key = "/a"` or `receiver_key = ["/a", "/b"]`).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    })
+}
+
 impl Opts {
     /// Flags over environment over file.
     pub fn resolve(&self) -> anyhow::Result<Opts> {
@@ -193,7 +213,7 @@ impl Opts {
             (self.receiver.is_none(), "--receiver"),
             (self.instance.is_none(), "--instance"),
             (self.token_file.is_none(), "--token-file"),
-            (self.receiver_key.is_none(), "--receiver-key"),
+            (self.receiver_key.is_empty(), "--receiver-key"),
         ] {
             if missing {
                 anyhow::bail!(
@@ -208,10 +228,20 @@ impl Opts {
             self.token_file.as_ref().unwrap_or(&PathBuf::new()),
             "--token-file",
         )?;
-        let key = read(
-            self.receiver_key.as_ref().unwrap_or(&PathBuf::new()),
-            "--receiver-key",
-        )?;
+        let mut keys = Vec::new();
+        for p in &self.receiver_key {
+            let text = read(p, "--receiver-key")?;
+            let blocks = desired_state::pem_blocks(&text);
+            if blocks.is_empty() {
+                anyhow::bail!("--receiver-key {}: no PEM public key in it", p.display());
+            }
+            for b in blocks {
+                keys.push(
+                    desired_state::TrustedKey::from_pem(&b)
+                        .map_err(|e| anyhow::anyhow!("--receiver-key {}: {e}", p.display()))?,
+                );
+            }
+        }
         let url = self.receiver.as_deref().unwrap_or_default();
         crate::receiver::check_transport(url, self.insecure)?;
         let ca = match &self.receiver_ca {
@@ -232,7 +262,7 @@ impl Opts {
                 self.receiver.as_deref().unwrap_or_default(),
                 self.instance.as_deref().unwrap_or_default(),
                 &token,
-                &key,
+                keys,
             )?
             .with_ca(ca.as_deref())?,
             layout: self.layout(),

@@ -311,7 +311,7 @@ fn materialise(
 
 /// Whether the agent runs as root (then the tree is owned by 0:0, as in the image). Read
 /// from /proc to avoid a libc dependency for one call.
-fn is_root() -> bool {
+pub fn is_root() -> bool {
     fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -195,7 +195,7 @@ fn verify(l: &Layout) -> anyhow::Result<ExitCode> {
         .ok()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default();
-    let root_owned = nix_uid_is_root();
+    let root_owned = module_agent::generation::is_root();
     for (rel, want) in &modes {
         let p = gen_dir.join("tree").join(rel);
         let Ok(m) = std::fs::symlink_metadata(&p) else {
@@ -223,14 +223,4 @@ fn verify(l: &Layout) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::from(1))
     }
-}
-
-/// Whether this process runs as root (then every path of a generation is owned by 0:0).
-fn nix_uid_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("Uid:"))
-        .and_then(|ids| ids.split_whitespace().nth(1).map(|e| e == "0"))
-        .unwrap_or(false)
 }

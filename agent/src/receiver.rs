@@ -1,10 +1,9 @@
 //! Talking to the receiver as this instance: read the desired state (conditionally), send
-//! reports. The desired state is verified against the pinned receiver key before anything
-//! of it is used; the key is never fetched at run time.
+//! reports. The desired state is verified against the pinned receiver keys (several during
+//! a rotation) before anything of it is used; keys are never fetched at run time.
 
 use anyhow::Context as _;
-use powernode_module::desired_state::{self, DesiredState, Envelope};
-use sigstore::crypto::CosignVerificationKey;
+use powernode_module::desired_state::{self, DesiredState, Envelope, TrustedKey};
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -12,7 +11,8 @@ pub struct Receiver {
     pub url: String,
     pub instance: String,
     pub token: String,
-    pub key: CosignVerificationKey,
+    /// The receiver keys this node trusts: a state must carry a signature by one of them.
+    pub keys: Vec<TrustedKey>,
     http: reqwest::Client,
 }
 
@@ -28,14 +28,20 @@ pub enum Answer {
 pub use powernode_module::desired_state::Report;
 
 impl Receiver {
-    pub fn new(url: &str, instance: &str, token: &str, key_pem: &str) -> anyhow::Result<Receiver> {
-        let key = powernode_module::trust::keys::public_from_pem(key_pem.as_bytes())
-            .map_err(|e| anyhow::anyhow!("--receiver-key: {e}"))?;
+    pub fn new(
+        url: &str,
+        instance: &str,
+        token: &str,
+        keys: Vec<TrustedKey>,
+    ) -> anyhow::Result<Receiver> {
+        if keys.is_empty() {
+            anyhow::bail!("--receiver-key: no receiver key to trust");
+        }
         Ok(Receiver {
             url: url.trim_end_matches('/').to_owned(),
             instance: instance.to_owned(),
             token: token.trim().to_owned(),
-            key,
+            keys,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()?,
@@ -78,7 +84,7 @@ impl Receiver {
             .json()
             .await
             .context("the desired state is not a DSSE envelope")?;
-        let (doc, id) = desired_state::verify(&envelope, &self.key)
+        let (doc, id) = desired_state::verify_trusted(&envelope, &self.keys)
             .map_err(|e| Refusal(format!("desired state refused: {e}")))?;
         if doc.template_id.is_empty() {
             return Err(Refusal("desired state names no template".into()).into());

@@ -7,11 +7,11 @@
 mod common;
 mod support;
 use common::{fleet::*, release::*, *};
-use support::*;
 use module_agent::apply::Outcome;
 use powernode_module::lifecycle::StagePolicy;
 use serde_json::json;
 use std::{fs, os::unix::fs::PermissionsExt, path::Path};
+use support::*;
 
 fn mode(p: &Path) -> u32 {
     fs::metadata(p).unwrap().permissions().mode() & 0o7777
@@ -187,7 +187,7 @@ async fn untrusted_states_and_unreachable_receivers_change_nothing() {
     let (_, pem) = powernode_module::trust::keys::generate(b"x").unwrap();
     fs::write(other.path().join("other.pub"), pem).unwrap();
     let mut wrong = node.opts.clone();
-    wrong.receiver_key = Some(other.path().join("other.pub"));
+    wrong.receiver_key = vec![other.path().join("other.pub")];
     let o = wrong.agent().unwrap().apply_once().await.unwrap();
     assert!(
         matches!(&o, Outcome::Rejected { reason } if reason.contains("signature")),
@@ -386,32 +386,6 @@ async fn packages_are_refused_where_apt_cannot_install() {
     assert!(!node.root().exists() || fs::read_dir(node.root()).unwrap().next().is_none());
     let v = drift(&r).await;
     assert_eq!(v["status"], "rejected", "{v}");
-}
-
-/// Every path under `dir`: (mode, content or link target).
-fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, (u32, Vec<u8>)> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            let m = fs::symlink_metadata(&p).unwrap();
-            let body = if m.is_symlink() {
-                fs::read_link(&p)
-                    .unwrap()
-                    .into_os_string()
-                    .into_encoded_bytes()
-            } else if m.is_file() {
-                fs::read(&p).unwrap()
-            } else {
-                stack.push(p.clone());
-                Vec::new()
-            };
-            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
-            out.insert(rel, (m.permissions().mode(), body));
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -17,6 +17,7 @@
 
 #[path = "../../webhook/tests/common/mod.rs"]
 mod common;
+mod support;
 use common::{fleet::*, release::*, *};
 use powernode_module::lifecycle::StagePolicy;
 use powernode_testkit::{
@@ -28,7 +29,6 @@ use serde_json::{Value, json};
 use std::{
     collections::BTreeMap,
     fs,
-    os::unix::fs::MetadataExt,
     path::Path,
     process::Command,
     time::{Duration, Instant},
@@ -200,33 +200,8 @@ impl Fleet {
             release_live(&r, &reg, &k, dir.path(), name, v).await;
             sources.insert(name, dir);
         }
-        let (s, v) = post(
-            &r,
-            "/templates",
-            OPS_TOKEN,
-            json!({"id": "edge", "platform": "test"}),
-        )
-        .await;
-        assert_eq!(s, 201, "{v}");
-        for m in ["my-redis", "redis-tls-test"] {
-            let (s, v) = post(
-                &r,
-                "/templates/edge/assignments",
-                OPS_TOKEN,
-                json!({"module_name": m}),
-            )
-            .await;
-            assert_eq!(s, 200, "{v}");
-        }
-        let (s, v) = post(
-            &r,
-            "/instances",
-            OPS_TOKEN,
-            json!({"id": "node-1", "template_id": "edge"}),
-        )
-        .await;
-        assert_eq!(s, 201, "{v}");
-        let token = v["token"].as_str().unwrap().to_owned();
+        template_with(&r, "edge", &["my-redis", "redis-tls-test"]).await;
+        let token = register(&r, "node-1", "edge").await;
         let (_, pem) = r.get("/api/v1/signing-key", None).await;
         let fleet = Fleet {
             r,
@@ -378,33 +353,9 @@ impl Agent {
         }
     }
 
-    /// Every file under the node's /etc: path → (mode, owner, content or link target).
+    /// Every path under the node's /etc: mode, owner, content or link target.
     fn etc(&self) -> BTreeMap<String, (u32, u32, Vec<u8>)> {
-        fn walk(base: &Path, dir: &Path, out: &mut BTreeMap<String, (u32, u32, Vec<u8>)>) {
-            for e in fs::read_dir(dir).unwrap() {
-                let p = e.unwrap().path();
-                let m = fs::symlink_metadata(&p).unwrap();
-                let rel = p.strip_prefix(base).unwrap().to_string_lossy().into_owned();
-                let body = if m.is_symlink() {
-                    fs::read_link(&p)
-                        .unwrap()
-                        .into_os_string()
-                        .into_encoded_bytes()
-                } else if m.is_file() {
-                    fs::read(&p).unwrap()
-                } else {
-                    Vec::new()
-                };
-                out.insert(rel, (m.mode(), m.uid(), body));
-                if m.is_dir() {
-                    walk(base, &p, out);
-                }
-            }
-        }
-        let mut out = BTreeMap::new();
-        let etc = self.node.root().join("etc");
-        walk(&etc, &etc, &mut out);
-        out
+        support::snapshot(&self.node.root().join("etc"))
     }
 }
 

@@ -7,16 +7,13 @@
 #[path = "../../webhook/tests/common/mod.rs"]
 mod common;
 mod support;
-use common::{fleet::*, release::*, *};
-use support::{MODULES, without_packages};
+use common::{fleet::*, *};
 use module_agent::{apply::Outcome, cli::Opts};
-use powernode_module::{
-    desired_state::{self, DesiredState, Envelope},
-    lifecycle::StagePolicy,
-};
+use powernode_module::desired_state::{self, DesiredState, Envelope};
 use powernode_testkit::http::{Response, Server};
 use serde_json::{Value, json};
 use std::fs;
+use support::setup;
 
 async fn envelope_of(r: &Running, template: &str) -> Value {
     let (s, v) = r
@@ -50,59 +47,9 @@ fn at(opts: &Opts, server: &Server) -> Opts {
 #[tokio::test(flavor = "multi_thread")]
 async fn replayed_foreign_and_expired_states_are_refused() {
     let db = sqlite().await;
-    let reg = powernode_testkit::registry::TestRegistry::start();
-    let k = keys();
-    let policies = MODULES
-        .iter()
-        .map(|m| key_policy(m, &repo(m), k.public.clone()))
-        .collect();
-    let mut cfg = config(&db.url, &reg.host, policies);
-    cfg.promotion.live = StagePolicy::default();
-    cfg.fleet.max_reports = 10_000;
-    let r = serve(cfg).await;
-    let mut sources = Vec::new();
-    for name in MODULES {
-        let dir = module(name);
-        without_packages(dir.path());
-        let v = if name == "my-redis" { "0.1.0" } else { "1.0.0" };
-        release_live(&r, &reg, &k, dir.path(), name, v).await;
-        sources.push(dir);
-    }
-    for (t, m) in [("edge", "my-redis"), ("core", "system-base")] {
-        let (s, v) = post(
-            &r,
-            "/templates",
-            OPS_TOKEN,
-            json!({"id": t, "platform": "p"}),
-        )
-        .await;
-        assert_eq!(s, 201, "{v}");
-        let path = format!("/templates/{t}/assignments");
-        let (s, v) = post(&r, &path, OPS_TOKEN, json!({"module_name": m})).await;
-        assert_eq!(s, 200, "{v}");
-    }
-    let (s, v) = post(
-        &r,
-        "/instances",
-        OPS_TOKEN,
-        json!({"id": "node-1", "template_id": "edge"}),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("token"), v["token"].as_str().unwrap()).unwrap();
-    let (_, pem) = r.get("/api/v1/signing-key", None).await;
-    fs::write(dir.path().join("receiver.pub"), pem.as_str().unwrap()).unwrap();
-    let opts = Opts {
-        receiver: Some(r.url.clone()),
-        instance: Some("node-1".into()),
-        token_file: Some(dir.path().join("token")),
-        receiver_key: Some(dir.path().join("receiver.pub")),
-        root: Some(dir.path().join("root")),
-        state_dir: Some(dir.path().join("state")),
-        no_mount: true,
-        ..Default::default()
-    };
+    let (r, reg, k, node, sources) = setup(&db, false).await;
+    template_with(&r, "core", &["system-base"]).await;
+    let (opts, dir) = (node.opts.clone(), &node.dir);
     let agent = opts.agent().unwrap();
     let old = envelope_of(&r, "edge").await;
     assert_eq!(
@@ -180,7 +127,7 @@ async fn replayed_foreign_and_expired_states_are_refused() {
         expires_at: 2,
         ..current
     };
-    let key = &r.app.state.fleet.key;
+    let key = &r.app.state.fleet.keys.current;
     let (env, _) = desired_state::sign(&expired, &key.signer, &key.public_pem).unwrap();
     let late = replaying(serde_json::to_value::<Envelope>(env).unwrap());
     let o = opts_agent(&at(&opts, &late)).apply_once().await.unwrap();

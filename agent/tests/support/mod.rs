@@ -7,7 +7,6 @@ use crate::common::{fleet::*, release::*, *};
 use module_agent::cli::Opts;
 use powernode_module::lifecycle::StagePolicy;
 use powernode_testkit::registry::TestRegistry;
-use serde_json::json;
 use std::{fs, path::Path, process::Command};
 
 pub const MODULES: [&str; 3] = ["system-base", "security-hardening", "my-redis"];
@@ -64,39 +63,17 @@ pub async fn setup(
         release_live(&r, &reg, &k, dir.path(), name, v).await;
         sources.push(dir);
     }
-    let (s, v) = post(
-        &r,
-        "/templates",
-        OPS_TOKEN,
-        json!({"id": "edge", "platform": "test"}),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    let (s, v) = post(
-        &r,
-        "/templates/edge/assignments",
-        OPS_TOKEN,
-        json!({"module_name": "my-redis"}),
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    let (s, v) = post(
-        &r,
-        "/instances",
-        OPS_TOKEN,
-        json!({"id": "node-1", "template_id": "edge"}),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
+    template_with(&r, "edge", &["my-redis"]).await;
+    let token = register(&r, "node-1", "edge").await;
     let dir = tempfile::tempdir().unwrap();
-    fs::write(dir.path().join("token"), v["token"].as_str().unwrap()).unwrap();
+    fs::write(dir.path().join("token"), token).unwrap();
     let (_, pem) = r.get("/api/v1/signing-key", None).await;
     fs::write(dir.path().join("receiver.pub"), pem.as_str().unwrap()).unwrap();
     let opts = Opts {
         receiver: Some(r.url.clone()),
         instance: Some("node-1".into()),
         token_file: Some(dir.path().join("token")),
-        receiver_key: Some(dir.path().join("receiver.pub")),
+        receiver_key: vec![dir.path().join("receiver.pub")],
         root: Some(dir.path().join("root")),
         state_dir: Some(dir.path().join("state")),
         // A temporary root: the images are mounted in agent/tests/mount.rs, which cleans up.
@@ -133,4 +110,32 @@ pub async fn drift(r: &Running) -> serde_json::Value {
         .await;
     assert_eq!(s, 200, "{v}");
     v
+}
+
+/// Every path under `dir` (relative) → its mode, owner, and content or link target: what
+/// "byte for byte as before" compares.
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, (u32, u32, Vec<u8>)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            let m = fs::symlink_metadata(&p).unwrap();
+            let body = if m.is_symlink() {
+                fs::read_link(&p)
+                    .unwrap()
+                    .into_os_string()
+                    .into_encoded_bytes()
+            } else if m.is_file() {
+                fs::read(&p).unwrap()
+            } else {
+                stack.push(p.clone());
+                Vec::new()
+            };
+            let rel = p.strip_prefix(dir).unwrap().to_string_lossy().into_owned();
+            out.insert(rel, (m.mode(), m.uid(), body));
+        }
+    }
+    out
 }

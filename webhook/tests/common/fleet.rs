@@ -164,3 +164,34 @@ pub async fn signed_state_of(
             .unwrap();
     (id.to_string(), doc)
 }
+
+/// Creates template `id` (platform `test`) with `modules` assigned (newest live versions);
+/// any refusal fails the test.
+pub async fn template_with(r: &Running, id: &str, modules: &[&str]) {
+    let (s, v) = post(
+        r,
+        "/templates",
+        OPS_TOKEN,
+        json!({"id": id, "platform": "test"}),
+    )
+    .await;
+    assert_eq!(s, 201, "template {id}: {v}");
+    for m in modules {
+        let path = format!("/templates/{id}/assignments");
+        let (s, v) = post(r, &path, OPS_TOKEN, json!({"module_name": m})).await;
+        assert_eq!(s, 200, "assigning {m} to {id}: {v}");
+    }
+}
+
+/// Registers instance `id` on `template`; the token it is shown once.
+pub async fn register(r: &Running, id: &str, template: &str) -> String {
+    let (s, v) = post(
+        r,
+        "/instances",
+        OPS_TOKEN,
+        json!({"id": id, "template_id": template}),
+    )
+    .await;
+    assert_eq!(s, 201, "registering {id}: {v}");
+    v["token"].as_str().unwrap().to_owned()
+}
