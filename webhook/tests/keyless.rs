@@ -48,7 +48,7 @@ fn policy(root: &Path, identity: Option<&str>, tofu: bool) -> ModulePolicy {
         issuer_regexp: identity.map(|_| r"^https://gitea\.example\.org$".to_owned()),
         trusted_root: Some(root.to_owned()),
         require_tlog: true,
-        trust_on_first_use: tofu,
+        trust_on_first_use: tofu.into(),
         gitea_repository: None,
         category: None,
     }

@@ -161,7 +161,7 @@ async fn the_walkthrough_over_mcp_with_the_official_python_sdk() {
         let manifest = redis.path().join("manifest.yaml");
 
         let tools = phase(&python, &r, "tools", &manifest);
-        assert_eq!(tools["tools"].as_array().unwrap().len(), 12, "{tools}");
+        assert_eq!(tools["tools"].as_array().unwrap().len(), 17, "{tools}");
 
         let seen = phase(&python, &r, "promote", &manifest);
         assert_eq!(seen["source_commit"], head.as_str(), "{seen}");
@@ -261,6 +261,30 @@ async fn the_walkthrough_over_mcp_with_the_official_python_sdk() {
             .find(|a| a.to_state.as_deref() == Some("yanked"))
             .unwrap();
         assert_eq!((yank.via.as_str(), yank.actor.as_str()), ("mcp", "api:ops"));
+
+        // The instance's token rotated, then the instance deleted, over MCP: neither the
+        // first token nor the second works any more, and both changes are audited via mcp.
+        let rotated = phase(&python, &r, "tokens", &manifest);
+        let second = rotated["token"].as_str().unwrap();
+        assert_ne!(second, token);
+        for t in [token.as_str(), second] {
+            let (s, v, _) = call(
+                &r,
+                reqwest::Method::GET,
+                &format!("/instances/{INSTANCE}/desired-state"),
+                t,
+                None,
+                &[],
+            )
+            .await;
+            assert_eq!(s, 401, "{v}");
+        }
+        let trail = r.app.state.store.audit_of_template(TEMPLATE).await.unwrap();
+        for action in ["instance_token_rotated", "instance_deleted"] {
+            let a = trail.iter().find(|a| a.action == action).unwrap();
+            assert_eq!((a.via.as_str(), a.actor.as_str()), ("mcp", "api:ops"));
+            assert_eq!(a.evidence["instance_id"], INSTANCE);
+        }
     }
 }
 

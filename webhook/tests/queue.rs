@@ -92,7 +92,7 @@ async fn registry_down_retries_then_dead_letters_and_operator_retries() {
         )
         .unwrap();
         cfg.modules.push(module_webhook::config::ModulePolicy {
-            trust_on_first_use: true,
+            trust_on_first_use: true.into(),
             trusted_root: Some(root.path().to_owned()),
             keys: vec![],
             ..key_policy(

@@ -6,6 +6,8 @@ pub mod instances;
 pub mod modules;
 pub mod openapi;
 pub mod packages;
+pub mod pins;
+pub mod signing_keys;
 pub mod templates;
 pub mod validate;
 pub mod versions;
@@ -20,6 +22,7 @@ pub(crate) const NAME_PATTERN: &str = r"^[a-z0-9][a-z0-9-]{0,62}$";
 pub(crate) const PACKAGE_PATTERN: &str = r"^[a-z0-9][a-z0-9+.-]+$";
 use axum::{
     Router,
+    extract::DefaultBodyLimit,
     routing::{delete, get, post},
 };
 
@@ -33,6 +36,9 @@ pub fn router() -> Router<AppState> {
         .route("/versions/{id}/yank", post(versions::yank))
         .route("/dead-letters", get(dead_letters::list))
         .route("/dead-letters/{id}/retry", post(dead_letters::retry))
+        .route("/pins", get(pins::list))
+        .route("/pins/{module}/confirm", post(pins::confirm))
+        .route("/pins/{module}/reject", post(pins::reject))
         .route("/templates", get(templates::list).post(templates::create))
         .route("/templates/{id}", get(templates::get))
         .route("/templates/{id}/assignments", post(templates::assign))
@@ -46,13 +52,21 @@ pub fn router() -> Router<AppState> {
         )
         .route("/templates/{id}/audit", get(templates::audit_trail))
         .route("/signing-key", get(signing_key))
+        .route("/signing-keys", get(signing_keys::list))
         .route("/instances", post(instances::register))
-        .route("/instances/{id}", get(instances::get))
+        .route(
+            "/instances/{id}",
+            get(instances::get).delete(instances::delete),
+        )
+        .route("/instances/{id}/token", post(instances::rotate_token))
         .route(
             "/instances/{id}/desired-state",
             get(instances::desired_state),
         )
-        .route("/instances/{id}/report", post(instances::report))
+        .route(
+            "/instances/{id}/report",
+            post(instances::report).layer(DefaultBodyLimit::max(instances::REPORT_BODY_LIMIT)),
+        )
         .route("/instances/{id}/drift", get(instances::drift))
         .route("/drift", get(instances::summary))
         .route("/packages/{name}", get(packages::instances))
@@ -71,6 +85,6 @@ async fn signing_key(
 ) -> impl axum::response::IntoResponse {
     (
         [(axum::http::header::CONTENT_TYPE, "application/x-pem-file")],
-        s.fleet.key.public_pem.clone(),
+        s.fleet.keys.current.public_pem.clone(),
     )
 }

@@ -22,9 +22,11 @@ pub struct ModulePolicy {
     /// Require a transparency-log entry for keyless signatures.
     #[serde(default = "yes")]
     pub require_tlog: bool,
-    /// Pin the identity of the first verified version (when no identity is configured).
+    /// Pin the identity of the first verified version (when no identity is configured):
+    /// `false` (default), `true` (pinned at once) or `"confirm"` (proposed; an operator
+    /// confirms it through `POST /api/v1/pins/{module}/confirm`).
     #[serde(default)]
-    pub trust_on_first_use: bool,
+    pub trust_on_first_use: TrustOnFirstUse,
     /// The Gitea repository (`owner/name`) whose PR comments drive this module's promotion
     /// [default: `repository`].
     #[serde(default)]
@@ -37,6 +39,69 @@ pub struct ModulePolicy {
 
 fn yes() -> bool {
     true
+}
+
+/// `trust_on_first_use`: off, automatic, or proposed for an operator's confirmation. Read
+/// from `false`/`true` (the original boolean, unchanged in meaning) or `"off"`, `"auto"`,
+/// `"confirm"`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TrustOnFirstUse {
+    #[default]
+    Off,
+    /// The first identity becomes the pin at once (`true`).
+    Auto,
+    /// The first identity is proposed; its versions wait until an operator confirms it.
+    Confirm,
+}
+
+impl TrustOnFirstUse {
+    pub fn is_on(self) -> bool {
+        self != TrustOnFirstUse::Off
+    }
+}
+
+/// The original boolean: `true` pins at once.
+impl From<bool> for TrustOnFirstUse {
+    fn from(on: bool) -> Self {
+        if on {
+            TrustOnFirstUse::Auto
+        } else {
+            TrustOnFirstUse::Off
+        }
+    }
+}
+
+impl Serialize for TrustOnFirstUse {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            TrustOnFirstUse::Off => s.serialize_bool(false),
+            TrustOnFirstUse::Auto => s.serialize_bool(true),
+            TrustOnFirstUse::Confirm => s.serialize_str("confirm"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustOnFirstUse {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bool(bool),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Bool(false) => Ok(TrustOnFirstUse::Off),
+            Raw::Bool(true) => Ok(TrustOnFirstUse::Auto),
+            Raw::Text(t) => match t.as_str() {
+                "off" => Ok(TrustOnFirstUse::Off),
+                "auto" => Ok(TrustOnFirstUse::Auto),
+                "confirm" => Ok(TrustOnFirstUse::Confirm),
+                other => Err(serde::de::Error::custom(format!(
+                    "trust_on_first_use {other:?}: expected false, true, \"auto\" or \"confirm\""
+                ))),
+            },
+        }
+    }
 }
 
 impl ModulePolicy {
@@ -56,18 +121,66 @@ impl ModulePolicy {
                 m.name
             );
         }
-        if (keyless || m.trust_on_first_use) && m.trusted_root.is_none() {
+        if (keyless || m.trust_on_first_use.is_on()) && m.trusted_root.is_none() {
             anyhow::bail!(
                 "configuration: modules[{i}] ({}) is keyless but has no trusted_root",
                 m.name
             );
         }
-        if m.keys.is_empty() && !keyless && !m.trust_on_first_use {
+        if m.keys.is_empty() && !keyless && !m.trust_on_first_use.is_on() {
             anyhow::bail!(
                 "configuration: modules[{i}] ({}) pins no signer: give keys, identity_regexp + issuer_regexp, or trust_on_first_use",
                 m.name
             );
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::TrustOnFirstUse;
+
+    #[derive(serde::Deserialize, serde::Serialize)]
+    struct Entry {
+        #[serde(default)]
+        trust_on_first_use: TrustOnFirstUse,
+    }
+
+    #[test]
+    fn trust_on_first_use_reads_the_boolean_and_confirm() {
+        let read = |s: &str| toml::from_str::<Entry>(s).map(|e| e.trust_on_first_use);
+        assert_eq!(read("").unwrap(), TrustOnFirstUse::Off);
+        assert_eq!(
+            read("trust_on_first_use = false").unwrap(),
+            TrustOnFirstUse::Off
+        );
+        assert_eq!(
+            read("trust_on_first_use = true").unwrap(),
+            TrustOnFirstUse::Auto
+        );
+        assert_eq!(
+            read("trust_on_first_use = \"auto\"").unwrap(),
+            TrustOnFirstUse::Auto
+        );
+        assert_eq!(
+            read("trust_on_first_use = \"confirm\"").unwrap(),
+            TrustOnFirstUse::Confirm
+        );
+        let e = read("trust_on_first_use = \"maybe\"")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"confirm\""), "{e}");
+        for t in [
+            TrustOnFirstUse::Off,
+            TrustOnFirstUse::Auto,
+            TrustOnFirstUse::Confirm,
+        ] {
+            let text = toml::to_string(&Entry {
+                trust_on_first_use: t,
+            })
+            .unwrap();
+            assert_eq!(read(&text).unwrap(), t, "{text}");
+        }
     }
 }

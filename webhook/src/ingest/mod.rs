@@ -9,9 +9,11 @@
 //! annotation and `module-release` agree on the version → signature under the module's pinned
 //! policy → source commit → blob size and digest → every tar entry against index.json →
 //! composefs digest against the signed annotation → manifest valid, naming the policy's
-//! module, in its pinned category → first-use pin.
+//! module, in its pinned category → first-use pin (under `trust_on_first_use = "confirm"` a
+//! proposal: the version waits in `pending_signature` for an operator, see [`first_use`]).
 
 pub mod checks;
+mod first_use;
 pub mod rejection;
 pub mod staging;
 pub mod tofu;
@@ -20,7 +22,7 @@ pub mod trust;
 use crate::{
     error::Error,
     metrics::Metrics,
-    store::{AuditAction, Lifecycle, NewAudit, Pin, Store, VersionId, VersionRow, Via},
+    store::{AuditAction, Lifecycle, NewAudit, Store, VersionId, VersionRow, Via},
 };
 use powernode_module::{
     Version,
@@ -104,12 +106,6 @@ fn audit(
         reason,
         evidence,
     }
-}
-
-/// The signature accepted for a version, and the first-use pin it would establish.
-struct Signer {
-    verified: Verified,
-    proposed_pin: Option<Pin>,
 }
 
 impl Ctx {
@@ -213,9 +209,12 @@ impl Ctx {
                 return self.wait_for_signature(row, existing, e.to_string()).await;
             }
         };
-        let signer = match self.pick_signer(trust, &verified, &id).await? {
+        let signer = match self
+            .pick_signer(trust, &verified, &id, &row.manifest_digest)
+            .await?
+        {
             Ok(s) => s,
-            Err(r) => return self.reject(row, existing, r).await,
+            Err(stop) => return self.stop(row, existing, stop).await,
         };
 
         // Content.
@@ -223,46 +222,19 @@ impl Ctx {
             Ok(i) => i,
             Err(r) => return self.reject(row, existing, r).await,
         };
-        let checked = self.check_content(trust, &m, &version, &signer.verified, &inspection);
+        let checked = self.check_content(trust, &m, &version, signer.verified(), &inspection);
         let (man_text, source_commit) = match checked {
             Ok(c) => c,
             Err(r) => return self.reject(row, existing, r).await,
         };
 
-        // The first-use pin, claimed atomically once everything else holds: the loser of a
-        // race is verified against the winner's pin.
-        let signer = match signer.proposed_pin {
-            None => signer.verified,
-            Some(candidate) => {
-                let held = self.store.claim_pin(&trust.name, &candidate).await?;
-                let won = (&held.identity_pattern, &held.issuer, &held.version_id)
-                    == (
-                        &candidate.identity_pattern,
-                        &candidate.issuer,
-                        &candidate.version_id,
-                    );
-                if won {
-                    self.store
-                        .audit(&NewAudit {
-                            version_id: Some(id.clone()),
-                            template_id: None,
-                            module: Some(trust.name.clone()),
-                            actor: "module-webhook".into(),
-                            via: Via::Ingest,
-                            action: AuditAction::TrustPinned,
-                            from_state: None,
-                            to_state: None,
-                            reason: Some(format!(
-                                "trust on first use pinned identity pattern {} (issuer {})",
-                                held.identity_pattern, held.issuer
-                            )),
-                            evidence: json!({"identity": held.identity, "pattern": held.identity_pattern, "issuer": held.issuer}),
-                        })
-                        .await?;
-                }
-                match tofu::under_pin(&held, &verified) {
+        // The first-use pin (or proposal), claimed atomically once everything else holds.
+        let signer = match signer {
+            first_use::Signer::Accepted(v) => v,
+            first_use::Signer::FirstUse(_, candidate) => {
+                match self.settle_pin(trust, candidate, &verified).await? {
                     Ok(v) => v,
-                    Err(r) => return self.reject(row, existing, r).await,
+                    Err(stop) => return self.stop(row, existing, stop).await,
                 }
             }
         };
@@ -462,36 +434,6 @@ impl Ctx {
             return Ok(Outcome::AlreadyIngested(id));
         }
         Ok(Outcome::Ingested(id))
-    }
-
-    /// Chooses the accepted signature. Under trust on first use: the one matching the pin,
-    /// or, with no pin yet, the one signature that may establish it (and the pin it would).
-    async fn pick_signer(
-        &self,
-        trust: &ModuleTrust,
-        verified: &[Verified],
-        version_id: &str,
-    ) -> Result<Result<Signer, Rejection>, Error> {
-        if !(trust.trust_on_first_use && trust.identity_regexp.is_none()) {
-            return Ok(Ok(Signer {
-                verified: verified[0].clone(),
-                proposed_pin: None,
-            }));
-        }
-        Ok(match self.store.pin(&trust.name).await? {
-            Some(pin) => tofu::under_pin(&pin, verified).map(|v| Signer {
-                verified: v,
-                proposed_pin: None,
-            }),
-            None => {
-                tofu::first_use(verified, &trust.gitea_repository, version_id).map(|(v, pin)| {
-                    Signer {
-                        verified: v,
-                        proposed_pin: Some(pin),
-                    }
-                })
-            }
-        })
     }
 
     /// No acceptable signature yet: wait (until the timeout, then reject).

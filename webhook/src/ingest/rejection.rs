@@ -8,6 +8,8 @@ use std::fmt;
 pub enum Rejection {
     /// No signature by the identity pinned on first use (or none that may establish one).
     SignerNotPinned(String),
+    /// Signed by an identity an operator rejected when it was proposed as the first-use pin.
+    PinRejected(String),
     SignatureTimeout(String),
     ArtifactTooLarge {
         size: u64,
@@ -43,6 +45,7 @@ impl Rejection {
     pub fn code(&self) -> &'static str {
         match self {
             Rejection::SignerNotPinned(_) => "signer_not_pinned",
+            Rejection::PinRejected(_) => "pin_rejected",
             Rejection::SignatureTimeout(_) => "signature_timeout",
             Rejection::ArtifactTooLarge { .. } => "artifact_too_large",
             Rejection::ArtifactInvalid(_) => "artifact_invalid",
@@ -62,6 +65,7 @@ impl fmt::Display for Rejection {
         write!(f, "{}: ", self.code())?;
         match self {
             Rejection::SignerNotPinned(why)
+            | Rejection::PinRejected(why)
             | Rejection::ArtifactInvalid(why)
             | Rejection::ManifestInvalid(why)
             | Rejection::VersionMismatch(why)

@@ -1,5 +1,6 @@
 //! Trust on first use, for keyless modules configured without an identity. Off unless a
-//! module's entry sets `trust_on_first_use = true`.
+//! module's entry sets `trust_on_first_use = true` (pinned at once) or `"confirm"` (proposed,
+//! and pinned when an operator confirms it; see [`super::first_use`]).
 //!
 //! What is pinned is a *pattern*, derived from the first accepted identity: the same
 //! workflow of the same repository at any tag (`…/release.yaml@refs/tags/[^@]+`), so the next
@@ -9,7 +10,7 @@
 //! pinning is atomic (see [`crate::store::Store::claim_pin`]).
 
 use super::rejection::Rejection;
-use crate::store::Pin;
+use crate::store::{Pin, PinState};
 use powernode_module::trust::verify::Verified;
 
 /// Whether a certificate identity (a workflow URI `https://HOST/OWNER/REPO/…@REF`) names a
@@ -80,7 +81,12 @@ pub fn first_use(
             issuer: iss.clone(),
             identity_pattern: pattern_for(id),
             version_id: version_id.to_owned(),
+            manifest_digest: None,
             pinned_at: 0,
+            state: PinState::Confirmed,
+            decided_by: None,
+            decided_via: None,
+            decided_at: None,
         };
         if !candidates
             .iter()

@@ -1,7 +1,7 @@
 //! Trust policies from the configuration, compiled once. A policy is found by repository:
 //! the artifact being verified never chooses its own signer.
 
-use crate::config::ModulePolicy;
+use crate::config::{ModulePolicy, TrustOnFirstUse};
 use powernode_module::trust::{
     trusted_root::TrustedRoot,
     verify::{Policy, TrustedKey},
@@ -12,7 +12,8 @@ pub struct ModuleTrust {
     pub name: String,
     pub repository: String,
     pub policy: Policy,
-    pub trust_on_first_use: bool,
+    /// Off, automatic, or proposed for an operator's confirmation.
+    pub trust_on_first_use: TrustOnFirstUse,
     /// The identity regexp as configured (compared with what a manifest asks for).
     pub identity_regexp: Option<String>,
     pub issuer_regexp: Option<String>,
@@ -72,7 +73,15 @@ impl Policies {
                         .map_err(|e| anyhow::anyhow!("modules.{}.issuer_regexp: {e}", m.name))?,
                 );
             }
-            if m.trust_on_first_use && p.identity.is_none() {
+            if m.trust_on_first_use == TrustOnFirstUse::Auto && m.identity_regexp.is_none() {
+                tracing::warn!(
+                    module = %m.name,
+                    "modules.{}.trust_on_first_use = true pins the first signing identity without an operator's confirmation; \"confirm\" makes it a proposal to confirm (POST /api/v1/pins/{}/confirm)",
+                    m.name,
+                    m.name,
+                );
+            }
+            if m.trust_on_first_use.is_on() && p.identity.is_none() {
                 // Any certificate identity under the trusted root, until the first verified
                 // version pins one (ingest enforces the pin).
                 p.identity = Some(any.clone());

@@ -7,6 +7,8 @@
 //! tool error (`isError`, the API's code and message); so does a refused promotion. A pending one is an answer: `decision.outcome =
 //! "pending"` with exactly what is missing, as a `/promote` comment would be told.
 
+mod pins;
+
 use crate::config::Role;
 use crate::http::{auth::require, extract as body};
 use crate::{
@@ -165,7 +167,7 @@ impl Tools {
     pub fn new(s: AppState) -> Tools {
         Tools {
             s,
-            tool_router: Self::tool_router(),
+            tool_router: Self::tool_router() + Self::pin_router(),
         }
     }
 
@@ -369,6 +371,50 @@ impl Tools {
     }
 
     #[tool(
+        description = "Delete an instance: its token stops working on every replica within a second, its reports are refused, its audit rows stay. Needs the operator role.",
+        annotations(
+            title = "Delete an instance",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = true,
+            open_world_hint = false
+        )
+    )]
+    async fn system_delete_instance(
+        &self,
+        Parameters(a): Parameters<InstanceArgs>,
+        Extension(p): Extension<Parts>,
+    ) -> Result<Json<instances::Deleted>, String> {
+        let caller = require(&self.s, &p.headers, Role::Operator).map_err(fail)?;
+        instances::delete_via(&self.s, &caller, Via::Mcp, a.id)
+            .await
+            .map(Json)
+            .map_err(fail)
+    }
+
+    #[tool(
+        description = "Give an instance a new token (for a leaked or lost one): {instance, token}; the token is shown only in this answer, and the old one stops working on every replica within a second. Needs the operator role.",
+        annotations(
+            title = "Rotate an instance's token",
+            read_only_hint = false,
+            destructive_hint = true,
+            idempotent_hint = false,
+            open_world_hint = false
+        )
+    )]
+    async fn system_rotate_instance_token(
+        &self,
+        Parameters(a): Parameters<InstanceArgs>,
+        Extension(p): Extension<Parts>,
+    ) -> Result<Json<instances::Registered>, String> {
+        let caller = require(&self.s, &p.headers, Role::Operator).map_err(fail)?;
+        instances::rotate_via(&self.s, &caller, Via::Mcp, a.id)
+            .await
+            .map(Json)
+            .map_err(fail)
+    }
+
+    #[tool(
         description = "An instance's drift against its template's signed desired state: {drift, missing, unexpected, outdated, package_missing, package_version, unit_failed, composefs_mismatch, stale, reasons}.",
         annotations(
             title = "Drift report of an instance",
@@ -509,7 +555,12 @@ impl ServerHandler for Tools {
                  waits for approvals on the commit's pull request), assign the module to a \
                  template (system_assign_module_to_template), then check what instances run \
                  (system_get_instance, system_drift_report) and which of them run a package \
-                 (system_list_package_instances). Every change is in system_audit_log.",
+                 (system_list_package_instances). A leaked instance token is replaced with \
+                 system_rotate_instance_token, a retired instance removed with \
+                 system_delete_instance. With trust_on_first_use = \"confirm\", a module's \
+                 first signing identity waits as a proposal (system_list_pins) until an operator \
+                 confirms it (system_confirm_pin) or rejects it (system_reject_pin). Every \
+                 change is in system_audit_log.",
             )
     }
 }

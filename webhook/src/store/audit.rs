@@ -17,6 +17,12 @@ pub enum AuditAction {
     RefusedDifferentDigest,
     /// Trust on first use pinned a signer identity pattern.
     TrustPinned,
+    /// Trust on first use proposed a signer identity pattern; an operator must confirm it.
+    PinProposed,
+    /// An operator confirmed a proposed first-use pin: it is the pin now.
+    PinConfirmed,
+    /// An operator rejected a proposed first-use pin.
+    PinRejected,
     Transition,
     /// A transition whose requirements the break-glass role waived.
     TransitionBreakGlass,
@@ -31,6 +37,10 @@ pub enum AuditAction {
     /// A recomputation found conflicts: the served desired state stays as it was.
     DesiredStateBlocked,
     InstanceRegistered,
+    /// An instance was deleted: its token and last report are gone.
+    InstanceDeleted,
+    /// An instance's token was replaced: the old one no longer works.
+    InstanceTokenRotated,
 }
 
 impl AuditAction {
@@ -41,6 +51,9 @@ impl AuditAction {
             AuditAction::Rejected => "rejected",
             AuditAction::RefusedDifferentDigest => "refused_different_digest",
             AuditAction::TrustPinned => "trust_pinned",
+            AuditAction::PinProposed => "pin_proposed",
+            AuditAction::PinConfirmed => "pin_confirmed",
+            AuditAction::PinRejected => "pin_rejected",
             AuditAction::Transition => "transition",
             AuditAction::TransitionBreakGlass => "transition_break_glass",
             AuditAction::Pending => "pending",
@@ -51,6 +64,8 @@ impl AuditAction {
             AuditAction::DesiredStateChanged => "desired_state_changed",
             AuditAction::DesiredStateBlocked => "desired_state_blocked",
             AuditAction::InstanceRegistered => "instance_registered",
+            AuditAction::InstanceDeleted => "instance_deleted",
+            AuditAction::InstanceTokenRotated => "instance_token_rotated",
         }
     }
 }

@@ -9,6 +9,8 @@ happens outside MCP (a reviewer approves on Gitea, an instance reports):
   instance  get the instance (running_module_digests, modules) -> drift report (false) ->
             the instances running redis-server -> audit log
   yank      yank with a reason -> yanked
+  tokens    rotate the instance's token (a new one, shown once; read token -> tool error), then
+            delete the instance (unknown -> tool error)
 
 Each phase prints one JSON object (what it saw) on its last line; a failed check raises.
 Environment: MCP_URL, OPS_TOKEN, READ_TOKEN, MANIFEST (path of manifest.yaml), TEMPLATE,
@@ -40,8 +42,13 @@ TOOLS = {
     "system_list_templates": (set(), True, None),
     "system_get_instance": ({"id"}, True, None),
     "system_drift_report": ({"instance_id"}, True, None),
+    "system_rotate_instance_token": ({"id"}, False, True),
+    "system_delete_instance": ({"id"}, False, True),
     "system_list_package_instances": ({"package_name"}, True, None),
     "system_audit_log": ({"id"}, True, None),
+    "system_list_pins": (set(), True, None),
+    "system_confirm_pin": ({"module_name"}, False, False),
+    "system_reject_pin": ({"module_name"}, False, True),
     "list_gitea_workflow_runs": ({"owner", "repo"}, True, None),
 }
 
@@ -227,7 +234,45 @@ async def yank():
         return {"lifecycle_state": v["lifecycle_state"]}
 
 
-PHASES = {"tools": tools, "promote": promote, "live": live, "instance": instance, "yank": yank}
+async def tokens():
+    inst = os.environ["INSTANCE"]
+    async with client(READ) as c:
+        text = await tool_error(c, "system_rotate_instance_token", {"id": inst})
+        check("Operator" in text, f"read token rotating: {text}")
+        text = await tool_error(c, "system_delete_instance", {"id": inst})
+        check("Operator" in text, f"read token deleting: {text}")
+    async with client(OPS) as c:
+        r = await ok(c, "system_rotate_instance_token", {"id": inst})
+        check(r["instance"]["id"] == inst and r["token"].startswith("pni_"), f"rotate: {r}")
+        d = await ok(c, "system_delete_instance", {"id": inst})
+        check(d["instance_id"] == inst and d["template_id"] == os.environ["TEMPLATE"], f"{d}")
+        text = await tool_error(c, "system_delete_instance", {"id": inst})
+        check(f"no instance {inst}" in text, f"deleted twice: {text}")
+        text = await tool_error(c, "system_rotate_instance_token", {"id": inst})
+        check(f"no instance {inst}" in text, f"rotating a deleted instance: {text}")
+        return {"token": r["token"]}
+
+
+async def node():
+    """A real node (agent/tests/node.rs): what it runs, as an assistant would ask."""
+    inst = os.environ["INSTANCE"]
+    async with client(READ) as c:
+        i = await ok(c, "system_get_instance", {"id": inst})
+        running = i["instance"]["running_module_digests"]
+        check({"system-base", "security-hardening", "my-redis"} <= set(running), f"instance: {i}")
+        observed = i["instance"]["modules"]["my-redis"]
+        check(observed["units"].get("redis-server.service") == "active", f"instance: {i}")
+        check(observed["packages"].get("redis-server"), f"instance: {i}")
+        d = await ok(c, "system_drift_report", {"instance_id": inst})
+        check(d["drift"] is False, f"drift: {d}")
+        p = await ok(c, "system_list_package_instances", {"package_name": "redis-server"})
+        check([x["instance_id"] for x in p["instances"]] == [inst], f"package: {p}")
+        return {"running": sorted(running), "redis_server": observed["packages"]["redis-server"]}
+
+
+PHASES = {"tools": tools, "promote": promote, "live": live, "instance": instance, "yank": yank,
+          "node": node,
+          "tokens": tokens}
 
 if __name__ == "__main__":
     out = asyncio.run(PHASES[sys.argv[1]]())

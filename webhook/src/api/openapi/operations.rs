@@ -3,7 +3,8 @@
 
 use super::{Auth, Gen, Operation, op};
 use crate::api::{
-    dead_letters, instances, modules, packages, templates, validate, versions, workflow_runs,
+    dead_letters, instances, modules, packages, pins, signing_keys, templates, validate, versions,
+    workflow_runs,
 };
 use powernode_module::{desired_state, diagnostics};
 
@@ -94,6 +95,35 @@ pub(super) fn operations(g: &mut Gen) -> Vec<Operation> {
         ),
         op(
             "get",
+            "/pins",
+            "First-use pins and proposals (proposed, confirmed, rejected), by module",
+            READ,
+            (200, "the pins", g.answer::<pins::Pins>()),
+        ),
+        op(
+            "post",
+            "/pins/{module}/confirm",
+            "Confirm a proposed first-use pin: it becomes the pin and the versions it held are ingested again",
+            OPERATOR,
+            (200, "confirmed", g.answer::<pins::PinDecided>()),
+        )
+        .errors(&[
+            (404, "the module has no first-use pin or proposal"),
+            (409, "the pin is not a proposal (already confirmed or rejected)"),
+        ]),
+        op(
+            "post",
+            "/pins/{module}/reject",
+            "Reject a proposed first-use pin: the versions it held are rejected (pin_rejected)",
+            OPERATOR,
+            (200, "rejected", g.answer::<pins::PinDecided>()),
+        )
+        .errors(&[
+            (404, "the module has no first-use pin or proposal"),
+            (409, "the pin is not a proposal (already confirmed or rejected)"),
+        ]),
+        op(
+            "get",
             "/templates",
             "Every template with its assignments and served state",
             READ,
@@ -157,11 +187,18 @@ pub(super) fn operations(g: &mut Gen) -> Vec<Operation> {
             ..op(
                 "get",
                 "/signing-key",
-                "The receiver's public key (PEM) that signs desired states",
+                "The receiver's current public key (PEM) that signs desired states",
                 Auth::Public,
                 (200, "the PEM text", None),
             )
         },
+        op(
+            "get",
+            "/signing-keys",
+            "Every key that signs desired states, with its key id (two during a rotation)",
+            Auth::Public,
+            (200, "the keys", g.answer::<signing_keys::SigningKeys>()),
+        ),
         op(
             "post",
             "/instances",
@@ -182,6 +219,24 @@ pub(super) fn operations(g: &mut Gen) -> Vec<Operation> {
             (200, "the instance", g.answer::<instances::OneInstance>()),
         ),
         op(
+            "delete",
+            "/instances/{id}",
+            "Delete an instance: its token stops working on every replica within a second and its reports are refused (audited)",
+            OPERATOR,
+            (200, "deleted", g.answer::<instances::Deleted>()),
+        ),
+        op(
+            "post",
+            "/instances/{id}/token",
+            "Give an instance a new token, shown once; the old one stops working on every replica within a second (audited)",
+            OPERATOR,
+            (
+                200,
+                "the instance and its new token",
+                g.answer::<instances::Registered>(),
+            ),
+        ),
+        op(
             "get",
             "/instances/{id}/desired-state",
             "The instance's signed desired state (its template's); ETag / If-None-Match → 304",
@@ -191,11 +246,15 @@ pub(super) fn operations(g: &mut Gen) -> Vec<Operation> {
         op(
             "post",
             "/instances/{id}/report",
-            "What the instance runs and observes of its modules' packages and units (sent by module-agent)",
+            "What the instance runs and observes of its modules' packages and units (sent by module-agent; the node's word). The state it names must be one its template served; at most 256 KiB",
             Auth::Instance,
             (200, "accepted", g.answer::<instances::Accepted>()),
         )
-        .body(g.request::<desired_state::Report>()),
+        .body(g.request::<desired_state::Report>())
+        .errors(&[(
+            429,
+            "over the instance's report budget ([fleet] max_reports per report_window_secs); Retry-After says when to send the next",
+        )]),
         op(
             "get",
             "/instances/{id}/drift",
