@@ -280,3 +280,44 @@ impl Opts {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn receiver_key_is_one_path_or_several() {
+        let d = tempfile::tempdir().unwrap();
+        for (toml, want) in [
+            (r#"receiver_key = "/a.pub""#, vec!["/a.pub"]),
+            (
+                r#"receiver_key = ["/a.pub", "/b.pub"]"#,
+                vec!["/a.pub", "/b.pub"],
+            ),
+        ] {
+            let file = d.path().join("agent.toml");
+            std::fs::write(&file, toml).unwrap();
+            let o = Opts {
+                config: Some(file),
+                ..Default::default()
+            }
+            .resolve()
+            .unwrap();
+            let want: Vec<PathBuf> = want.into_iter().map(PathBuf::from).collect();
+            assert_eq!(o.receiver_key, want, "{toml}");
+        }
+        let cli = Cli::parse_from([
+            "module-agent",
+            "--receiver-key",
+            "/a.pub",
+            "--receiver-key",
+            "/b.pub",
+            "verify",
+        ]);
+        assert_eq!(
+            cli.opts.resolve().unwrap().receiver_key,
+            [PathBuf::from("/a.pub"), PathBuf::from("/b.pub")],
+            "flags repeat, and win over the file"
+        );
+    }
+}

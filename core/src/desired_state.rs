@@ -18,6 +18,9 @@ use base64::{Engine as _, engine::general_purpose::STANDARD};
 use serde::{Deserialize, Serialize};
 use sigstore::crypto::{CosignVerificationKey, SigStoreSigner, Signature};
 
+mod keys;
+pub use keys::{SigningKey, TrustedKey, key_id, pem_blocks};
+
 /// DSSE `payloadType` of a desired-state document.
 pub const PAYLOAD_TYPE: &str = "application/vnd.powernode.desired-state.v1+json";
 /// The document's own format version (2: `sequence`, `issued_at`, `expires_at`, `hold`).
@@ -247,11 +250,6 @@ pub fn pae(payload_type: &str, body: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The key id a signature names: SHA-256 of the public key PEM.
-pub fn key_id(public_pem: &str) -> String {
-    Digest::of(public_pem.trim().as_bytes()).to_string()
-}
-
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum EnvelopeError {
     #[error("signing the desired state: {0}")]
@@ -262,6 +260,14 @@ pub enum EnvelopeError {
     PayloadType(String),
     #[error("no signature verifies with the pinned receiver key")]
     BadSignature,
+    #[error(
+        "no signature on the desired state is by a key this node trusts: signed by {signed_by:?}, \
+         trusted {trusted:?}; add the receiver's current key (GET /api/v1/signing-keys) to receiver_key"
+    )]
+    UntrustedKey {
+        signed_by: Vec<String>,
+        trusted: Vec<String>,
+    },
     #[error("the signed document is not a desired state: {0}")]
     Document(String),
     #[error("desired state schema_version {0} is not supported (expected {SCHEMA_VERSION})")]
@@ -274,21 +280,85 @@ pub fn sign(
     signer: &SigStoreSigner,
     public_pem: &str,
 ) -> Result<(Envelope, Digest), EnvelopeError> {
+    sign_all(state, &[SigningKey { signer, public_pem }])
+}
+
+/// Signs `state` with every key of `keys` (one signature each, in order): during a key
+/// rotation the receiver signs with the old and the new key, so nodes trusting either
+/// accept the state.
+pub fn sign_all(
+    state: &DesiredState,
+    keys: &[SigningKey<'_>],
+) -> Result<(Envelope, Digest), EnvelopeError> {
     let body = state.canonical_bytes();
-    let sig = signer
-        .sign(&pae(PAYLOAD_TYPE, &body))
-        .map_err(|e| EnvelopeError::Sign(e.to_string()))?;
+    let signed = pae(PAYLOAD_TYPE, &body);
+    let signatures = keys
+        .iter()
+        .map(|k| {
+            let sig = k
+                .signer
+                .sign(&signed)
+                .map_err(|e| EnvelopeError::Sign(e.to_string()))?;
+            Ok(EnvelopeSignature {
+                keyid: key_id(k.public_pem),
+                sig: STANDARD.encode(sig),
+            })
+        })
+        .collect::<Result<Vec<_>, EnvelopeError>>()?;
+    if signatures.is_empty() {
+        return Err(EnvelopeError::Sign("no signing key".into()));
+    }
     Ok((
         Envelope {
             payload_type: PAYLOAD_TYPE.into(),
             payload: STANDARD.encode(&body),
-            signatures: vec![EnvelopeSignature {
-                keyid: key_id(public_pem),
-                sig: STANDARD.encode(sig),
-            }],
+            signatures,
         },
         Digest::of(&body),
     ))
+}
+
+/// Verifies `envelope` against the set of keys a node trusts: it holds if a signature whose
+/// `keyid` names a trusted key verifies with that key. Signatures by keys the node does not
+/// trust are ignored; when no signature names a trusted key the refusal lists both sides.
+pub fn verify_trusted(
+    envelope: &Envelope,
+    keys: &[TrustedKey],
+) -> Result<(DesiredState, Digest), EnvelopeError> {
+    let named: Vec<&TrustedKey> = keys
+        .iter()
+        .filter(|k| envelope.signatures.iter().any(|s| s.keyid == k.keyid))
+        .collect();
+    if named.is_empty() {
+        if envelope.payload_type != PAYLOAD_TYPE {
+            return Err(EnvelopeError::PayloadType(envelope.payload_type.clone()));
+        }
+        return Err(EnvelopeError::UntrustedKey {
+            signed_by: envelope
+                .signatures
+                .iter()
+                .map(|s| s.keyid.chars().take(80).collect())
+                .take(8)
+                .collect(),
+            trusted: keys.iter().map(|k| k.keyid.clone()).collect(),
+        });
+    }
+    for k in named {
+        let mine = Envelope {
+            signatures: envelope
+                .signatures
+                .iter()
+                .filter(|s| s.keyid == k.keyid)
+                .cloned()
+                .collect(),
+            ..envelope.clone()
+        };
+        match verify(&mine, &k.key) {
+            Err(EnvelopeError::BadSignature) => continue,
+            other => return other,
+        }
+    }
+    Err(EnvelopeError::BadSignature)
 }
 
 /// Verifies `envelope` with `key` (the receiver key pinned by the verifier) and returns the
@@ -465,6 +535,54 @@ mod tests {
         later.expires_at = 6;
         assert_ne!(later.state_id(), doc().state_id());
         assert_eq!(later.content_id(), doc().content_id());
+    }
+
+    #[test]
+    fn rotation_overlap_verifies_with_either_key_and_refuses_strangers() {
+        let (old, old_pem, _) = keypair();
+        let (new, new_pem, _) = keypair();
+        let both = [
+            SigningKey {
+                signer: &old,
+                public_pem: &old_pem,
+            },
+            SigningKey {
+                signer: &new,
+                public_pem: &new_pem,
+            },
+        ];
+        let (env, id) = sign_all(&doc(), &both).unwrap();
+        let keyids: Vec<_> = env.signatures.iter().map(|s| s.keyid.clone()).collect();
+        assert_eq!(keyids, [key_id(&old_pem), key_id(&new_pem)]);
+        let trust = |pems: &[&str]| -> Vec<TrustedKey> {
+            pems.iter()
+                .map(|p| TrustedKey::from_pem(p).unwrap())
+                .collect()
+        };
+        for t in [
+            trust(&[&old_pem]),
+            trust(&[&new_pem]),
+            trust(&[&new_pem, &old_pem]),
+        ] {
+            assert_eq!(verify_trusted(&env, &t).unwrap().1, id);
+        }
+        let (only_new, _) = sign(&doc(), &new, &new_pem).unwrap();
+        let err = verify_trusted(&only_new, &trust(&[&old_pem])).unwrap_err();
+        assert_eq!(
+            err,
+            EnvelopeError::UntrustedKey {
+                signed_by: vec![key_id(&new_pem)],
+                trusted: vec![key_id(&old_pem)],
+            }
+        );
+        assert!(err.to_string().contains("signing-keys"), "{err}");
+        // A signature that names a trusted key but was made by another is not enough.
+        let mut forged = only_new.clone();
+        forged.signatures[0].keyid = key_id(&old_pem);
+        assert_eq!(
+            verify_trusted(&forged, &trust(&[&old_pem])),
+            Err(EnvelopeError::BadSignature)
+        );
     }
 
     #[test]

@@ -41,6 +41,15 @@ pub async fn setup(
     db: &TestDb,
     packages: bool,
 ) -> (Running, TestRegistry, Keys, Node, Vec<tempfile::TempDir>) {
+    setup_with(db, packages, |_| {}).await
+}
+
+/// As [`setup`], with the receiver's configuration changed by `tweak` first.
+pub async fn setup_with(
+    db: &TestDb,
+    packages: bool,
+    tweak: impl FnOnce(&mut module_webhook::config::Config),
+) -> (Running, TestRegistry, Keys, Node, Vec<tempfile::TempDir>) {
     let reg = TestRegistry::start();
     let k = keys();
     let policies = MODULES
@@ -52,6 +61,7 @@ pub async fn setup(
     // The agent's tests are about the agent: the receiver's report budget (its own tests,
     // webhook/tests/report_bounds.rs) stays out of their way.
     cfg.fleet.max_reports = 10_000;
+    tweak(&mut cfg);
     let r = serve(cfg).await;
     let mut sources = Vec::new();
     for name in MODULES {
