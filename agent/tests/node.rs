@@ -334,6 +334,39 @@ impl Agent {
         self.ok("systemctl daemon-reload && systemctl restart module-agent");
     }
 
+    /// Holds dpkg's lock as apt and unattended-upgrades do (an fcntl write lock on
+    /// `/var/lib/dpkg/lock-frontend`) for `how_long`, from a transient unit in the node.
+    fn hold_dpkg_lock(&self, how_long: Duration) {
+        let script = self.node.root().join("usr/local/sbin/hold-dpkg-lock");
+        fs::write(
+            &script,
+            "use Fcntl qw(F_SETLKW F_WRLCK SEEK_SET);\n$| = 1;\n\
+             open(my $f, '>>', '/var/lib/dpkg/lock-frontend') or die \"open: $!\";\n\
+             my $s = pack('s s x4 q q i x4', F_WRLCK, SEEK_SET, 0, 0, 0);\n\
+             fcntl($f, F_SETLKW, $s) or die \"lock: $!\";\n\
+             print \"holding\\n\";\n\
+             sleep $ARGV[0];\n",
+        )
+        .unwrap();
+        self.ok(&format!(
+            "systemd-run --unit=unattended-upgrades-standin perl /usr/local/sbin/hold-dpkg-lock {}",
+            how_long.as_secs()
+        ));
+        let t = Instant::now();
+        while !self
+            .node
+            .journal("unattended-upgrades-standin")
+            .contains("holding")
+        {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "{}",
+                self.node.journal("unattended-upgrades-standin")
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// SIGKILLs the agent once it waits at its fault point.
     fn kill_when_held(&self, point: &str) {
         let line = format!("fault point {point}");
@@ -659,7 +692,10 @@ async fn a_real_node_runs_the_module_and_comes_back_whole() {
     assert!(attempts.contains("\"count\":2"), "{attempts}");
 
     // 6. Unassign: packages the agent installed purged, diversions and backups restored,
-    //    /etc as it was.
+    //    /etc as it was. unattended-upgrades holds the dpkg lock meanwhile (a stand-in
+    //    holding it for 10 s as apt does, an fcntl lock on lock-frontend): the agent's apt
+    //    waits for it instead of failing.
+    a.hold_dpkg_lock(Duration::from_secs(10));
     for m in ["my-redis", "redis-tls-test"] {
         let (s, v, _) = call(
             &f.r,
@@ -679,6 +715,7 @@ async fn a_real_node_runs_the_module_and_comes_back_whole() {
         json!({}),
         "{inst:#}"
     );
+    a.wait_journal("waited for the dpkg lock", Duration::from_secs(5));
     a.ok("systemctl stop module-agent");
     assert!(!a.ok("dpkg-divert --list").contains("local diversion"));
     assert_eq!(

@@ -187,6 +187,9 @@ impl Packages {
         r.installed.extend(appeared.iter().cloned());
         r.before = None;
         self.save(&r)?;
+        if let Ok(out) = &result {
+            note_lock_wait(out);
+        }
         match result {
             Ok(_) => Ok(Changed {
                 installed: appeared,
@@ -224,11 +227,13 @@ impl Packages {
             .cloned()
             .collect();
         if !unwanted.is_empty() {
-            run(Command::new("apt-mark")
+            let out = run(Command::new("apt-mark")
+                .arg(format!("-oDPkg::Lock::Timeout={LOCK_TIMEOUT_SECS}"))
                 .arg("auto")
                 .arg("--")
                 .args(&unwanted))
             .map_err(|e| anyhow::anyhow!("apt-mark auto: {}", e.said))?;
+            note_lock_wait(&out);
         }
         let removable: Vec<String> = autoremovable()?
             .into_iter()
@@ -291,7 +296,8 @@ fn purge(names: &[String]) -> anyhow::Result<()> {
             // agent installed it for a module, and no module wants it any more.
             .env("SUDO_FORCE_REMOVE", "yes"))
     };
-    if once(names).is_ok() {
+    if let Ok(out) = once(names) {
+        note_lock_wait(&out);
         return Ok(());
     }
     let mut refused = Vec::new();
@@ -307,6 +313,20 @@ fn purge(names: &[String]) -> anyhow::Result<()> {
             "apt-get purge refused: {}",
             refused.join("; ")
         ))
+    }
+}
+
+/// Logs that apt had to wait for the dpkg lock (unattended-upgrades, an operator's apt):
+/// worth knowing when a switch took long.
+fn note_lock_wait(out: &std::process::Output) {
+    // apt writes its "Waiting for cache lock" progress to standard output.
+    let said = [&out.stdout, &out.stderr].map(|b| String::from_utf8_lossy(b).into_owned());
+    if let Some(line) = said
+        .iter()
+        .flat_map(|s| s.lines())
+        .find(|l| l.contains("Could not get lock"))
+    {
+        tracing::info!(apt = line.trim(), "waited for the dpkg lock");
     }
 }
 
