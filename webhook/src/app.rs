@@ -78,15 +78,19 @@ impl App {
                 "removed blobs left half-staged by a stopped receiver"
             );
         }
+        let keys = crate::fleet::key::Keys::configured(&config.fleet, &config.data_dir)?;
+        if keys.register(&store).await? {
+            // New keys: every served state is signed again (also those no node reads now).
+            store.enqueue(&crate::fleet::recompute_job()).await?;
+        }
         let fleet = crate::fleet::Fleet {
             store: store.clone(),
-            key: Arc::new(crate::fleet::key::ReceiverKey::load_or_create(
-                &config.data_dir,
-            )?),
+            keys: Arc::new(keys),
             policies: policies.clone(),
             registry_host: host.clone(),
             cache: Arc::default(),
             validity_secs: config.fleet.state_validity_secs,
+            metrics: metrics.clone(),
         };
         let ctx = Ctx {
             store: store.clone(),

@@ -9,7 +9,8 @@
 //!
 //! Points: `hooks.after_commit` (a hook's deliveries and jobs are committed, its answer not
 //! yet sent); `promotion.after_transition` (a transition is committed with its audit row and
-//! the request it settles; nothing is said to Gitea yet).
+//! the request it settles; nothing is said to Gitea yet); `fleet.recompute.before_commit` (a
+//! template's state is composed and signed under its recomputation lock, not yet written).
 
 /// The variable naming the points to stall at.
 pub const STALL_VAR: &str = "MODULE_WEBHOOK_FAULT_STALL";

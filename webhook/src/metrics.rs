@@ -1,5 +1,6 @@
 //! Prometheus metrics: deliveries by source and outcome, jobs by state (read from the store
-//! at scrape time), ingest duration, verification failures and rejections by reason.
+//! at scrape time), ingest duration, verification failures and rejections by reason,
+//! desired-state compositions performed and skipped.
 
 use prometheus_client::{
     encoding::{EncodeLabelSet, text::encode},
@@ -37,6 +38,14 @@ pub struct Metrics {
     pub delivery_commits: Counter,
     /// Desired-state reads answered 304 (unchanged) and with a document.
     pub desired_state_reads: Family<StateLabels, Counter>,
+    /// Template recomputations by what they did: `composed`, or `skipped` (same inputs as
+    /// the last computation: nothing composed, nothing recorded).
+    compositions: Family<OutcomeLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -93,7 +102,14 @@ impl Default for Metrics {
             "Desired-state reads by answer (not_modified, document)",
             desired_state_reads.clone(),
         );
+        let compositions = Family::<OutcomeLabels, Counter>::default();
+        r.register(
+            "desired_state_compositions",
+            "Template recomputations by outcome: composed, or skipped (inputs unchanged)",
+            compositions.clone(),
+        );
         Metrics {
+            compositions,
             reports,
             delivery_commits,
             desired_state_reads,
@@ -131,6 +147,24 @@ impl Metrics {
                 reason: reason.into(),
             })
             .inc();
+    }
+
+    /// One template recomputation: `composed` or `skipped`.
+    pub fn composition(&self, outcome: &str) {
+        self.compositions
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// How many recomputations had `outcome` (for tests and the bench).
+    pub fn compositions(&self, outcome: &str) -> u64 {
+        self.compositions
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .get()
     }
 
     pub fn ingest_duration(&self, secs: f64) {

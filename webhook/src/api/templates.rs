@@ -6,7 +6,7 @@
 use crate::http::extract as body;
 use crate::{
     config::Role,
-    fleet::{Degraded, Recomputed, recompute_job},
+    fleet::{Degraded, Recomputed, recompute_template_job},
     http::{
         ApiError, AppState,
         auth::{Caller, require},
@@ -203,7 +203,7 @@ pub async fn create(
     );
     if !s
         .store
-        .create_template(&row, &a, &[recompute_job()])
+        .create_template(&row, &a, &[recompute_template_job(&b.id)])
         .await?
     {
         return Err(ApiError::new(
@@ -294,7 +294,7 @@ pub async fn assign_via(
             &b.module_name,
             requirement.as_deref(),
             &a,
-            &[recompute_job()],
+            &[recompute_template_job(&id)],
         )
         .await?;
     let r = recompute(s, via, &id, &caller.name).await?;
@@ -344,7 +344,7 @@ pub async fn unassign(
     );
     if !s
         .store
-        .unassign(&id, &module, &a, &[recompute_job()])
+        .unassign(&id, &module, &a, &[recompute_template_job(&id)])
         .await?
     {
         return Err(ApiError::not_found(format!(

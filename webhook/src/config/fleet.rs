@@ -1,6 +1,7 @@
 //! `[fleet]`: how instances are judged.
 
 use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,6 +21,16 @@ pub struct FleetConfig {
     pub max_reports: u32,
     #[serde(default = "default_report_window")]
     pub report_window_secs: u64,
+    /// The private key (PEM, ECDSA P-256, mode 0600) that signs desired states
+    /// (`MODULE_WEBHOOK__FLEET__SIGNING_KEY`). Every replica must be given the same one; a
+    /// replica whose keys share none with those the replicas last started with refuses to
+    /// start. Unset: `data_dir/receiver-key.pem`, generated on first start (one host only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key: Option<PathBuf>,
+    /// During a key rotation, the incoming key: every state is signed with both keys, so
+    /// nodes trusting either accept it (runbooks/rotating-the-receiver-key.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_signing_key: Option<PathBuf>,
 }
 
 fn default_max_reports() -> u32 {
@@ -45,6 +56,8 @@ impl Default for FleetConfig {
             state_validity_secs: default_validity(),
             max_reports: default_max_reports(),
             report_window_secs: default_report_window(),
+            signing_key: None,
+            next_signing_key: None,
         }
     }
 }
@@ -62,6 +75,11 @@ impl FleetConfig {
         if self.max_reports == 0 || self.report_window_secs == 0 {
             anyhow::bail!(
                 "configuration: fleet.max_reports and fleet.report_window_secs must be positive (instances could never report)"
+            );
+        }
+        if self.next_signing_key.is_some() && self.next_signing_key == self.signing_key {
+            anyhow::bail!(
+                "configuration: fleet.next_signing_key is fleet.signing_key; name the new key (runbooks/rotating-the-receiver-key.md)"
             );
         }
         Ok(())

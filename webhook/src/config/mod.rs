@@ -23,7 +23,7 @@ pub use fleet::FleetConfig;
 pub use hooks::HooksConfig;
 pub use ingest::IngestConfig;
 pub use mcp::McpConfig;
-pub use modules::ModulePolicy;
+pub use modules::{ModulePolicy, TrustOnFirstUse};
 pub use promotion::{PromotionConfig, PromotionOverride};
 pub use server::ServerConfig;
 

@@ -2,13 +2,16 @@
 //! and the instances that apply it and report what they run (ARCHITECTURE.md §8).
 //!
 //! A desired state is recomputed when one of its inputs changes — a version entering or
-//! leaving `live` (the promotion's transaction enqueues [`recompute_job`]), an assignment,
-//! a new template — and never on a read. A recomputation whose composition has conflicts
-//! does not replace the served state (fail safe): the template shows the findings and the
-//! block is audited.
+//! leaving `live` (the promotion's transaction enqueues [`recompute_modules_job`]: the
+//! templates whose closure reaches the module), an assignment, a new template — and never
+//! on a read; inputs that digest as the last computation's compose nothing, and one
+//! replica at a time recomputes a template ([`incremental`]). A recomputation whose
+//! composition has conflicts does not replace the served state (fail safe): the template
+//! shows the findings and the block is audited.
 
 pub mod cache;
 pub mod drift;
+pub mod incremental;
 pub mod key;
 pub mod layers;
 pub mod resolve;
@@ -17,11 +20,11 @@ use crate::{
     ingest::trust::Policies,
     lifecycle::Actor,
     store::{
-        AuditAction, LastComputation, NewAudit, NewJob, Recorded, Serve, ServedState, Store,
-        TemplateRow, VersionRow, Via,
+        AuditAction, LastComputation, NewAudit, Recorded, Serve, ServedState, Store, TemplateRow,
+        VersionRow, Via,
     },
 };
-use key::ReceiverKey;
+use key::Keys;
 use powernode_module::{
     Version,
     artifact::COMPOSEFS_FORMAT,
@@ -36,26 +39,22 @@ use std::{
     sync::Arc,
 };
 
-/// The job that recomputes every template's desired state. One queued at a time (its
-/// dedupe key is fixed): a burst of promotions recomputes once.
-pub fn recompute_job() -> NewJob {
-    NewJob {
-        kind: "desired_states".into(),
-        dedupe_key: "desired_states".into(),
-        payload: serde_json::json!({}),
-    }
-}
+pub use incremental::{recompute_job, recompute_modules_job, recompute_template_job};
+pub use resolve::candidates;
 
 #[derive(Debug, Clone)]
 pub struct Fleet {
     pub store: Store,
-    pub key: Arc<ReceiverKey>,
+    /// The keys every state is signed with (the next one too during a rotation).
+    pub keys: Arc<Keys>,
     pub policies: Arc<Policies>,
     /// `host:port` of the registry, for the references nodes fetch by digest.
     pub registry_host: String,
     pub cache: Arc<cache::Cache>,
     /// Seconds a signed state is valid (`[fleet] state_validity_secs`).
     pub validity_secs: i64,
+    /// Counts compositions performed and skipped.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// One try at recomputing: done, or lost the compare-and-set to another replica.
@@ -168,13 +167,7 @@ type Live = BTreeMap<String, Vec<resolve::Candidate<VersionRow>>>;
 impl Fleet {
     /// Recomputes every template (the [`recompute_job`]).
     pub async fn recompute_all(&self) -> anyhow::Result<Vec<Recomputed>> {
-        let mut out = Vec::new();
-        for t in self.store.templates().await? {
-            if let Some(r) = self.recompute(&t.id, &Actor::Auto, Via::Auto).await? {
-                out.push(r);
-            }
-        }
-        Ok(out)
+        self.recompute_changed(None, None).await
     }
 
     /// Recomputes one template's desired state and serves it unless it has conflicts (or,
@@ -207,6 +200,11 @@ impl Fleet {
         actor: &Actor,
         via: Via,
     ) -> anyhow::Result<Option<Attempt>> {
+        // One recomputation of a template at a time, on every replica; everything is read
+        // under the lock, the served state (whose sequence the write compares) first.
+        let lock = self.store.lock_template(template_id).await?;
+        let served = self.store.served_state(template_id).await?;
+        let last = self.store.last_computation(template_id).await?;
         let Some(template) = self.store.template(template_id).await? else {
             return Ok(None);
         };
@@ -221,6 +219,17 @@ impl Fleet {
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
         let live = candidates(self.store.live_versions().await?);
+        let inputs = self
+            .inputs(&template, &assignments, &live, served.as_ref())
+            .await?;
+        if let Some(r) = self
+            .unchanged(template_id, &inputs, last.as_ref(), served.as_ref())
+            .await?
+        {
+            self.metrics.composition("skipped");
+            return Ok(Some(Attempt::Done(Box::new(r))));
+        }
+        self.metrics.composition("composed");
         let full = self.compose(&template, &assignments, &live).await?;
         let blocked = full.blocked;
         let (conflicts, warnings): (Vec<_>, Vec<_>) = full
@@ -230,7 +239,6 @@ impl Fleet {
             .partition(|f| f.severity != Severity::Warning);
         let order = full.order.clone();
 
-        let served = self.store.served_state(template_id).await?;
         let live_digests: BTreeSet<&str> = live
             .values()
             .flatten()
@@ -266,13 +274,18 @@ impl Fleet {
                 .as_ref()
                 .map(serde_json::to_value)
                 .transpose()?;
-            let same = served.as_ref().is_some_and(|st| {
-                st.sequence > 0
-                    && serde_json::from_value::<DesiredState>(st.document.clone())
-                        .is_ok_and(|d| d.content_id() == content.content_id())
-                    && st.degraded == degraded_value
-                    && st.expires_at - now_s > self.validity_secs / 2
-            });
+            let resign = match &served {
+                Some(st) => self.resign_due(&st.envelope).await?,
+                None => false,
+            };
+            let same = !resign
+                && served.as_ref().is_some_and(|st| {
+                    st.sequence > 0
+                        && serde_json::from_value::<DesiredState>(st.document.clone())
+                            .is_ok_and(|d| d.content_id() == content.content_id())
+                        && st.degraded == degraded_value
+                        && st.expires_at - now_s > self.validity_secs / 2
+                });
             if !same {
                 let replaces = served.as_ref().map(|s| s.sequence);
                 let state = DesiredState {
@@ -281,8 +294,7 @@ impl Fleet {
                     expires_at: now_s + self.validity_secs,
                     ..content
                 };
-                let (envelope, id) =
-                    desired_state::sign(&state, &self.key.signer, &self.key.public_pem)?;
+                let (envelope, id) = desired_state::sign_all(&state, &self.keys.signing())?;
                 state_id = Some(id.to_string());
                 degraded = new_degraded;
                 serve = Some((
@@ -301,6 +313,9 @@ impl Fleet {
             findings: serde_json::to_value(&full.findings)?,
             candidate_state_id: if blocked { None } else { state_id.clone() },
             computed_at: self.store.now(),
+            input_digest: Some(inputs.digest),
+            closure: Some(inputs.closure),
+            modules: Some(order.clone()),
         };
         let previous = served.as_ref().map(|s| s.state_id.clone());
         let audit = NewAudit {
@@ -332,9 +347,12 @@ impl Fleet {
                 "degraded": degraded,
             }),
         };
+        // Computed and signed, not yet written: the lock is held.
+        crate::faults::point("fleet.recompute.before_commit").await;
         let recorded = self
             .store
             .record_computation(
+                lock,
                 template_id,
                 &outcome,
                 serve
@@ -388,7 +406,9 @@ impl Fleet {
         let Some(st) = self.store.served_state(template).await? else {
             return Ok(None);
         };
-        if st.expires_at - self.store.now().div_euclid(1000) > self.validity_secs / 2 {
+        if st.expires_at - self.store.now().div_euclid(1000) > self.validity_secs / 2
+            && !self.resign_due(&st.envelope).await?
+        {
             return Ok(Some(st));
         }
         if let Err(e) = self.recompute(template, &Actor::Auto, Via::Auto).await {
@@ -396,6 +416,26 @@ impl Fleet {
             return Ok(Some(st));
         }
         Ok(self.store.served_state(template).await?.or(Some(st)))
+    }
+
+    /// Whether a served envelope must be signed again: it is not signed by exactly this
+    /// replica's keys, and those are the keys the replicas last started with. (A replica
+    /// still on the old keys during a rolling restart leaves it alone, so two replicas never
+    /// take turns re-signing.)
+    async fn resign_due(&self, envelope: &serde_json::Value) -> anyhow::Result<bool> {
+        let signed: BTreeSet<String> = envelope["signatures"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s["keyid"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mine = self.keys.keyids();
+        if signed == mine {
+            return Ok(false);
+        }
+        Ok(self.store.signing_keyids().await?.as_ref() == Some(&mine))
     }
 
     /// Resolves `assignments` against `live` and composes them: the findings and, when
@@ -551,36 +591,4 @@ impl Fleet {
             packages: manifest.package_spec.clone(),
         })
     }
-}
-
-/// Live versions as resolution candidates, by module. A version whose manifest no longer
-/// parses (it did at ingest) is left out with an error in the log rather than failing
-/// every template.
-pub fn candidates(rows: Vec<VersionRow>) -> BTreeMap<String, Vec<resolve::Candidate<VersionRow>>> {
-    let mut out: BTreeMap<String, Vec<_>> = BTreeMap::new();
-    for row in rows {
-        let version = match Version::parse(&row.version) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(version = %row.id, error = %e, "live version is not SemVer; left out");
-                continue;
-            }
-        };
-        let Some(manifest) = row
-            .manifest
-            .as_deref()
-            .and_then(|t| powernode_module::manifest::parse(t).manifest)
-        else {
-            tracing::error!(version = %row.id, "live version has no valid manifest; left out");
-            continue;
-        };
-        out.entry(row.module.clone())
-            .or_default()
-            .push(resolve::Candidate {
-                version,
-                manifest,
-                data: row,
-            });
-    }
-    out
 }

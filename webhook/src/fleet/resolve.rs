@@ -3,6 +3,7 @@
 //! `dependency_spec` closure of those versions, each dependency at its newest `live`
 //! version. Pure: the caller loads the live versions.
 
+use crate::store::VersionRow;
 use powernode_module::{Version, manifest::Manifest};
 use semver::VersionReq;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -79,6 +80,36 @@ pub fn resolve<'a, T>(
         }
     }
     Resolution { chosen, unresolved }
+}
+
+/// Live versions as resolution candidates, by module. A version whose manifest no longer
+/// parses (it did at ingest) is left out with an error in the log rather than failing
+/// every template.
+pub fn candidates(rows: Vec<VersionRow>) -> BTreeMap<String, Vec<Candidate<VersionRow>>> {
+    let mut out: BTreeMap<String, Vec<_>> = BTreeMap::new();
+    for row in rows {
+        let version = match Version::parse(&row.version) {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(version = %row.id, error = %e, "live version is not SemVer; left out");
+                continue;
+            }
+        };
+        let Some(manifest) = row
+            .manifest
+            .as_deref()
+            .and_then(|t| powernode_module::manifest::parse(t).manifest)
+        else {
+            tracing::error!(version = %row.id, "live version has no valid manifest; left out");
+            continue;
+        };
+        out.entry(row.module.clone()).or_default().push(Candidate {
+            version,
+            manifest,
+            data: row,
+        });
+    }
+    out
 }
 
 #[cfg(test)]

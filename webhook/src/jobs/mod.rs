@@ -22,9 +22,18 @@ pub enum Job {
     Command(PrComment),
     /// Reviews or statuses changed in a Gitea repository: re-evaluate its pending requests.
     Reevaluate { repository: String },
-    /// A version entered or left `live`, or a template changed: recompute every template's
-    /// desired state (see [`crate::fleet::recompute_job`], which builds this job's row).
-    DesiredStates {},
+    /// A version entered or left `live`, or a template changed: recompute the desired states
+    /// it may change. `modules`: the templates whose closure reaches one of these modules;
+    /// `template`: that one; neither: every template (start-up, migrations, new keys). Both
+    /// fields are optional and absent when unset, so the full job's payload is `{}` as it
+    /// always was, and a replica from before them reads a targeted job as a full one.
+    /// Built by [`crate::fleet::recompute_job`] and its siblings.
+    DesiredStates {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        modules: Option<Vec<String>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        template: Option<String>,
+    },
     /// A version changed stage: set its `powernode/lifecycle` commit status to the stage it is
     /// in when this runs. Enqueued in the transition's own transaction (an outbox): a crash
     /// or a failing Gitea after the commit delays the status, never loses it; a burst of
@@ -64,7 +73,7 @@ impl Job {
             Job::Signature { .. } => "signature",
             Job::Command(_) => "command",
             Job::Reevaluate { .. } => "reevaluate",
-            Job::DesiredStates {} => "desired_states",
+            Job::DesiredStates { .. } => "desired_states",
             Job::CommitStatus { .. } => "commit_status",
             Job::Reply { .. } => "reply",
         }
@@ -77,7 +86,20 @@ impl Job {
             Job::Signature { repository, digest } => format!("signature:{repository}:{digest}"),
             Job::Command(c) => format!("command:{}:{}", c.repository, c.comment_id),
             Job::Reevaluate { repository } => format!("reevaluate:{repository}"),
-            Job::DesiredStates {} => "desired_states".into(),
+            Job::DesiredStates {
+                modules: None,
+                template: None,
+            } => "desired_states".into(),
+            Job::DesiredStates { modules, template } => {
+                let mut key = "desired_states".to_owned();
+                if let Some(t) = template {
+                    key.push_str(&format!(":template:{t}"));
+                }
+                if let Some(m) = modules {
+                    key.push_str(&format!(":modules:{}", m.join(",")));
+                }
+                key
+            }
             Job::CommitStatus { version } => format!("commit_status:{version}"),
             Job::Reply { request, .. } => format!("reply:{request}"),
         }
@@ -156,11 +178,39 @@ mod tests {
         assert!(Job::decode("frobnicate", &serde_json::json!({})).is_err());
         // The promotion enqueues the recomputation without knowing this enum: same row.
         let row = crate::fleet::recompute_job();
+        let all = Job::DesiredStates {
+            modules: None,
+            template: None,
+        };
+        assert_eq!(Job::decode(&row.kind, &row.payload), Ok(all.clone()));
+        assert_eq!(row.dedupe_key, all.dedupe_key());
         assert_eq!(
-            Job::decode(&row.kind, &row.payload),
-            Ok(Job::DesiredStates {})
+            row.payload,
+            serde_json::json!({}),
+            "the payload rows always had"
         );
-        assert_eq!(row.dedupe_key, Job::DesiredStates {}.dedupe_key());
+        // Targeted jobs: one queued per module set or template, each decoding back.
+        for row in [
+            crate::fleet::recompute_modules_job(["my-redis"]),
+            crate::fleet::recompute_template_job("t1"),
+        ] {
+            let job = Job::decode(&row.kind, &row.payload).unwrap();
+            assert_eq!(job.to_new().dedupe_key, row.dedupe_key);
+            assert_ne!(row.dedupe_key, all.dedupe_key());
+        }
+        // A replica from before targeted jobs reads one as a full recomputation.
+        #[derive(Debug, Deserialize)]
+        #[serde(tag = "kind", content = "payload", rename_all = "snake_case")]
+        enum Before {
+            DesiredStates {},
+        }
+        let row = crate::fleet::recompute_modules_job(["my-redis"]);
+        assert!(matches!(
+            serde_json::from_value::<Before>(
+                serde_json::json!({"kind": row.kind, "payload": row.payload})
+            ),
+            Ok(Before::DesiredStates {})
+        ));
         assert!(Job::decode("ingest", &serde_json::json!({"repository": 1})).is_err());
     }
 }

@@ -127,8 +127,12 @@ impl Worker {
                 }
                 Vec::new()
             }
-            Job::DesiredStates {} => {
-                for r in self.fleet.recompute_all().await? {
+            Job::DesiredStates { modules, template } => {
+                let recomputed = self
+                    .fleet
+                    .recompute_changed(modules.as_deref(), template.as_deref())
+                    .await?;
+                for r in recomputed {
                     tracing::info!(template = %r.template_id, changed = r.changed, blocked = r.blocked, "desired state recomputed");
                 }
                 Vec::new()

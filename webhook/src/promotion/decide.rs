@@ -171,7 +171,7 @@ impl Promoter {
                 };
                 // Entering or leaving `live` changes what templates should run.
                 if v.lifecycle == Lifecycle::Live || to == Lifecycle::Live {
-                    then.push(crate::fleet::recompute_job());
+                    then.push(crate::fleet::recompute_modules_job([v.module.as_str()]));
                 }
                 // The commit status follows the version through the same outbox.
                 if self.commit_statuses && v.source_commit.is_some() {

@@ -9,6 +9,8 @@ mod instances;
 mod jobs;
 mod pins;
 mod requests;
+mod signing_keys;
+mod template_locks;
 mod templates;
 mod versions;
 
@@ -19,6 +21,7 @@ pub use instances::{InstanceRow, PackageSighting, Report, StoredReport};
 pub use jobs::{JobRow, JobState, NewJob};
 pub use pins::{ModulePin, Pin, PinDecision, PinState};
 pub use requests::{PromotionRequest, RequestState};
+pub use template_locks::TemplateLock;
 pub use templates::{Assignment, LastComputation, Recorded, Serve, ServedState, TemplateRow};
 pub use versions::{Lifecycle, VersionRow};
 
@@ -41,6 +44,8 @@ pub struct Store {
     /// The receiver's notion of now: every time it records or compares (state entered,
     /// soak, expiry, leases, backoff) comes from here, so tests move time instead of sleeping.
     pub clock: Clock,
+    /// Who is recomputing which template in this process ([`TemplateLock`]).
+    pub(crate) locks: std::sync::Arc<template_locks::LocalLocks>,
 }
 
 /// Milliseconds since the Unix epoch, by the system clock.
@@ -132,10 +137,11 @@ impl Store {
             url.to_owned()
         };
         let opts = AnyConnectOptions::from_str(&url)?;
+        // SQLite has one writer: one connection queues writers in the pool (FIFO) instead
+        // of letting them collide and back off in the busy handler (tens of ms at p99).
+        let max_connections = if backend == Backend::Sqlite { 1 } else { 8 };
         let mut pool_opts = AnyPoolOptions::new()
-            // SQLite has one writer: one connection queues writers in the pool (FIFO) instead
-            // of letting them collide and back off in the busy handler (tens of ms at p99).
-            .max_connections(if backend == Backend::Sqlite { 1 } else { 8 })
+            .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10));
         if backend == Backend::Sqlite {
             let pragma = synchronous.pragma();
@@ -158,6 +164,7 @@ impl Store {
             pool,
             backend,
             clock,
+            locks: std::sync::Arc::new(template_locks::LocalLocks::new(max_connections)),
         })
     }
 

@@ -1,7 +1,7 @@
 //! Templates, their assigned modules, and the desired state each one serves.
 
 use super::{
-    NewJob, Store,
+    NewJob, Store, TemplateLock,
     audit::{NewAudit, append_audit},
     jobs,
 };
@@ -75,6 +75,17 @@ pub struct LastComputation {
     pub findings: serde_json::Value,
     pub candidate_state_id: Option<String>,
     pub computed_at: i64,
+    /// The digest of the inputs it was computed from (`None`: from before input digests);
+    /// the same inputs again compose nothing.
+    #[serde(skip)]
+    pub input_digest: Option<String>,
+    /// Every module name those inputs reach: a change to another module's `live` versions
+    /// cannot change this template (`None`: unknown, always recomputed).
+    #[serde(skip)]
+    pub closure: Option<Vec<String>>,
+    /// The computed state's modules, in composition order.
+    #[serde(skip)]
+    pub modules: Option<Vec<String>>,
 }
 
 fn template_row(r: &AnyRow) -> anyhow::Result<TemplateRow> {
@@ -272,35 +283,45 @@ impl Store {
         template_id: &str,
     ) -> anyhow::Result<Option<LastComputation>> {
         let r = sqlx::query(
-            "SELECT blocked, findings, candidate_state_id, computed_at FROM template_findings WHERE template_id = $1",
+            "SELECT blocked, findings, candidate_state_id, computed_at, input_digest, closure, modules FROM template_findings WHERE template_id = $1",
         )
         .bind(template_id)
         .fetch_optional(&self.pool)
         .await?;
+        let names =
+            |text: Option<String>| text.and_then(|t| serde_json::from_str::<Vec<String>>(&t).ok());
         r.map(|r| {
             Ok(LastComputation {
                 blocked: r.try_get::<i64, _>("blocked")? != 0,
                 findings: serde_json::from_str(&r.try_get::<String, _>("findings")?)?,
                 candidate_state_id: r.try_get("candidate_state_id")?,
                 computed_at: r.try_get("computed_at")?,
+                input_digest: r.try_get("input_digest")?,
+                closure: names(r.try_get("closure")?),
+                modules: names(r.try_get("modules")?),
             })
         })
         .transpose()
     }
 
-    /// Records a recomputation. With `serve`, the state replaces the served one if that is
-    /// still the one it `replaces` (else nothing is written: [`Recorded::Lost`]); the audit
-    /// row is written only for a change or a new block, so repeated recomputations add
-    /// nothing.
+    /// Records a recomputation, in the transaction of the `lock` it was computed under (its
+    /// advisory lock is released by this commit). With `serve`, the state replaces the
+    /// served one if that is still the one it `replaces` (else nothing is written:
+    /// [`Recorded::Lost`]); the audit row is written only for a change or a new block, so
+    /// repeated recomputations add nothing.
     pub async fn record_computation(
         &self,
+        mut lock: TemplateLock,
         template_id: &str,
         outcome: &LastComputation,
         serve: Option<Serve<'_>>,
         audit: &NewAudit,
     ) -> anyhow::Result<Recorded> {
         let now = self.now();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = match lock.tx.take() {
+            Some(tx) => tx,
+            None => self.pool.begin().await?,
+        };
         let before = sqlx::query(
             "SELECT blocked, findings, candidate_state_id FROM template_findings WHERE template_id = $1",
         )
@@ -322,13 +343,16 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO template_findings (template_id, blocked, findings, candidate_state_id, computed_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO template_findings (template_id, blocked, findings, candidate_state_id, computed_at, input_digest, closure, modules) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(template_id)
         .bind(i64::from(outcome.blocked))
         .bind(&findings)
         .bind(&outcome.candidate_state_id)
         .bind(now)
+        .bind(&outcome.input_digest)
+        .bind(outcome.closure.as_ref().map(|c| serde_json::json!(c).to_string()))
+        .bind(outcome.modules.as_ref().map(|c| serde_json::json!(c).to_string()))
         .execute(&mut *tx)
         .await?;
         let mut changed = false;
