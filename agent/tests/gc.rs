@@ -39,7 +39,12 @@ async fn old_generations_and_their_objects_are_collected() {
     ));
     let src = sources[2].path();
     let mut sizes = Vec::new();
-    for i in 2..=7 {
+    // GC_APPLIES=50 (bench/gc.sh) for the figure in the closing note; 6 in the suite.
+    let applies: u32 = std::env::var("GC_APPLIES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(6);
+    for i in 2..=applies + 1 {
         // A configuration big enough to be an object of its own (not inlined in the image).
         fs::write(
             src.join("rootfs/etc/redis/redis.conf"),
@@ -69,8 +74,9 @@ async fn old_generations_and_their_objects_are_collected() {
         );
         sizes.push(gc::size_of(&state));
     }
-    eprintln!("state directory after each of 6 applies (bytes): {sizes:?}");
-    assert!(sizes[5] <= sizes[2] + sizes[2] / 2, "bounded: {sizes:?}");
+    eprintln!("state directory after each of {applies} applies (bytes): {sizes:?}");
+    let last = sizes[sizes.len() - 1];
+    assert!(last <= sizes[2] + sizes[2] / 2, "bounded: {sizes:?}");
 
     // A collection interrupted after its rename: the next one finishes it.
     let n = layout.list()[0];
