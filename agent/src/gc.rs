@@ -1,6 +1,7 @@
 //! Collecting what no kept generation needs: after each successful switch the agent keeps
 //! `current`, `previous` and the newest `keep_generations` others, deletes the rest, then
-//! deletes every object no kept generation references. It runs inside the reconcile, under
+//! deletes every object no kept generation references and the verification records of
+//! modules none of them runs. It runs inside the reconcile, under
 //! the state directory's lock, so never while an apply is running.
 //!
 //! A generation is first renamed to `.deleting-<n>` (one rename: it stops being a generation
@@ -75,6 +76,29 @@ pub fn collect(layout: &Layout, extra: usize) -> anyhow::Result<Collected> {
                 fs::remove_file(f.path())?;
                 out.objects += 1;
             }
+        }
+    }
+    // Verification records (`verified/<manifest digest>.json`) of modules no kept generation
+    // runs: a later state naming one again fetches and verifies it anew.
+    let manifests: BTreeSet<String> = kept
+        .iter()
+        .filter_map(|n| layout.meta(*n).ok())
+        .flat_map(|m| m.modules.into_iter().map(|x| x.manifest_digest))
+        .filter_map(|d| d.parse::<powernode_module::digest::Digest>().ok())
+        .map(|d| d.hex())
+        .collect();
+    for f in fs::read_dir(layout.state.join("verified"))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = f.file_name().to_string_lossy().into_owned();
+        let Some(hex) = name.strip_suffix(".json") else {
+            continue;
+        };
+        if !manifests.contains(hex) {
+            out.bytes += f.metadata().map(|m| m.len()).unwrap_or(0);
+            fs::remove_file(f.path())?;
         }
     }
     Ok(out)
