@@ -18,6 +18,10 @@ mw="$here/target/release/module-webhook"
 work=$(mktemp -d "${TMPDIR:-/tmp}/mw-bench.XXXXXX")
 pid=""
 trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$work"' EXIT
+# One signing key for every receiver of the run: replicas must share it (a replica whose key
+# differs from the one recorded in the database refuses to start).
+openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$work/receiver-key.pem" 2>/dev/null
+chmod 600 "$work/receiver-key.pem"
 export HOOK_BODY="$here/webhook/tests/data/package-created-container.json"
 export HOOK_SIGNATURE=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["X-Gitea-Signature"])' "$here/webhook/tests/data/package-created-container.headers.json")
 
@@ -43,6 +47,8 @@ signature_timeout_secs = 3600
 reconcile_interval_secs = 3600
 lease_secs = 120
 max_artifact_bytes = 1
+[fleet]
+signing_key = "$work/receiver-key.pem"
 TOML
   RUST_LOG=warn DATABASE_URL= "$mw" serve --config "$work/$name.toml" 2>"$work/$name.log" &
   pid="$pid $!"
