@@ -17,7 +17,10 @@ cargo build --release -q -p module-builder -p module-webhook -p module-agent --m
 bin="$here/target/release"
 work=$(mktemp -d "${TMPDIR:-/tmp}/agent-bench.XXXXXX")
 pids=()
-trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null || true; done; rm -rf "$work"' EXIT
+# The agent mounts each generation's composefs image (as on a node): unmounted before the
+# work directory goes.
+unmount_generations() { awk -v w="$work/" 'index($5, w) == 1 { print $5 }' /proc/self/mountinfo | sort -r | xargs -r -n1 umount -l; }
+trap 'for p in "${pids[@]}"; do kill $p 2>/dev/null || true; done; unmount_generations; rm -rf "$work"' EXIT
 rport=$(free_port); wport=$(free_port)
 ops="bench-operator-token-0123456789"
 COSIGN_PASSWORD=bench "$bin/module-builder" generate-key-pair --output-key-prefix "$work/cosign" >/dev/null
