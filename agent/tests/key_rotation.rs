@@ -11,32 +11,8 @@ use common::{fleet::*, *};
 use module_agent::{apply::Outcome, cli::Opts};
 use powernode_module::desired_state::key_id;
 use serde_json::Value;
-use std::{
-    fs,
-    io::Write,
-    os::unix::fs::OpenOptionsExt,
-    path::{Path, PathBuf},
-};
+use std::{fs, path::Path};
 use support::{Node, setup_with};
-
-/// A new receiver signing key in `dir`: the private key file (mode 0600) and the public PEM.
-fn signing_key(dir: &Path, name: &str) -> (PathBuf, String) {
-    let pair = sigstore::crypto::SigningScheme::ECDSA_P256_SHA256_ASN1
-        .create_signer()
-        .unwrap()
-        .to_sigstore_keypair()
-        .unwrap();
-    let path = dir.join(name);
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .unwrap()
-        .write_all(pair.private_key_to_pem().unwrap().as_bytes())
-        .unwrap();
-    (path, pair.public_key_to_pem().unwrap())
-}
 
 /// Another receiver process's worth of state on the same database: its own data directory,
 /// keys as given.

@@ -9,31 +9,7 @@ use common::{fleet::*, *};
 use module_webhook::{app::App, config::Config, fleet::key::ReceiverKey};
 use powernode_module::desired_state::{self, Envelope, TrustedKey, key_id};
 use serde_json::json;
-use std::{
-    fs,
-    io::Write,
-    os::unix::fs::{OpenOptionsExt, PermissionsExt},
-    path::{Path, PathBuf},
-};
-
-/// A new signing key in `dir`: the private key file (mode 0600) and the public PEM.
-fn signing_key(dir: &Path, name: &str) -> (PathBuf, String) {
-    let pair = sigstore::crypto::SigningScheme::ECDSA_P256_SHA256_ASN1
-        .create_signer()
-        .unwrap()
-        .to_sigstore_keypair()
-        .unwrap();
-    let path = dir.join(name);
-    fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .unwrap()
-        .write_all(pair.private_key_to_pem().unwrap().as_bytes())
-        .unwrap();
-    (path, pair.public_key_to_pem().unwrap())
-}
+use std::{fs, os::unix::fs::PermissionsExt, path::Path};
 
 fn replica(db: &TestDb, data: &Path, current: Option<&Path>, next: Option<&Path>) -> Config {
     let mut c = config(&db.url, "127.0.0.1:9", vec![]);

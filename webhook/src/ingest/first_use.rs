@@ -5,7 +5,7 @@
 //! versions are then re-ingested through the job queue) or rejects it (they are rejected as
 //! `pin_rejected`). The pure rules are in [`super::tofu`]; the pins in `store::pins`.
 
-use super::{Ctx, Outcome, Rejection, audit, tofu, trust::ModuleTrust};
+use super::{Ctx, Outcome, Rejection, tofu, trust::ModuleTrust};
 use crate::{
     config::TrustOnFirstUse,
     error::Error,
@@ -184,14 +184,15 @@ impl Ctx {
                 && e.reject_reason == row.reject_reason
         });
         if !unchanged {
-            let a = audit(
+            let evidence = json!({"manifest_digest": row.manifest_digest, "pin_pattern": pin.identity_pattern, "pin_issuer": pin.issuer});
+            self.record(
                 &row,
+                existing,
                 AuditAction::AwaitingSignature,
-                existing.map(|e| e.lifecycle),
-                Some(why),
-                json!({"manifest_digest": row.manifest_digest, "pin_pattern": pin.identity_pattern, "pin_issuer": pin.issuer}),
-            );
-            self.store.write_version(&row, &a).await?;
+                why,
+                evidence,
+            )
+            .await?;
         }
         Ok(Outcome::PendingSignature(row.id))
     }

@@ -453,16 +453,38 @@ impl Ctx {
             e.lifecycle == Lifecycle::PendingSignature && e.manifest_digest == row.manifest_digest
         });
         if !unchanged {
-            let a = audit(
+            let evidence = json!({"manifest_digest": row.manifest_digest});
+            self.record(
                 &row,
+                existing,
                 AuditAction::AwaitingSignature,
-                existing.map(|e| e.lifecycle),
-                Some(why),
-                json!({"manifest_digest": row.manifest_digest}),
-            );
-            self.store.write_version(&row, &a).await?;
+                why,
+                evidence,
+            )
+            .await?;
         }
         Ok(Outcome::PendingSignature(row.id))
+    }
+
+    /// Writes `row` as it now stands, with its audit row (`action`, `reason`, `evidence`),
+    /// the transition from what `existing` said. Callers skip it when nothing changed.
+    pub(crate) async fn record(
+        &self,
+        row: &VersionRow,
+        existing: Option<&VersionRow>,
+        action: AuditAction,
+        reason: String,
+        evidence: serde_json::Value,
+    ) -> Result<(), Error> {
+        let a = audit(
+            row,
+            action,
+            existing.map(|e| e.lifecycle),
+            Some(reason),
+            evidence,
+        );
+        self.store.write_version(row, &a).await?;
+        Ok(())
     }
 
     async fn reject(
@@ -482,14 +504,15 @@ impl Ctx {
                 && e.reject_reason == row.reject_reason
         });
         if !same {
-            let a = audit(
+            let evidence = json!({"manifest_digest": row.manifest_digest, "code": code});
+            self.record(
                 &row,
+                existing,
                 AuditAction::Rejected,
-                existing.map(|e| e.lifecycle),
-                Some(reason.clone()),
-                json!({"manifest_digest": row.manifest_digest, "code": code}),
-            );
-            self.store.write_version(&row, &a).await?;
+                reason.clone(),
+                evidence,
+            )
+            .await?;
         }
         Ok(Outcome::Rejected(row.id, reason))
     }

@@ -203,19 +203,8 @@ impl Store {
     /// Deletes an instance (its token and last report go with it), with its audit row;
     /// `false` if there was none. Every replica's token cache sees it within a second.
     pub async fn delete_instance(&self, id: &str, audit: &NewAudit) -> anyhow::Result<bool> {
-        let now = self.now();
-        let mut tx = self.pool.begin().await?;
-        let n = sqlx::query("DELETE FROM instances WHERE id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if n != 1 {
-            return Ok(false);
-        }
-        bump_auth_epoch(&mut tx).await?;
-        super::templates::finish_change(tx, None, audit, &[], now).await?;
-        Ok(true)
+        let q = sqlx::query("DELETE FROM instances WHERE id = $1").bind(id);
+        self.revoke_tokens(q, audit).await
     }
 
     /// Replaces an instance's token (its SHA-256), with its audit row; `false` if there is no
@@ -226,15 +215,22 @@ impl Store {
         token_sha256: &str,
         audit: &NewAudit,
     ) -> anyhow::Result<bool> {
+        let q = sqlx::query("UPDATE instances SET token_sha256 = $2 WHERE id = $1")
+            .bind(id)
+            .bind(token_sha256);
+        self.revoke_tokens(q, audit).await
+    }
+
+    /// Runs `change` (one instance row) with the auth epoch bumped and the audit row, in one
+    /// transaction: what makes every replica drop the instance's cached token.
+    async fn revoke_tokens<'q>(
+        &self,
+        change: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>,
+        audit: &NewAudit,
+    ) -> anyhow::Result<bool> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
-        let n = sqlx::query("UPDATE instances SET token_sha256 = $2 WHERE id = $1")
-            .bind(id)
-            .bind(token_sha256)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        if n != 1 {
+        if change.execute(&mut *tx).await?.rows_affected() != 1 {
             return Ok(false);
         }
         bump_auth_epoch(&mut tx).await?;

@@ -195,3 +195,24 @@ pub async fn register(r: &Running, id: &str, template: &str) -> String {
     assert_eq!(s, 201, "registering {id}: {v}");
     v["token"].as_str().unwrap().to_owned()
 }
+
+/// A new receiver signing key in `dir`: the private key file (mode 0600, as the receiver
+/// requires) and the public PEM.
+pub fn signing_key(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, String) {
+    use std::{io::Write, os::unix::fs::OpenOptionsExt};
+    let pair = sigstore::crypto::SigningScheme::ECDSA_P256_SHA256_ASN1
+        .create_signer()
+        .unwrap()
+        .to_sigstore_keypair()
+        .unwrap();
+    let path = dir.join(name);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .unwrap()
+        .write_all(pair.private_key_to_pem().unwrap().as_bytes())
+        .unwrap();
+    (path, pair.public_key_to_pem().unwrap())
+}
