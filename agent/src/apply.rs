@@ -418,10 +418,7 @@ impl Agent {
             return Default::default();
         }
         let names = |m: &crate::generation::ModuleMeta| -> Vec<String> {
-            m.packages
-                .iter()
-                .map(|p| p.split('=').next().unwrap_or(p).to_owned())
-                .collect()
+            m.packages.iter().map(|p| p.name.clone()).collect()
         };
         let all: Vec<String> = active.modules.iter().flat_map(names).collect();
         let have = if dpkg {

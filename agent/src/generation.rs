@@ -38,7 +38,7 @@ pub struct ModuleMeta {
     pub manifest_digest: String,
     /// The packages the module names (apt's `name` or `name=version`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub packages: Vec<String>,
+    pub packages: Vec<powernode_module::package::PackageSpec>,
     /// The units the module ships or changes itself (unit files, drop-ins).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub units: Vec<String>,
@@ -193,7 +193,7 @@ impl Layout {
                     version: m.version.clone(),
                     composefs_digest: m.composefs_digest.to_string(),
                     manifest_digest: m.manifest_digest.to_string(),
-                    packages: m.packages.iter().map(|p| p.to_string()).collect(),
+                    packages: m.packages.clone(),
                     units: units.get(&m.name).cloned().unwrap_or_default(),
                 })
                 .collect(),

@@ -308,8 +308,7 @@ impl Switch {
             }
             units.extend(m.units.iter().cloned());
             for p in &m.packages {
-                let name = p.split('=').next().unwrap_or(p);
-                units.extend(systemd::units_of_package(name));
+                units.extend(systemd::units_of_package(&p.name));
             }
         }
         units
@@ -363,7 +362,7 @@ fn specs(m: Option<&Meta>) -> Vec<PackageSpec> {
         .map(|m| {
             m.modules
                 .iter()
-                .flat_map(|x| x.packages.iter().filter_map(|p| p.parse().ok()))
+                .flat_map(|x| x.packages.iter().cloned())
                 .collect()
         })
         .unwrap_or_default();

@@ -200,3 +200,25 @@ pub fn journal_tail(unit: &str, n: usize) -> String {
     .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_owned())
     .unwrap_or_else(|e| format!("(journalctl: {e})"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::units_in_paths;
+
+    #[test]
+    fn a_module_touches_the_units_and_drop_ins_it_ships() {
+        let got = units_in_paths([
+            "etc/systemd/system/app.service",
+            "etc/systemd/system/redis-server.service.d/50-limits.conf",
+            "etc/systemd/system/timers.target.wants/backup.timer",
+            "usr/lib/systemd/system/app.socket",
+            "etc/systemd/system/worker@.service",
+            "etc/systemd/system/systemd-journald.service.d/override.conf",
+            "etc/systemd/system/dbus.service.d/x.conf",
+            "etc/systemd/journald.conf.d/50-powernode.conf",
+            "etc/redis/redis.conf",
+        ]);
+        let want = ["app.service", "app.socket", "backup.timer", "redis-server.service"];
+        assert_eq!(got.iter().map(String::as_str).collect::<Vec<_>>(), want);
+    }
+}
