@@ -218,7 +218,12 @@ mod tests {
             "etc/systemd/journald.conf.d/50-powernode.conf",
             "etc/redis/redis.conf",
         ]);
-        let want = ["app.service", "app.socket", "backup.timer", "redis-server.service"];
+        let want = [
+            "app.service",
+            "app.socket",
+            "backup.timer",
+            "redis-server.service",
+        ];
         assert_eq!(got.iter().map(String::as_str).collect::<Vec<_>>(), want);
     }
 }
