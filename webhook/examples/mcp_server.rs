@@ -69,6 +69,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
         fleet: Default::default(),
         mcp: Default::default(),
         server: Default::default(),
+        web: Default::default(),
         promotion: Default::default(),
         gitea: None,
         data_dir: dir.path().join("data"),

@@ -76,6 +76,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
         fleet: Default::default(),
         mcp: Default::default(),
         server: Default::default(),
+        web: Default::default(),
         promotion: Default::default(),
         gitea: Some(GiteaConfig {
             url: gitea.server.url.clone(),

@@ -17,6 +17,7 @@ mod mcp;
 mod modules;
 mod promotion;
 mod server;
+mod web;
 
 pub use api::{ApiConfig, ApiToken, Role};
 pub use fleet::FleetConfig;
@@ -26,6 +27,7 @@ pub use mcp::McpConfig;
 pub use modules::{ModulePolicy, TrustOnFirstUse};
 pub use promotion::{PromotionConfig, PromotionOverride};
 pub use server::ServerConfig;
+pub use web::WebConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -50,6 +52,8 @@ pub struct Config {
     pub mcp: McpConfig,
     #[serde(default)]
     pub server: ServerConfig,
+    #[serde(default)]
+    pub web: WebConfig,
     /// Where the receiver keeps its own files (blobs staged during ingest go under
     /// `staging/`), never the system's shared temporary directory.
     #[serde(default = "default_data_dir")]
@@ -153,6 +157,7 @@ impl Config {
         self.fleet.validate()?;
         self.mcp.validate()?;
         self.server.validate()?;
+        self.web.validate()?;
         Ok(())
     }
 }

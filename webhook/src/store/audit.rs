@@ -79,6 +79,8 @@ pub enum Via {
     Api,
     /// The MCP endpoint (`/mcp`): the same operations as `Api`, told apart in the audit trail.
     Mcp,
+    /// The web console (`/`): the same operations as `Api`, from a browser session.
+    Web,
     Auto,
 }
 
@@ -89,6 +91,7 @@ impl Via {
             Via::Comment => "comment",
             Via::Api => "api",
             Via::Mcp => "mcp",
+            Via::Web => "web",
             Via::Auto => "auto",
         }
     }
@@ -99,6 +102,7 @@ impl Via {
             "comment" => Via::Comment,
             "api" => Via::Api,
             "mcp" => Via::Mcp,
+            "web" => Via::Web,
             "auto" => Via::Auto,
             other => anyhow::bail!("unknown via {other:?}"),
         })

@@ -3,6 +3,7 @@
 //! SQL stays here.
 
 mod audit;
+mod console;
 mod group_commit;
 mod ids;
 mod instances;
@@ -15,6 +16,7 @@ mod templates;
 mod versions;
 
 pub use audit::{AuditAction, AuditRow, NewAudit, Via};
+pub use console::{DeadLetter, InstanceBrief, Sample, VersionBrief, WebSession};
 pub use group_commit::DeliveryLog;
 pub use ids::{RequestId, VersionId};
 pub use instances::{InstanceRow, PackageSighting, Report, StoredReport};

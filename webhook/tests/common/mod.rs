@@ -172,6 +172,7 @@ pub fn config(db: &str, registry_host: &str, modules: Vec<ModulePolicy>) -> Conf
         fleet: Default::default(),
         mcp: Default::default(),
         server: Default::default(),
+        web: Default::default(),
         data_dir: data_dir(db),
     }
 }
