@@ -174,6 +174,12 @@ impl App {
             tasks.push(tokio::spawn(async move { w.run_until(rx).await }));
         }
         let interval = Duration::from_secs(cfg.ingest.reconcile_interval_secs.max(1));
+        if cfg.web.enabled {
+            tasks.push(tokio::spawn(crate::web::sampler::run_until(
+                self.state.clone(),
+                stop_rx.clone(),
+            )));
+        }
         tasks.push(tokio::spawn(jobs::singletons::run_until(
             self.worker.ctx.clone(),
             self.worker.engine.clone(),
@@ -212,6 +218,9 @@ fn routes(state: AppState, mcp_stop: tokio_util::sync::CancellationToken) -> axu
         .with_state(state.clone());
     if state.config.mcp.enabled {
         r = r.merge(crate::mcp::router(state.clone(), mcp_stop));
+    }
+    if state.config.web.enabled {
+        r = r.merge(crate::web::router(state.clone()));
     }
     let server = &state.config.server;
     let r = crate::server::concurrency_limit(r, server)

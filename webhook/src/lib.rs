@@ -19,3 +19,4 @@ pub mod metrics;
 pub mod promotion;
 pub mod server;
 pub mod store;
+pub mod web;
