@@ -4,10 +4,13 @@
 //! - [`http::Server`]: a small HTTP/1.1 server for stand-ins, recording every request;
 //! - [`proxy::FaultProxy`]: a TCP proxy in front of a real server that can answer 5xx for a while;
 //! - [`sigstore`]: a test certificate authority acting as Fulcio, and a Rekor stand-in;
-//! - [`node::Node`]: a real Debian node (mmdebstrap root, booted with systemd-nspawn).
+//! - [`node::Node`]: a real Debian node (mmdebstrap root, booted with systemd-nspawn);
+//! - `browser::Browser` (feature `browser`): headless Debian Chromium over WebDriver.
 
 #![allow(missing_debug_implementations)]
 
+#[cfg(feature = "browser")]
+pub mod browser;
 pub mod gitea;
 pub mod http;
 pub mod node;
