@@ -18,7 +18,7 @@ mod modules;
 mod promotion;
 mod server;
 
-pub use api::{ApiConfig, ApiToken, Role};
+pub use api::{ApiConfig, ApiToken, Caller, Role};
 pub use fleet::FleetConfig;
 pub use hooks::HooksConfig;
 pub use ingest::IngestConfig;
