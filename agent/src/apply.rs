@@ -406,6 +406,7 @@ impl Agent {
             status,
             message: Some(bounded(message)),
             modules: active.map(|m| self.observe(m)).unwrap_or_default(),
+            state_bytes: crate::files::disk_usage(&self.layout.state).ok(),
         })
     }
 
