@@ -4,6 +4,7 @@
 
 use crate::{
     fetch::{self, LocalTrust},
+    files::write_atomic,
     generation::{Layout, Meta},
     objects::Objects,
     pin::{self, Pin},
@@ -11,7 +12,6 @@ use crate::{
     switch::Switch,
     system::{Host, apt, systemd},
 };
-use anyhow::Context as _;
 use powernode_module::{
     Version,
     compose::{self, Layer},
@@ -406,6 +406,7 @@ impl Agent {
             status,
             message: Some(bounded(message)),
             modules: active.map(|m| self.observe(m)).unwrap_or_default(),
+            state_bytes: crate::files::disk_usage(&self.layout.state).ok(),
         })
     }
 
@@ -556,12 +557,4 @@ fn unix_now() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
-}
-
-/// Writes a file whole (temporary name, then rename).
-pub fn write_atomic(path: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, path)?;
-    Ok(())
 }

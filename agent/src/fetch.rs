@@ -91,7 +91,7 @@ pub async fn fetch_cached(
         composefs_digest: m.composefs_digest,
         fetched,
     };
-    crate::apply::write_atomic(&record, &serde_json::to_vec(&v)?)?;
+    crate::files::write_atomic(&record, &serde_json::to_vec(&v)?)?;
     Ok(Ok(v.fetched))
 }
 

@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod cli;
 pub mod fetch;
+pub mod files;
 pub mod gc;
 pub mod generation;
 pub mod mount;

@@ -166,7 +166,7 @@ pub fn mount(gen_dir: &Path, objects: &Objects, digests: &[Digest]) -> MountStat
         Some(note) => tracing::info!(generation = %gen_dir.display(), note, "composefs"),
         None => {}
     }
-    let _ = crate::apply::write_atomic(
+    let _ = crate::files::write_atomic(
         &gen_dir.join("mount.json"),
         &serde_json::to_vec_pretty(&s).unwrap_or_default(),
     );

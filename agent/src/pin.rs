@@ -3,7 +3,7 @@
 //! this template, newer than that, and not expired, so a saved state replayed later (a
 //! downgrade back to a yanked version) or another template's state is refused.
 
-use crate::apply::write_atomic;
+use crate::files::write_atomic;
 use powernode_module::desired_state::DesiredState;
 use serde::{Deserialize, Serialize};
 use std::path::Path;

@@ -13,7 +13,7 @@
 //! [`Root::prepare`] and [`Root::finish`] converge again: both are idempotent.
 
 use crate::{
-    apply::write_atomic,
+    files::write_atomic,
     system::{Host, dpkg},
 };
 use anyhow::Context as _;

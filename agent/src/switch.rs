@@ -11,7 +11,7 @@
 //! start. So a node is on the old generation or the new one, whole, never between.
 
 use crate::{
-    apply::write_atomic,
+    files::write_atomic,
     generation::{Layout, Meta},
     root::Root,
     system::{Host, apt::Packages, systemd},

@@ -162,6 +162,12 @@ async fn a_real_node_runs_the_module_and_comes_back_whole() {
     assert_eq!(redis["units"]["redis-server.service"], "active", "{inst:#}");
     let running = &inst["instance"]["running_module_digests"];
     assert_eq!(running.as_object().map(|m| m.len()), Some(4), "{inst:#}");
+    assert!(
+        inst["instance"]["state_bytes"]
+            .as_i64()
+            .is_some_and(|n| n > 0),
+        "the agent reports its state directory's size: {inst:#}"
+    );
     // The same, as an assistant asks it: the official Python MCP SDK against /mcp.
     let mcp = mcp_phase(&f, "node");
     assert!(

@@ -177,6 +177,10 @@ pub struct Report {
     /// node read them from dpkg and systemd (the node's word, like the rest of the report).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub modules: std::collections::BTreeMap<String, ModuleObservation>,
+    /// Bytes the agent's state directory holds (generations, objects, records): what its
+    /// garbage collection keeps, for operators watching disk use across the fleet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_bytes: Option<u64>,
 }
 
 /// What a node observed of one module's packages and units.

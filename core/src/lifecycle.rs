@@ -132,6 +132,16 @@ pub enum Request {
     Yank { reason: String },
 }
 
+impl Request {
+    /// The stage the request would put a version in.
+    pub fn target(&self) -> Lifecycle {
+        match self {
+            Request::Promote { to } => *to,
+            Request::Yank { .. } => Lifecycle::Yanked,
+        }
+    }
+}
+
 /// A repository permission as Gitea reports it, ordered.
 #[cfg_attr(feature = "schemars", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]

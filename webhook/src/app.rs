@@ -1,11 +1,11 @@
 //! Assembling the service from its configuration, and running it until a shutdown signal.
 
 use crate::{
+    catalogue::Policies,
     config::Config,
     hooks::Repositories,
     http::AppState,
     ingest::Ctx,
-    ingest::trust::Policies,
     jobs::{self, worker::Worker},
     metrics::Metrics,
     store::Store,
@@ -90,6 +90,7 @@ impl App {
             registry_host: host.clone(),
             cache: Arc::default(),
             validity_secs: config.fleet.state_validity_secs,
+            stale_after_ms: config.fleet.stale_after_secs * 1000,
             metrics: metrics.clone(),
         };
         let ctx = Ctx {
@@ -129,7 +130,14 @@ impl App {
             engine,
             fleet: fleet.clone(),
         };
+        let promotions = crate::promotion::Promotions {
+            store: store.clone(),
+            config: config.promotion.clone(),
+            policies: worker.ctx.policies.clone(),
+            engine: worker.engine.clone(),
+        };
         let state = AppState {
+            promotions,
             deliveries: crate::store::DeliveryLog::start(
                 store.clone(),
                 metrics.delivery_commits.clone(),

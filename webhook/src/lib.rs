@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod app;
+pub mod catalogue;
 pub mod config;
 pub mod error;
 pub mod faults;

@@ -67,7 +67,7 @@ async fn happy_path_to_live_with_two_approvals() {
         // The audit trail names the reviews that counted.
         let audit = e.r.app.state.store.audit_of(&id).await.unwrap();
         let t = audit.iter().rfind(|a| a.action == "transition").unwrap();
-        assert_eq!(t.to_state.as_deref(), Some("live"));
+        assert_eq!(t.to_state, Some(Lifecycle::Live));
         let ids: Vec<i64> = t.evidence["approvals"]
             .as_array()
             .unwrap()
@@ -750,7 +750,7 @@ async fn api_promotion_waits_for_approval_on_the_commits_pull_request() {
         let audit = e.r.app.state.store.audit_of(&id).await.unwrap();
         let live = audit
             .iter()
-            .find(|a| a.action == "transition" && a.to_state.as_deref() == Some("live"))
+            .find(|a| a.action == "transition" && a.to_state == Some(Lifecycle::Live))
             .unwrap();
         assert_eq!(
             live.evidence["approvals"][0]["user"], "carol",

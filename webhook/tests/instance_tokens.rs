@@ -58,8 +58,8 @@ async fn actions(r: &Running) -> Vec<(String, String, Value)> {
         .await
         .unwrap()
         .into_iter()
-        .filter(|a| a.action.starts_with("instance_"))
-        .map(|a| (a.action, a.via, a.evidence))
+        .filter(|a| a.action.as_str().starts_with("instance_"))
+        .map(|a| (a.action.to_string(), a.via.to_string(), a.evidence))
         .collect()
 }
 

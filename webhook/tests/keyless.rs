@@ -3,7 +3,11 @@
 
 mod common;
 use common::*;
-use module_webhook::{config::ModulePolicy, ingest::Outcome, store::Lifecycle};
+use module_webhook::{
+    config::ModulePolicy,
+    ingest::{Outcome, Rejection},
+    store::Lifecycle,
+};
 use powernode_testkit::{
     copy_tree, example, module_builder,
     registry::TestRegistry,
@@ -134,7 +138,7 @@ async fn keyless_pinned_identity_and_trust_on_first_use() {
     assert_eq!((pin.identity.as_str(), pin.issuer.as_str()), (good, ISSUER));
     let out = r.app.worker.ctx.ingest(REPO, "v1.0.1").await.unwrap();
     assert!(
-        matches!(&out, Outcome::Rejected(_, why) if why.starts_with("signer_not_pinned") && why.contains(good)),
+        matches!(&out, Outcome::Rejected(_, why) if matches!(why, Rejection::SignerNotPinned(_)) && why.to_string().contains(good)),
         "{out:?}"
     );
     let v = r
@@ -224,7 +228,7 @@ async fn item7_trust_on_first_use_pins_the_workflow_for_every_later_tag() {
     );
     let out = ctx.ingest(REPO, "v1.0.2").await.unwrap();
     assert!(
-        matches!(&out, Outcome::Rejected(_, why) if why.starts_with("signer_not_pinned")),
+        matches!(&out, Outcome::Rejected(_, why) if matches!(why, Rejection::SignerNotPinned(_))),
         "a branch build is not a release of the pinned workflow: {out:?}"
     );
     let audit = r
@@ -256,7 +260,7 @@ async fn item7_a_fork_cannot_win_trust_on_first_use() {
     let ctx = &r.app.worker.ctx;
     let out = ctx.ingest(REPO, "v1.0.0").await.unwrap();
     assert!(
-        matches!(&out, Outcome::Rejected(_, why) if why.starts_with("signer_not_pinned") && why.contains("no signature by a workflow of acct/modules/my-redis-module")),
+        matches!(&out, Outcome::Rejected(_, why) if matches!(why, Rejection::SignerNotPinned(_)) && why.to_string().contains("no signature by a workflow of acct/modules/my-redis-module")),
         "{out:?}"
     );
     assert_eq!(r.app.state.store.pin("my-redis").await.unwrap(), None);
@@ -299,7 +303,7 @@ async fn item7_concurrent_first_uses_have_exactly_one_winner() {
         let lost: Vec<_> = outs
             .iter()
             .filter(
-                |o| matches!(o, Outcome::Rejected(_, why) if why.starts_with("signer_not_pinned")),
+                |o| matches!(o, Outcome::Rejected(_, why) if matches!(why, Rejection::SignerNotPinned(_))),
             )
             .collect();
         assert_eq!((won.len(), lost.len()), (1, 1), "{}: {outs:?}", db.name);
@@ -388,7 +392,7 @@ async fn item8_keyless_source_commit_is_bound_to_the_certificate() {
     assert_eq!(v.source_commit.as_deref(), Some(head.as_str()));
     let out = ctx.ingest(REPO, "v1.0.1").await.unwrap();
     assert!(
-        matches!(&out, Outcome::Rejected(_, why) if why.starts_with("source_commit_mismatch") && why.contains(&head)),
+        matches!(&out, Outcome::Rejected(_, why) if matches!(why, Rejection::SourceCommitMismatch(_)) && why.to_string().contains(&head)),
         "{out:?}"
     );
 }

@@ -258,7 +258,7 @@ async fn the_walkthrough_over_mcp_with_the_official_python_sdk() {
             .unwrap();
         let yank = audit
             .iter()
-            .find(|a| a.to_state.as_deref() == Some("yanked"))
+            .find(|a| a.to_state == Some(Lifecycle::Yanked))
             .unwrap();
         assert_eq!((yank.via.as_str(), yank.actor.as_str()), ("mcp", "api:ops"));
 

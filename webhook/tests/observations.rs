@@ -111,6 +111,10 @@ async fn observed_packages_and_units_are_stored_judged_and_queried() {
         let inst = get(&r, "/instances/node-1").await;
         assert_eq!(inst["instance"]["modules"], healthy, "{inst}");
         assert_eq!(inst["instance"]["drift"], false, "{inst}");
+        assert_eq!(
+            inst["instance"]["state_bytes"], 4_200_000,
+            "the state directory's size is kept"
+        );
         let d = get(&r, "/instances/node-1/drift").await;
         assert_eq!(d["drift"], false, "{d}");
         for f in ["package_missing", "package_version", "unit_failed"] {

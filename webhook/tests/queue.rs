@@ -3,10 +3,7 @@
 
 mod common;
 use common::*;
-use module_webhook::{
-    jobs::Job,
-    store::{NewJob, Store},
-};
+use module_webhook::store::{Job, NewJob, Store};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn dedupe_leases_and_takeover() {

@@ -210,7 +210,7 @@ async fn audit_actions(store: &Store, id: &str) -> Vec<String> {
         .await
         .unwrap()
         .into_iter()
-        .map(|a| a.action)
+        .map(|a| a.action.to_string())
         .collect()
 }
 

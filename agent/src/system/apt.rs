@@ -11,7 +11,7 @@
 //! is forgotten.
 
 use super::{ToolError, run, tail};
-use crate::apply::write_atomic;
+use crate::files::write_atomic;
 use powernode_module::package::PackageSpec;
 use serde::{Deserialize, Serialize};
 use std::{

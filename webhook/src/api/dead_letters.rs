@@ -1,10 +1,12 @@
 //! `GET /api/v1/dead-letters` and `POST /api/v1/dead-letters/{id}/retry` (operator): jobs that
-//! failed for good, with their last error, and a fresh attempt budget for one.
+//! failed for good, with their last error, and a fresh attempt budget for one, audited
+//! (`jobs::dead_letters`).
 
 use crate::{
     config::Role,
     http::{ApiError, AppState, auth::require},
-    store::JobRow,
+    jobs::dead_letters,
+    store::{JobRow, Via},
 };
 use axum::{
     Json,
@@ -26,7 +28,7 @@ pub struct Requeued {
 pub async fn list(State(s): State<AppState>, h: HeaderMap) -> Result<Json<DeadLetters>, ApiError> {
     require(&s, &h, Role::Read)?;
     Ok(Json(DeadLetters {
-        dead_letters: s.store.dead_letters().await?,
+        dead_letters: dead_letters::list(&s.store).await?,
     }))
 }
 
@@ -35,10 +37,7 @@ pub async fn retry(
     h: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<(StatusCode, Json<Requeued>), ApiError> {
-    require(&s, &h, Role::Operator)?;
-    if s.store.retry_dead(&id).await? {
-        Ok((StatusCode::ACCEPTED, Json(Requeued { requeued: id })))
-    } else {
-        Err(ApiError::not_found(format!("no dead-lettered job {id}")))
-    }
+    let caller = require(&s, &h, Role::Operator)?;
+    dead_letters::retry(&s.store, &caller, Via::Api, &id).await?;
+    Ok((StatusCode::ACCEPTED, Json(Requeued { requeued: id })))
 }

@@ -11,13 +11,13 @@ pub use report::{REPORT_BODY_LIMIT, remember_served, report};
 pub use tokens::{Deleted, delete, delete_via, rotate_token, rotate_via};
 
 use super::templates::serve_state;
+pub use crate::fleet::instances::{
+    Counts, Drifting, InstanceDrift, InstanceView, OneInstance, Summary, SummaryQuery,
+};
 use crate::http::extract as body;
 use crate::{
     config::Role,
-    fleet::{
-        cache::InstanceAuth,
-        drift::{self, Drift, Observed},
-    },
+    fleet::{cache::InstanceAuth, instances::token_hash},
     http::{ApiError, AppState, auth::require},
     lifecycle::Actor,
     store::{AuditAction, InstanceRow, NewAudit, Via},
@@ -28,11 +28,8 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use powernode_module::{desired_state::DesiredState, manifest::ModuleName};
+use powernode_module::manifest::ModuleName;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
-use std::collections::BTreeMap;
-use subtle::ConstantTimeEq;
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -51,26 +48,8 @@ pub struct Registered {
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
-pub struct OneInstance {
-    pub instance: InstanceView,
-}
-
-/// The walkthrough's instance shape, plus the drift verdict.
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-pub struct InstanceView {
-    #[serde(flatten)]
-    pub row: InstanceRow,
-    pub drift: bool,
-}
-
-#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Accepted {
     pub accepted: bool,
-}
-
-/// `sha256` of a token, hex (what the instances table keeps).
-fn token_hash(token: &str) -> String {
-    hex::encode(Sha256::digest(token.as_bytes()))
 }
 
 fn bearer(h: &HeaderMap) -> Option<&str> {
@@ -89,46 +68,15 @@ fn new_token() -> String {
     )
 }
 
-/// The instance `id`, authenticated by its own token (constant-time on the hashes). The
-/// token is cached under the instance-auth epoch, re-read at most once a second, so a
-/// rotation or deletion on any replica is seen here within a second.
+/// The instance `id`, authenticated by its own token (`fleet::instances`), or 401.
 async fn instance_auth(s: &AppState, h: &HeaderMap, id: &str) -> Result<InstanceAuth, ApiError> {
-    let unauthorized = || {
+    s.fleet.instance_auth(id, bearer(h)).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "unauthorized",
             "give this instance's token as `Authorization: Bearer …`",
         )
-    };
-    let presented = bearer(h).ok_or_else(unauthorized)?;
-    let epoch = match s.fleet.cache.epoch() {
-        Some(e) => e,
-        None => {
-            let began = std::time::Instant::now();
-            let e = s.store.instance_auth_epoch().await?;
-            s.fleet.cache.set_epoch(e, began);
-            e
-        }
-    };
-    let auth = match s.fleet.cache.instance(id, epoch) {
-        Some(a) => a,
-        None => {
-            // Read after the epoch: if a rotation commits in between, the epoch moves on
-            // and this entry is not used past the next re-read.
-            let row = s.store.instance(id).await?.ok_or_else(unauthorized)?;
-            let a = InstanceAuth {
-                token_sha256: row.token_sha256,
-                template_id: row.template_id,
-            };
-            s.fleet.cache.set_instance(id, a.clone(), epoch);
-            a
-        }
-    };
-    let ok: bool = token_hash(presented)
-        .as_bytes()
-        .ct_eq(auth.token_sha256.as_bytes())
-        .into();
-    if ok { Ok(auth) } else { Err(unauthorized()) }
+    })
 }
 
 async fn find(s: &AppState, id: &str) -> Result<InstanceRow, ApiError> {
@@ -191,14 +139,7 @@ pub async fn get(
     Path(id): Path<String>,
 ) -> Result<Json<OneInstance>, ApiError> {
     require(&s, &h, Role::Read)?;
-    let row = find(&s, &id).await?;
-    let d = drift_of(&s, &row).await?;
-    Ok(Json(OneInstance {
-        instance: InstanceView {
-            row,
-            drift: d.drift,
-        },
-    }))
+    Ok(Json(s.fleet.instance_view(&id).await?))
 }
 
 /// `GET /instances/{id}/desired-state`, with the instance's own token.
@@ -211,198 +152,21 @@ pub async fn desired_state(
     serve_state(&s, &h, &auth.template_id).await
 }
 
-/// The drift of one instance against its template's served state.
-pub async fn drift_of(s: &AppState, row: &InstanceRow) -> Result<Drift, ApiError> {
-    let served = s.store.served_state(&row.template_id).await?;
-    let doc = served
-        .as_ref()
-        .map(|st| {
-            serde_json::from_value::<DesiredState>(st.document.clone())
-                .map(|d| (st.state_id.clone(), d))
-        })
-        .transpose()
-        .map_err(anyhow::Error::from)?;
-    let yanked = s.store.yanked_digests().await?;
-    let desired = doc
-        .as_ref()
-        .map(|(id, d)| drift::Desired::of(id, d).with_yanked(yanked));
-    Ok(drift::drift(
-        desired.as_ref(),
-        observed(row),
-        s.store.now(),
-        s.config.fleet.stale_after_secs * 1000,
-    ))
-}
-
-pub fn observed(row: &InstanceRow) -> Observed<'_> {
-    Observed {
-        running: &row.running_module_digests,
-        composefs_digest: row.composefs_digest.as_deref(),
-        reported_state_id: row.desired_state_id.as_deref(),
-        status: row.status.as_deref(),
-        last_report_at: row.last_report_at,
-        modules: &row.modules,
-    }
-}
-
 pub async fn drift(
     State(s): State<AppState>,
     h: HeaderMap,
     Path(id): Path<String>,
 ) -> Result<Json<InstanceDrift>, ApiError> {
     require(&s, &h, Role::Read)?;
-    let row = find(&s, &id).await?;
-    let drift = drift_of(&s, &row).await?;
-    Ok(Json(InstanceDrift {
-        instance_id: id,
-        template_id: row.template_id,
-        drift,
-    }))
+    Ok(Json(s.fleet.instance_drift(&id).await?))
 }
 
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-pub struct InstanceDrift {
-    pub instance_id: String,
-    pub template_id: String,
-    #[serde(flatten)]
-    pub drift: Drift,
-}
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-pub struct SummaryQuery {
-    pub template: Option<String>,
-    pub limit: Option<i64>,
-    pub cursor: Option<String>,
-}
-
-#[derive(Debug, Default, Serialize, schemars::JsonSchema)]
-pub struct Counts {
-    pub total: u64,
-    pub in_sync: u64,
-    pub drifting: u64,
-    pub stale: u64,
-    pub failed: u64,
-    pub rejected: u64,
-    pub never_reported: u64,
-}
-
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-pub struct Drifting {
-    pub id: String,
-    pub template_id: String,
-    pub reasons: Vec<String>,
-}
-
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-pub struct Summary {
-    pub template_id: Option<String>,
-    pub counts: Counts,
-    /// The drifting instances after `cursor`, at most `limit`, ordered by id.
-    pub drifting: Vec<Drifting>,
-    /// Pass as `cursor` for the next page; absent on the last one.
-    pub next_cursor: Option<String>,
-}
-
-/// `GET /drift?template=ID&limit=&cursor=`: counts over every instance (of the template),
-/// and one page of the drifting ones.
+/// `GET /drift?template=ID&limit=&cursor=`: `fleet::instances`' drift summary.
 pub async fn summary(
     State(s): State<AppState>,
     h: HeaderMap,
     body::Query(q): body::Query<SummaryQuery>,
 ) -> Result<Json<Summary>, ApiError> {
     require(&s, &h, Role::Read)?;
-    let q = q?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000) as usize;
-    if let Some(t) = &q.template
-        && s.store.template(t).await?.is_none()
-    {
-        return Err(ApiError::not_found(format!("no template {t}")));
-    }
-    let now = s.store.now();
-    let stale_ms = s.config.fleet.stale_after_secs * 1000;
-    let mut states: BTreeMap<String, Option<drift::Desired>> = BTreeMap::new();
-    let yanked = s.store.yanked_digests().await?;
-    let mut counts = Counts::default();
-    let mut drifting = Vec::new();
-    let mut next_cursor = None;
-    let mut after = String::new();
-    loop {
-        let page = s
-            .store
-            .reports_page(q.template.as_deref(), &after, 5000)
-            .await?;
-        let Some(last) = page.last() else { break };
-        after = last.id.clone();
-        for row in &page {
-            if !states.contains_key(&row.template_id) {
-                let st = s.store.served_state(&row.template_id).await?;
-                let doc = match st {
-                    Some(st) => Some(
-                        drift::Desired::of(
-                            &st.state_id,
-                            &serde_json::from_value::<DesiredState>(st.document)
-                                .map_err(anyhow::Error::from)?,
-                        )
-                        .with_yanked(yanked.clone()),
-                    ),
-                    None => None,
-                };
-                states.insert(row.template_id.clone(), doc);
-            }
-            let desired = states[&row.template_id].as_ref();
-            counts.total += 1;
-            match row.status.as_deref() {
-                None => counts.never_reported += 1,
-                Some("failed") => counts.failed += 1,
-                Some("rejected") => counts.rejected += 1,
-                _ => {}
-            }
-            // Most of a healthy fleet reports exactly the desired state: judged on the
-            // stored digests' text, without parsing it (and on the observations, if any).
-            if desired.is_some_and(|d| d.in_sync_as_stored(row, now, stale_ms)) {
-                counts.in_sync += 1;
-                continue;
-            }
-            let running = row.running().map_err(ApiError::internal)?;
-            let d = drift::drift(
-                desired,
-                Observed {
-                    running: &running,
-                    composefs_digest: row.composefs_digest.as_deref(),
-                    reported_state_id: row.reported_state_id.as_deref(),
-                    status: row.status.as_deref(),
-                    last_report_at: row.last_report_at,
-                    modules: &row.modules,
-                },
-                now,
-                stale_ms,
-            );
-            if d.stale {
-                counts.stale += 1;
-            }
-            if !d.drift {
-                counts.in_sync += 1;
-                continue;
-            }
-            counts.drifting += 1;
-            if q.cursor.as_deref().is_some_and(|c| row.id.as_str() <= c) {
-                continue;
-            }
-            if drifting.len() < limit {
-                drifting.push(Drifting {
-                    id: row.id.clone(),
-                    template_id: row.template_id.clone(),
-                    reasons: d.reasons,
-                });
-            } else if next_cursor.is_none() {
-                next_cursor = drifting.last().map(|d: &Drifting| d.id.clone());
-            }
-        }
-    }
-    Ok(Json(Summary {
-        template_id: q.template,
-        counts,
-        drifting,
-        next_cursor,
-    }))
+    Ok(Json(s.fleet.drift_summary(q?).await?))
 }

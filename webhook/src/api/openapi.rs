@@ -1,18 +1,22 @@
-//! `GET /api/v1/openapi.json`: an OpenAPI 3.1 document for every route of `/api/v1`, built
-//! from the handlers' own request and answer types.
+//! The route table of `/api/v1` and `GET /api/v1/openapi.json`, the OpenAPI 3.1 document
+//! rendered from it: every route is one [`Operation`] (handler, path, auth, request and answer
+//! types), so the router (`api::router`) and the document are built from one list.
 //!
 //! The schemas come from `schemars`, the same derive that gives the MCP tools their input and
 //! output schemas, so the two edges cannot describe one type two ways. (The issue suggested
 //! `utoipa`; it would be a second derive on every type, kept in step by hand.) OpenAPI 3.1's
 //! schema dialect is JSON Schema 2020-12, which is what schemars emits, so the schemas go into
-//! `components/schemas` unchanged. [`operations`] (`openapi/operations.rs`) is the list of
-//! routes the document describes; a unit test below fails when a route in `api::router` is
-//! missing from it.
+//! `components/schemas` unchanged. [`operations`] (`openapi/operations.rs`) is the table.
 
 mod operations;
 
 use crate::http::AppState;
-use axum::{Json, extract::State};
+use axum::{
+    Json,
+    extract::{DefaultBodyLimit, State},
+    handler::Handler,
+    routing::{MethodFilter, MethodRouter},
+};
 use operations::operations;
 use schemars::{
     JsonSchema, Schema, SchemaGenerator,
@@ -30,9 +34,11 @@ pub enum Auth {
     Instance,
 }
 
-/// One operation of the document.
+/// One route: its handler, and what the document says of it.
 #[derive(Debug)]
 pub struct Operation {
+    /// The handler, for this method only (`api::router` merges a path's methods).
+    pub route: MethodRouter<AppState>,
     pub method: &'static str,
     /// The path under `/api/v1`, in axum's `{param}` form (OpenAPI's too).
     pub path: &'static str,
@@ -87,14 +93,27 @@ impl Gen {
     }
 }
 
-fn op(
+fn op<H, T>(
     method: &'static str,
     path: &'static str,
+    handler: H,
     summary: &'static str,
     auth: Auth,
     ok: (u16, &'static str, Option<Schema>),
-) -> Operation {
+) -> Operation
+where
+    H: Handler<T, AppState>,
+    T: 'static,
+{
+    let filter = match method {
+        "get" => MethodFilter::GET,
+        "post" => MethodFilter::POST,
+        "delete" => MethodFilter::DELETE,
+        "put" => MethodFilter::PUT,
+        other => unreachable!("the route table has no {other} routes"),
+    };
     Operation {
+        route: axum::routing::on(filter, handler),
         method,
         path,
         summary,
@@ -124,6 +143,17 @@ impl Operation {
         self.errors.extend_from_slice(e);
         self
     }
+
+    /// Bodies of this route may be at most `bytes` (instead of axum's default).
+    fn body_limit(mut self, bytes: usize) -> Self {
+        self.route = self.route.layer(DefaultBodyLimit::max(bytes));
+        self
+    }
+}
+
+/// Every route of `/api/v1` (the table), for `api::router`.
+pub fn routes() -> Vec<Operation> {
+    operations(&mut Gen::new())
 }
 
 fn error_schema() -> Value {
@@ -329,38 +359,24 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
 
-    /// The routes `api::router` declares, read from its source: `(path, methods)`.
-    fn declared_routes() -> BTreeSet<(String, String)> {
-        let src = include_str!("mod.rs");
-        let src = &src[src.find("pub fn router()").expect("api::router")..];
-        let src = &src[..src.find("\n}\n").expect("the end of api::router")];
-        let mut out = BTreeSet::new();
-        let mut rest = src;
-        while let Some(i) = rest.find(".route(") {
-            rest = &rest[i + ".route(".len()..];
-            let open = rest.find('"').expect("a route path") + 1;
-            let close = open + rest[open..].find('"').expect("a closing quote");
-            let path = rest[open..close].to_owned();
-            let end = rest.find(".route(").unwrap_or(rest.len());
-            let call = &rest[close..end];
-            for m in ["get", "post", "delete", "put", "patch"] {
-                if call.contains(&format!("{m}(")) {
-                    out.insert((path.clone(), m.to_owned()));
-                }
-            }
-        }
-        assert!(out.len() > 20, "parsed too few routes: {out:?}");
-        out
-    }
-
     #[test]
-    fn every_route_of_the_api_is_in_the_document() {
+    fn every_route_is_described_once() {
         let doc = document();
-        let declared = declared_routes();
-        for (path, method) in &declared {
+        let table = routes();
+        assert!(table.len() > 20, "too few routes: {}", table.len());
+        let mut seen = BTreeSet::new();
+        for o in &table {
             assert!(
-                doc["paths"][format!("/api/v1{path}")][method].is_object(),
-                "{method} /api/v1{path} is routed but not in the OpenAPI document"
+                seen.insert((o.path, o.method)),
+                "{} {} is in the table twice",
+                o.method,
+                o.path
+            );
+            assert!(
+                doc["paths"][format!("/api/v1{}", o.path)][o.method].is_object(),
+                "{} /api/v1{} is routed but not in the OpenAPI document",
+                o.method,
+                o.path
             );
         }
         let documented: usize = doc["paths"]
@@ -369,11 +385,9 @@ mod tests {
             .values()
             .map(|p| p.as_object().unwrap().len())
             .sum();
-        assert_eq!(
-            documented,
-            declared.len(),
-            "the document describes routes the router does not have"
-        );
+        assert_eq!(documented, table.len());
+        // The router mounts the same table without panicking on a path given twice.
+        let _ = crate::api::router();
     }
 
     #[test]

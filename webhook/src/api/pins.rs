@@ -1,46 +1,24 @@
 //! First-use pins: `GET /api/v1/pins` (read) lists every pin and proposal;
-//! `POST /api/v1/pins/{module}/confirm` and `…/reject` (operator) decide a proposal made under
-//! `trust_on_first_use = "confirm"`. A decision, its audit row (`pin_confirmed` /
-//! `pin_rejected`, with `via`) and the re-ingest jobs of the versions that waited for it are
-//! written in one transaction: after a crash the queue still re-ingests them (confirmed: they
-//! become drafts; rejected: they are rejected as `pin_rejected`).
+//! `POST /api/v1/pins/{module}/confirm` and `…/reject` (operator) decide a proposal
+//! (`catalogue::pins`).
 
 use crate::{
+    catalogue::pins,
     config::Role,
-    http::{
-        ApiError, AppState,
-        auth::{Caller, require},
-    },
-    jobs::Job,
-    lifecycle::Actor,
-    store::{AuditAction, Lifecycle, ModulePin, NewAudit, NewJob, PinDecision, PinState, Via},
+    http::{ApiError, AppState, auth::require},
+    store::{PinState, Via},
 };
 use axum::{
     Json,
     extract::{Path, State},
-    http::{HeaderMap, StatusCode},
+    http::HeaderMap,
 };
-use serde::Serialize;
 
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-pub struct Pins {
-    /// Every module's pin or proposal (`state`: proposed, confirmed, rejected), by module.
-    pub pins: Vec<ModulePin>,
-}
-
-/// The answer to a decision.
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-pub struct PinDecided {
-    pub pin: ModulePin,
-    /// The versions that waited for the decision, queued for ingest again.
-    pub requeued: Vec<String>,
-}
+pub use pins::{PinDecided, Pins};
 
 pub async fn list(State(s): State<AppState>, h: HeaderMap) -> Result<Json<Pins>, ApiError> {
     require(&s, &h, Role::Read)?;
-    Ok(Json(Pins {
-        pins: s.store.pins().await?,
-    }))
+    Ok(Json(pins::list(&s.store).await?))
 }
 
 /// `POST /pins/{module}/confirm`.
@@ -50,9 +28,8 @@ pub async fn confirm(
     Path(module): Path<String>,
 ) -> Result<Json<PinDecided>, ApiError> {
     let caller = require(&s, &h, Role::Operator)?;
-    decide_via(&s, &caller, Via::Api, module, PinState::Confirmed)
-        .await
-        .map(Json)
+    let d = pins::decide(&s.store, &caller, Via::Api, module, PinState::Confirmed).await?;
+    Ok(Json(d))
 }
 
 /// `POST /pins/{module}/reject`.
@@ -62,98 +39,6 @@ pub async fn reject(
     Path(module): Path<String>,
 ) -> Result<Json<PinDecided>, ApiError> {
     let caller = require(&s, &h, Role::Operator)?;
-    decide_via(&s, &caller, Via::Api, module, PinState::Rejected)
-        .await
-        .map(Json)
-}
-
-/// Confirms (`to = Confirmed`) or rejects the proposal of `module` for `caller` (an operator,
-/// authenticated by the edge it came `via`).
-pub async fn decide_via(
-    s: &AppState,
-    caller: &Caller,
-    via: Via,
-    module: String,
-    to: PinState,
-) -> Result<PinDecided, ApiError> {
-    let Some(current) = s.store.pin(&module).await? else {
-        return Err(ApiError::not_found(format!(
-            "module {module} has no first-use pin or proposal"
-        )));
-    };
-    if current.state != PinState::Proposed {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_proposed",
-            format!(
-                "the first-use pin of {module} is {}, not proposed: only a proposal can be confirmed or rejected",
-                current.state.as_str()
-            ),
-        ));
-    }
-    let waiting = s
-        .store
-        .versions_of(&module, Some(Lifecycle::PendingSignature))
-        .await?;
-    let jobs: Vec<NewJob> = waiting
-        .iter()
-        .map(|v| {
-            Job::Ingest {
-                repository: v.repository.clone(),
-                tag: v.tag.clone(),
-            }
-            .to_new()
-        })
-        .collect();
-    let requeued: Vec<String> = waiting.iter().map(|v| v.id.to_string()).collect();
-    let (action, verb) = match to {
-        PinState::Confirmed => (AuditAction::PinConfirmed, "confirmed"),
-        _ => (AuditAction::PinRejected, "rejected"),
-    };
-    let actor = Actor::Api(caller.name.clone()).encode();
-    let audit = NewAudit {
-        version_id: Some(current.version_id.as_str().into()),
-        template_id: None,
-        module: Some(module.clone()),
-        actor: actor.clone(),
-        via,
-        action,
-        from_state: None,
-        to_state: None,
-        reason: Some(format!(
-            "{verb} the first-use pin of {module}: identity pattern {} (issuer {})",
-            current.identity_pattern, current.issuer
-        )),
-        evidence: serde_json::json!({
-            "identity": current.identity,
-            "pattern": current.identity_pattern,
-            "issuer": current.issuer,
-            "first_version": current.version_id,
-            "manifest_digest": current.manifest_digest,
-            "requeued": requeued,
-        }),
-    };
-    let decided = s
-        .store
-        .decide_pin(&PinDecision {
-            module: &module,
-            to,
-            by: &actor,
-            via,
-            audit: &audit,
-            jobs: &jobs,
-        })
-        .await?;
-    let Some(pin) = decided else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "not_proposed",
-            format!("the first-use proposal of {module} was decided meanwhile"),
-        ));
-    };
-    tracing::info!(module = %module, state = pin.state.as_str(), by = %actor, via = via.as_str(), "first-use pin decided");
-    Ok(PinDecided {
-        pin: ModulePin { module, pin },
-        requeued,
-    })
+    let d = pins::decide(&s.store, &caller, Via::Api, module, PinState::Rejected).await?;
+    Ok(Json(d))
 }

@@ -1,39 +1,15 @@
 //! `POST /api/v1/validate {manifest_yaml, category_slug, template_id?}` → `{valid, warnings,
-//! conflicts, errors}`: the walkthrough's `system_validate_module_manifest`. Besides the
-//! manifest's own findings it composes the manifest with the live modules (those of the
-//! template's desired state when `template_id` is given, else every module's newest live
-//! version), so a protected-path collision shows before anything is pushed.
-//!
-//! A manifest alone has no files: the candidate ships, for this check, every path of the
-//! live modules its `file_spec` selects — exactly the paths where it could collide.
+//! conflicts, errors}`: `fleet::validate` (the walkthrough's `system_validate_module_manifest`).
 
 use crate::http::extract as body;
 use crate::{
     config::Role,
-    fleet::{self, layers, resolve},
     http::{ApiError, AppState, auth::require},
 };
 use axum::{Json, extract::State, http::HeaderMap};
-use powernode_module::{
-    Version,
-    artifact::hash::Content,
-    compose::{self, Entry, EntryKind, Layer},
-    diagnostics::{Code, Finding, Report},
-    manifest::{self, Category, FILE_NAME},
-};
-use serde::Deserialize;
-use std::collections::BTreeSet;
+use powernode_module::diagnostics::Report;
 
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ValidateBody {
-    pub manifest_yaml: String,
-    /// The category the module is published under (its repository's pinned category).
-    #[schemars(with = "powernode_module::manifest::Category")]
-    pub category_slug: String,
-    #[serde(default)]
-    pub template_id: Option<String>,
-}
+pub use crate::fleet::validate::ValidateBody;
 
 pub async fn validate(
     State(s): State<AppState>,
@@ -41,111 +17,5 @@ pub async fn validate(
     body::Json(b): body::Json<ValidateBody>,
 ) -> Result<Json<Report>, ApiError> {
     require(&s, &h, Role::Read)?;
-    let b = b?;
-    let category: Category = b.category_slug.parse().map_err(ApiError::bad_request)?;
-    let parsed = manifest::parse(&b.manifest_yaml);
-    let mut findings = parsed.findings;
-    let Some(m) = parsed.manifest else {
-        return Ok(Json(Report::from_findings(findings)));
-    };
-    if m.identity.category != category {
-        findings.push(
-            Finding::new(
-                Code::CategoryMismatch,
-                FILE_NAME,
-                format!(
-                    "declares category {}, but it is being validated as {category}",
-                    m.identity.category
-                ),
-            )
-            .field("identity.category")
-            .at(m.identity.category_pos),
-        );
-    }
-    let live = fleet::candidates(s.store.live_versions().await?);
-    let others: Vec<&resolve::Candidate<_>> = match &b.template_id {
-        Some(t) => {
-            if s.store.template(t).await?.is_none() {
-                return Err(ApiError::not_found(format!("no template {t}")));
-            }
-            let assignments = s
-                .store
-                .assignments(t)
-                .await?
-                .into_iter()
-                .map(|a| (a.module_name, a.requirement.and_then(|r| r.parse().ok())))
-                .collect::<Vec<_>>();
-            resolve::resolve(&assignments, &live)
-                .chosen
-                .into_values()
-                .collect()
-        }
-        None => live
-            .values()
-            .filter_map(|vs| {
-                vs.iter()
-                    .max_by(|a, b| a.version.as_semver().cmp(b.version.as_semver()))
-            })
-            .collect(),
-    };
-    let name = m.identity.name.to_string();
-    let mut layers_in = Vec::new();
-    for c in others.into_iter().filter(|c| c.data.module != name) {
-        layers_in.push(layers::layer_of(c).map_err(|e| anyhow::anyhow!("{}: {e}", c.data.id))?);
-    }
-    layers_in.push(candidate_layer(m, &layers_in));
-    let composition = compose::compose(&layers_in);
-    findings.extend(
-        composition
-            .findings()
-            .iter()
-            .filter(|f| f.file == name || f.message.contains(&name))
-            .cloned(),
-    );
-    Ok(Json(Report::from_findings(findings)))
-}
-
-/// The candidate as a layer: the paths of `others` its selection ships (files where they
-/// have files, with their parent directories).
-fn candidate_layer(m: manifest::Manifest, others: &[Layer]) -> Layer {
-    let mut files = BTreeSet::new();
-    for l in others {
-        for e in &l.entries {
-            if !matches!(e.kind, EntryKind::Dir) && m.selector.ships(&e.path) {
-                files.insert(e.path.clone());
-            }
-        }
-    }
-    let mut dirs = BTreeSet::new();
-    for f in &files {
-        let mut p = f.as_str();
-        while let Some((parent, _)) = p.rsplit_once('/') {
-            if parent.is_empty() {
-                break;
-            }
-            dirs.insert(parent.to_owned());
-            p = parent;
-        }
-    }
-    let mut entries: Vec<Entry> = dirs
-        .into_iter()
-        .map(|path| Entry {
-            path,
-            mode: 0o755,
-            kind: EntryKind::Dir,
-        })
-        .collect();
-    entries.extend(files.into_iter().map(|path| Entry {
-        path,
-        mode: 0o644,
-        kind: EntryKind::File {
-            size: 0,
-            content: Content::Inline(Box::default()),
-        },
-    }));
-    Layer {
-        manifest: m,
-        version: Version::parse("0.0.0").unwrap_or_else(|_| unreachable!("0.0.0 is SemVer")),
-        entries,
-    }
+    Ok(Json(s.fleet.validate(b?).await?))
 }

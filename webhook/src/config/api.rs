@@ -25,6 +25,14 @@ pub enum Role {
     BreakGlass,
 }
 
+/// Who is acting: a configured token's name (the actor in the audit trail) and role. Every
+/// edge (REST, MCP, the console) authenticates its own way and hands the services this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+}
+
 impl ApiConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
         for (i, t) in self.tokens.iter().enumerate() {

@@ -19,7 +19,7 @@ mod promotion;
 mod server;
 mod web;
 
-pub use api::{ApiConfig, ApiToken, Role};
+pub use api::{ApiConfig, ApiToken, Caller, Role};
 pub use fleet::FleetConfig;
 pub use hooks::HooksConfig;
 pub use ingest::IngestConfig;

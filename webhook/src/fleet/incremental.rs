@@ -10,9 +10,8 @@
 
 use super::{Assignments, Fleet, Live, Recomputed};
 use crate::{
-    jobs::Job,
     lifecycle::Actor,
-    store::{LastComputation, NewJob, ServedState, TemplateRow, Via},
+    store::{Job, LastComputation, NewJob, ServedState, TemplateRow, Via},
 };
 use powernode_module::{
     diagnostics::{Finding, Severity},
@@ -208,5 +207,50 @@ impl Fleet {
                 .and_then(|s| s.degraded.clone())
                 .and_then(|d| serde_json::from_value(d).ok()),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[test]
+    fn recompute_jobs_are_the_queues_desired_states_rows() {
+        // The promotion enqueues the recomputation without knowing this enum: same row.
+        let row = super::recompute_job();
+        let all = Job::DesiredStates {
+            modules: None,
+            template: None,
+        };
+        assert_eq!(Job::decode(&row.kind, &row.payload), Ok(all.clone()));
+        assert_eq!(row.dedupe_key, all.dedupe_key());
+        assert_eq!(
+            row.payload,
+            serde_json::json!({}),
+            "the payload rows always had"
+        );
+        // Targeted jobs: one queued per module set or template, each decoding back.
+        for row in [
+            super::recompute_modules_job(["my-redis"]),
+            super::recompute_template_job("t1"),
+        ] {
+            let job = Job::decode(&row.kind, &row.payload).unwrap();
+            assert_eq!(job.to_new().dedupe_key, row.dedupe_key);
+            assert_ne!(row.dedupe_key, all.dedupe_key());
+        }
+        // A replica from before targeted jobs reads one as a full recomputation.
+        #[derive(Debug, Deserialize)]
+        #[serde(tag = "kind", content = "payload", rename_all = "snake_case")]
+        enum Before {
+            DesiredStates {},
+        }
+        let row = super::recompute_modules_job(["my-redis"]);
+        assert!(matches!(
+            serde_json::from_value::<Before>(
+                serde_json::json!({"kind": row.kind, "payload": row.payload})
+            ),
+            Ok(Before::DesiredStates {})
+        ));
     }
 }

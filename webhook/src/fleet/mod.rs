@@ -12,12 +12,16 @@
 pub mod cache;
 pub mod drift;
 pub mod incremental;
+pub mod instances;
 pub mod key;
 pub mod layers;
+pub mod packages;
 pub mod resolve;
+pub mod templates;
+pub mod validate;
 
 use crate::{
-    ingest::trust::Policies,
+    catalogue::Policies,
     lifecycle::Actor,
     store::{
         AuditAction, LastComputation, NewAudit, Recorded, Serve, ServedState, Store, TemplateRow,
@@ -53,6 +57,8 @@ pub struct Fleet {
     pub cache: Arc<cache::Cache>,
     /// Seconds a signed state is valid (`[fleet] state_validity_secs`).
     pub validity_secs: i64,
+    /// Milliseconds without a report after which an instance is stale (`[fleet]`).
+    pub stale_after_ms: i64,
     /// Counts compositions performed and skipped.
     pub metrics: Arc<crate::metrics::Metrics>,
 }

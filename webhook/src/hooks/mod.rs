@@ -9,10 +9,7 @@ pub mod auth;
 pub mod routes;
 
 pub use crate::config::Repositories;
-use crate::{
-    jobs::Job,
-    store::{NewDelivery, NewJob},
-};
+use crate::store::{Job, NewDelivery, NewJob};
 pub use powernode_inbound::hooks::{HookError, Parsed, Work, distribution, gitea, harbor};
 
 /// The queue row of what a delivery asks for.

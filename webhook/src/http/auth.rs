@@ -6,13 +6,7 @@ use crate::config::Role;
 use axum::http::{HeaderMap, StatusCode};
 use subtle::ConstantTimeEq;
 
-/// Who called the API.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Caller {
-    /// The token's configured name (the actor in the audit trail).
-    pub name: String,
-    pub role: Role,
-}
+pub use crate::config::Caller;
 
 fn caller(s: &AppState, h: &HeaderMap) -> Option<Caller> {
     let presented = h

@@ -7,8 +7,8 @@ pub mod extract;
 pub mod ops;
 
 use crate::{
+    catalogue::Policies,
     config::{Config, Repositories},
-    ingest::trust::Policies,
     metrics::Metrics,
     store::Store,
 };
@@ -33,6 +33,8 @@ pub struct AppState {
     /// The promotion engine, when Gitea is configured: API and MCP requests gather their
     /// evidence (checks, approvals) through it.
     pub engine: Option<crate::promotion::Engine>,
+    /// Promotion and yank requests from every edge (REST, MCP, the console).
+    pub promotions: crate::promotion::Promotions,
 }
 
 /// An answer other than success: a status, a stable code and a message a person can act on.
@@ -75,6 +77,23 @@ impl ApiError {
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> Self {
         ApiError::internal(e)
+    }
+}
+
+impl From<crate::error::ServiceError> for ApiError {
+    fn from(e: crate::error::ServiceError) -> Self {
+        use crate::error::ServiceError as E;
+        match e {
+            E::NotFound(m) => ApiError::not_found(m),
+            E::NotConfigured(m) => ApiError::new(StatusCode::NOT_FOUND, "gitea_not_configured", m),
+            E::Invalid(m) => ApiError::bad_request(m),
+            E::Forbidden(m) => ApiError::new(StatusCode::FORBIDDEN, "forbidden", m),
+            E::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            E::Unavailable(m) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "gitea_unavailable", m)
+            }
+            E::Internal(e) => ApiError::internal(e),
+        }
     }
 }
 

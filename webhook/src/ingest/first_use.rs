@@ -5,7 +5,8 @@
 //! versions are then re-ingested through the job queue) or rejects it (they are rejected as
 //! `pin_rejected`). The pure rules are in [`super::tofu`]; the pins in `store::pins`.
 
-use super::{Ctx, Outcome, Rejection, tofu, trust::ModuleTrust};
+use super::{Ctx, Outcome, Rejection, tofu};
+use crate::catalogue::ModuleTrust;
 use crate::{
     config::TrustOnFirstUse,
     error::Error,

@@ -17,8 +17,8 @@ mod first_use;
 pub mod rejection;
 pub mod staging;
 pub mod tofu;
-pub mod trust;
 
+use crate::catalogue::{ModuleTrust, Policies};
 use crate::{
     error::Error,
     metrics::Metrics,
@@ -36,7 +36,6 @@ pub use rejection::Rejection;
 use serde::Deserialize;
 use serde_json::json;
 use std::{collections::BTreeMap, sync::Arc};
-use trust::{ModuleTrust, Policies};
 
 /// What ingest needs, shared by workers.
 #[derive(Debug, Clone)]
@@ -64,7 +63,8 @@ pub enum Outcome {
     Ingested(VersionId),
     AlreadyIngested(VersionId),
     PendingSignature(VersionId),
-    Rejected(VersionId, String),
+    /// Not ingested, and why (typed: match the variant, show its `Display`).
+    Rejected(VersionId, Rejection),
     Ignored(String),
 }
 
@@ -268,10 +268,7 @@ impl Ctx {
                 evidence: json!({"existing": e.manifest_digest, "offered": digest.to_string(), "tag": tag}),
             })
             .await?;
-        Ok(Outcome::Rejected(
-            e.id.clone(),
-            "version exists with another digest".into(),
-        ))
+        Ok(Outcome::Rejected(e.id.clone(), Rejection::DigestChanged))
     }
 
     /// Streams the layer into the staging directory and verifies every entry of it.
@@ -514,7 +511,7 @@ impl Ctx {
             )
             .await?;
         }
-        Ok(Outcome::Rejected(row.id, reason))
+        Ok(Outcome::Rejected(row.id, why))
     }
 
     /// A `.sig` tag was pushed: re-check versions of `repository` waiting for `digest`.

@@ -39,6 +39,9 @@ pub enum Rejection {
     },
     /// The signed annotation, the certificate and `module-release` disagree on the commit.
     SourceCommitMismatch(String),
+    /// A tag of a version already published now points at other content: the push is
+    /// refused, the published version stays as it was.
+    DigestChanged,
 }
 
 impl Rejection {
@@ -56,6 +59,7 @@ impl Rejection {
             Rejection::VersionMismatch(_) => "version_mismatch",
             Rejection::CategoryMismatch { .. } => "category_mismatch",
             Rejection::SourceCommitMismatch(_) => "source_commit_mismatch",
+            Rejection::DigestChanged => "refused_different_digest",
         }
     }
 }
@@ -93,6 +97,7 @@ impl fmt::Display for Rejection {
                 f,
                 "the manifest asks for signer {asked:?}, the pinned policy says {pinned:?}; an operator must change the policy"
             ),
+            Rejection::DigestChanged => f.write_str("version exists with another digest"),
             Rejection::CategoryMismatch { declared, pinned } => write!(
                 f,
                 "the manifest declares category {declared:?}, but the module's configuration pins {pinned:?}"

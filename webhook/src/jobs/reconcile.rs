@@ -2,7 +2,7 @@
 //! and enqueue any tag without a version, and re-check versions waiting for a signature.
 //! This catches pushes made while the receiver was down (Gitea sends each webhook once).
 
-use crate::{ingest::Ctx, jobs::Job};
+use crate::{ingest::Ctx, store::Job};
 
 fn ingest_job(repository: &str, tag: &str) -> crate::store::NewJob {
     Job::Ingest {

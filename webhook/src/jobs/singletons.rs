@@ -6,16 +6,20 @@ use crate::{ingest::Ctx, jobs::reconcile, promotion::Engine, store::RECONCILER_L
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// One pass: reconcile (if this replica holds the lock), then re-evaluate promotions.
+/// One pass, on the replica that holds the lock (the others skip it): reconcile, then
+/// re-evaluate pending promotions. The lock is held until both are done, so no two replicas
+/// re-evaluate (and call Gitea for) the same requests at once; each transition is a
+/// compare-and-set besides, so even a lock lost mid-pass cannot apply one twice.
 pub async fn tick(ctx: &Ctx, engine: Option<&Engine>) {
-    let lock = ctx.store.singleton(RECONCILER_LOCK).await;
-    let result = match &lock {
-        Ok(Some(_held)) => reconcile::reconcile(ctx).await,
-        Ok(None) => Ok(0),
-        Err(e) => Err(anyhow::anyhow!("{e:#}")),
+    let lock = match ctx.store.singleton(RECONCILER_LOCK).await {
+        Ok(Some(held)) => held,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "taking the singleton lock");
+            return;
+        }
     };
-    drop(lock);
-    match result {
+    match reconcile::reconcile(ctx).await {
         Ok(n) if n > 0 => tracing::info!(enqueued = n, "reconcile"),
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %format!("{e:#}"), "reconcile"),
@@ -25,6 +29,7 @@ pub async fn tick(ctx: &Ctx, engine: Option<&Engine>) {
     {
         tracing::warn!(error = %e, "re-evaluating pending promotions");
     }
+    drop(lock);
 }
 
 /// Ticks every `interval` until `stop` is set.

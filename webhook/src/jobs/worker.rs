@@ -10,8 +10,7 @@ use crate::{
     config::IngestConfig,
     error::Error,
     ingest::{Ctx, Outcome},
-    jobs::Job,
-    store::{JobRow, JobState},
+    store::{Job, JobRow, JobState},
 };
 use std::time::{Duration, Instant};
 use tracing::Instrument;

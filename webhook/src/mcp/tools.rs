@@ -1,28 +1,23 @@
-//! The tools: the walkthrough's names, argument names and answer shapes, each on the REST
-//! handler (or the function behind it) that answers the same question on `/api/v1`.
-//!
-//! A tool receives the HTTP request's parts (`Extension<http::request::Parts>`): its headers
-//! carry the caller's bearer token, checked with the same `require` as a REST call (here
-//! for the operator tools, in the API function for the others). An [`ApiError`] becomes a
-//! tool error (`isError`, the API's code and message); so does a refused promotion. A pending one is an answer: `decision.outcome =
+//! The tools: the walkthrough's names, argument names and answer shapes. Each tool
+//! authenticates (the bearer token in the request's headers, `Extension<http::request::Parts>`,
+//! checked with the same `require` and role as the REST route), then calls the same service
+//! function as the REST handler (`fleet`, `promotion`, `catalogue`) with the API's argument
+//! types, and answers. A service's refusal becomes a tool error (`isError`, the API's code and
+//! message); so does a refused promotion. A pending one is an answer: `decision.outcome =
 //! "pending"` with exactly what is missing, as a `/promote` comment would be told.
 
 mod pins;
 
-use crate::config::Role;
-use crate::http::{auth::require, extract as body};
 use crate::{
-    api::{
-        instances, packages, templates, validate,
-        versions::{self, Decided},
-        workflow_runs,
-    },
-    http::{ApiError, AppState},
+    api::{instances, packages, templates, validate, versions, workflow_runs},
+    catalogue,
+    config::{Caller, Role},
+    error::ServiceError,
+    http::{ApiError, AppState, auth::require},
     lifecycle::Request,
-    promotion::Decision,
+    promotion::{Decided, Decision},
     store::{AuditRow, Lifecycle, Via},
 };
-use axum::extract::{Path, State};
 use http::request::Parts;
 use powernode_module::diagnostics::Report;
 use rmcp::{
@@ -46,30 +41,13 @@ fn fail(e: ApiError) -> String {
     format!("{} ({})", e.message, e.error)
 }
 
-#[derive(Debug, Deserialize, JsonSchema)]
-pub struct ValidateArgs {
-    /// The contents of `manifest.yaml`.
-    pub manifest_yaml: String,
-    /// The category it is validated as (`base`, `security`, `userland`, …).
-    pub category_slug: String,
-    /// Compose with this template's live modules rather than all live modules.
-    #[serde(default)]
-    pub template_id: Option<String>,
-}
-
+/// `system_list_module_versions`: the module, and the API's query.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct ListVersionsArgs {
     /// The module's name (`my-redis`).
     pub module_name: String,
-    /// Only versions in this stage (`draft`, `staging`, `blessed`, `live`, `yanked`).
-    #[serde(default)]
-    pub state: Option<String>,
-    /// At most this many (default 50, at most 500).
-    #[serde(default)]
-    pub limit: Option<usize>,
-    /// `next_cursor` of the previous page.
-    #[serde(default)]
-    pub cursor: Option<String>,
+    #[serde(flatten)]
+    pub query: versions::ListQuery,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -78,25 +56,27 @@ pub struct VersionArgs {
     pub id: String,
 }
 
+/// `system_promote_module_version`: the version, and the API's body.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct PromoteArgs {
     /// The version's id (`v-my-redis-0.1.0`).
     pub id: String,
-    /// The next stage: `staging`, `blessed` or `live`.
-    pub to: String,
-    /// Why (kept in the audit trail).
-    #[serde(default)]
-    pub reason: Option<String>,
+    #[serde(flatten)]
+    pub body: versions::PromoteBody,
 }
 
+/// `system_yank_module_version`: the version, and the API's body.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct YankArgs {
     /// The version's id (`v-my-redis-0.1.0`).
     pub id: String,
-    /// Why it must not run anywhere (kept in the audit trail; required).
-    pub reason: String,
+    #[serde(flatten)]
+    pub body: versions::YankBody,
 }
 
+/// `system_assign_module_to_template`: the template and the API's assignment fields (which
+/// refuses unknown fields, so it cannot be flattened here; [`AssignArgs::assignment`] is the
+/// one place they meet).
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct AssignArgs {
     /// The template (`tpl-web`).
@@ -120,16 +100,13 @@ pub struct DriftArgs {
     pub instance_id: String,
 }
 
+/// `system_list_package_instances`: the package, and the API's query.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct PackageArgs {
     /// The Debian package's name (`redis-server`).
     pub package_name: String,
-    /// At most this many entries (default 100, at most 1000).
-    #[serde(default)]
-    pub limit: Option<i64>,
-    /// `next_cursor` of the previous page.
-    #[serde(default)]
-    pub cursor: Option<String>,
+    #[serde(flatten)]
+    pub query: packages::PackageQuery,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -138,15 +115,15 @@ pub struct AuditArgs {
     pub id: String,
 }
 
+/// `list_gitea_workflow_runs`: the repository, and the API's query.
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct RunsArgs {
     /// The Gitea owner (user or organisation).
     pub owner: String,
     /// The repository's name.
     pub repo: String,
-    /// At most this many runs, newest first (default 20, at most 50).
-    #[serde(default)]
-    pub limit: Option<usize>,
+    #[serde(flatten)]
+    pub query: workflow_runs::RunsQuery,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -162,6 +139,18 @@ pub struct AuditLog {
     pub audit: Vec<AuditRow>,
 }
 
+impl AssignArgs {
+    fn assignment(self) -> (String, templates::NewAssignment) {
+        (
+            self.template_id,
+            templates::NewAssignment {
+                module_name: self.module_name,
+                requirement: self.requirement,
+            },
+        )
+    }
+}
+
 #[tool_router]
 impl Tools {
     pub fn new(s: AppState) -> Tools {
@@ -171,8 +160,9 @@ impl Tools {
         }
     }
 
-    fn state(&self) -> State<AppState> {
-        State(self.s.clone())
+    /// The caller of this tool call, if its token has at least the role `need`.
+    fn caller(&self, p: &Parts, need: Role) -> Result<Caller, String> {
+        require(&self.s, &p.headers, need).map_err(fail)
     }
 
     #[tool(
@@ -185,21 +175,11 @@ impl Tools {
     )]
     async fn system_validate_module_manifest(
         &self,
-        Parameters(a): Parameters<ValidateArgs>,
+        Parameters(a): Parameters<validate::ValidateBody>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<Report>, String> {
-        answered(
-            validate::validate(
-                self.state(),
-                p.headers,
-                body::Json(Ok(validate::ValidateBody {
-                    manifest_yaml: a.manifest_yaml,
-                    category_slug: a.category_slug,
-                    template_id: a.template_id,
-                })),
-            )
-            .await,
-        )
+        self.caller(&p, Role::Read)?;
+        answered(self.s.fleet.validate(a).await)
     }
 
     #[tool(
@@ -215,19 +195,8 @@ impl Tools {
         Parameters(a): Parameters<ListVersionsArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<versions::Versions>, String> {
-        answered(
-            versions::of_module(
-                self.state(),
-                p.headers,
-                Path(a.module_name),
-                body::Query(Ok(versions::ListQuery {
-                    state: a.state,
-                    limit: a.limit,
-                    cursor: a.cursor,
-                })),
-            )
-            .await,
-        )
+        self.caller(&p, Role::Read)?;
+        answered(catalogue::versions_of(&self.s.store, a.module_name, a.query).await)
     }
 
     #[tool(
@@ -243,7 +212,8 @@ impl Tools {
         Parameters(a): Parameters<VersionArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<versions::VersionView>, String> {
-        answered(versions::get(self.state(), p.headers, Path(a.id)).await)
+        self.caller(&p, Role::Read)?;
+        answered(self.s.promotions.version(&a.id).await.map(Into::into))
     }
 
     #[tool(
@@ -261,20 +231,23 @@ impl Tools {
         Parameters(a): Parameters<PromoteArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<Decided>, String> {
-        let to =
-            a.to.parse::<Lifecycle>()
-                .map_err(|e| fail(ApiError::bad_request(format!("to: {e}"))))?;
-        let caller = require(&self.s, &p.headers, Role::Operator).map_err(fail)?;
+        let to = a
+            .body
+            .to
+            .parse::<Lifecycle>()
+            .map_err(|e| fail(ApiError::bad_request(format!("to: {e}"))))?;
+        let caller = self.caller(&p, Role::Operator)?;
         decided(
-            versions::decide(
-                &self.s,
-                caller,
-                Via::Mcp,
-                a.id,
-                Request::Promote { to },
-                a.reason,
-            )
-            .await,
+            self.s
+                .promotions
+                .request(
+                    &caller,
+                    Via::Mcp,
+                    &a.id,
+                    Request::Promote { to },
+                    a.body.reason,
+                )
+                .await,
         )
     }
 
@@ -293,17 +266,13 @@ impl Tools {
         Parameters(a): Parameters<YankArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<Decided>, String> {
-        let caller = require(&self.s, &p.headers, Role::Operator).map_err(fail)?;
+        let caller = self.caller(&p, Role::Operator)?;
+        let reason = a.body.reason;
         decided(
-            versions::decide(
-                &self.s,
-                caller,
-                Via::Mcp,
-                a.id,
-                Request::Yank { reason: a.reason },
-                None,
-            )
-            .await,
+            self.s
+                .promotions
+                .request(&caller, Via::Mcp, &a.id, Request::Yank { reason }, None)
+                .await,
         )
     }
 
@@ -322,20 +291,14 @@ impl Tools {
         Parameters(a): Parameters<AssignArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<templates::Assigned>, String> {
-        let caller = require(&self.s, &p.headers, Role::Operator).map_err(fail)?;
-        templates::assign_via(
-            &self.s,
-            caller,
-            Via::Mcp,
-            a.template_id,
-            templates::NewAssignment {
-                module_name: a.module_name,
-                requirement: a.requirement,
-            },
+        let caller = self.caller(&p, Role::Operator)?;
+        let (template, assignment) = a.assignment();
+        answered(
+            self.s
+                .fleet
+                .assign(&caller, Via::Mcp, &template, assignment)
+                .await,
         )
-        .await
-        .map(Json)
-        .map_err(fail)
     }
 
     #[tool(
@@ -351,7 +314,14 @@ impl Tools {
         Parameters(_): Parameters<NoArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<templates::Templates>, String> {
-        answered(templates::list(self.state(), p.headers).await)
+        self.caller(&p, Role::Read)?;
+        answered(
+            self.s
+                .fleet
+                .template_views()
+                .await
+                .map(|templates| templates::Templates { templates }),
+        )
     }
 
     #[tool(
@@ -367,7 +337,8 @@ impl Tools {
         Parameters(a): Parameters<InstanceArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<instances::OneInstance>, String> {
-        answered(instances::get(self.state(), p.headers, Path(a.id)).await)
+        self.caller(&p, Role::Read)?;
+        answered(self.s.fleet.instance_view(&a.id).await)
     }
 
     #[tool(
@@ -385,7 +356,7 @@ impl Tools {
         Parameters(a): Parameters<InstanceArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<instances::Deleted>, String> {
-        let caller = require(&self.s, &p.headers, Role::Operator).map_err(fail)?;
+        let caller = self.caller(&p, Role::Operator)?;
         instances::delete_via(&self.s, &caller, Via::Mcp, a.id)
             .await
             .map(Json)
@@ -407,7 +378,7 @@ impl Tools {
         Parameters(a): Parameters<InstanceArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<instances::Registered>, String> {
-        let caller = require(&self.s, &p.headers, Role::Operator).map_err(fail)?;
+        let caller = self.caller(&p, Role::Operator)?;
         instances::rotate_via(&self.s, &caller, Via::Mcp, a.id)
             .await
             .map(Json)
@@ -427,7 +398,8 @@ impl Tools {
         Parameters(a): Parameters<DriftArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<instances::InstanceDrift>, String> {
-        answered(instances::drift(self.state(), p.headers, Path(a.instance_id)).await)
+        self.caller(&p, Role::Read)?;
+        answered(self.s.fleet.instance_drift(&a.instance_id).await)
     }
 
     #[tool(
@@ -443,17 +415,12 @@ impl Tools {
         Parameters(a): Parameters<PackageArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<packages::PackageInstances>, String> {
+        self.caller(&p, Role::Read)?;
         answered(
-            packages::instances(
-                self.state(),
-                p.headers,
-                Path(a.package_name),
-                body::Query(Ok(packages::PackageQuery {
-                    limit: a.limit,
-                    cursor: a.cursor,
-                })),
-            )
-            .await,
+            self.s
+                .fleet
+                .package_instances(a.package_name, a.query)
+                .await,
         )
     }
 
@@ -466,30 +433,38 @@ impl Tools {
         Parameters(a): Parameters<AuditArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<AuditLog>, String> {
-        let version = versions::audit(self.state(), p.headers.clone(), Path(a.id.clone())).await;
-        match version {
-            Ok(j) => {
-                return Ok(Json(AuditLog {
-                    id: a.id,
-                    kind: "version",
-                    audit: j.0.audit,
-                }));
+        self.caller(&p, Role::Read)?;
+        let version = match self.s.promotions.version(&a.id).await {
+            Ok(_) => true,
+            Err(ServiceError::NotFound(_)) => false,
+            Err(e) => return Err(fail(e.into())),
+        };
+        let (kind, audit) = if version {
+            (
+                "version",
+                self.s
+                    .store
+                    .audit_of(&a.id)
+                    .await
+                    .map_err(|e| fail(e.into()))?,
+            )
+        } else {
+            match self.s.fleet.template_audit(&a.id).await {
+                Ok(audit) => ("template", audit),
+                Err(ServiceError::NotFound(_)) => {
+                    return Err(fail(ApiError::not_found(format!(
+                        "no version or template {}",
+                        a.id
+                    ))));
+                }
+                Err(e) => return Err(fail(e.into())),
             }
-            Err(e) if e.error != "not_found" => return Err(fail(e)),
-            Err(_) => {}
-        }
-        match templates::audit_trail(self.state(), p.headers, Path(a.id.clone())).await {
-            Ok(j) => Ok(Json(AuditLog {
-                id: a.id,
-                kind: "template",
-                audit: j.0.audit,
-            })),
-            Err(e) if e.error == "not_found" => Err(fail(ApiError::not_found(format!(
-                "no version or template {}",
-                a.id
-            )))),
-            Err(e) => Err(fail(e)),
-        }
+        };
+        Ok(Json(AuditLog {
+            id: a.id,
+            kind,
+            audit,
+        }))
     }
 
     #[tool(
@@ -505,26 +480,25 @@ impl Tools {
         Parameters(a): Parameters<RunsArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<workflow_runs::Runs>, String> {
+        self.caller(&p, Role::Read)?;
         answered(
-            workflow_runs::list(
-                self.state(),
-                p.headers,
-                Path((a.owner, a.repo)),
-                body::Query(Ok(workflow_runs::RunsQuery { limit: a.limit })),
-            )
-            .await,
+            self.s
+                .promotions
+                .workflow_runs(a.owner, a.repo, a.query)
+                .await,
         )
     }
 }
 
-/// A REST handler's answer as a tool's: the typed body (structured content), or a tool error.
-fn answered<T>(r: Result<axum::Json<T>, ApiError>) -> Result<Json<T>, String> {
-    r.map(|j| Json(j.0)).map_err(fail)
+/// A service's answer as a tool's: the typed body (structured content), or a tool error
+/// with the API's code and message.
+fn answered<T, E: Into<ApiError>>(r: Result<T, E>) -> Result<Json<T>, String> {
+    r.map(Json).map_err(|e| fail(e.into()))
 }
 
 /// A refused decision is a tool error naming why; done and pending are answers.
-fn decided(d: Result<Decided, ApiError>) -> Result<Json<Decided>, String> {
-    let d = d.map_err(fail)?;
+fn decided(d: Result<Decided, ServiceError>) -> Result<Json<Decided>, String> {
+    let d = d.map_err(|e| fail(e.into()))?;
     match &d.decision {
         Decision::Refused { missing } => Err(format!(
             "refused: {}",

@@ -3,11 +3,12 @@
 //! transition, pending, refusal — is an audit row with its evidence.
 
 use crate::{
+    catalogue::Policies,
     config::PromotionConfig,
-    ingest::trust::Policies,
-    jobs::Job,
     lifecycle::{self, Evidence, Missing, Request, StagePolicy},
-    store::{AuditAction, Lifecycle, NewAudit, NewJob, PromotionRequest, Store, VersionRow, Via},
+    store::{
+        AuditAction, Job, Lifecycle, NewAudit, NewJob, PromotionRequest, Store, VersionRow, Via,
+    },
 };
 use serde::Serialize;
 use serde_json::json;
@@ -121,10 +122,7 @@ impl Promoter {
         settles: Option<&PromotionRequest>,
         mut then: Vec<NewJob>,
     ) -> anyhow::Result<Decision> {
-        let target = match request {
-            Request::Promote { to } => *to,
-            Request::Yank { .. } => Lifecycle::Yanked,
-        };
+        let target = request.target();
         let policy = self.policy(target, &v.module);
         evidence.entered_state_at = v.updated_at;
         let now = self.store.now();

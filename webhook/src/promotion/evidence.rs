@@ -3,10 +3,11 @@
 //! repository a comment happened to be posted in.
 
 use crate::{
-    gitea::{Gitea, GiteaError, latest_approvals},
+    gitea::{Gitea, GiteaError, Review},
     store::VersionRow,
 };
 use powernode_module::lifecycle::{Actor, Approval, Evidence, Permission};
+use std::collections::BTreeMap;
 
 /// `owner/name` → (`owner`, `name`).
 pub fn split(full: &str) -> (&str, &str) {
@@ -54,4 +55,43 @@ pub async fn gather(
         entered_state_at: v.updated_at,
         break_glass: false,
     })
+}
+
+/// Approvals that count for one request (the promotion's rule, not the adapter's: the Gitea
+/// client only maps Gitea's reviews onto [`Review`]): the latest review of each user, `APPROVED`, not
+/// dismissed or stale, on the version's source `commit`, and submitted after the request was
+/// made (`since_ms`), so the approvals that carried one stage do not carry the next. No
+/// commit, no approvals. The caller then keeps reviewers with write permission.
+pub fn latest_approvals(
+    reviews: &[Review],
+    commit: Option<&str>,
+    since_ms: i64,
+) -> Vec<(String, i64)> {
+    let Some(commit) = commit else {
+        return Vec::new();
+    };
+    let mut latest: BTreeMap<&str, &Review> = BTreeMap::new();
+    for r in reviews {
+        let Some(u) = &r.user else { continue };
+        if !matches!(r.state.as_str(), "APPROVED" | "REQUEST_CHANGES") {
+            continue;
+        }
+        match latest.get(u.login.as_str()) {
+            Some(prev) if prev.id > r.id => {}
+            _ => {
+                latest.insert(&u.login, r);
+            }
+        }
+    }
+    latest
+        .into_iter()
+        .filter(|(_, r)| r.state == "APPROVED" && !r.dismissed && !r.stale)
+        .filter(|(_, r)| r.commit_id == commit)
+        // Gitea reports whole seconds: compare at that resolution.
+        .filter(|(_, r)| {
+            r.submitted_at_ms()
+                .is_some_and(|t| t / 1000 >= since_ms / 1000)
+        })
+        .map(|(u, r)| (u.to_owned(), r.id))
+        .collect()
 }

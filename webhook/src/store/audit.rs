@@ -1,12 +1,13 @@
 //! The append-only audit trail: every state change and every refusal, with who acted, by
 //! which way (`via`) and the evidence. No code path updates or deletes its rows.
 
+use super::codec::{opt_text_enum, text_enum};
 use super::{Lifecycle, Store, VersionId};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::{Any, Row, Transaction};
 
 /// What an audit row records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditAction {
     /// A verified artifact became a `draft` version.
@@ -41,6 +42,8 @@ pub enum AuditAction {
     InstanceDeleted,
     /// An instance's token was replaced: the old one no longer works.
     InstanceTokenRotated,
+    /// An operator gave a dead-lettered job a fresh attempt budget.
+    DeadLetterRetried,
 }
 
 impl AuditAction {
@@ -66,12 +69,13 @@ impl AuditAction {
             AuditAction::InstanceRegistered => "instance_registered",
             AuditAction::InstanceDeleted => "instance_deleted",
             AuditAction::InstanceTokenRotated => "instance_token_rotated",
+            AuditAction::DeadLetterRetried => "dead_letter_retried",
         }
     }
 }
 
 /// The way a change came in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Via {
     Ingest,
@@ -109,6 +113,30 @@ impl Via {
     }
 }
 
+impl PartialEq<&str> for Via {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<&str> for AuditAction {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for AuditAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for Via {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An audit entry to append.
 #[derive(Debug, Clone)]
 pub struct NewAudit {
@@ -134,10 +162,10 @@ pub struct AuditRow {
     pub module: Option<String>,
     pub at: i64,
     pub actor: String,
-    pub via: String,
-    pub action: String,
-    pub from_state: Option<String>,
-    pub to_state: Option<String>,
+    pub via: Via,
+    pub action: AuditAction,
+    pub from_state: Option<Lifecycle>,
+    pub to_state: Option<Lifecycle>,
     pub reason: Option<String>,
     pub evidence: serde_json::Value,
 }
@@ -201,10 +229,10 @@ impl Store {
                     module: r.try_get("module")?,
                     at: r.try_get("at")?,
                     actor: r.try_get("actor")?,
-                    via: r.try_get("via")?,
-                    action: r.try_get("action")?,
-                    from_state: r.try_get("from_state")?,
-                    to_state: r.try_get("to_state")?,
+                    via: text_enum(r, "via")?,
+                    action: text_enum(r, "action")?,
+                    from_state: opt_text_enum(r, "from_state")?,
+                    to_state: opt_text_enum(r, "to_state")?,
                     reason: r.try_get("reason")?,
                     evidence: serde_json::from_str(&r.try_get::<String, _>("evidence")?)?,
                 })

@@ -25,6 +25,8 @@ pub struct InstanceRow {
     /// Per module: its packages' installed versions (`null`: not installed) and its units'
     /// states, as the last report observed them; empty when it carried none.
     pub modules: BTreeMap<String, ModuleObservation>,
+    /// Bytes the agent's state directory held at the last report (`null`: not reported).
+    pub state_bytes: Option<i64>,
 }
 
 /// An instance's last report as stored: `running_module_digests` is the JSON text written
@@ -62,6 +64,7 @@ pub struct Report {
     pub status: String,
     pub message: Option<String>,
     pub modules: BTreeMap<String, ModuleObservation>,
+    pub state_bytes: Option<i64>,
 }
 
 /// One module's word on a package, from an instance's last report.
@@ -74,7 +77,7 @@ pub struct PackageSighting {
     pub version: Option<String>,
 }
 
-const ICOLS: &str = "id, template_id, token_sha256, created_at, last_report_at, reported_state_id, running_module_digests, composefs_digest, status, message, module_observations";
+const ICOLS: &str = "id, template_id, token_sha256, created_at, last_report_at, reported_state_id, running_module_digests, composefs_digest, status, message, module_observations, state_bytes";
 
 /// The `module_observations` column, decoded: the one place its JSON is read.
 fn observations(r: &AnyRow) -> anyhow::Result<BTreeMap<String, ModuleObservation>> {
@@ -103,6 +106,7 @@ fn instance_row(r: &AnyRow) -> anyhow::Result<InstanceRow> {
         status: r.try_get("status")?,
         message: r.try_get("message")?,
         modules: observations(r)?,
+        state_bytes: r.try_get("state_bytes")?,
     })
 }
 
@@ -180,7 +184,7 @@ impl Store {
     /// Records an instance's report (the row keeps the last one). Durable when it returns.
     pub async fn record_report(&self, id: &str, r: &Report) -> anyhow::Result<bool> {
         let n = sqlx::query(
-            "UPDATE instances SET last_report_at = $2, reported_state_id = $3, running_module_digests = $4, composefs_digest = $5, status = $6, message = $7, module_observations = $8 WHERE id = $1",
+            "UPDATE instances SET last_report_at = $2, reported_state_id = $3, running_module_digests = $4, composefs_digest = $5, status = $6, message = $7, module_observations = $8, state_bytes = $9 WHERE id = $1",
         )
         .bind(id)
         .bind(self.now())
@@ -194,6 +198,7 @@ impl Store {
                 .then(|| serde_json::to_string(&r.modules))
                 .transpose()?,
         )
+        .bind(r.state_bytes)
         .execute(&self.pool)
         .await?
         .rows_affected();

@@ -7,17 +7,23 @@
 //! token is still the job's. A worker that lost its lease (it stalled past the lease, and
 //! another worker took the job over) changes nothing.
 
-use super::{Backend, Store};
-use serde::Serialize;
+use super::{Backend, Store, codec::text_enum};
+use serde::{Deserialize, Serialize};
 use sqlx::{Any, Row, Transaction, any::AnyRow};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum JobState {
     Queued,
     Running,
     Done,
     Dead,
+}
+
+impl PartialEq<&str> for JobState {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 impl JobState {
@@ -45,7 +51,7 @@ pub struct JobRow {
     pub id: String,
     pub kind: String,
     pub payload: serde_json::Value,
-    pub state: String,
+    pub state: JobState,
     pub attempts: i64,
     pub run_at: i64,
     pub last_error: Option<String>,
@@ -60,7 +66,7 @@ fn job_row(r: &AnyRow) -> anyhow::Result<JobRow> {
         id: r.try_get("id")?,
         kind: r.try_get("kind")?,
         payload: serde_json::from_str(&r.try_get::<String, _>("payload")?)?,
-        state: r.try_get("state")?,
+        state: text_enum(r, "state")?,
         attempts: r.try_get("attempts")?,
         run_at: r.try_get("run_at")?,
         last_error: r.try_get("last_error")?,
@@ -204,16 +210,23 @@ impl Store {
     }
 
     /// Puts a dead-lettered job back in the queue with a fresh attempt budget.
-    pub async fn retry_dead(&self, id: &str) -> anyhow::Result<bool> {
+    pub async fn retry_dead(&self, id: &str, audit: &super::NewAudit) -> anyhow::Result<bool> {
+        let now = self.now();
+        let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
             "UPDATE jobs SET state = 'queued', attempts = 0, run_at = $2, updated_at = $2 WHERE id = $1 AND state = 'dead'",
         )
         .bind(id)
-        .bind(self.now())
-        .execute(&self.pool)
+        .bind(now)
+        .execute(&mut *tx)
         .await?
         .rows_affected();
-        Ok(n == 1)
+        if n != 1 {
+            return Ok(false);
+        }
+        super::audit::append_audit(&mut tx, audit, now).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Jobs by state (for metrics).

@@ -3,10 +3,12 @@
 //! SQL stays here.
 
 mod audit;
+mod codec;
 mod console;
 mod group_commit;
 mod ids;
 mod instances;
+mod job;
 mod jobs;
 mod pins;
 mod requests;
@@ -20,6 +22,7 @@ pub use console::{DeadLetter, InstanceBrief, Sample, VersionBrief, WebSession};
 pub use group_commit::DeliveryLog;
 pub use ids::{RequestId, VersionId};
 pub use instances::{InstanceRow, PackageSighting, Report, StoredReport};
+pub use job::{Job, signed_digest_of_tag};
 pub use jobs::{JobRow, JobState, NewJob};
 pub use pins::{ModulePin, Pin, PinDecision, PinState};
 pub use requests::{PromotionRequest, RequestState};

@@ -1,22 +1,21 @@
 //! Every call from a console page into the receiver's domain, in one place: the pages only
-//! authenticate, parse, call one of these and render. Each goes through the same function
-//! the API and MCP use, so the policy, the engine, the audit trail (`via = web`) and the
-//! messages are theirs.
-//!
-//! Promote and yank call the API's `decide`, the shared entry into the promotion engine.
-//! Assign and unassign go through `api::templates::assign_via` and the store's `unassign`
-//! with the same audit row and recomputation the REST handler writes, until the fleet
-//! service functions take both over; the drift of an instance and of the fleet come from
-//! `fleet::drift`, as the API's.
+//! authenticate, parse, call one of these and render. Each is the service function the REST
+//! API and MCP call too (`promotion::Promotions::request`, `fleet::Fleet::{assign, unassign,
+//! drift_of}`, `jobs::dead_letters::retry`), so the role checks, the policy, the engine, the
+//! audit trail (`via = web`) and the messages are theirs. The fleet page's drift states come
+//! from `fleet::drift`, the pure comparison the API's drift summary uses.
 
 use super::view::WebError;
 use crate::{
-    api,
-    fleet::drift::{self, Drift, Observed},
-    http::{AppState, auth::Caller},
-    lifecycle::{Actor, Request},
+    config::Caller,
+    fleet::{
+        drift::{self, Drift, Observed},
+        templates::NewAssignment,
+    },
+    http::AppState,
+    lifecycle::Request,
     promotion::Decision,
-    store::{AuditAction, InstanceRow, Lifecycle, NewAudit, Via},
+    store::{InstanceRow, Lifecycle, Via},
 };
 use powernode_module::desired_state::DesiredState;
 use std::collections::BTreeMap;
@@ -24,25 +23,31 @@ use std::collections::BTreeMap;
 /// Promotes version `id` to `to`: done, pending with what is missing, or refused.
 pub async fn promote(
     s: &AppState,
-    caller: Caller,
+    caller: &Caller,
     id: &str,
     to: Lifecycle,
     note: Option<String>,
 ) -> Result<Decision, WebError> {
     let request = Request::Promote { to };
-    let d = api::versions::decide(s, caller, Via::Web, id.to_owned(), request, note).await?;
+    let d = s
+        .promotions
+        .request(caller, Via::Web, id, request, note)
+        .await?;
     Ok(d.decision)
 }
 
 /// Yanks version `id` with `reason`.
 pub async fn yank(
     s: &AppState,
-    caller: Caller,
+    caller: &Caller,
     id: &str,
     reason: String,
 ) -> Result<Decision, WebError> {
     let request = Request::Yank { reason };
-    let d = api::versions::decide(s, caller, Via::Web, id.to_owned(), request, None).await?;
+    let d = s
+        .promotions
+        .request(caller, Via::Web, id, request, None)
+        .await?;
     Ok(d.decision)
 }
 
@@ -50,62 +55,32 @@ pub async fn yank(
 /// sentence says what the template's instances will get.
 pub async fn assign(
     s: &AppState,
-    caller: Caller,
+    caller: &Caller,
     template: &str,
     module: &str,
     requirement: Option<String>,
 ) -> Result<String, WebError> {
-    let b = api::templates::NewAssignment {
+    let b = NewAssignment {
         module_name: module.to_owned(),
         requirement,
     };
-    let a = api::templates::assign_via(s, caller, Via::Web, template.to_owned(), b).await?;
-    Ok(a.message)
+    Ok(s.fleet.assign(caller, Via::Web, template, b).await?.message)
 }
 
-/// Removes `module` from `template`: the audit row and the recomputation job in one
-/// transaction, then the recomputation at once (as the REST handler does).
+/// Removes `module` from `template`.
 pub async fn unassign(
     s: &AppState,
-    caller: Caller,
+    caller: &Caller,
     template: &str,
     module: &str,
 ) -> Result<String, WebError> {
-    if s.store.template(template).await?.is_none() {
-        return Err(WebError::not_found(format!("no template {template}")));
-    }
-    let evidence = serde_json::json!({"module_name": module});
-    let audit = NewAudit {
-        version_id: None,
-        template_id: Some(template.to_owned()),
-        module: Some(module.to_owned()),
-        actor: Actor::Api(caller.name.clone()).encode(),
-        via: Via::Web,
-        action: AuditAction::ModuleUnassigned,
-        from_state: None,
-        to_state: None,
-        reason: None,
-        evidence,
-    };
-    let job = crate::fleet::recompute_template_job(template);
-    if !s.store.unassign(template, module, &audit, &[job]).await? {
-        return Err(WebError::not_found(format!(
-            "{module} is not assigned to template {template}"
-        )));
-    }
-    s.fleet
-        .recompute(template, &Actor::Api(caller.name), Via::Web)
-        .await?;
-    Ok(format!("{module} is no longer assigned to {template}"))
+    let a = s.fleet.unassign(caller, Via::Web, template, module).await?;
+    Ok(a.message)
 }
 
-/// Puts dead-lettered job `id` back in the queue with a fresh attempt budget.
-pub async fn retry_dead_letter(s: &AppState, id: &str) -> Result<(), WebError> {
-    if s.store.retry_dead(id).await? {
-        Ok(())
-    } else {
-        Err(WebError::not_found(format!("no dead-lettered job {id}")))
-    }
+/// Puts dead-lettered job `id` back in the queue with a fresh attempt budget (audited).
+pub async fn retry_dead_letter(s: &AppState, caller: &Caller, id: &str) -> Result<(), WebError> {
+    Ok(crate::jobs::dead_letters::retry(&s.store, caller, Via::Web, id).await?)
 }
 
 /// Where an instance stands, in the words of the fleet page.
@@ -190,7 +165,7 @@ pub struct Placed {
 
 /// The drift of one instance against its template's served state.
 pub async fn instance_drift(s: &AppState, row: &InstanceRow) -> Result<Drift, WebError> {
-    Ok(api::instances::drift_of(s, row).await?)
+    Ok(s.fleet.drift_of(row).await?)
 }
 
 /// Every instance with its drift state, ordered by id: read a page of stored reports at a

@@ -2,7 +2,7 @@
 //! and the formatting of times, digests and pagination links.
 
 use super::session::Session;
-use crate::{config::Role, http::ApiError};
+use crate::{config::Role, error::ServiceError};
 use axum::{
     http::{HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Redirect, Response},
@@ -57,9 +57,22 @@ impl From<askama::Error> for WebError {
     }
 }
 
-impl From<ApiError> for WebError {
-    fn from(e: ApiError) -> Self {
-        WebError::Status(e.status, e.message)
+impl From<ServiceError> for WebError {
+    fn from(e: ServiceError) -> Self {
+        let status = match &e {
+            ServiceError::NotFound(_) => StatusCode::NOT_FOUND,
+            ServiceError::Invalid(_) => StatusCode::BAD_REQUEST,
+            ServiceError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ServiceError::Conflict { .. } | ServiceError::NotConfigured(_) => StatusCode::CONFLICT,
+            ServiceError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ServiceError::Internal(_) => {
+                return WebError::Internal(match e {
+                    ServiceError::Internal(cause) => cause,
+                    _ => unreachable!(),
+                });
+            }
+        };
+        WebError::Status(status, e.to_string())
     }
 }
 

@@ -132,6 +132,7 @@ pub async fn report_observed(
         "composefs_digest": doc.composefs_digest.to_string(),
         "status": "applied",
         "message": "applied generation 1",
+        "state_bytes": 4_200_000_u64,
     });
     if modules.as_object().is_some_and(|m| !m.is_empty()) {
         body["modules"] = modules;

@@ -96,6 +96,7 @@ pub async fn report(
         status: b.status.as_str().into(),
         message: b.message,
         modules: b.modules,
+        state_bytes: b.state_bytes.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
     };
     if !s.store.record_report(&id, &r).await? {
         return Err(ApiError::not_found(format!("no instance {id}")));

@@ -1,11 +1,10 @@
 //! The first-use pin tools: list pins and proposals, confirm or reject a proposal, on the
 //! same functions as `/api/v1/pins` (audited `via = mcp`).
 
-use super::{Tools, answered, fail};
+use super::{Tools, answered};
 use crate::{
-    api::pins,
+    catalogue::pins,
     config::Role,
-    http::auth::require,
     store::{PinState, Via},
 };
 use http::request::Parts;
@@ -38,7 +37,8 @@ impl Tools {
         Parameters(_): Parameters<super::NoArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<pins::Pins>, String> {
-        answered(pins::list(self.state(), p.headers).await)
+        self.caller(&p, Role::Read)?;
+        answered(pins::list(&self.s.store).await)
     }
 
     #[tool(
@@ -56,17 +56,17 @@ impl Tools {
         Parameters(a): Parameters<PinArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<pins::PinDecided>, String> {
-        let caller = require(&self.s, &p.headers, Role::Operator).map_err(fail)?;
-        pins::decide_via(
-            &self.s,
-            &caller,
-            Via::Mcp,
-            a.module_name,
-            PinState::Confirmed,
+        let caller = self.caller(&p, Role::Operator)?;
+        answered(
+            pins::decide(
+                &self.s.store,
+                &caller,
+                Via::Mcp,
+                a.module_name,
+                PinState::Confirmed,
+            )
+            .await,
         )
-        .await
-        .map(Json)
-        .map_err(fail)
     }
 
     #[tool(
@@ -84,16 +84,16 @@ impl Tools {
         Parameters(a): Parameters<PinArgs>,
         Extension(p): Extension<Parts>,
     ) -> Result<Json<pins::PinDecided>, String> {
-        let caller = require(&self.s, &p.headers, Role::Operator).map_err(fail)?;
-        pins::decide_via(
-            &self.s,
-            &caller,
-            Via::Mcp,
-            a.module_name,
-            PinState::Rejected,
+        let caller = self.caller(&p, Role::Operator)?;
+        answered(
+            pins::decide(
+                &self.s.store,
+                &caller,
+                Via::Mcp,
+                a.module_name,
+                PinState::Rejected,
+            )
+            .await,
         )
-        .await
-        .map(Json)
-        .map_err(fail)
     }
 }

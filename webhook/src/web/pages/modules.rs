@@ -312,7 +312,7 @@ pub async fn retry(
     Path(id): Path<String>,
     Form(f): Form<CsrfForm>,
 ) -> Result<Response, WebError> {
-    session.acting(&f.csrf)?;
-    act::retry_dead_letter(&s, &id).await?;
+    let caller = session.acting(&f.csrf)?;
+    act::retry_dead_letter(&s, &caller, &id).await?;
     Ok(Redirect::to("/#dead-letters").into_response())
 }

@@ -239,8 +239,8 @@ pub async fn template(
         .map(|a| ChangeRow {
             at: time(a.at),
             actor: a.actor,
-            via: a.via,
-            action: a.action.replace('_', " "),
+            via: a.via.as_str().to_owned(),
+            action: a.action.as_str().replace('_', " "),
             detail: a
                 .module
                 .or_else(|| a.evidence["instance_id"].as_str().map(str::to_owned))
@@ -309,7 +309,7 @@ pub async fn assign(
 ) -> Result<Response, WebError> {
     let caller = session.acting(&f.csrf)?;
     let requirement = Some(f.requirement.trim().to_owned()).filter(|r| !r.is_empty());
-    let message = act::assign(&s, caller, &id, f.module.trim(), requirement).await?;
+    let message = act::assign(&s, &caller, &id, f.module.trim(), requirement).await?;
     render(&Changed {
         nav: Nav::of(&session, "templates"),
         id,
@@ -332,6 +332,6 @@ pub async fn unassign(
     Form(f): Form<UnassignForm>,
 ) -> Result<Response, WebError> {
     let caller = session.acting(&f.csrf)?;
-    act::unassign(&s, caller, &id, &f.module).await?;
+    act::unassign(&s, &caller, &id, &f.module).await?;
     Ok(Redirect::to(&format!("/templates/{id}")).into_response())
 }

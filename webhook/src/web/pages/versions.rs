@@ -174,8 +174,8 @@ pub async fn version(
         .map(|a| Event {
             at: time(a.at),
             actor: a.actor.clone(),
-            via: a.via.clone(),
-            action: a.action.replace('_', " "),
+            via: a.via.as_str().to_owned(),
+            action: a.action.as_str().replace('_', " "),
             change: match (&a.from_state, &a.to_state) {
                 (Some(f), Some(t)) => format!("{f} → {t}"),
                 (None, Some(t)) => format!("→ {t}"),
@@ -357,7 +357,7 @@ pub async fn promote(
     let caller = session.acting(&f.csrf)?;
     let to = f.to.parse::<Lifecycle>().map_err(WebError::bad_request)?;
     let note = Some(f.note.trim().to_owned()).filter(|n| !n.is_empty());
-    let d = act::promote(&s, caller, &id, to, note).await?;
+    let d = act::promote(&s, &caller, &id, to, note).await?;
     answer(&session, id, format!("promotion to {to}"), d)
 }
 
@@ -377,6 +377,6 @@ pub async fn yank(
     Form(f): Form<YankForm>,
 ) -> Result<Response, WebError> {
     let caller = session.acting(&f.csrf)?;
-    let d = act::yank(&s, caller, &id, f.reason.trim().to_owned()).await?;
+    let d = act::yank(&s, &caller, &id, f.reason.trim().to_owned()).await?;
     answer(&session, id, "yank".into(), d)
 }

@@ -1,11 +1,25 @@
-//! Trust policies from the configuration, compiled once. A policy is found by repository:
-//! the artifact being verified never chooses its own signer.
+//! The module catalogue: the modules this receiver serves, each with its repository, pinned
+//! signer policy and Gitea home, compiled once from `[[modules]]`. Ingest finds a policy by
+//! repository (the artifact being verified never chooses its own signer), promotion by
+//! Gitea repository, the fleet and the edges by name. It is its own concern, not ingest's:
+//! every part of the receiver asks it, and it asks nothing of them.
+
+pub mod pins;
+pub mod versions;
+
+pub use versions::versions_of;
 
 use crate::config::{ModulePolicy, TrustOnFirstUse};
 use powernode_module::trust::{
     trusted_root::TrustedRoot,
     verify::{Policy, TrustedKey},
 };
+
+/// JSON Schema `pattern` of module names and the ids that follow the same rule (templates,
+/// instances): `ModuleName::parse`'s rule, `NAME_RULE`, for the OpenAPI document and MCP.
+pub const NAME_PATTERN: &str = r"^[a-z0-9][a-z0-9-]{0,62}$";
+/// JSON Schema `pattern` of Debian package names: `powernode_module::package::valid_name`.
+pub const PACKAGE_PATTERN: &str = r"^[a-z0-9][a-z0-9+.-]+$";
 
 #[derive(Debug, Clone)]
 pub struct ModuleTrust {
