@@ -5,6 +5,7 @@
 # Targets: median <= 20 ms, p99 <= 50 ms per page.
 #
 #   bench/web.sh [RUNS] [REQUESTS]     (defaults 5 runs x 40 requests per page; needs curl)
+#   MODULE_WEBHOOK=path/to/module-webhook bench/web.sh   (another build; default: release)
 #
 # The database is seeded with SQL (the schema from the receiver's own migrations, created by
 # a first start); each page is then asked for REQUESTS times per run over one keep-alive
@@ -17,8 +18,12 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 . "$here/bench/lib.sh"
 command -v curl >/dev/null || { echo "bench/web.sh needs curl: apt-get install -y curl" >&2; exit 1; }
 
-cargo build --release -q -p module-webhook --manifest-path "$here/Cargo.toml"
-mw="$here/target/release/module-webhook"
+if [ -n "${MODULE_WEBHOOK:-}" ]; then
+  mw=$MODULE_WEBHOOK
+else
+  cargo build --release -q -p module-webhook --manifest-path "$here/Cargo.toml"
+  mw="$here/target/release/module-webhook"
+fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/mw-web.XXXXXX")
 pid=""
 trap '[ -n "$pid" ] && kill $pid 2>/dev/null; rm -rf "$work"' EXIT

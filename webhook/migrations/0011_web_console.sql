@@ -23,3 +23,9 @@ CREATE TABLE fleet_samples (
     PRIMARY KEY (series, at, label)
 );
 CREATE INDEX fleet_samples_at ON fleet_samples (at);
+
+-- Which version runs at a reported digest (the console's instance page, the adoption samples)
+-- and the yanked versions (every drift judgement): found by index, not by reading every
+-- version row with its manifest and file index.
+CREATE INDEX versions_composefs ON versions (composefs_digest);
+CREATE INDEX versions_lifecycle ON versions (lifecycle);
