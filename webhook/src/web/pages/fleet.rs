@@ -70,9 +70,9 @@ pub async fn fleet(
         })?),
     };
     let limit = page_size(q.limit, 100) as usize;
-    let placed = act::fleet_states(&s).await?;
+    let placed = act::fleet_states_recent(&s).await?;
     let mut by_state: BTreeMap<DriftState, usize> = BTreeMap::new();
-    for p in &placed {
+    for p in placed.iter() {
         *by_state.entry(p.state).or_default() += 1;
     }
     let after = q.after.unwrap_or_default();
