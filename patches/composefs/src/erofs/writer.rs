@@ -1695,6 +1695,9 @@ impl<'a, ObjectID: FsVerityHashValue> InodeCollector<'a, ObjectID> {
 ///
 /// For V1: sorts locals by full key, reverses shared table, uses InodesEnd-relative xattr offsets.
 /// For V2: uses natural BTreeMap order (derived Ord), ascending shared table.
+/// powernode patch: shared xattr → its index in the shared table.
+type SharedIndex = HashMap<XAttr, usize, foldhash::fast::RandomState>;
+
 fn share_xattrs(
     inodes: &mut [Inode<impl FsVerityHashValue>],
     version: format::FormatVersion,
@@ -1711,8 +1714,11 @@ fn share_xattrs(
     // them into a BTreeMap (most are per-file overlay metacopy/redirect values used once),
     // then order the few shared ones as that BTreeMap did: the derived Ord first, then (V1)
     // the stable sort by full key below. Same table, same indices.
+    // foldhash (hashbrown's default hasher, per-process seed) rather than SipHash: the keys
+    // are ~100 bytes and there is one per file.
     let n_local = inodes.iter().map(|i| i.xattrs.local.len()).sum();
-    let mut counts: HashMap<&XAttr, usize> = HashMap::with_capacity(n_local);
+    let mut counts: HashMap<&XAttr, usize, foldhash::fast::RandomState> =
+        HashMap::with_capacity_and_hasher(n_local, Default::default());
     for inode in inodes.iter() {
         for attr in &inode.xattrs.local {
             *counts.entry(attr).or_insert(0) += 1;
@@ -1727,7 +1733,7 @@ fn share_xattrs(
         .collect();
     sorted.sort();
 
-    let (xattrs, shared): (HashMap<XAttr, usize>, Vec<XAttr>) = match version.epoch() {
+    let (xattrs, shared): (SharedIndex, Vec<XAttr>) = match version.epoch() {
         FormatEpoch::Epoch1 => {
             // C mkcomposefs sorts shared xattrs by full key string (strcmp), then writes
             // them in DESCENDING order in the shared xattr block.  The derived order is
@@ -1741,7 +1747,7 @@ fn share_xattrs(
             // After reversal, sorted[0] (ascending-smallest) ends up last on disk.
             // We iterate ascending-sorted and assign index = n-1-i so that the entry
             // written LAST (smallest key in ascending order) gets the SMALLEST index.
-            let xattrs_map: HashMap<XAttr, usize> = sorted
+            let xattrs_map: SharedIndex = sorted
                 .iter()
                 .enumerate()
                 .map(|(i, k)| (k.clone(), n_shared - 1 - i))
@@ -1753,7 +1759,7 @@ fn share_xattrs(
         }
         FormatEpoch::Epoch2 => {
             // Ascending order (the derived one): sequential index assignment
-            let xattrs_map: HashMap<XAttr, usize> = sorted
+            let xattrs_map: SharedIndex = sorted
                 .iter()
                 .enumerate()
                 .map(|(i, k)| (k.clone(), i))
