@@ -9,7 +9,7 @@ mod common;
 mod lab;
 
 use common::{fleet::post as api_post, *};
-use lab::{Client, state_of};
+use lab::{Client, databases, state_of};
 use module_webhook::store::{AuditAction, Lifecycle, NewAudit, VersionRow, Via, now_ms};
 use serde_json::json;
 

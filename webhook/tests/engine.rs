@@ -8,6 +8,7 @@ use module_webhook::{
     store::{Clock, Lifecycle},
 };
 use powernode_testkit::gitea::{Fault, review};
+use rstest::rstest;
 
 fn live_needs_two(c: &mut module_webhook::config::Config) {
     c.promotion.live = StagePolicy {
@@ -16,78 +17,80 @@ fn live_needs_two(c: &mut module_webhook::config::Config) {
     };
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn happy_path_to_live_with_two_approvals() {
-    for db in databases().await {
-        let name = db.name;
-        let e = env(db, live_needs_two).await;
-        let id = draft(&e.r, "0.1.0").await;
-        assert_eq!(
-            comment(&e, 1, "bob", "/promote 0.1.0 staging", "created").await,
-            202
-        );
-        assert_eq!(
-            state(&e, &id).await,
-            Lifecycle::Staging,
-            "{name}: {:?}",
-            e.gitea.comments()
-        );
-        comment(&e, 2, "bob", "/promote my-redis@0.1.0 blessed", "created").await;
-        assert_eq!(state(&e, &id).await, Lifecycle::Blessed);
-        comment(&e, 3, "alice", "/promote 0.1.0 live", "created").await;
-        assert_eq!(
-            state(&e, &id).await,
-            Lifecycle::Blessed,
-            "pending: no approvals yet"
-        );
-        let last = e.gitea.comments().last().unwrap().clone();
-        assert!(
-            last.contains("pending") && last.contains("0 of 2 required approvals"),
-            "{last}"
-        );
+async fn happy_path_to_live_with_two_approvals(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let name = db.name;
+    let e = env(db, live_needs_two).await;
+    let id = draft(&e.r, "0.1.0").await;
+    assert_eq!(
+        comment(&e, 1, "bob", "/promote 0.1.0 staging", "created").await,
+        202
+    );
+    assert_eq!(
+        state(&e, &id).await,
+        Lifecycle::Staging,
+        "{name}: {:?}",
+        e.gitea.comments()
+    );
+    comment(&e, 2, "bob", "/promote my-redis@0.1.0 blessed", "created").await;
+    assert_eq!(state(&e, &id).await, Lifecycle::Blessed);
+    comment(&e, 3, "alice", "/promote 0.1.0 live", "created").await;
+    assert_eq!(
+        state(&e, &id).await,
+        Lifecycle::Blessed,
+        "pending: no approvals yet"
+    );
+    let last = e.gitea.comments().last().unwrap().clone();
+    assert!(
+        last.contains("pending") && last.contains("0 of 2 required approvals"),
+        "{last}"
+    );
 
-        e.gitea
-            .add_review(GITEA_REPO, 7, review(11, "carol", "APPROVED", HEAD));
-        review_event(&e).await;
-        assert_eq!(state(&e, &id).await, Lifecycle::Blessed, "one of two");
-        e.gitea
-            .add_review(GITEA_REPO, 7, review(12, "dave", "APPROVED", HEAD));
-        review_event(&e).await;
-        assert_eq!(state(&e, &id).await, Lifecycle::Live, "{name}");
-        let comments = e.gitea.comments();
-        assert!(
-            comments.last().unwrap().contains("blessed → **live**"),
-            "{comments:?}"
-        );
-        let statuses = e.gitea.state.lock().unwrap().set_statuses.clone();
-        let last = &statuses.last().unwrap();
-        assert_eq!(last.1, HEAD);
-        assert_eq!(last.2["context"], "powernode/lifecycle");
-        assert!(last.2["description"].as_str().unwrap().ends_with("live"));
-        // The audit trail names the reviews that counted.
-        let audit = e.r.app.state.store.audit_of(&id).await.unwrap();
-        let t = audit.iter().rfind(|a| a.action == "transition").unwrap();
-        assert_eq!(t.to_state, Some(Lifecycle::Live));
-        let ids: Vec<i64> = t.evidence["approvals"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|a| a["review_id"].as_i64().unwrap())
-            .collect();
-        assert_eq!(ids, [11, 12]);
-        assert_eq!(t.evidence["digest"], format!("sha256:{}", "cd".repeat(32)));
+    e.gitea
+        .add_review(GITEA_REPO, 7, review(11, "carol", "APPROVED", HEAD));
+    review_event(&e).await;
+    assert_eq!(state(&e, &id).await, Lifecycle::Blessed, "one of two");
+    e.gitea
+        .add_review(GITEA_REPO, 7, review(12, "dave", "APPROVED", HEAD));
+    review_event(&e).await;
+    assert_eq!(state(&e, &id).await, Lifecycle::Live, "{name}");
+    let comments = e.gitea.comments();
+    assert!(
+        comments.last().unwrap().contains("blessed → **live**"),
+        "{comments:?}"
+    );
+    let statuses = e.gitea.state.lock().unwrap().set_statuses.clone();
+    let last = &statuses.last().unwrap();
+    assert_eq!(last.1, HEAD);
+    assert_eq!(last.2["context"], "powernode/lifecycle");
+    assert!(last.2["description"].as_str().unwrap().ends_with("live"));
+    // The audit trail names the reviews that counted.
+    let audit = e.r.app.state.store.audit_of(&id).await.unwrap();
+    let t = audit.iter().rfind(|a| a.action == "transition").unwrap();
+    assert_eq!(t.to_state, Some(Lifecycle::Live));
+    let ids: Vec<i64> = t.evidence["approvals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["review_id"].as_i64().unwrap())
+        .collect();
+    assert_eq!(ids, [11, 12]);
+    assert_eq!(t.evidence["digest"], format!("sha256:{}", "cd".repeat(32)));
 
-        // Yank from live.
-        comment(
-            &e,
-            4,
-            "bob",
-            "/yank 0.1.0 CVE-2026-0001 in redis.conf",
-            "created",
-        )
-        .await;
-        assert_eq!(state(&e, &id).await, Lifecycle::Yanked);
-    }
+    // Yank from live.
+    comment(
+        &e,
+        4,
+        "bob",
+        "/yank 0.1.0 CVE-2026-0001 in redis.conf",
+        "created",
+    )
+    .await;
+    assert_eq!(state(&e, &id).await, Lifecycle::Yanked);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -377,45 +380,47 @@ async fn gitea_5xx_costs_one_call_per_attempt_and_loses_nothing() {
 /// promoted and answered, the status is kept for a retry (not dropped, not dead), and once
 /// Gitea takes statuses again the status names the stage. (Sent inline after the commit, as
 /// before, the failed call made the command's re-run answer "already decided" and set none.)
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn a_commit_status_gitea_refused_is_set_when_it_is_back() {
-    for db in databases().await {
-        let name = db.name;
-        let e = env(db, |c| c.ingest.max_attempts = 10).await;
-        let id = draft(&e.r, "0.8.3").await;
-        e.gitea.state.lock().unwrap().fail_path = Some(("/statuses/".into(), 503));
-        assert_eq!(
-            post_comment_queued(&e, "cs-1", "/promote 0.8.3 staging").await,
-            202
-        );
-        for _ in 0..2 {
-            assert!(e.r.app.worker.run_once().await.unwrap(), "a job ran");
-        }
-        assert_eq!(state(&e, &id).await, Lifecycle::Staging, "{name}");
-        assert!(e.gitea.state.lock().unwrap().set_statuses.is_empty());
-        assert!(
-            has_pending_jobs(&e.r.app.state.store).await,
-            "{name}: the status is kept for a retry"
-        );
-        e.gitea.state.lock().unwrap().fail_path = None;
-        e.r.app.drain().await.unwrap();
-        let statuses = e.gitea.state.lock().unwrap().set_statuses.clone();
-        assert_eq!(statuses.len(), 1, "{name}: {statuses:?}");
-        assert_eq!(statuses[0].1, HEAD);
-        assert_eq!(statuses[0].2["context"], "powernode/lifecycle");
-        assert_eq!(statuses[0].2["state"], "success");
-        assert!(
-            statuses[0].2["description"]
-                .as_str()
-                .unwrap()
-                .ends_with("staging"),
-            "{statuses:?}"
-        );
-        assert!(e.r.app.state.store.dead_letters().await.unwrap().is_empty());
-        let comments = e.gitea.comments();
-        assert_eq!(comments.len(), 1, "one reply: {comments:?}");
-        assert!(comments[0].contains("**staging**"), "{comments:?}");
+async fn a_commit_status_gitea_refused_is_set_when_it_is_back(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let name = db.name;
+    let e = env(db, |c| c.ingest.max_attempts = 10).await;
+    let id = draft(&e.r, "0.8.3").await;
+    e.gitea.state.lock().unwrap().fail_path = Some(("/statuses/".into(), 503));
+    assert_eq!(
+        post_comment_queued(&e, "cs-1", "/promote 0.8.3 staging").await,
+        202
+    );
+    for _ in 0..2 {
+        assert!(e.r.app.worker.run_once().await.unwrap(), "a job ran");
     }
+    assert_eq!(state(&e, &id).await, Lifecycle::Staging, "{name}");
+    assert!(e.gitea.state.lock().unwrap().set_statuses.is_empty());
+    assert!(
+        has_pending_jobs(&e.r.app.state.store).await,
+        "{name}: the status is kept for a retry"
+    );
+    e.gitea.state.lock().unwrap().fail_path = None;
+    e.r.app.drain().await.unwrap();
+    let statuses = e.gitea.state.lock().unwrap().set_statuses.clone();
+    assert_eq!(statuses.len(), 1, "{name}: {statuses:?}");
+    assert_eq!(statuses[0].1, HEAD);
+    assert_eq!(statuses[0].2["context"], "powernode/lifecycle");
+    assert_eq!(statuses[0].2["state"], "success");
+    assert!(
+        statuses[0].2["description"]
+            .as_str()
+            .unwrap()
+            .ends_with("staging"),
+        "{statuses:?}"
+    );
+    assert!(e.r.app.state.store.dead_letters().await.unwrap().is_empty());
+    let comments = e.gitea.comments();
+    assert_eq!(comments.len(), 1, "one reply: {comments:?}");
+    assert!(comments[0].contains("**staging**"), "{comments:?}");
 }
 
 /// The reply telling a requester that their pending request was carried out later (an
@@ -424,55 +429,57 @@ async fn a_commit_status_gitea_refused_is_set_when_it_is_back() {
 /// for a retry (not dropped, not dead), and once Gitea takes comments again it is posted
 /// once. (Posted inline after the commit, as before, the failed call made the re-evaluation's
 /// retry find the request no longer pending, and the requester was never told.)
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn a_reply_gitea_refused_after_a_reevaluation_is_posted_when_it_is_back() {
-    for db in databases().await {
-        let name = db.name;
-        let e = env(db, |c| {
-            c.ingest.max_attempts = 10;
-            c.promotion.staging = StagePolicy {
-                min_approvals: 1,
-                ..Default::default()
-            };
-        })
-        .await;
-        let id = draft(&e.r, "0.8.4").await;
-        comment(&e, 1, "bob", "/promote 0.8.4 staging", "created").await;
-        assert_eq!(state(&e, &id).await, Lifecycle::Draft, "{name}: pending");
-        e.gitea
-            .add_review(GITEA_REPO, 7, review(31, "carol", "APPROVED", HEAD));
-        e.gitea.state.lock().unwrap().fail_path = Some(("/comments".into(), 503));
-        let body = data("pull-request-review-approved.json");
-        let h = headers("pull-request-review-approved.headers.json");
-        let (status, text) = e.r.post("/hooks/gitea", body, &h).await;
-        assert!(status == 202 || status == 200, "{text}");
-        // The re-evaluation, then its follow-ups (the reply fails at least once).
-        let mut ran = 0;
-        while ran < 3 && e.r.app.worker.run_once().await.unwrap() {
-            ran += 1;
-        }
-        assert!(ran >= 2, "{name}: the re-evaluation and a follow-up ran");
-        assert_eq!(state(&e, &id).await, Lifecycle::Staging, "{name}");
-        let later = |c: &String| c.contains("(requirements now met)");
-        assert!(!e.gitea.comments().iter().any(later));
-        assert!(
-            has_pending_jobs(&e.r.app.state.store).await,
-            "{name}: the reply is kept for a retry"
-        );
-        e.gitea.state.lock().unwrap().fail_path = None;
-        e.r.app.drain().await.unwrap();
-        let comments = e.gitea.comments();
-        assert_eq!(
-            comments.iter().filter(|c| later(c)).count(),
-            1,
-            "{name}: {comments:?}"
-        );
-        assert!(
-            comments.last().unwrap().starts_with("@bob "),
-            "{comments:?}"
-        );
-        assert!(e.r.app.state.store.dead_letters().await.unwrap().is_empty());
+async fn a_reply_gitea_refused_after_a_reevaluation_is_posted_when_it_is_back(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let name = db.name;
+    let e = env(db, |c| {
+        c.ingest.max_attempts = 10;
+        c.promotion.staging = StagePolicy {
+            min_approvals: 1,
+            ..Default::default()
+        };
+    })
+    .await;
+    let id = draft(&e.r, "0.8.4").await;
+    comment(&e, 1, "bob", "/promote 0.8.4 staging", "created").await;
+    assert_eq!(state(&e, &id).await, Lifecycle::Draft, "{name}: pending");
+    e.gitea
+        .add_review(GITEA_REPO, 7, review(31, "carol", "APPROVED", HEAD));
+    e.gitea.state.lock().unwrap().fail_path = Some(("/comments".into(), 503));
+    let body = data("pull-request-review-approved.json");
+    let h = headers("pull-request-review-approved.headers.json");
+    let (status, text) = e.r.post("/hooks/gitea", body, &h).await;
+    assert!(status == 202 || status == 200, "{text}");
+    // The re-evaluation, then its follow-ups (the reply fails at least once).
+    let mut ran = 0;
+    while ran < 3 && e.r.app.worker.run_once().await.unwrap() {
+        ran += 1;
     }
+    assert!(ran >= 2, "{name}: the re-evaluation and a follow-up ran");
+    assert_eq!(state(&e, &id).await, Lifecycle::Staging, "{name}");
+    let later = |c: &String| c.contains("(requirements now met)");
+    assert!(!e.gitea.comments().iter().any(later));
+    assert!(
+        has_pending_jobs(&e.r.app.state.store).await,
+        "{name}: the reply is kept for a retry"
+    );
+    e.gitea.state.lock().unwrap().fail_path = None;
+    e.r.app.drain().await.unwrap();
+    let comments = e.gitea.comments();
+    assert_eq!(
+        comments.iter().filter(|c| later(c)).count(),
+        1,
+        "{name}: {comments:?}"
+    );
+    assert!(
+        comments.last().unwrap().starts_with("@bob "),
+        "{comments:?}"
+    );
+    assert!(e.r.app.state.store.dead_letters().await.unwrap().is_empty());
 }
 
 /// A Gitea that accepts the connection and then says nothing: the attempt gives up after
@@ -688,76 +695,77 @@ async fn cancel_names_one_module_exactly() {
 /// An API request has no PR: the engine finds the open PR whose head is the version's commit,
 /// records the pending request (via `api`), and the approval given there later completes it,
 /// exactly as for a comment. Asking again while pending does not open a second request.
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn api_promotion_waits_for_approval_on_the_commits_pull_request() {
-    for db in databases().await {
-        let e = env(db, |c| {
-            c.promotion.live = StagePolicy {
-                min_approvals: 1,
-                ..Default::default()
-            }
-        })
-        .await;
-        let id = draft(&e.r, "0.4.0").await;
-        let promote = format!("/versions/{id}/promote");
-        for to in ["staging", "blessed"] {
-            let (s, v) =
-                common::fleet::post(&e.r, &promote, OPS_TOKEN, serde_json::json!({"to": to})).await;
-            assert_eq!(s, 200, "{to}: {v}");
+async fn api_promotion_waits_for_approval_on_the_commits_pull_request(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let e = env(db, |c| {
+        c.promotion.live = StagePolicy {
+            min_approvals: 1,
+            ..Default::default()
         }
-        for _ in 0..2 {
-            let (s, v) =
-                common::fleet::post(&e.r, &promote, OPS_TOKEN, serde_json::json!({"to": "live"}))
-                    .await;
-            assert_eq!(s, 409, "{v}");
-            assert_eq!(v["decision"]["outcome"], "pending", "{v}");
-            assert_eq!(v["decision"]["missing"][0]["kind"], "approvals", "{v}");
-        }
-        let pending = e.r.app.state.store.pending_requests(None).await.unwrap();
-        assert_eq!(pending.len(), 1, "one request, however often asked");
-        assert_eq!(pending[0].via.as_str(), "api");
-        assert!(
-            pending[0].id.as_str().starts_with("api:"),
-            "{}",
-            pending[0].id
-        );
-        assert_eq!(pending[0].pr_number, None, "no PR open yet");
-
-        // The PR is opened after the request and approved there: the review event completes it.
-        e.gitea
-            .open_pull(GITEA_REPO, 9, "0000000000000000000000000000000000000001");
-        e.gitea.open_pull(GITEA_REPO, 12, HEAD);
-        e.gitea
-            .add_review(GITEA_REPO, 12, review(41, "carol", "APPROVED", HEAD));
-        review_event(&e).await;
-        assert_eq!(state(&e, &id).await, Lifecycle::Live);
-        assert!(
-            e.r.app
-                .state
-                .store
-                .pending_requests(None)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-        let calls = e.gitea.calls();
-        assert!(
-            calls
-                .iter()
-                .any(|(m, p)| m == "GET" && p.contains("/pulls/12/reviews")),
-            "{calls:?}"
-        );
-        let audit = e.r.app.state.store.audit_of(&id).await.unwrap();
-        let live = audit
-            .iter()
-            .find(|a| a.action == "transition" && a.to_state == Some(Lifecycle::Live))
-            .unwrap();
-        assert_eq!(
-            live.evidence["approvals"][0]["user"], "carol",
-            "{:?}",
-            live.evidence
-        );
+    })
+    .await;
+    let id = draft(&e.r, "0.4.0").await;
+    let promote = format!("/versions/{id}/promote");
+    for to in ["staging", "blessed"] {
+        let (s, v) =
+            common::fleet::post(&e.r, &promote, OPS_TOKEN, serde_json::json!({"to": to})).await;
+        assert_eq!(s, 200, "{to}: {v}");
     }
+    for _ in 0..2 {
+        let (s, v) =
+            common::fleet::post(&e.r, &promote, OPS_TOKEN, serde_json::json!({"to": "live"})).await;
+        assert_eq!(s, 409, "{v}");
+        assert_eq!(v["decision"]["outcome"], "pending", "{v}");
+        assert_eq!(v["decision"]["missing"][0]["kind"], "approvals", "{v}");
+    }
+    let pending = e.r.app.state.store.pending_requests(None).await.unwrap();
+    assert_eq!(pending.len(), 1, "one request, however often asked");
+    assert_eq!(pending[0].via.as_str(), "api");
+    assert!(
+        pending[0].id.as_str().starts_with("api:"),
+        "{}",
+        pending[0].id
+    );
+    assert_eq!(pending[0].pr_number, None, "no PR open yet");
+
+    // The PR is opened after the request and approved there: the review event completes it.
+    e.gitea
+        .open_pull(GITEA_REPO, 9, "0000000000000000000000000000000000000001");
+    e.gitea.open_pull(GITEA_REPO, 12, HEAD);
+    e.gitea
+        .add_review(GITEA_REPO, 12, review(41, "carol", "APPROVED", HEAD));
+    review_event(&e).await;
+    assert_eq!(state(&e, &id).await, Lifecycle::Live);
+    assert!(
+        e.r.app
+            .state
+            .store
+            .pending_requests(None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let calls = e.gitea.calls();
+    assert!(
+        calls
+            .iter()
+            .any(|(m, p)| m == "GET" && p.contains("/pulls/12/reviews")),
+        "{calls:?}"
+    );
+    let audit = e.r.app.state.store.audit_of(&id).await.unwrap();
+    let live = audit
+        .iter()
+        .find(|a| a.action == "transition" && a.to_state == Some(Lifecycle::Live))
+        .unwrap();
+    assert_eq!(
+        live.evidence["approvals"][0]["user"], "carol",
+        "{:?}",
+        live.evidence
+    );
 }
 
 /// The Gitea adapter reads Actions runs in Gitea's `ActionWorkflowRunsResponse` shape.

@@ -11,6 +11,7 @@ use powernode_module::{
     trust::keys::public_from_pem,
 };
 use powernode_testkit::registry::TestRegistry;
+use rstest::rstest;
 use serde_json::{Value, json};
 use std::{fs, path::Path};
 
@@ -104,508 +105,518 @@ fn names(doc: &DesiredState) -> Vec<&str> {
     doc.modules.iter().map(|m| m.name.as_str()).collect()
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn template_desired_state_reports_and_drift_end_to_end() {
-    for db in databases().await {
-        let reg = TestRegistry::start();
-        let k = keys();
-        let policies = MODULES
-            .iter()
-            .map(|m| key_policy(m, &repo(m), k.public.clone()))
-            .collect();
-        let mut cfg = config(&db.url, &reg.host, policies);
-        cfg.promotion.live = StagePolicy::default();
-        let r = serve(cfg).await;
-        let (_, key_pem) = r.get("/api/v1/signing-key", None).await;
-        let key_pem = key_pem.as_str().unwrap().to_owned();
-        assert!(key_pem.contains("BEGIN PUBLIC KEY"), "{key_pem}");
+async fn template_desired_state_reports_and_drift_end_to_end(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let reg = TestRegistry::start();
+    let k = keys();
+    let policies = MODULES
+        .iter()
+        .map(|m| key_policy(m, &repo(m), k.public.clone()))
+        .collect();
+    let mut cfg = config(&db.url, &reg.host, policies);
+    cfg.promotion.live = StagePolicy::default();
+    let r = serve(cfg).await;
+    let (_, key_pem) = r.get("/api/v1/signing-key", None).await;
+    let key_pem = key_pem.as_str().unwrap().to_owned();
+    assert!(key_pem.contains("BEGIN PUBLIC KEY"), "{key_pem}");
 
-        let sources: Vec<_> = MODULES.iter().map(|m| (*m, source(m))).collect();
-        for (name, dir) in &sources[..4] {
-            let v = if *name == "my-redis" {
-                "0.1.0"
-            } else {
-                "1.0.0"
-            };
-            release_live(&r, &reg, &k, dir.path(), name, v).await;
-        }
+    let sources: Vec<_> = MODULES.iter().map(|m| (*m, source(m))).collect();
+    for (name, dir) in &sources[..4] {
+        let v = if *name == "my-redis" {
+            "0.1.0"
+        } else {
+            "1.0.0"
+        };
+        release_live(&r, &reg, &k, dir.path(), name, v).await;
+    }
 
-        // A template with my-redis: its dependencies come along, in composition order.
-        let (s, v) = post(
-            &r,
-            "/templates",
-            OPS_TOKEN,
-            json!({"id": "edge", "platform": "rpi4", "description": "edge nodes"}),
-        )
+    // A template with my-redis: its dependencies come along, in composition order.
+    let (s, v) = post(
+        &r,
+        "/templates",
+        OPS_TOKEN,
+        json!({"id": "edge", "platform": "rpi4", "description": "edge nodes"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let (s, v) = post(
+        &r,
+        "/templates",
+        READ_TOKEN,
+        json!({"id": "x", "platform": "p"}),
+    )
+    .await;
+    assert_eq!(s, 403, "templates need the operator role: {v}");
+    let (s, v) = post(
+        &r,
+        "/templates/edge/assignments",
+        OPS_TOKEN,
+        json!({"module_name": "my-redis", "requirement": "^0.1"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["message"],
+        "Instances built from this template will get my-redis on next reconcile"
+    );
+    assert_eq!(
+        v["desired_state"]["modules"],
+        json!(["system-base", "security-hardening", "my-redis"])
+    );
+    let (s, v) = post(
+        &r,
+        "/templates/edge/assignments",
+        OPS_TOKEN,
+        json!({"module_name": "redis-tuning"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["desired_state"]["blocked"], false, "{v}");
+    let codes: Vec<&str> = v["desired_state"]["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["code"].as_str().unwrap())
+        .collect();
+    assert!(
+        codes.contains(&"FILE_SHADOWED"),
+        "the override replaces redis.conf: {codes:?}"
+    );
+    let (s, v) = post(
+        &r,
+        "/templates/edge/assignments",
+        OPS_TOKEN,
+        json!({"module_name": "my-redis", "requirement": "not semver"}),
+    )
+    .await;
+    assert_eq!(s, 400, "{v}");
+
+    // An instance registers, reads its signed state, reports it: no drift.
+    let (s, v) = post(
+        &r,
+        "/instances",
+        OPS_TOKEN,
+        json!({"id": "node-1", "template_id": "edge"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let token = v["token"].as_str().unwrap().to_owned();
+    let (first_id, doc) = desired(&r, &token, &key_pem).await;
+    assert_eq!(
+        names(&doc),
+        [
+            "system-base",
+            "security-hardening",
+            "my-redis",
+            "redis-tuning"
+        ]
+    );
+    assert_eq!(doc.modules[2].version, "0.1.0");
+    assert!(doc.modules[2].reference.ends_with(&format!(
+        "{}@{}",
+        repo("my-redis"),
+        doc.modules[2].manifest_digest
+    )));
+    assert!(
+        !doc.modules[2].signer.keys.is_empty(),
+        "the pinned signer travels with the module"
+    );
+    let (s, _, _) = call(
+        &r,
+        reqwest::Method::GET,
+        "/instances/node-1/desired-state",
+        &token,
+        None,
+        &[("If-None-Match", &format!("\"{first_id}\""))],
+    )
+    .await;
+    assert_eq!(s, 304);
+    let (s, _, _) = call(
+        &r,
+        reqwest::Method::GET,
+        "/instances/node-1/desired-state",
+        "pni_wrong",
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(s, 401);
+    let (s, _) = post(
+        &r,
+        "/templates",
+        &token,
+        json!({"id": "y", "platform": "p"}),
+    )
+    .await;
+    assert_eq!(s, 401, "an instance token can do nothing else");
+    let v = drift(&r).await;
+    assert_eq!(v["drift"], true, "never reported: {v}");
+    assert_eq!(v["stale"], true);
+    report_state(&r, &token, &first_id, &doc).await;
+    let v = drift(&r).await;
+    assert_eq!(v["drift"], false, "{v}");
+    let (s, v) = r.get("/api/v1/instances/node-1", Some(READ_TOKEN)).await;
+    assert_eq!(s, 200);
+    assert_eq!(v["instance"]["template_id"], "edge");
+    assert_eq!(
+        v["instance"]["running_module_digests"]["my-redis"],
+        doc.modules[2].composefs_digest.to_string()
+    );
+    assert_eq!(v["instance"]["status"], "applied");
+
+    // A newer my-redis goes live: the state moves on, the instance is outdated.
+    let (_, redis) = &sources[2];
+    // (a new file: redis.conf itself is replaced by the override, so changing it would
+    // change the module's digest but not the merged tree's)
+    fs::write(
+        redis.path().join("rootfs/etc/redis/extra.conf"),
+        "maxclients 100\n",
+    )
+    .unwrap();
+    let (s, _) = post(
+        &r,
+        "/templates/edge/assignments",
+        OPS_TOKEN,
+        json!({"module_name": "my-redis", "requirement": "<1"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let newer = release_live(&r, &reg, &k, redis.path(), "my-redis", "0.2.0").await;
+    let (second_id, doc2) = desired(&r, &token, &key_pem).await;
+    assert_ne!(second_id, first_id);
+    assert_eq!(doc2.modules[2].version, "0.2.0");
+    let v = drift(&r).await;
+    assert_eq!(v["drift"], true);
+    assert_eq!(v["outdated"][0]["module"], "my-redis", "{v}");
+    assert_eq!(
+        v["outdated"][0]["running"],
+        doc.modules[2].composefs_digest.to_string()
+    );
+    assert_eq!(
+        v["outdated"][0]["desired"],
+        doc2.modules[2].composefs_digest.to_string()
+    );
+    assert_eq!(v["composefs_mismatch"], true);
+
+    // Yanked: the desired state falls back to 0.1.0, the very state the node runs.
+    let (s, v) = post(
+        &r,
+        &format!("/versions/{newer}/yank"),
+        OPS_TOKEN,
+        json!({"reason": "CVE"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    r.app.drain().await.unwrap();
+    let (third_id, doc3) = desired(&r, &token, &key_pem).await;
+    assert_eq!(
+        doc3.content_id(),
+        doc.content_id(),
+        "the same modules as the first state"
+    );
+    assert!(
+        doc3.sequence > doc2.sequence && doc2.sequence > doc.sequence,
+        "a new state, later in the sequence: {} {} {}",
+        doc.sequence,
+        doc2.sequence,
+        doc3.sequence
+    );
+    // The instance still runs the first state's modules: nothing is outdated.
+    report_state(&r, &token, &third_id, &doc3).await;
+    assert_eq!(drift(&r).await["drift"], false);
+
+    // A module that ships a path system-base protects: the state is not replaced.
+    let (_, rogue_dir) = &sources[4];
+    release_live(&r, &reg, &k, rogue_dir.path(), "rogue", "1.0.0").await;
+    let (s, v) = post(
+        &r,
+        "/templates/edge/assignments",
+        OPS_TOKEN,
+        json!({"module_name": "rogue"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["desired_state"]["blocked"], true, "{v}");
+    assert_eq!(
+        v["desired_state"]["state_id"],
+        third_id.as_str(),
+        "the served state stays"
+    );
+    let conflict = &v["desired_state"]["conflicts"][0];
+    assert_eq!(conflict["code"], "PROTECTED_OVERRIDDEN", "{v}");
+    assert!(
+        conflict["message"].as_str().unwrap().contains("/etc/fstab"),
+        "{conflict}"
+    );
+    let (fourth_id, _) = desired(&r, &token, &key_pem).await;
+    assert_eq!(fourth_id, third_id);
+    let (_, t) = r.get("/api/v1/templates/edge", Some(READ_TOKEN)).await;
+    assert_eq!(t["template"]["last_computation"]["blocked"], true, "{t}");
+    assert_eq!(
+        t["template"]["desired_state"]["state_id"],
+        third_id.as_str()
+    );
+    let (_, a) = r
+        .get("/api/v1/templates/edge/audit", Some(READ_TOKEN))
         .await;
-        assert_eq!(s, 201, "{v}");
-        let (s, v) = post(
-            &r,
-            "/templates",
-            READ_TOKEN,
-            json!({"id": "x", "platform": "p"}),
-        )
-        .await;
-        assert_eq!(s, 403, "templates need the operator role: {v}");
-        let (s, v) = post(
-            &r,
-            "/templates/edge/assignments",
-            OPS_TOKEN,
-            json!({"module_name": "my-redis", "requirement": "^0.1"}),
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
-        assert_eq!(
-            v["message"],
-            "Instances built from this template will get my-redis on next reconcile"
-        );
-        assert_eq!(
-            v["desired_state"]["modules"],
-            json!(["system-base", "security-hardening", "my-redis"])
-        );
-        let (s, v) = post(
-            &r,
-            "/templates/edge/assignments",
-            OPS_TOKEN,
-            json!({"module_name": "redis-tuning"}),
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
-        assert_eq!(v["desired_state"]["blocked"], false, "{v}");
-        let codes: Vec<&str> = v["desired_state"]["warnings"]
+    let actions: Vec<&str> = a["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x["action"].as_str().unwrap())
+        .collect();
+    for want in [
+        "template_created",
+        "module_assigned",
+        "desired_state_changed",
+        "desired_state_blocked",
+        "instance_registered",
+    ] {
+        assert!(actions.contains(&want), "{want} in {actions:?}");
+    }
+
+    // The walkthrough's validate: the collision shows before anything is pushed.
+    let (s, v) = post(&r, "/validate", READ_TOKEN, json!({
+        "manifest_yaml": fs::read_to_string(rogue_dir.path().join("manifest.yaml")).unwrap().replace("name: rogue", "name: rogue2"),
+        "category_slug": "userland",
+        "template_id": "edge",
+    })).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["valid"], false, "{v}");
+    assert!(
+        v["conflicts"]
             .as_array()
             .unwrap()
             .iter()
-            .map(|f| f["code"].as_str().unwrap())
-            .collect();
-        assert!(
-            codes.contains(&"FILE_SHADOWED"),
-            "the override replaces redis.conf: {codes:?}"
-        );
-        let (s, v) = post(
-            &r,
-            "/templates/edge/assignments",
-            OPS_TOKEN,
-            json!({"module_name": "my-redis", "requirement": "not semver"}),
+            .any(|c| c["code"] == "PROTECTED_OVERRIDDEN"),
+        "{v}"
+    );
+    let (s, v) = post(
+        &r,
+        "/validate",
+        READ_TOKEN,
+        json!({
+            "manifest_yaml": fs::read_to_string(sources[2].1.path().join("manifest.yaml")).unwrap(),
+            "category_slug": "userland",
+        }),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["valid"], true, "{v}");
+
+    // The same check from an author's machine: module-builder validate --against.
+    let (url, dir) = (r.url.clone(), rogue_dir.path().to_owned());
+    let o = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(powernode_testkit::module_builder())
+            .args([
+                "validate",
+                "--format",
+                "json",
+                "--against",
+                &url,
+                "--template",
+                "edge",
+            ])
+            .arg(&dir)
+            .env("POWERNODE_API_TOKEN", READ_TOKEN)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(
+        v["conflicts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["code"] == "PROTECTED_OVERRIDDEN"
+                && c["message"].as_str().unwrap().contains("/etc/fstab")),
+        "{v}"
+    );
+
+    // The walkthrough's version shapes: a light list, paginated, and the full record.
+    let (s, v) = r
+        .get(
+            "/api/v1/modules/my-redis/versions?limit=1",
+            Some(READ_TOKEN),
         )
         .await;
-        assert_eq!(s, 400, "{v}");
+    assert_eq!(s, 200, "{v}");
+    let first = &v["versions"][0];
+    assert_eq!(first["version_string"], "0.1.0", "{v}");
+    assert_eq!(first["lifecycle_state"], "live", "{v}");
+    assert!(
+        first["composefs_digest"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert!(
+        first.get("file_index").is_none() && first.get("manifest").is_none(),
+        "light: {first}"
+    );
+    let cursor = v["next_cursor"].as_str().unwrap().to_owned();
+    let (_, v) = r
+        .get(
+            &format!("/api/v1/modules/my-redis/versions?limit=1&cursor={cursor}"),
+            Some(READ_TOKEN),
+        )
+        .await;
+    assert_eq!(v["versions"][0]["version_string"], "0.2.0", "{v}");
+    assert_eq!(v["versions"][0]["lifecycle_state"], "yanked", "{v}");
+    assert!(v["next_cursor"].is_null(), "{v}");
+    let (s, _) = r
+        .get(
+            "/api/v1/modules/my-redis/versions?cursor=bogus",
+            Some(READ_TOKEN),
+        )
+        .await;
+    assert_eq!(s, 400);
+    let (_, full) = r
+        .get("/api/v1/versions/v-my-redis-0.1.0", Some(READ_TOKEN))
+        .await;
+    assert_eq!(
+        (
+            full["version_string"].clone(),
+            full["lifecycle_state"].clone()
+        ),
+        (json!("0.1.0"), json!("live"))
+    );
+    assert!(
+        full["file_index"].is_object(),
+        "the full record keeps the index"
+    );
 
-        // An instance registers, reads its signed state, reports it: no drift.
+    // The fleet summary.
+    let (s, v) = r.get("/api/v1/drift?template=edge", Some(READ_TOKEN)).await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["counts"]["total"], 1);
+    assert_eq!(v["counts"]["in_sync"], 1, "{v}");
+}
+
+/// The fleet summary counts every instance and pages through the drifting ones.
+#[rstest]
+#[tokio::test(flavor = "multi_thread")]
+async fn drift_summary_counts_and_pages_the_drifting_instances(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let r = serve(config(&db.url, "127.0.0.1:1", vec![])).await;
+    let (s, v) = post(
+        &r,
+        "/templates",
+        OPS_TOKEN,
+        json!({"id": "empty", "platform": "p"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let state = v["template"]["desired_state"]["state_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let merged = v["template"]["desired_state"]["document"]["composefs_digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut tokens = Vec::new();
+    for i in 0..5 {
         let (s, v) = post(
             &r,
             "/instances",
             OPS_TOKEN,
-            json!({"id": "node-1", "template_id": "edge"}),
+            json!({"id": format!("n{i}"), "template_id": "empty"}),
         )
         .await;
         assert_eq!(s, 201, "{v}");
-        let token = v["token"].as_str().unwrap().to_owned();
-        let (first_id, doc) = desired(&r, &token, &key_pem).await;
-        assert_eq!(
-            names(&doc),
-            [
-                "system-base",
-                "security-hardening",
-                "my-redis",
-                "redis-tuning"
-            ]
-        );
-        assert_eq!(doc.modules[2].version, "0.1.0");
-        assert!(doc.modules[2].reference.ends_with(&format!(
-            "{}@{}",
-            repo("my-redis"),
-            doc.modules[2].manifest_digest
-        )));
-        assert!(
-            !doc.modules[2].signer.keys.is_empty(),
-            "the pinned signer travels with the module"
-        );
-        let (s, _, _) = call(
-            &r,
-            reqwest::Method::GET,
-            "/instances/node-1/desired-state",
-            &token,
-            None,
-            &[("If-None-Match", &format!("\"{first_id}\""))],
-        )
-        .await;
-        assert_eq!(s, 304);
-        let (s, _, _) = call(
-            &r,
-            reqwest::Method::GET,
-            "/instances/node-1/desired-state",
-            "pni_wrong",
-            None,
-            &[],
-        )
-        .await;
-        assert_eq!(s, 401);
-        let (s, _) = post(
-            &r,
-            "/templates",
-            &token,
-            json!({"id": "y", "platform": "p"}),
-        )
-        .await;
-        assert_eq!(s, 401, "an instance token can do nothing else");
-        let v = drift(&r).await;
-        assert_eq!(v["drift"], true, "never reported: {v}");
-        assert_eq!(v["stale"], true);
-        report_state(&r, &token, &first_id, &doc).await;
-        let v = drift(&r).await;
-        assert_eq!(v["drift"], false, "{v}");
-        let (s, v) = r.get("/api/v1/instances/node-1", Some(READ_TOKEN)).await;
-        assert_eq!(s, 200);
-        assert_eq!(v["instance"]["template_id"], "edge");
-        assert_eq!(
-            v["instance"]["running_module_digests"]["my-redis"],
-            doc.modules[2].composefs_digest.to_string()
-        );
-        assert_eq!(v["instance"]["status"], "applied");
-
-        // A newer my-redis goes live: the state moves on, the instance is outdated.
-        let (_, redis) = &sources[2];
-        // (a new file: redis.conf itself is replaced by the override, so changing it would
-        // change the module's digest but not the merged tree's)
-        fs::write(
-            redis.path().join("rootfs/etc/redis/extra.conf"),
-            "maxclients 100\n",
-        )
-        .unwrap();
-        let (s, _) = post(
-            &r,
-            "/templates/edge/assignments",
-            OPS_TOKEN,
-            json!({"module_name": "my-redis", "requirement": "<1"}),
-        )
-        .await;
-        assert_eq!(s, 200);
-        let newer = release_live(&r, &reg, &k, redis.path(), "my-redis", "0.2.0").await;
-        let (second_id, doc2) = desired(&r, &token, &key_pem).await;
-        assert_ne!(second_id, first_id);
-        assert_eq!(doc2.modules[2].version, "0.2.0");
-        let v = drift(&r).await;
-        assert_eq!(v["drift"], true);
-        assert_eq!(v["outdated"][0]["module"], "my-redis", "{v}");
-        assert_eq!(
-            v["outdated"][0]["running"],
-            doc.modules[2].composefs_digest.to_string()
-        );
-        assert_eq!(
-            v["outdated"][0]["desired"],
-            doc2.modules[2].composefs_digest.to_string()
-        );
-        assert_eq!(v["composefs_mismatch"], true);
-
-        // Yanked: the desired state falls back to 0.1.0, the very state the node runs.
-        let (s, v) = post(
-            &r,
-            &format!("/versions/{newer}/yank"),
-            OPS_TOKEN,
-            json!({"reason": "CVE"}),
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
-        r.app.drain().await.unwrap();
-        let (third_id, doc3) = desired(&r, &token, &key_pem).await;
-        assert_eq!(
-            doc3.content_id(),
-            doc.content_id(),
-            "the same modules as the first state"
-        );
-        assert!(
-            doc3.sequence > doc2.sequence && doc2.sequence > doc.sequence,
-            "a new state, later in the sequence: {} {} {}",
-            doc.sequence,
-            doc2.sequence,
-            doc3.sequence
-        );
-        // The instance still runs the first state's modules: nothing is outdated.
-        report_state(&r, &token, &third_id, &doc3).await;
-        assert_eq!(drift(&r).await["drift"], false);
-
-        // A module that ships a path system-base protects: the state is not replaced.
-        let (_, rogue_dir) = &sources[4];
-        release_live(&r, &reg, &k, rogue_dir.path(), "rogue", "1.0.0").await;
-        let (s, v) = post(
-            &r,
-            "/templates/edge/assignments",
-            OPS_TOKEN,
-            json!({"module_name": "rogue"}),
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
-        assert_eq!(v["desired_state"]["blocked"], true, "{v}");
-        assert_eq!(
-            v["desired_state"]["state_id"],
-            third_id.as_str(),
-            "the served state stays"
-        );
-        let conflict = &v["desired_state"]["conflicts"][0];
-        assert_eq!(conflict["code"], "PROTECTED_OVERRIDDEN", "{v}");
-        assert!(
-            conflict["message"].as_str().unwrap().contains("/etc/fstab"),
-            "{conflict}"
-        );
-        let (fourth_id, _) = desired(&r, &token, &key_pem).await;
-        assert_eq!(fourth_id, third_id);
-        let (_, t) = r.get("/api/v1/templates/edge", Some(READ_TOKEN)).await;
-        assert_eq!(t["template"]["last_computation"]["blocked"], true, "{t}");
-        assert_eq!(
-            t["template"]["desired_state"]["state_id"],
-            third_id.as_str()
-        );
-        let (_, a) = r
-            .get("/api/v1/templates/edge/audit", Some(READ_TOKEN))
-            .await;
-        let actions: Vec<&str> = a["audit"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x["action"].as_str().unwrap())
-            .collect();
-        for want in [
-            "template_created",
-            "module_assigned",
-            "desired_state_changed",
-            "desired_state_blocked",
-            "instance_registered",
-        ] {
-            assert!(actions.contains(&want), "{want} in {actions:?}");
-        }
-
-        // The walkthrough's validate: the collision shows before anything is pushed.
-        let (s, v) = post(&r, "/validate", READ_TOKEN, json!({
-            "manifest_yaml": fs::read_to_string(rogue_dir.path().join("manifest.yaml")).unwrap().replace("name: rogue", "name: rogue2"),
-            "category_slug": "userland",
-            "template_id": "edge",
-        })).await;
-        assert_eq!(s, 200, "{v}");
-        assert_eq!(v["valid"], false, "{v}");
-        assert!(
-            v["conflicts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|c| c["code"] == "PROTECTED_OVERRIDDEN"),
-            "{v}"
-        );
-        let (s, v) = post(&r, "/validate", READ_TOKEN, json!({
-            "manifest_yaml": fs::read_to_string(sources[2].1.path().join("manifest.yaml")).unwrap(),
-            "category_slug": "userland",
-        })).await;
-        assert_eq!(s, 200, "{v}");
-        assert_eq!(v["valid"], true, "{v}");
-
-        // The same check from an author's machine: module-builder validate --against.
-        let (url, dir) = (r.url.clone(), rogue_dir.path().to_owned());
-        let o = tokio::task::spawn_blocking(move || {
-            std::process::Command::new(powernode_testkit::module_builder())
-                .args([
-                    "validate",
-                    "--format",
-                    "json",
-                    "--against",
-                    &url,
-                    "--template",
-                    "edge",
-                ])
-                .arg(&dir)
-                .env("POWERNODE_API_TOKEN", READ_TOKEN)
-                .output()
-                .unwrap()
-        })
-        .await
-        .unwrap();
-        assert_eq!(
-            o.status.code(),
-            Some(1),
-            "{}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let v: Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert!(
-            v["conflicts"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|c| c["code"] == "PROTECTED_OVERRIDDEN"
-                    && c["message"].as_str().unwrap().contains("/etc/fstab")),
-            "{v}"
-        );
-
-        // The walkthrough's version shapes: a light list, paginated, and the full record.
-        let (s, v) = r
-            .get(
-                "/api/v1/modules/my-redis/versions?limit=1",
-                Some(READ_TOKEN),
-            )
-            .await;
-        assert_eq!(s, 200, "{v}");
-        let first = &v["versions"][0];
-        assert_eq!(first["version_string"], "0.1.0", "{v}");
-        assert_eq!(first["lifecycle_state"], "live", "{v}");
-        assert!(
-            first["composefs_digest"]
-                .as_str()
-                .unwrap()
-                .starts_with("sha256:")
-        );
-        assert!(
-            first.get("file_index").is_none() && first.get("manifest").is_none(),
-            "light: {first}"
-        );
-        let cursor = v["next_cursor"].as_str().unwrap().to_owned();
-        let (_, v) = r
-            .get(
-                &format!("/api/v1/modules/my-redis/versions?limit=1&cursor={cursor}"),
-                Some(READ_TOKEN),
-            )
-            .await;
-        assert_eq!(v["versions"][0]["version_string"], "0.2.0", "{v}");
-        assert_eq!(v["versions"][0]["lifecycle_state"], "yanked", "{v}");
-        assert!(v["next_cursor"].is_null(), "{v}");
-        let (s, _) = r
-            .get(
-                "/api/v1/modules/my-redis/versions?cursor=bogus",
-                Some(READ_TOKEN),
-            )
-            .await;
-        assert_eq!(s, 400);
-        let (_, full) = r
-            .get("/api/v1/versions/v-my-redis-0.1.0", Some(READ_TOKEN))
-            .await;
-        assert_eq!(
-            (
-                full["version_string"].clone(),
-                full["lifecycle_state"].clone()
-            ),
-            (json!("0.1.0"), json!("live"))
-        );
-        assert!(
-            full["file_index"].is_object(),
-            "the full record keeps the index"
-        );
-
-        // The fleet summary.
-        let (s, v) = r.get("/api/v1/drift?template=edge", Some(READ_TOKEN)).await;
-        assert_eq!(s, 200, "{v}");
-        assert_eq!(v["counts"]["total"], 1);
-        assert_eq!(v["counts"]["in_sync"], 1, "{v}");
+        tokens.push(v["token"].as_str().unwrap().to_owned());
     }
-}
-
-/// The fleet summary counts every instance and pages through the drifting ones.
-#[tokio::test(flavor = "multi_thread")]
-async fn drift_summary_counts_and_pages_the_drifting_instances() {
-    for db in databases().await {
-        let r = serve(config(&db.url, "127.0.0.1:1", vec![])).await;
+    let report = |composefs: &str, status: &str| json!({"desired_state_id": state, "running_module_digests": {}, "composefs_digest": composefs, "status": status});
+    for (i, token) in tokens.iter().enumerate().take(3) {
         let (s, v) = post(
             &r,
-            "/templates",
-            OPS_TOKEN,
-            json!({"id": "empty", "platform": "p"}),
-        )
-        .await;
-        assert_eq!(s, 201, "{v}");
-        let state = v["template"]["desired_state"]["state_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let merged = v["template"]["desired_state"]["document"]["composefs_digest"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let mut tokens = Vec::new();
-        for i in 0..5 {
-            let (s, v) = post(
-                &r,
-                "/instances",
-                OPS_TOKEN,
-                json!({"id": format!("n{i}"), "template_id": "empty"}),
-            )
-            .await;
-            assert_eq!(s, 201, "{v}");
-            tokens.push(v["token"].as_str().unwrap().to_owned());
-        }
-        let report = |composefs: &str, status: &str| json!({"desired_state_id": state, "running_module_digests": {}, "composefs_digest": composefs, "status": status});
-        for (i, token) in tokens.iter().enumerate().take(3) {
-            let (s, v) = post(
-                &r,
-                &format!("/instances/n{i}/report"),
-                token,
-                report(&merged, "applied"),
-            )
-            .await;
-            assert_eq!(s, 200, "{v}");
-        }
-        let other = format!("sha256:{}", "0".repeat(64));
-        let (s, _) = post(
-            &r,
-            "/instances/n3/report",
-            &tokens[3],
-            report(&other, "failed"),
-        )
-        .await;
-        assert_eq!(s, 200);
-        let (s, v) = post(
-            &r,
-            "/instances/n3/report",
-            &tokens[4],
+            &format!("/instances/n{i}/report"),
+            token,
             report(&merged, "applied"),
         )
         .await;
-        assert_eq!(
-            s, 401,
-            "one instance's token cannot report for another: {v}"
-        );
-        let (s, v) = post(
-            &r,
-            "/instances/n2/report",
-            &tokens[2],
-            json!({"desired_state_id": "nope", "running_module_digests": {}, "status": "applied"}),
+        assert_eq!(s, 200, "{v}");
+    }
+    let other = format!("sha256:{}", "0".repeat(64));
+    let (s, _) = post(
+        &r,
+        "/instances/n3/report",
+        &tokens[3],
+        report(&other, "failed"),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, v) = post(
+        &r,
+        "/instances/n3/report",
+        &tokens[4],
+        report(&merged, "applied"),
+    )
+    .await;
+    assert_eq!(
+        s, 401,
+        "one instance's token cannot report for another: {v}"
+    );
+    let (s, v) = post(
+        &r,
+        "/instances/n2/report",
+        &tokens[2],
+        json!({"desired_state_id": "nope", "running_module_digests": {}, "status": "applied"}),
+    )
+    .await;
+    assert_eq!(s, 400, "a malformed report is refused: {v}");
+    assert_eq!(v["error"], "bad_request", "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("desired_state_id"),
+        "the message names the field: {v}"
+    );
+
+    let (s, v) = r
+        .get("/api/v1/drift?template=empty&limit=1", Some(READ_TOKEN))
+        .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(
+        v["counts"],
+        json!({"total": 5, "in_sync": 3, "drifting": 2, "stale": 1, "failed": 1, "rejected": 0, "never_reported": 1}),
+        "{v}"
+    );
+    assert_eq!(v["drifting"][0]["id"], "n3");
+    assert!(
+        v["drifting"][0]["reasons"].to_string().contains("failed"),
+        "{v}"
+    );
+    let cursor = v["next_cursor"].as_str().unwrap().to_owned();
+    let (_, v) = r
+        .get(
+            &format!("/api/v1/drift?template=empty&limit=1&cursor={cursor}"),
+            Some(READ_TOKEN),
         )
         .await;
-        assert_eq!(s, 400, "a malformed report is refused: {v}");
-        assert_eq!(v["error"], "bad_request", "{v}");
-        assert!(
-            v["message"].as_str().unwrap().contains("desired_state_id"),
-            "the message names the field: {v}"
-        );
-
-        let (s, v) = r
-            .get("/api/v1/drift?template=empty&limit=1", Some(READ_TOKEN))
-            .await;
-        assert_eq!(s, 200, "{v}");
-        assert_eq!(
-            v["counts"],
-            json!({"total": 5, "in_sync": 3, "drifting": 2, "stale": 1, "failed": 1, "rejected": 0, "never_reported": 1}),
-            "{v}"
-        );
-        assert_eq!(v["drifting"][0]["id"], "n3");
-        assert!(
-            v["drifting"][0]["reasons"].to_string().contains("failed"),
-            "{v}"
-        );
-        let cursor = v["next_cursor"].as_str().unwrap().to_owned();
-        let (_, v) = r
-            .get(
-                &format!("/api/v1/drift?template=empty&limit=1&cursor={cursor}"),
-                Some(READ_TOKEN),
-            )
-            .await;
-        assert_eq!(v["drifting"][0]["id"], "n4", "{v}");
-        assert!(
-            v["drifting"][0]["reasons"]
-                .to_string()
-                .contains("never reported"),
-            "{v}"
-        );
-        assert!(v["next_cursor"].is_null(), "{v}");
-        let (s, _) = r.get("/api/v1/drift?template=nope", Some(READ_TOKEN)).await;
-        assert_eq!(s, 404);
-    }
+    assert_eq!(v["drifting"][0]["id"], "n4", "{v}");
+    assert!(
+        v["drifting"][0]["reasons"]
+            .to_string()
+            .contains("never reported"),
+        "{v}"
+    );
+    assert!(v["next_cursor"].is_null(), "{v}");
+    let (s, _) = r.get("/api/v1/drift?template=nope", Some(READ_TOKEN)).await;
+    assert_eq!(s, 404);
 }
 
 /// A live version whose stored index cannot be composed blocks the templates that need it

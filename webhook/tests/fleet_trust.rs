@@ -7,6 +7,7 @@ mod common;
 use common::{fleet::*, release::*, *};
 use powernode_module::{desired_state::DesiredState, lifecycle::StagePolicy};
 use powernode_testkit::registry::TestRegistry;
+use rstest::rstest;
 use serde_json::{Value, json};
 
 const MODULES: [&str; 3] = ["system-base", "security-hardening", "my-redis"];
@@ -75,91 +76,93 @@ async fn template(r: &Running) -> Value {
 /// (`DEP_MISSING`), yet the state that named the yanked version is not served any more.
 /// The template is served without the yanked module and what needs it, says so, and an
 /// instance still running the yanked digest drifts with `yanked_running`.
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn a_yanked_dependency_is_never_served_again() {
-    for db in databases().await {
-        let (r, _reg, token) = edge(
-            &db,
-            module_webhook::store::Clock::system(),
-            &["system-base", "my-redis"],
-        )
+async fn a_yanked_dependency_is_never_served_again(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let (r, _reg, token) = edge(
+        &db,
+        module_webhook::store::Clock::system(),
+        &["system-base", "my-redis"],
+    )
+    .await;
+    let (first_id, first) = signed_state_of(&r, "node-1", &token).await;
+    assert_eq!(
+        names(&first),
+        ["system-base", "security-hardening", "my-redis"]
+    );
+    report_signed_state(&r, "node-1", &token, &first_id, &first).await;
+    let yanked = first.modules[1].clone();
+    assert!(template(&r).await["degraded"].is_null());
+
+    let (s, v) = post(
+        &r,
+        "/versions/v-security-hardening-1.0.0/yank",
+        OPS_TOKEN,
+        json!({"reason": "CVE"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    r.app.drain().await.unwrap();
+
+    let (id, doc) = signed_state_of(&r, "node-1", &token).await;
+    assert_ne!(
+        id, first_id,
+        "the state naming the yanked version is replaced"
+    );
+    assert_eq!(names(&doc), ["system-base"], "without it and what needs it");
+    assert!(doc.sequence > first.sequence);
+    assert!(
+        doc.modules
+            .iter()
+            .all(|m| m.manifest_digest != yanked.manifest_digest)
+    );
+    let t = template(&r).await;
+    assert_eq!(t["degraded"]["mode"], "degraded", "{t}");
+    assert_eq!(t["degraded"]["dropped"], json!(["my-redis"]), "{t}");
+    assert!(
+        t["degraded"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no longer live"),
+        "{t}"
+    );
+    assert!(
+        t["degraded"]["findings"]
+            .to_string()
+            .contains("DEP_MISSING"),
+        "{t}"
+    );
+    assert_eq!(t["desired_state"]["state_id"], id.as_str(), "{t}");
+
+    // The instance has not moved yet: it runs the yanked digest, and drift says so.
+    let (s, v) = r
+        .get("/api/v1/instances/node-1/drift", Some(READ_TOKEN))
         .await;
-        let (first_id, first) = signed_state_of(&r, "node-1", &token).await;
-        assert_eq!(
-            names(&first),
-            ["system-base", "security-hardening", "my-redis"]
-        );
-        report_signed_state(&r, "node-1", &token, &first_id, &first).await;
-        let yanked = first.modules[1].clone();
-        assert!(template(&r).await["degraded"].is_null());
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["drift"], true, "{v}");
+    assert_eq!(
+        v["yanked_running"][0]["module"], "security-hardening",
+        "{v}"
+    );
+    assert_eq!(
+        v["yanked_running"][0]["digest"],
+        yanked.composefs_digest.to_string()
+    );
+    assert!(v["reasons"].to_string().contains("yanked"), "{v}");
 
-        let (s, v) = post(
-            &r,
-            "/versions/v-security-hardening-1.0.0/yank",
-            OPS_TOKEN,
-            json!({"reason": "CVE"}),
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
-        r.app.drain().await.unwrap();
-
-        let (id, doc) = signed_state_of(&r, "node-1", &token).await;
-        assert_ne!(
-            id, first_id,
-            "the state naming the yanked version is replaced"
-        );
-        assert_eq!(names(&doc), ["system-base"], "without it and what needs it");
-        assert!(doc.sequence > first.sequence);
-        assert!(
-            doc.modules
-                .iter()
-                .all(|m| m.manifest_digest != yanked.manifest_digest)
-        );
-        let t = template(&r).await;
-        assert_eq!(t["degraded"]["mode"], "degraded", "{t}");
-        assert_eq!(t["degraded"]["dropped"], json!(["my-redis"]), "{t}");
-        assert!(
-            t["degraded"]["reason"]
-                .as_str()
-                .unwrap()
-                .contains("no longer live"),
-            "{t}"
-        );
-        assert!(
-            t["degraded"]["findings"]
-                .to_string()
-                .contains("DEP_MISSING"),
-            "{t}"
-        );
-        assert_eq!(t["desired_state"]["state_id"], id.as_str(), "{t}");
-
-        // The instance has not moved yet: it runs the yanked digest, and drift says so.
-        let (s, v) = r
-            .get("/api/v1/instances/node-1/drift", Some(READ_TOKEN))
-            .await;
-        assert_eq!(s, 200, "{v}");
-        assert_eq!(v["drift"], true, "{v}");
-        assert_eq!(
-            v["yanked_running"][0]["module"], "security-hardening",
-            "{v}"
-        );
-        assert_eq!(
-            v["yanked_running"][0]["digest"],
-            yanked.composefs_digest.to_string()
-        );
-        assert!(v["reasons"].to_string().contains("yanked"), "{v}");
-
-        // Recomputing the same inputs serves the same state (no new sequence).
-        r.app
-            .state
-            .store
-            .enqueue(&module_webhook::fleet::recompute_job())
-            .await
-            .unwrap();
-        r.app.drain().await.unwrap();
-        let (again, _) = signed_state_of(&r, "node-1", &token).await;
-        assert_eq!(again, id);
-    }
+    // Recomputing the same inputs serves the same state (no new sequence).
+    r.app
+        .state
+        .store
+        .enqueue(&module_webhook::fleet::recompute_job())
+        .await
+        .unwrap();
+    r.app.drain().await.unwrap();
+    let (again, _) = signed_state_of(&r, "node-1", &token).await;
+    assert_eq!(again, id);
 }
 
 /// A served state is signed with its template, sequence and expiry, and re-issued (same
@@ -207,105 +210,108 @@ fn plain(dir: &std::path::Path, name: &str, file: &str, protect: bool) {
 
 /// When even the assignments that compose on their own conflict together, the state naming
 /// the yanked version is replaced by a signed hold (no modules: nodes keep what they run).
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn nothing_composable_without_a_yanked_version_serves_a_hold() {
-    for db in databases().await {
-        let reg = TestRegistry::start();
-        let k = keys();
-        let policies = ["alpha", "beta"]
-            .iter()
-            .map(|m| key_policy(m, &repo(m), k.public.clone()))
-            .collect();
-        let mut cfg = config(&db.url, &reg.host, policies);
-        cfg.promotion.live = StagePolicy::default();
-        let r = serve(cfg).await;
-        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        plain(a.path(), "alpha", "alpha.conf", false);
-        plain(b.path(), "beta", "shared.conf", true);
-        release_live(&r, &reg, &k, a.path(), "alpha", "1.0.0").await;
-        release_live(&r, &reg, &k, b.path(), "beta", "1.0.0").await;
-        let (s, v) = post(
-            &r,
-            "/templates",
-            OPS_TOKEN,
-            json!({"id": "edge", "platform": "p"}),
-        )
-        .await;
-        assert_eq!(s, 201, "{v}");
-        for m in ["alpha", "beta"] {
-            let body = json!({"module_name": m});
-            let (s, v) = post(&r, "/templates/edge/assignments", OPS_TOKEN, body).await;
-            assert_eq!(s, 200, "{v}");
-        }
-        let first = template(&r).await["desired_state"]["document"].clone();
-        assert_eq!(first["modules"].as_array().unwrap().len(), 2, "{first}");
-
-        // alpha 1.1.0 protects beta's file too: blocked, the served state stays (all live).
-        let a2 = tempfile::tempdir().unwrap();
-        plain(a2.path(), "alpha", "shared.conf", true);
-        release_live(&r, &reg, &k, a2.path(), "alpha", "1.1.0").await;
-        let t = template(&r).await;
-        assert_eq!(t["last_computation"]["blocked"], true, "{t}");
-        assert_eq!(t["desired_state"]["document"], first, "{t}");
-        assert!(t["degraded"].is_null(), "{t}");
-
-        // alpha 1.0.0 yanked: each assignment composes alone, not together. A hold.
-        let (s, v) = post(
-            &r,
-            "/versions/v-alpha-1.0.0/yank",
-            OPS_TOKEN,
-            json!({"reason": "CVE"}),
-        )
-        .await;
+async fn nothing_composable_without_a_yanked_version_serves_a_hold(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let reg = TestRegistry::start();
+    let k = keys();
+    let policies = ["alpha", "beta"]
+        .iter()
+        .map(|m| key_policy(m, &repo(m), k.public.clone()))
+        .collect();
+    let mut cfg = config(&db.url, &reg.host, policies);
+    cfg.promotion.live = StagePolicy::default();
+    let r = serve(cfg).await;
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    plain(a.path(), "alpha", "alpha.conf", false);
+    plain(b.path(), "beta", "shared.conf", true);
+    release_live(&r, &reg, &k, a.path(), "alpha", "1.0.0").await;
+    release_live(&r, &reg, &k, b.path(), "beta", "1.0.0").await;
+    let (s, v) = post(
+        &r,
+        "/templates",
+        OPS_TOKEN,
+        json!({"id": "edge", "platform": "p"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    for m in ["alpha", "beta"] {
+        let body = json!({"module_name": m});
+        let (s, v) = post(&r, "/templates/edge/assignments", OPS_TOKEN, body).await;
         assert_eq!(s, 200, "{v}");
-        r.app.drain().await.unwrap();
-        let t = template(&r).await;
-        assert_eq!(t["degraded"]["mode"], "held", "{t}");
-        assert_eq!(t["degraded"]["dropped"], json!(["alpha", "beta"]), "{t}");
-        let doc: DesiredState =
-            serde_json::from_value(t["desired_state"]["document"].clone()).unwrap();
-        assert!(doc.modules.is_empty(), "{t}");
-        assert!(
-            doc.hold.as_deref().unwrap().contains("no longer live"),
-            "{t}"
-        );
-        assert!(doc.sequence > first["sequence"].as_u64().unwrap());
     }
+    let first = template(&r).await["desired_state"]["document"].clone();
+    assert_eq!(first["modules"].as_array().unwrap().len(), 2, "{first}");
+
+    // alpha 1.1.0 protects beta's file too: blocked, the served state stays (all live).
+    let a2 = tempfile::tempdir().unwrap();
+    plain(a2.path(), "alpha", "shared.conf", true);
+    release_live(&r, &reg, &k, a2.path(), "alpha", "1.1.0").await;
+    let t = template(&r).await;
+    assert_eq!(t["last_computation"]["blocked"], true, "{t}");
+    assert_eq!(t["desired_state"]["document"], first, "{t}");
+    assert!(t["degraded"].is_null(), "{t}");
+
+    // alpha 1.0.0 yanked: each assignment composes alone, not together. A hold.
+    let (s, v) = post(
+        &r,
+        "/versions/v-alpha-1.0.0/yank",
+        OPS_TOKEN,
+        json!({"reason": "CVE"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    r.app.drain().await.unwrap();
+    let t = template(&r).await;
+    assert_eq!(t["degraded"]["mode"], "held", "{t}");
+    assert_eq!(t["degraded"]["dropped"], json!(["alpha", "beta"]), "{t}");
+    let doc: DesiredState = serde_json::from_value(t["desired_state"]["document"].clone()).unwrap();
+    assert!(doc.modules.is_empty(), "{t}");
+    assert!(
+        doc.hold.as_deref().unwrap().contains("no longer live"),
+        "{t}"
+    );
+    assert!(doc.sequence > first["sequence"].as_u64().unwrap());
 }
 
 /// A state served before schema 2 (the migration leaves it with sequence 0 and no expiry)
 /// is re-issued as schema 2, same content, when it is next read: nodes refuse schema 1.
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn a_schema_1_state_is_reissued_as_schema_2_when_read() {
-    for db in databases().await {
-        let (r, _reg, token) = edge(
-            &db,
-            module_webhook::store::Clock::system(),
-            &["system-base"],
-        )
-        .await;
-        let (id, doc) = signed_state_of(&r, "node-1", &token).await;
-        let mut v1 = serde_json::to_value(&doc).unwrap();
-        let o = v1.as_object_mut().unwrap();
-        for k in ["sequence", "issued_at", "expires_at"] {
-            o.remove(k);
-        }
-        o.insert("schema_version".into(), 1.into());
-        sqlx::any::install_default_drivers();
-        let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
-        sqlx::query(
-            "UPDATE desired_states SET document = $1, sequence = 0, expires_at = 0, state_id = 'sha256:old'",
-        )
-        .bind(v1.to_string())
-        .execute(&pool)
-        .await
-        .unwrap();
-        pool.close().await;
-        tokio::time::sleep(module_webhook::fleet::cache::STATE_TTL).await;
-        let (next, doc2) = signed_state_of(&r, "node-1", &token).await;
-        assert_ne!(next, id);
-        assert_eq!(doc2.schema_version, 2);
-        assert_eq!(doc2.sequence, 1);
-        assert_eq!(doc2.content_id(), doc.content_id());
+async fn a_schema_1_state_is_reissued_as_schema_2_when_read(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let (r, _reg, token) = edge(
+        &db,
+        module_webhook::store::Clock::system(),
+        &["system-base"],
+    )
+    .await;
+    let (id, doc) = signed_state_of(&r, "node-1", &token).await;
+    let mut v1 = serde_json::to_value(&doc).unwrap();
+    let o = v1.as_object_mut().unwrap();
+    for k in ["sequence", "issued_at", "expires_at"] {
+        o.remove(k);
     }
+    o.insert("schema_version".into(), 1.into());
+    sqlx::any::install_default_drivers();
+    let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    sqlx::query(
+        "UPDATE desired_states SET document = $1, sequence = 0, expires_at = 0, state_id = 'sha256:old'",
+    )
+    .bind(v1.to_string())
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    tokio::time::sleep(module_webhook::fleet::cache::STATE_TTL).await;
+    let (next, doc2) = signed_state_of(&r, "node-1", &token).await;
+    assert_ne!(next, id);
+    assert_eq!(doc2.schema_version, 2);
+    assert_eq!(doc2.sequence, 1);
+    assert_eq!(doc2.content_id(), doc.content_id());
 }

@@ -14,6 +14,7 @@ use powernode_module::{
     trust::{keys, sign},
 };
 use powernode_testkit::registry::{TestRegistry, free_port};
+use rstest::rstest;
 use std::{fs, path::Path, time::Duration};
 
 const REPO: &str = "acct/modules/my-redis-module";
@@ -62,104 +63,103 @@ async fn audit_actions(r: &Running, id: &str) -> Vec<String> {
         .collect()
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn release_is_ingested_to_draft_through_registry_notifications() {
-    for db in databases().await {
-        let k = keys();
-        let port = free_port();
-        let r = serve(config(
-            &db.url,
-            &format!("127.0.0.1:{port}"),
-            vec![key_policy("my-redis", REPO, k.public.clone())],
-        ))
-        .await;
-        let reg = TestRegistry::start_notifying(
-            port,
-            &format!("{}/hooks/distribution", r.url),
-            DIST_TOKEN,
-        );
-        let m = module("my-redis");
-        let out = mb(
-            &[
-                "release",
-                "--ref",
-                &reg.repo(REPO),
-                "--version",
-                "0.1.0",
-                "--source-date-epoch",
-                "1700000000",
-            ],
-            Some(m.path()),
-            Some(&k.key),
-        );
-        let reference = out.lines().last().unwrap().trim().to_owned();
-        // Artifact manifest + signature manifest.
-        wait_for_deliveries(&r, 2).await;
-        r.app.drain().await.unwrap();
-        let v = r
-            .app
-            .state
-            .store
-            .version("my-redis", "0.1.0")
-            .await
+async fn release_is_ingested_to_draft_through_registry_notifications(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let k = keys();
+    let port = free_port();
+    let r = serve(config(
+        &db.url,
+        &format!("127.0.0.1:{port}"),
+        vec![key_policy("my-redis", REPO, k.public.clone())],
+    ))
+    .await;
+    let reg =
+        TestRegistry::start_notifying(port, &format!("{}/hooks/distribution", r.url), DIST_TOKEN);
+    let m = module("my-redis");
+    let out = mb(
+        &[
+            "release",
+            "--ref",
+            &reg.repo(REPO),
+            "--version",
+            "0.1.0",
+            "--source-date-epoch",
+            "1700000000",
+        ],
+        Some(m.path()),
+        Some(&k.key),
+    );
+    let reference = out.lines().last().unwrap().trim().to_owned();
+    // Artifact manifest + signature manifest.
+    wait_for_deliveries(&r, 2).await;
+    r.app.drain().await.unwrap();
+    let v = r
+        .app
+        .state
+        .store
+        .version("my-redis", "0.1.0")
+        .await
+        .unwrap()
+        .expect("a version");
+    assert_eq!(
+        v.lifecycle,
+        Lifecycle::Draft,
+        "{}: {:?}",
+        db.name,
+        v.reject_reason
+    );
+    assert_eq!(v.id, "v-my-redis-0.1.0");
+    assert_eq!(v.manifest_digest, digest_of(&reference));
+    let mj: serde_json::Value =
+        serde_json::from_slice(&fs::read(m.path().join("dist/module.json")).unwrap()).unwrap();
+    assert_eq!(
+        v.composefs_digest.as_deref(),
+        mj["composefs"]["digest"].as_str()
+    );
+    assert_eq!(v.artifact_digest.as_deref(), mj["tar"]["sha256"].as_str());
+    assert_eq!(v.composefs_format, Some(1));
+    assert!(v.manifest.as_deref().unwrap().contains("name: my-redis"));
+    assert!(
+        v.file_index
+            .as_ref()
             .unwrap()
-            .expect("a version");
-        assert_eq!(
-            v.lifecycle,
-            Lifecycle::Draft,
-            "{}: {:?}",
-            db.name,
-            v.reject_reason
-        );
-        assert_eq!(v.id, "v-my-redis-0.1.0");
-        assert_eq!(v.manifest_digest, digest_of(&reference));
-        let mj: serde_json::Value =
-            serde_json::from_slice(&fs::read(m.path().join("dist/module.json")).unwrap()).unwrap();
-        assert_eq!(
-            v.composefs_digest.as_deref(),
-            mj["composefs"]["digest"].as_str()
-        );
-        assert_eq!(v.artifact_digest.as_deref(), mj["tar"]["sha256"].as_str());
-        assert_eq!(v.composefs_format, Some(1));
-        assert!(v.manifest.as_deref().unwrap().contains("name: my-redis"));
-        assert!(
-            v.file_index
-                .as_ref()
-                .unwrap()
-                .to_string()
-                .contains("rootfs/etc/redis/redis.conf")
-        );
-        let actions = audit_actions(&r, &v.id).await;
-        assert_eq!(
-            actions.iter().filter(|a| *a == "ingested").count(),
-            1,
-            "{actions:?}"
-        );
+            .to_string()
+            .contains("rootfs/etc/redis/redis.conf")
+    );
+    let actions = audit_actions(&r, &v.id).await;
+    assert_eq!(
+        actions.iter().filter(|a| *a == "ingested").count(),
+        1,
+        "{actions:?}"
+    );
 
-        // The API shows it.
-        let (s, body) = r
-            .get(
-                "/api/v1/modules/my-redis/versions?state=draft",
-                Some(READ_TOKEN),
-            )
-            .await;
-        assert_eq!(s, 200);
-        assert_eq!(body["versions"][0]["id"], "v-my-redis-0.1.0");
-        let (s, body) = r
-            .get("/api/v1/versions/v-my-redis-0.1.0/audit", Some(READ_TOKEN))
-            .await;
-        assert_eq!(s, 200);
-        assert!(
-            body["audit"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .any(|a| a["to_state"] == "draft"),
-            "{body}"
-        );
-        let (_, body) = r.get("/api/v1/modules", Some(READ_TOKEN)).await;
-        assert_eq!(body["modules"][0]["name"], "my-redis");
-    }
+    // The API shows it.
+    let (s, body) = r
+        .get(
+            "/api/v1/modules/my-redis/versions?state=draft",
+            Some(READ_TOKEN),
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(body["versions"][0]["id"], "v-my-redis-0.1.0");
+    let (s, body) = r
+        .get("/api/v1/versions/v-my-redis-0.1.0/audit", Some(READ_TOKEN))
+        .await;
+    assert_eq!(s, 200);
+    assert!(
+        body["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["to_state"] == "draft"),
+        "{body}"
+    );
+    let (_, body) = r.get("/api/v1/modules", Some(READ_TOKEN)).await;
+    assert_eq!(body["modules"][0]["name"], "my-redis");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -199,120 +199,122 @@ async fn reconciler_ingests_what_was_pushed_while_the_receiver_was_down() {
     assert_eq!(reconcile(&r.app.worker.ctx).await.unwrap(), 0);
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn signature_after_and_before_the_artifact_and_duplicates_give_one_version() {
-    for db in databases().await {
-        let k = keys();
-        let reg = TestRegistry::start();
-        let r = serve(config(
-            &db.url,
-            &reg.host,
-            vec![key_policy("my-redis", REPO, k.public.clone())],
-        ))
-        .await;
-        let m = module("my-redis");
-        let target = reg.repo(REPO);
+async fn signature_after_and_before_the_artifact_and_duplicates_give_one_version(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let k = keys();
+    let reg = TestRegistry::start();
+    let r = serve(config(
+        &db.url,
+        &reg.host,
+        vec![key_policy("my-redis", REPO, k.public.clone())],
+    ))
+    .await;
+    let m = module("my-redis");
+    let target = reg.repo(REPO);
 
-        // Artifact first, unsigned: pending_signature.
-        let reference = push(m.path(), &target, "0.3.0");
-        let d = digest_of(&reference);
+    // Artifact first, unsigned: pending_signature.
+    let reference = push(m.path(), &target, "0.3.0");
+    let d = digest_of(&reference);
+    r.post(
+        "/hooks/distribution",
+        dist_envelope("e1", REPO, "v0.3.0", &d),
+        &dist_headers(),
+    )
+    .await;
+    r.app.drain().await.unwrap();
+    let v = r
+        .app
+        .state
+        .store
+        .version("my-redis", "0.3.0")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v.lifecycle, Lifecycle::PendingSignature, "{}", db.name);
+    assert!(
+        v.reject_reason.as_deref().unwrap().contains("not signed"),
+        "{:?}",
+        v.reject_reason
+    );
+
+    // The signature arrives: its .sig push re-checks the pending version.
+    mb(&["sign", &reference], None, Some(&k.key));
+    let sig_tag = format!("sha256-{}.sig", d.trim_start_matches("sha256:"));
+    r.post(
+        "/hooks/distribution",
+        dist_envelope("e2", REPO, &sig_tag, "sha256:00"),
+        &dist_headers(),
+    )
+    .await;
+    r.app.drain().await.unwrap();
+    let v = r
+        .app
+        .state
+        .store
+        .version("my-redis", "0.3.0")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        v.lifecycle,
+        Lifecycle::Draft,
+        "{}: {:?}",
+        db.name,
+        v.reject_reason
+    );
+    assert_eq!(
+        audit_actions(&r, &v.id).await,
+        ["awaiting_signature", "ingested"]
+    );
+
+    // Signature event before the artifact event, and every event twice.
+    let m2 = module("my-redis");
+    let reference = push(m2.path(), &target, "0.4.0");
+    let d = digest_of(&reference);
+    mb(&["sign", &reference], None, Some(&k.key));
+    let sig_tag = format!("sha256-{}.sig", d.trim_start_matches("sha256:"));
+    for (id, tag) in [
+        ("s1", sig_tag.as_str()),
+        ("a1", "v0.4.0"),
+        ("s1", sig_tag.as_str()),
+        ("a1", "v0.4.0"),
+    ] {
         r.post(
             "/hooks/distribution",
-            dist_envelope("e1", REPO, "v0.3.0", &d),
+            dist_envelope(id, REPO, tag, &d),
             &dist_headers(),
         )
         .await;
-        r.app.drain().await.unwrap();
-        let v = r
-            .app
-            .state
-            .store
-            .version("my-redis", "0.3.0")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(v.lifecycle, Lifecycle::PendingSignature, "{}", db.name);
-        assert!(
-            v.reject_reason.as_deref().unwrap().contains("not signed"),
-            "{:?}",
-            v.reject_reason
-        );
-
-        // The signature arrives: its .sig push re-checks the pending version.
-        mb(&["sign", &reference], None, Some(&k.key));
-        let sig_tag = format!("sha256-{}.sig", d.trim_start_matches("sha256:"));
-        r.post(
-            "/hooks/distribution",
-            dist_envelope("e2", REPO, &sig_tag, "sha256:00"),
-            &dist_headers(),
-        )
-        .await;
-        r.app.drain().await.unwrap();
-        let v = r
-            .app
-            .state
-            .store
-            .version("my-redis", "0.3.0")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(
-            v.lifecycle,
-            Lifecycle::Draft,
-            "{}: {:?}",
-            db.name,
-            v.reject_reason
-        );
-        assert_eq!(
-            audit_actions(&r, &v.id).await,
-            ["awaiting_signature", "ingested"]
-        );
-
-        // Signature event before the artifact event, and every event twice.
-        let m2 = module("my-redis");
-        let reference = push(m2.path(), &target, "0.4.0");
-        let d = digest_of(&reference);
-        mb(&["sign", &reference], None, Some(&k.key));
-        let sig_tag = format!("sha256-{}.sig", d.trim_start_matches("sha256:"));
-        for (id, tag) in [
-            ("s1", sig_tag.as_str()),
-            ("a1", "v0.4.0"),
-            ("s1", sig_tag.as_str()),
-            ("a1", "v0.4.0"),
-        ] {
-            r.post(
-                "/hooks/distribution",
-                dist_envelope(id, REPO, tag, &d),
-                &dist_headers(),
-            )
-            .await;
-        }
-        r.app.drain().await.unwrap();
-        reconcile(&r.app.worker.ctx).await.unwrap();
-        r.app.drain().await.unwrap();
-        let v = r
-            .app
-            .state
-            .store
-            .version("my-redis", "0.4.0")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(v.lifecycle, Lifecycle::Draft);
-        assert_eq!(
-            audit_actions(&r, &v.id).await,
-            ["ingested"],
-            "exactly one ingest"
-        );
-        let all = r
-            .app
-            .state
-            .store
-            .versions_of("my-redis", None)
-            .await
-            .unwrap();
-        assert_eq!(all.len(), 2, "{}", db.name);
     }
+    r.app.drain().await.unwrap();
+    reconcile(&r.app.worker.ctx).await.unwrap();
+    r.app.drain().await.unwrap();
+    let v = r
+        .app
+        .state
+        .store
+        .version("my-redis", "0.4.0")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v.lifecycle, Lifecycle::Draft);
+    assert_eq!(
+        audit_actions(&r, &v.id).await,
+        ["ingested"],
+        "exactly one ingest"
+    );
+    let all = r
+        .app
+        .state
+        .store
+        .versions_of("my-redis", None)
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2, "{}", db.name);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -535,59 +537,61 @@ async fn retag(reg: &TestRegistry, from: &str, repo: &str, tag: &str) {
 
 /// Item 3: a tag of one module cannot occupy the id of another module's version; versions
 /// are SemVer and the tag, the annotation and module-release must agree.
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn item3_version_ids_do_not_collide_across_modules() {
-    for db in databases().await {
-        let k = keys();
-        let reg = TestRegistry::start();
-        let r = serve(config(
-            &db.url,
-            &reg.host,
-            vec![
-                key_policy("my", "acct/modules/my", k.public.clone()),
-                key_policy("my-redis", REPO, k.public.clone()),
-            ],
-        ))
-        .await;
-        // An unsigned push to module `my`, tagged `redis-3.0.0`.
-        let m = module("my-redis");
-        let pushed = push(m.path(), &reg.repo("acct/modules/my"), "3.0.0");
-        retag(&reg, &pushed, "acct/modules/my", "redis-3.0.0").await;
-        let ctx = &r.app.worker.ctx;
-        let out = ctx.ingest("acct/modules/my", "redis-3.0.0").await.unwrap();
-        assert!(
-            matches!(&out, Outcome::Ignored(why) if why.contains("not a release tag") && why.contains("SemVer")),
-            "{out:?}"
-        );
-        // The real, signed my-redis 3.0.0 takes its own id.
-        mb(
-            &["release", "--ref", &reg.repo(REPO), "--version", "3.0.0"],
-            Some(m.path()),
-            Some(&k.key),
-        );
-        assert_eq!(
-            ctx.ingest(REPO, "v3.0.0").await.unwrap(),
-            Outcome::Ingested("v-my-redis-3.0.0".into()),
-            "{}",
-            db.name
-        );
-        // The same artifact under another version's tag: the signed annotation disagrees.
-        retag(&reg, &format!("{}:v3.0.0", reg.repo(REPO)), REPO, "v3.0.1").await;
-        let out = ctx.ingest(REPO, "v3.0.1").await.unwrap();
-        assert!(
-            matches!(&out, Outcome::Rejected(id, why) if id == "v-my-redis-3.0.1" && matches!(why, Rejection::VersionMismatch(_)) && why.to_string().contains("signed annotation 3.0.0")),
-            "{out:?}"
-        );
-        let v = r
-            .app
-            .state
-            .store
-            .version("my-redis", "3.0.0")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(v.lifecycle, Lifecycle::Draft);
-    }
+async fn item3_version_ids_do_not_collide_across_modules(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let k = keys();
+    let reg = TestRegistry::start();
+    let r = serve(config(
+        &db.url,
+        &reg.host,
+        vec![
+            key_policy("my", "acct/modules/my", k.public.clone()),
+            key_policy("my-redis", REPO, k.public.clone()),
+        ],
+    ))
+    .await;
+    // An unsigned push to module `my`, tagged `redis-3.0.0`.
+    let m = module("my-redis");
+    let pushed = push(m.path(), &reg.repo("acct/modules/my"), "3.0.0");
+    retag(&reg, &pushed, "acct/modules/my", "redis-3.0.0").await;
+    let ctx = &r.app.worker.ctx;
+    let out = ctx.ingest("acct/modules/my", "redis-3.0.0").await.unwrap();
+    assert!(
+        matches!(&out, Outcome::Ignored(why) if why.contains("not a release tag") && why.contains("SemVer")),
+        "{out:?}"
+    );
+    // The real, signed my-redis 3.0.0 takes its own id.
+    mb(
+        &["release", "--ref", &reg.repo(REPO), "--version", "3.0.0"],
+        Some(m.path()),
+        Some(&k.key),
+    );
+    assert_eq!(
+        ctx.ingest(REPO, "v3.0.0").await.unwrap(),
+        Outcome::Ingested("v-my-redis-3.0.0".into()),
+        "{}",
+        db.name
+    );
+    // The same artifact under another version's tag: the signed annotation disagrees.
+    retag(&reg, &format!("{}:v3.0.0", reg.repo(REPO)), REPO, "v3.0.1").await;
+    let out = ctx.ingest(REPO, "v3.0.1").await.unwrap();
+    assert!(
+        matches!(&out, Outcome::Rejected(id, why) if id == "v-my-redis-3.0.1" && matches!(why, Rejection::VersionMismatch(_)) && why.to_string().contains("signed annotation 3.0.0")),
+        "{out:?}"
+    );
+    let v = r
+        .app
+        .state
+        .store
+        .version("my-redis", "3.0.0")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v.lifecycle, Lifecycle::Draft);
 }
 
 /// Item 9: the category is pinned in the module's configuration; an artifact declaring

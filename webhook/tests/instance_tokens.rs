@@ -7,6 +7,7 @@
 mod common;
 use common::{fleet::*, *};
 use reqwest::Method;
+use rstest::rstest;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
@@ -63,119 +64,121 @@ async fn actions(r: &Running) -> Vec<(String, String, Value)> {
         .collect()
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn a_rotated_token_replaces_the_old_one_and_a_deleted_instance_is_gone() {
-    for db in databases().await {
-        let r = serve(config(&db.url, "127.0.0.1:1", vec![])).await;
-        let old = instance(&r, "node-1").await;
-        assert_eq!(poll(&r, "node-1", &old).await, 200, "{}", db.name);
-        assert_eq!(report(&r, "node-1", &old).await.0, 200);
+async fn a_rotated_token_replaces_the_old_one_and_a_deleted_instance_is_gone(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let r = serve(config(&db.url, "127.0.0.1:1", vec![])).await;
+    let old = instance(&r, "node-1").await;
+    assert_eq!(poll(&r, "node-1", &old).await, 200, "{}", db.name);
+    assert_eq!(report(&r, "node-1", &old).await.0, 200);
 
-        // Only an operator may rotate or delete.
-        let (s, v, _) = call(
-            &r,
-            Method::POST,
-            "/instances/node-1/token",
-            READ_TOKEN,
-            None,
-            &[],
-        )
-        .await;
-        assert_eq!(s, 403, "{v}");
-        let (s, v, _) = call(
-            &r,
-            Method::DELETE,
-            "/instances/node-1",
-            READ_TOKEN,
-            None,
-            &[],
-        )
-        .await;
-        assert_eq!(s, 403, "{v}");
-        let (s, v, _) = call(&r, Method::POST, "/instances/node-1/token", &old, None, &[]).await;
-        assert_eq!(s, 401, "an instance cannot rotate its own token: {v}");
-        let (s, v, _) = call(
-            &r,
-            Method::POST,
-            "/instances/nobody/token",
-            OPS_TOKEN,
-            None,
-            &[],
-        )
-        .await;
-        assert_eq!(s, 404, "{v}");
+    // Only an operator may rotate or delete.
+    let (s, v, _) = call(
+        &r,
+        Method::POST,
+        "/instances/node-1/token",
+        READ_TOKEN,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v, _) = call(
+        &r,
+        Method::DELETE,
+        "/instances/node-1",
+        READ_TOKEN,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v, _) = call(&r, Method::POST, "/instances/node-1/token", &old, None, &[]).await;
+    assert_eq!(s, 401, "an instance cannot rotate its own token: {v}");
+    let (s, v, _) = call(
+        &r,
+        Method::POST,
+        "/instances/nobody/token",
+        OPS_TOKEN,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(s, 404, "{v}");
 
-        // Rotate: the new token is shown once and works; the old one is dead at once.
-        let (s, v, _) = call(
-            &r,
-            Method::POST,
-            "/instances/node-1/token",
-            OPS_TOKEN,
-            None,
-            &[],
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
-        let new = v["token"].as_str().unwrap().to_owned();
-        assert!(new.starts_with("pni_") && new != old, "{v}");
-        assert_eq!(v["instance"]["id"], "node-1");
-        assert!(v["instance"].get("token_sha256").is_none(), "{v}");
-        assert_eq!(poll(&r, "node-1", &old).await, 401);
-        assert_eq!(report(&r, "node-1", &old).await.0, 401);
-        assert_eq!(poll(&r, "node-1", &new).await, 200);
-        assert_eq!(report(&r, "node-1", &new).await.0, 200);
+    // Rotate: the new token is shown once and works; the old one is dead at once.
+    let (s, v, _) = call(
+        &r,
+        Method::POST,
+        "/instances/node-1/token",
+        OPS_TOKEN,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let new = v["token"].as_str().unwrap().to_owned();
+    assert!(new.starts_with("pni_") && new != old, "{v}");
+    assert_eq!(v["instance"]["id"], "node-1");
+    assert!(v["instance"].get("token_sha256").is_none(), "{v}");
+    assert_eq!(poll(&r, "node-1", &old).await, 401);
+    assert_eq!(report(&r, "node-1", &old).await.0, 401);
+    assert_eq!(poll(&r, "node-1", &new).await, 200);
+    assert_eq!(report(&r, "node-1", &new).await.0, 200);
 
-        // Delete: the instance, its token and its reports are gone.
-        let (s, v, _) = call(
-            &r,
-            Method::DELETE,
-            "/instances/node-1",
-            OPS_TOKEN,
-            None,
-            &[],
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
-        assert_eq!(v["instance_id"], "node-1");
-        assert_eq!(poll(&r, "node-1", &new).await, 401);
-        assert_eq!(report(&r, "node-1", &new).await.0, 401);
-        let (s, _) = r.get("/api/v1/instances/node-1", Some(READ_TOKEN)).await;
-        assert_eq!(s, 404);
-        let (s, v, _) = call(
-            &r,
-            Method::DELETE,
-            "/instances/node-1",
-            OPS_TOKEN,
-            None,
-            &[],
-        )
-        .await;
-        assert_eq!(s, 404, "{v}");
+    // Delete: the instance, its token and its reports are gone.
+    let (s, v, _) = call(
+        &r,
+        Method::DELETE,
+        "/instances/node-1",
+        OPS_TOKEN,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["instance_id"], "node-1");
+    assert_eq!(poll(&r, "node-1", &new).await, 401);
+    assert_eq!(report(&r, "node-1", &new).await.0, 401);
+    let (s, _) = r.get("/api/v1/instances/node-1", Some(READ_TOKEN)).await;
+    assert_eq!(s, 404);
+    let (s, v, _) = call(
+        &r,
+        Method::DELETE,
+        "/instances/node-1",
+        OPS_TOKEN,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(s, 404, "{v}");
 
-        // The id can be registered again; none of the earlier tokens works for it.
-        let again = instance(&r, "node-1").await;
-        assert_eq!(poll(&r, "node-1", &again).await, 200);
-        assert_eq!(poll(&r, "node-1", &old).await, 401);
-        assert_eq!(poll(&r, "node-1", &new).await, 401);
+    // The id can be registered again; none of the earlier tokens works for it.
+    let again = instance(&r, "node-1").await;
+    assert_eq!(poll(&r, "node-1", &again).await, 200);
+    assert_eq!(poll(&r, "node-1", &old).await, 401);
+    assert_eq!(poll(&r, "node-1", &new).await, 401);
 
-        let a = actions(&r).await;
-        let names: Vec<&str> = a.iter().map(|(n, _, _)| n.as_str()).collect();
+    let a = actions(&r).await;
+    let names: Vec<&str> = a.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "instance_registered",
+            "instance_token_rotated",
+            "instance_deleted",
+            "instance_registered"
+        ],
+        "{a:?}"
+    );
+    for (_, via, evidence) in &a {
         assert_eq!(
-            names,
-            [
-                "instance_registered",
-                "instance_token_rotated",
-                "instance_deleted",
-                "instance_registered"
-            ],
-            "{a:?}"
+            (via.as_str(), &evidence["instance_id"]),
+            ("api", &json!("node-1"))
         );
-        for (_, via, evidence) in &a {
-            assert_eq!(
-                (via.as_str(), &evidence["instance_id"]),
-                ("api", &json!("node-1"))
-            );
-        }
     }
 }
 

@@ -13,6 +13,7 @@ use powernode_testkit::{
     registry::TestRegistry,
     sigstore::{FakeFulcio, FakeRekor, TestCa, jwt},
 };
+use rstest::rstest;
 use std::{path::Path, process::Command, sync::Arc};
 
 const REPO: &str = "acct/modules/my-redis-module";
@@ -277,42 +278,44 @@ async fn item7_a_fork_cannot_win_trust_on_first_use() {
 
 /// Item 7: two first ingests at once (two workflows of the repository): one pins, the other is
 /// verified against that pin.
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn item7_concurrent_first_uses_have_exactly_one_winner() {
+async fn item7_concurrent_first_uses_have_exactly_one_winner(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
     let s = sigstore();
     s.release("1.0.0", &format!("{WORKFLOW}@refs/tags/v1.0.0"));
     let other = "https://git.example.org/acct/modules/my-redis-module/.gitea/workflows/other.yaml";
     s.release("1.0.1", &format!("{other}@refs/tags/v1.0.1"));
-    for db in databases().await {
-        let r = serve(config(
-            &db.url,
-            &s.reg.host,
-            vec![policy(&s.root, None, true)],
-        ))
-        .await;
-        let (a, b) = (r.app.worker.ctx.clone(), r.app.worker.ctx.clone());
-        let (x, y) = tokio::join!(
-            tokio::spawn(async move { a.ingest(REPO, "v1.0.0").await.unwrap() }),
-            tokio::spawn(async move { b.ingest(REPO, "v1.0.1").await.unwrap() }),
-        );
-        let outs = [x.unwrap(), y.unwrap()];
-        let won: Vec<_> = outs
-            .iter()
-            .filter(|o| matches!(o, Outcome::Ingested(_)))
-            .collect();
-        let lost: Vec<_> = outs
-            .iter()
-            .filter(
-                |o| matches!(o, Outcome::Rejected(_, why) if matches!(why, Rejection::SignerNotPinned(_))),
-            )
-            .collect();
-        assert_eq!((won.len(), lost.len()), (1, 1), "{}: {outs:?}", db.name);
-        let pin = r.app.state.store.pin("my-redis").await.unwrap().unwrap();
-        let Outcome::Ingested(id) = won[0] else {
-            unreachable!()
-        };
-        assert_eq!(pin.version_id, id.as_str(), "the winner's pin holds");
-    }
+    let db = backend.db().await;
+    let r = serve(config(
+        &db.url,
+        &s.reg.host,
+        vec![policy(&s.root, None, true)],
+    ))
+    .await;
+    let (a, b) = (r.app.worker.ctx.clone(), r.app.worker.ctx.clone());
+    let (x, y) = tokio::join!(
+        tokio::spawn(async move { a.ingest(REPO, "v1.0.0").await.unwrap() }),
+        tokio::spawn(async move { b.ingest(REPO, "v1.0.1").await.unwrap() }),
+    );
+    let outs = [x.unwrap(), y.unwrap()];
+    let won: Vec<_> = outs
+        .iter()
+        .filter(|o| matches!(o, Outcome::Ingested(_)))
+        .collect();
+    let lost: Vec<_> = outs
+        .iter()
+        .filter(
+            |o| matches!(o, Outcome::Rejected(_, why) if matches!(why, Rejection::SignerNotPinned(_))),
+        )
+        .collect();
+    assert_eq!((won.len(), lost.len()), (1, 1), "{}: {outs:?}", db.name);
+    let pin = r.app.state.store.pin("my-redis").await.unwrap().unwrap();
+    let Outcome::Ingested(id) = won[0] else {
+        unreachable!()
+    };
+    assert_eq!(pin.version_id, id.as_str(), "the winner's pin holds");
 }
 
 /// Item 8: keyless, the source commit is the one the Fulcio certificate asserts; a signed

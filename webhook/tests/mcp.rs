@@ -12,6 +12,7 @@ use module_webhook::{
 };
 use powernode_module::lifecycle::StagePolicy;
 use powernode_testkit::{gitea::FakeGitea, registry::TestRegistry};
+use rstest::rstest;
 use serde_json::{Value, json};
 use std::{
     path::{Path, PathBuf},
@@ -98,193 +99,193 @@ async fn review_event(r: &Running) {
     r.app.drain().await.unwrap();
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn the_walkthrough_over_mcp_with_the_official_python_sdk() {
+async fn the_walkthrough_over_mcp_with_the_official_python_sdk(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
     let python = mcp_python();
-    for db in databases().await {
-        let reg = TestRegistry::start();
-        let k = keys();
-        let gitea = FakeGitea::start();
-        gitea.grant(GITEA_REPO, "bob", "write");
-        let names = ["system-base", "security-hardening", "my-redis"];
-        let policies = names
-            .iter()
-            .map(|m| {
-                let mut p = key_policy(m, &repo(m), k.public.clone());
-                p.gitea_repository = Some(GITEA_REPO.into());
-                p
-            })
-            .collect();
-        let mut cfg = config(&db.url, &reg.host, policies);
-        // The dependencies go live on their own; my-redis needs one approval, as in the seed.
-        cfg.promotion.live = StagePolicy::default();
-        cfg.promotion.overrides = vec![PromotionOverride {
-            module: Some("my-redis".into()),
-            category: None,
-            stage: Lifecycle::Live,
-            policy: StagePolicy {
-                min_approvals: 1,
-                ..Default::default()
-            },
-        }];
-        cfg.gitea = Some(GiteaConfig {
-            url: gitea.server.url.clone(),
-            token: Some("gitea-token".into()),
-            timeout_secs: 30,
-        });
-        let r = serve(cfg).await;
+    let db = backend.db().await;
+    let reg = TestRegistry::start();
+    let k = keys();
+    let gitea = FakeGitea::start();
+    gitea.grant(GITEA_REPO, "bob", "write");
+    let names = ["system-base", "security-hardening", "my-redis"];
+    let policies = names
+        .iter()
+        .map(|m| {
+            let mut p = key_policy(m, &repo(m), k.public.clone());
+            p.gitea_repository = Some(GITEA_REPO.into());
+            p
+        })
+        .collect();
+    let mut cfg = config(&db.url, &reg.host, policies);
+    // The dependencies go live on their own; my-redis needs one approval, as in the seed.
+    cfg.promotion.live = StagePolicy::default();
+    cfg.promotion.overrides = vec![PromotionOverride {
+        module: Some("my-redis".into()),
+        category: None,
+        stage: Lifecycle::Live,
+        policy: StagePolicy {
+            min_approvals: 1,
+            ..Default::default()
+        },
+    }];
+    cfg.gitea = Some(GiteaConfig {
+        url: gitea.server.url.clone(),
+        token: Some("gitea-token".into()),
+        timeout_secs: 30,
+    });
+    let r = serve(cfg).await;
 
-        for m in &names[..2] {
-            release_live(&r, &reg, &k, module(m).path(), m, "1.0.0").await;
-        }
-        let redis = module("my-redis");
-        let head = commit(redis.path());
-        release_draft(&r, &reg, &k, redis.path(), "my-redis", "0.1.0").await;
-        gitea.add_run(
-            GITEA_REPO,
-            json!({
-                "id": 31, "display_title": "feat: my-redis module", "path": "build.yaml@refs/tags/v0.1.0",
-                "event": "push", "status": "completed", "conclusion": "success", "head_sha": head,
-                "head_branch": "v0.1.0", "run_number": 4, "run_attempt": 1,
-                "started_at": "2026-12-03T10:00:00Z", "completed_at": "2026-12-03T10:02:00Z",
-                "html_url": "https://gitea.example.org/acme/hello-module/actions/runs/31"
-            }),
-        );
-        let (s, v) = post(
-            &r,
-            "/templates",
-            OPS_TOKEN,
-            json!({"id": TEMPLATE, "platform": "rpi4", "description": "web nodes"}),
-        )
-        .await;
-        assert_eq!(s, 201, "{v}");
-        let manifest = redis.path().join("manifest.yaml");
+    for m in &names[..2] {
+        release_live(&r, &reg, &k, module(m).path(), m, "1.0.0").await;
+    }
+    let redis = module("my-redis");
+    let head = commit(redis.path());
+    release_draft(&r, &reg, &k, redis.path(), "my-redis", "0.1.0").await;
+    gitea.add_run(
+        GITEA_REPO,
+        json!({
+            "id": 31, "display_title": "feat: my-redis module", "path": "build.yaml@refs/tags/v0.1.0",
+            "event": "push", "status": "completed", "conclusion": "success", "head_sha": head,
+            "head_branch": "v0.1.0", "run_number": 4, "run_attempt": 1,
+            "started_at": "2026-12-03T10:00:00Z", "completed_at": "2026-12-03T10:02:00Z",
+            "html_url": "https://gitea.example.org/acme/hello-module/actions/runs/31"
+        }),
+    );
+    let (s, v) = post(
+        &r,
+        "/templates",
+        OPS_TOKEN,
+        json!({"id": TEMPLATE, "platform": "rpi4", "description": "web nodes"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let manifest = redis.path().join("manifest.yaml");
 
-        let tools = phase(&python, &r, "tools", &manifest);
-        assert_eq!(tools["tools"].as_array().unwrap().len(), 17, "{tools}");
+    let tools = phase(&python, &r, "tools", &manifest);
+    assert_eq!(tools["tools"].as_array().unwrap().len(), 17, "{tools}");
 
-        let seen = phase(&python, &r, "promote", &manifest);
-        assert_eq!(seen["source_commit"], head.as_str(), "{seen}");
-        assert_eq!(seen["run_id"], 31);
-        let pending = r.app.state.store.pending_requests(None).await.unwrap();
-        assert_eq!(pending.len(), 1, "{pending:?}");
-        assert_eq!(pending[0].via.as_str(), "mcp");
-        assert!(
-            pending[0].id.as_str().starts_with("mcp:"),
-            "{}",
-            pending[0].id
-        );
+    let seen = phase(&python, &r, "promote", &manifest);
+    assert_eq!(seen["source_commit"], head.as_str(), "{seen}");
+    assert_eq!(seen["run_id"], 31);
+    let pending = r.app.state.store.pending_requests(None).await.unwrap();
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert_eq!(pending[0].via.as_str(), "mcp");
+    assert!(
+        pending[0].id.as_str().starts_with("mcp:"),
+        "{}",
+        pending[0].id
+    );
 
-        // A reviewer approves the commit's pull request: the pending MCP request completes.
-        gitea.open_pull(GITEA_REPO, 7, &head);
-        gitea.add_review(
-            GITEA_REPO,
-            7,
-            powernode_testkit::gitea::review(41, "bob", "APPROVED", &head),
-        );
-        review_event(&r).await;
+    // A reviewer approves the commit's pull request: the pending MCP request completes.
+    gitea.open_pull(GITEA_REPO, 7, &head);
+    gitea.add_review(
+        GITEA_REPO,
+        7,
+        powernode_testkit::gitea::review(41, "bob", "APPROVED", &head),
+    );
+    review_event(&r).await;
 
-        let assigned = phase(&python, &r, "live", &manifest);
-        assert_eq!(
-            assigned["modules"],
-            json!(["system-base", "security-hardening", "my-redis"]),
-            "{assigned}"
-        );
+    let assigned = phase(&python, &r, "live", &manifest);
+    assert_eq!(
+        assigned["modules"],
+        json!(["system-base", "security-hardening", "my-redis"]),
+        "{assigned}"
+    );
 
-        // An instance of the template registers and reports what the signed state says.
-        let (s, v) = post(
-            &r,
-            "/instances",
-            OPS_TOKEN,
-            json!({"id": INSTANCE, "template_id": TEMPLATE}),
-        )
-        .await;
-        assert_eq!(s, 201, "{v}");
-        let token = v["token"].as_str().unwrap().to_owned();
-        let (s, envelope, _) = call(
+    // An instance of the template registers and reports what the signed state says.
+    let (s, v) = post(
+        &r,
+        "/instances",
+        OPS_TOKEN,
+        json!({"id": INSTANCE, "template_id": TEMPLATE}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let token = v["token"].as_str().unwrap().to_owned();
+    let (s, envelope, _) = call(
+        &r,
+        reqwest::Method::GET,
+        &format!("/instances/{INSTANCE}/desired-state"),
+        &token,
+        None,
+        &[],
+    )
+    .await;
+    assert_eq!(s, 200, "{envelope}");
+    let key = r.get("/api/v1/signing-key", None).await.1;
+    let key =
+        powernode_module::trust::keys::public_from_pem(key.as_str().unwrap().as_bytes()).unwrap();
+    let (doc, state_id) =
+        powernode_module::desired_state::verify(&serde_json::from_value(envelope).unwrap(), &key)
+            .unwrap();
+    assert_eq!(assigned["state_id"], state_id.to_string());
+    // What the node observed of my-redis' packages and units comes with it.
+    let (s, v) = report_observed(
+        &r,
+        INSTANCE,
+        &token,
+        &state_id.to_string(),
+        &doc,
+        json!({"my-redis": {
+            "packages": {"redis-server": "5:7.0.15-1~deb12u1", "redis-tools": "5:7.0.15-1~deb12u1"},
+            "units": {"redis-server.service": "active"},
+        }}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+
+    let inst = phase(&python, &r, "instance", &manifest);
+    assert_eq!(
+        inst["running"]["my-redis"], seen["composefs_digest"],
+        "{inst}"
+    );
+    assert_eq!(inst["drift"], false);
+    assert_eq!(
+        inst["redis_server"],
+        json!([{"instance_id": INSTANCE, "template_id": TEMPLATE, "module": "my-redis", "version": "5:7.0.15-1~deb12u1"}]),
+        "{inst}"
+    );
+
+    let yanked = phase(&python, &r, "yank", &manifest);
+    assert_eq!(yanked["lifecycle_state"], "yanked");
+    let audit = r
+        .app
+        .state
+        .store
+        .audit_of("v-my-redis-0.1.0")
+        .await
+        .unwrap();
+    let yank = audit
+        .iter()
+        .find(|a| a.to_state == Some(Lifecycle::Yanked))
+        .unwrap();
+    assert_eq!((yank.via.as_str(), yank.actor.as_str()), ("mcp", "api:ops"));
+
+    // The instance's token rotated, then the instance deleted, over MCP: neither the
+    // first token nor the second works any more, and both changes are audited via mcp.
+    let rotated = phase(&python, &r, "tokens", &manifest);
+    let second = rotated["token"].as_str().unwrap();
+    assert_ne!(second, token);
+    for t in [token.as_str(), second] {
+        let (s, v, _) = call(
             &r,
             reqwest::Method::GET,
             &format!("/instances/{INSTANCE}/desired-state"),
-            &token,
+            t,
             None,
             &[],
         )
         .await;
-        assert_eq!(s, 200, "{envelope}");
-        let key = r.get("/api/v1/signing-key", None).await.1;
-        let key = powernode_module::trust::keys::public_from_pem(key.as_str().unwrap().as_bytes())
-            .unwrap();
-        let (doc, state_id) = powernode_module::desired_state::verify(
-            &serde_json::from_value(envelope).unwrap(),
-            &key,
-        )
-        .unwrap();
-        assert_eq!(assigned["state_id"], state_id.to_string());
-        // What the node observed of my-redis' packages and units comes with it.
-        let (s, v) = report_observed(
-            &r,
-            INSTANCE,
-            &token,
-            &state_id.to_string(),
-            &doc,
-            json!({"my-redis": {
-                "packages": {"redis-server": "5:7.0.15-1~deb12u1", "redis-tools": "5:7.0.15-1~deb12u1"},
-                "units": {"redis-server.service": "active"},
-            }}),
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
-
-        let inst = phase(&python, &r, "instance", &manifest);
-        assert_eq!(
-            inst["running"]["my-redis"], seen["composefs_digest"],
-            "{inst}"
-        );
-        assert_eq!(inst["drift"], false);
-        assert_eq!(
-            inst["redis_server"],
-            json!([{"instance_id": INSTANCE, "template_id": TEMPLATE, "module": "my-redis", "version": "5:7.0.15-1~deb12u1"}]),
-            "{inst}"
-        );
-
-        let yanked = phase(&python, &r, "yank", &manifest);
-        assert_eq!(yanked["lifecycle_state"], "yanked");
-        let audit = r
-            .app
-            .state
-            .store
-            .audit_of("v-my-redis-0.1.0")
-            .await
-            .unwrap();
-        let yank = audit
-            .iter()
-            .find(|a| a.to_state == Some(Lifecycle::Yanked))
-            .unwrap();
-        assert_eq!((yank.via.as_str(), yank.actor.as_str()), ("mcp", "api:ops"));
-
-        // The instance's token rotated, then the instance deleted, over MCP: neither the
-        // first token nor the second works any more, and both changes are audited via mcp.
-        let rotated = phase(&python, &r, "tokens", &manifest);
-        let second = rotated["token"].as_str().unwrap();
-        assert_ne!(second, token);
-        for t in [token.as_str(), second] {
-            let (s, v, _) = call(
-                &r,
-                reqwest::Method::GET,
-                &format!("/instances/{INSTANCE}/desired-state"),
-                t,
-                None,
-                &[],
-            )
-            .await;
-            assert_eq!(s, 401, "{v}");
-        }
-        let trail = r.app.state.store.audit_of_template(TEMPLATE).await.unwrap();
-        for action in ["instance_token_rotated", "instance_deleted"] {
-            let a = trail.iter().find(|a| a.action == action).unwrap();
-            assert_eq!((a.via.as_str(), a.actor.as_str()), ("mcp", "api:ops"));
-            assert_eq!(a.evidence["instance_id"], INSTANCE);
-        }
+        assert_eq!(s, 401, "{v}");
+    }
+    let trail = r.app.state.store.audit_of_template(TEMPLATE).await.unwrap();
+    for action in ["instance_token_rotated", "instance_deleted"] {
+        let a = trail.iter().find(|a| a.action == action).unwrap();
+        assert_eq!((a.via.as_str(), a.actor.as_str()), ("mcp", "api:ops"));
+        assert_eq!(a.evidence["instance_id"], INSTANCE);
     }
 }
 

@@ -14,6 +14,7 @@ use powernode_testkit::{
     registry::TestRegistry,
     sigstore::{FakeFulcio, FakeRekor, TestCa, jwt},
 };
+use rstest::rstest;
 use serde_json::{Value, json};
 use std::{process::Command, sync::Arc};
 
@@ -143,156 +144,160 @@ fn pattern(workflow: &str) -> String {
     format!("^{}@refs/tags/[^@]+$", regex::escape(workflow))
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn a_confirmed_proposal_becomes_the_pin_and_its_held_versions_drafts() {
+async fn a_confirmed_proposal_becomes_the_pin_and_its_held_versions_drafts(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
     let s = sigstore();
     s.release("1.0.0", &format!("{WORKFLOW}@refs/tags/v1.0.0"));
     s.release("1.0.1", &format!("{WORKFLOW}@refs/tags/v1.0.1"));
     s.release("1.0.2", &format!("{OTHER}@refs/tags/v1.0.2"));
-    for db in databases().await {
-        let r = s.serve(&db).await;
-        // First push: a proposal, and the version waits (not a draft, no timeout).
-        assert!(matches!(
-            ingest(&r, "1.0.0").await,
-            Outcome::PendingSignature(_)
-        ));
-        let (state, why) = lifecycle(&r, "1.0.0").await;
-        assert_eq!(state, Lifecycle::PendingSignature);
-        assert!(
-            why.as_deref()
-                .is_some_and(|w| w.contains("awaiting an operator's confirmation")),
-            "{why:?}"
-        );
-        let (status, listed) = r.get("/api/v1/pins", Some(READ_TOKEN)).await;
-        assert_eq!(status, 200, "{listed}");
-        let pins = listed["pins"].as_array().unwrap();
-        assert_eq!(pins.len(), 1, "{listed}");
-        let p = &pins[0];
-        assert_eq!(p["module"], "my-redis");
-        assert_eq!(p["state"], "proposed");
-        assert_eq!(p["identity_pattern"], pattern(WORKFLOW));
-        assert_eq!(p["issuer"], ISSUER);
-        assert_eq!(p["version_id"], "v-my-redis-1.0.0");
-        let v = r
-            .app
-            .state
-            .store
-            .version("my-redis", "1.0.0")
+    let db = backend.db().await;
+    let r = s.serve(&db).await;
+    // First push: a proposal, and the version waits (not a draft, no timeout).
+    assert!(matches!(
+        ingest(&r, "1.0.0").await,
+        Outcome::PendingSignature(_)
+    ));
+    let (state, why) = lifecycle(&r, "1.0.0").await;
+    assert_eq!(state, Lifecycle::PendingSignature);
+    assert!(
+        why.as_deref()
+            .is_some_and(|w| w.contains("awaiting an operator's confirmation")),
+        "{why:?}"
+    );
+    let (status, listed) = r.get("/api/v1/pins", Some(READ_TOKEN)).await;
+    assert_eq!(status, 200, "{listed}");
+    let pins = listed["pins"].as_array().unwrap();
+    assert_eq!(pins.len(), 1, "{listed}");
+    let p = &pins[0];
+    assert_eq!(p["module"], "my-redis");
+    assert_eq!(p["state"], "proposed");
+    assert_eq!(p["identity_pattern"], pattern(WORKFLOW));
+    assert_eq!(p["issuer"], ISSUER);
+    assert_eq!(p["version_id"], "v-my-redis-1.0.0");
+    let v = r
+        .app
+        .state
+        .store
+        .version("my-redis", "1.0.0")
+        .await
+        .unwrap();
+    assert_eq!(p["manifest_digest"], v.unwrap().manifest_digest.as_str());
+    assert!(p["pinned_at"].as_i64().unwrap() > 0);
+    assert!(
+        actions(&r, "v-my-redis-1.0.0")
             .await
-            .unwrap();
-        assert_eq!(p["manifest_digest"], v.unwrap().manifest_digest.as_str());
-        assert!(p["pinned_at"].as_i64().unwrap() > 0);
-        assert!(
-            actions(&r, "v-my-redis-1.0.0")
-                .await
-                .iter()
-                .any(|a| a.0 == "pin_proposed")
-        );
+            .iter()
+            .any(|a| a.0 == "pin_proposed")
+    );
 
-        // A later tag of the proposed workflow waits too.
-        assert!(matches!(
-            ingest(&r, "1.0.1").await,
-            Outcome::PendingSignature(_)
-        ));
+    // A later tag of the proposed workflow waits too.
+    assert!(matches!(
+        ingest(&r, "1.0.1").await,
+        Outcome::PendingSignature(_)
+    ));
 
-        // A read token cannot decide.
-        let (status, body) = post(&r, "/pins/my-redis/confirm", READ_TOKEN, json!({})).await;
-        assert_eq!(status, 403, "{body}");
-        let (status, body) = post(&r, "/pins/other/confirm", OPS_TOKEN, json!({})).await;
-        assert_eq!(status, 404, "{body}");
+    // A read token cannot decide.
+    let (status, body) = post(&r, "/pins/my-redis/confirm", READ_TOKEN, json!({})).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = post(&r, "/pins/other/confirm", OPS_TOKEN, json!({})).await;
+    assert_eq!(status, 404, "{body}");
 
-        let (status, body) = post(&r, "/pins/my-redis/confirm", OPS_TOKEN, json!({})).await;
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body["pin"]["state"], "confirmed");
-        assert_eq!(body["pin"]["decided_via"], "api");
-        assert_eq!(
-            body["requeued"],
-            json!(["v-my-redis-1.0.0", "v-my-redis-1.0.1"]),
-            "{body}"
-        );
-        // The re-ingests are queued jobs (they survive a crash); run them.
-        assert!(has_pending_jobs(&r.app.state.store).await);
-        drain(&r).await;
-        assert_eq!(lifecycle(&r, "1.0.0").await.0, Lifecycle::Draft);
-        assert_eq!(lifecycle(&r, "1.0.1").await.0, Lifecycle::Draft);
-        let pin = r.app.state.store.pin("my-redis").await.unwrap().unwrap();
-        assert_eq!(pin.state, PinState::Confirmed);
-        let audit = actions(&r, "v-my-redis-1.0.0").await;
-        assert!(
-            audit
-                .iter()
-                .any(|a| a.0 == "pin_confirmed" && a.1 == "api" && a.2.starts_with("api:")),
-            "{audit:?}"
-        );
-        assert!(audit.iter().any(|a| a.0 == "ingested"), "{audit:?}");
+    let (status, body) = post(&r, "/pins/my-redis/confirm", OPS_TOKEN, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["pin"]["state"], "confirmed");
+    assert_eq!(body["pin"]["decided_via"], "api");
+    assert_eq!(
+        body["requeued"],
+        json!(["v-my-redis-1.0.0", "v-my-redis-1.0.1"]),
+        "{body}"
+    );
+    // The re-ingests are queued jobs (they survive a crash); run them.
+    assert!(has_pending_jobs(&r.app.state.store).await);
+    drain(&r).await;
+    assert_eq!(lifecycle(&r, "1.0.0").await.0, Lifecycle::Draft);
+    assert_eq!(lifecycle(&r, "1.0.1").await.0, Lifecycle::Draft);
+    let pin = r.app.state.store.pin("my-redis").await.unwrap().unwrap();
+    assert_eq!(pin.state, PinState::Confirmed);
+    let audit = actions(&r, "v-my-redis-1.0.0").await;
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.0 == "pin_confirmed" && a.1 == "api" && a.2.starts_with("api:")),
+        "{audit:?}"
+    );
+    assert!(audit.iter().any(|a| a.0 == "ingested"), "{audit:?}");
 
-        // Decided once: a second confirmation is a conflict.
-        let (status, body) = post(&r, "/pins/my-redis/confirm", OPS_TOKEN, json!({})).await;
-        assert_eq!(status, 409, "{body}");
+    // Decided once: a second confirmation is a conflict.
+    let (status, body) = post(&r, "/pins/my-redis/confirm", OPS_TOKEN, json!({})).await;
+    assert_eq!(status, 409, "{body}");
 
-        // A second identity later is refused as before.
-        let out = ingest(&r, "1.0.2").await;
-        assert!(
-            matches!(&out, Outcome::Rejected(_, why) if matches!(why, Rejection::SignerNotPinned(_))),
-            "{out:?}"
-        );
-    }
+    // A second identity later is refused as before.
+    let out = ingest(&r, "1.0.2").await;
+    assert!(
+        matches!(&out, Outcome::Rejected(_, why) if matches!(why, Rejection::SignerNotPinned(_))),
+        "{out:?}"
+    );
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn a_rejected_proposal_rejects_its_versions_and_another_identity_proposes_again() {
+async fn a_rejected_proposal_rejects_its_versions_and_another_identity_proposes_again(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
     let s = sigstore();
     s.release("1.0.0", &format!("{WORKFLOW}@refs/tags/v1.0.0"));
     s.release("1.0.1", &format!("{WORKFLOW}@refs/tags/v1.0.1"));
     s.release("1.0.2", &format!("{OTHER}@refs/tags/v1.0.2"));
-    for db in databases().await {
-        let r = s.serve(&db).await;
-        assert!(matches!(
-            ingest(&r, "1.0.0").await,
-            Outcome::PendingSignature(_)
-        ));
-        assert!(matches!(
-            ingest(&r, "1.0.1").await,
-            Outcome::PendingSignature(_)
-        ));
-        let (status, body) = post(&r, "/pins/my-redis/reject", READ_TOKEN, json!({})).await;
-        assert_eq!(status, 403, "{body}");
-        let (status, body) = post(&r, "/pins/my-redis/reject", OPS_TOKEN, json!({})).await;
-        assert_eq!(status, 200, "{body}");
-        assert_eq!(body["pin"]["state"], "rejected");
-        // The decision and the re-ingests it queued are one commit: a receiver that stops
-        // right after it (before any job ran) leaves them to the next one.
-        drop(r);
-        let r = s.serve(&db).await;
-        drain(&r).await;
-        for v in ["1.0.0", "1.0.1"] {
-            let (state, why) = lifecycle(&r, v).await;
-            assert_eq!(state, Lifecycle::Rejected, "{v}");
-            assert!(
-                why.as_deref().is_some_and(|w| w.starts_with("pin_rejected")
-                    && w.contains("rejected as this module's first-use pin")),
-                "{v}: {why:?}"
-            );
-        }
-        let audit = actions(&r, "v-my-redis-1.0.0").await;
+    let db = backend.db().await;
+    let r = s.serve(&db).await;
+    assert!(matches!(
+        ingest(&r, "1.0.0").await,
+        Outcome::PendingSignature(_)
+    ));
+    assert!(matches!(
+        ingest(&r, "1.0.1").await,
+        Outcome::PendingSignature(_)
+    ));
+    let (status, body) = post(&r, "/pins/my-redis/reject", READ_TOKEN, json!({})).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = post(&r, "/pins/my-redis/reject", OPS_TOKEN, json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["pin"]["state"], "rejected");
+    // The decision and the re-ingests it queued are one commit: a receiver that stops
+    // right after it (before any job ran) leaves them to the next one.
+    drop(r);
+    let r = s.serve(&db).await;
+    drain(&r).await;
+    for v in ["1.0.0", "1.0.1"] {
+        let (state, why) = lifecycle(&r, v).await;
+        assert_eq!(state, Lifecycle::Rejected, "{v}");
         assert!(
-            audit.iter().any(|a| a.0 == "pin_rejected" && a.1 == "api"),
-            "{audit:?}"
+            why.as_deref().is_some_and(|w| w.starts_with("pin_rejected")
+                && w.contains("rejected as this module's first-use pin")),
+            "{v}: {why:?}"
         );
-        let (status, listed) = r.get("/api/v1/pins", Some(READ_TOKEN)).await;
-        assert_eq!(status, 200);
-        assert_eq!(listed["pins"][0]["state"], "rejected", "{listed}");
-
-        // Another workflow of the repository proposes again; still nothing is a draft.
-        assert!(matches!(
-            ingest(&r, "1.0.2").await,
-            Outcome::PendingSignature(_)
-        ));
-        let pin = r.app.state.store.pin("my-redis").await.unwrap().unwrap();
-        assert_eq!(pin.state, PinState::Proposed);
-        assert_eq!(pin.identity_pattern, pattern(OTHER));
-        assert_eq!(pin.version_id, "v-my-redis-1.0.2");
     }
+    let audit = actions(&r, "v-my-redis-1.0.0").await;
+    assert!(
+        audit.iter().any(|a| a.0 == "pin_rejected" && a.1 == "api"),
+        "{audit:?}"
+    );
+    let (status, listed) = r.get("/api/v1/pins", Some(READ_TOKEN)).await;
+    assert_eq!(status, 200);
+    assert_eq!(listed["pins"][0]["state"], "rejected", "{listed}");
+
+    // Another workflow of the repository proposes again; still nothing is a draft.
+    assert!(matches!(
+        ingest(&r, "1.0.2").await,
+        Outcome::PendingSignature(_)
+    ));
+    let pin = r.app.state.store.pin("my-redis").await.unwrap().unwrap();
+    assert_eq!(pin.state, PinState::Proposed);
+    assert_eq!(pin.identity_pattern, pattern(OTHER));
+    assert_eq!(pin.version_id, "v-my-redis-1.0.2");
 }
 
 /// A JSON-RPC answer from a streamable-HTTP body (plain JSON or server-sent events).
@@ -362,63 +367,65 @@ async fn mcp_call(r: &Running, token: &str, tool: &str, args: Value) -> Value {
     rpc_answer(&res.text().await.unwrap())["result"].clone()
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn a_pin_confirmed_over_mcp_is_audited_via_mcp() {
+async fn a_pin_confirmed_over_mcp_is_audited_via_mcp(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
     let s = sigstore();
     s.release("1.0.0", &format!("{WORKFLOW}@refs/tags/v1.0.0"));
-    for db in databases().await {
-        let r = s.serve(&db).await;
-        assert!(matches!(
-            ingest(&r, "1.0.0").await,
-            Outcome::PendingSignature(_)
-        ));
-        let listed = mcp_call(&r, READ_TOKEN, "system_list_pins", json!({})).await;
-        assert_eq!(listed["isError"], false, "{listed}");
-        assert_eq!(listed["structuredContent"]["pins"][0]["state"], "proposed");
-        let refused = mcp_call(
-            &r,
-            READ_TOKEN,
-            "system_confirm_pin",
-            json!({"module_name": "my-redis"}),
-        )
-        .await;
-        assert_eq!(refused["isError"], true, "{refused}");
-        assert_eq!(
-            r.app
-                .state
-                .store
-                .pin("my-redis")
-                .await
-                .unwrap()
-                .unwrap()
-                .state,
-            PinState::Proposed
-        );
-        let done = mcp_call(
-            &r,
-            OPS_TOKEN,
-            "system_confirm_pin",
-            json!({"module_name": "my-redis"}),
-        )
-        .await;
-        assert_eq!(done["isError"], false, "{done}");
-        assert_eq!(done["structuredContent"]["pin"]["state"], "confirmed");
-        drain(&r).await;
-        assert_eq!(lifecycle(&r, "1.0.0").await.0, Lifecycle::Draft);
-        let audit = actions(&r, "v-my-redis-1.0.0").await;
-        assert!(
-            audit.iter().any(|a| a.0 == "pin_confirmed" && a.1 == "mcp"),
-            "{audit:?}"
-        );
-        let again = mcp_call(
-            &r,
-            OPS_TOKEN,
-            "system_reject_pin",
-            json!({"module_name": "my-redis"}),
-        )
-        .await;
-        assert_eq!(again["isError"], true, "{again}");
-    }
+    let db = backend.db().await;
+    let r = s.serve(&db).await;
+    assert!(matches!(
+        ingest(&r, "1.0.0").await,
+        Outcome::PendingSignature(_)
+    ));
+    let listed = mcp_call(&r, READ_TOKEN, "system_list_pins", json!({})).await;
+    assert_eq!(listed["isError"], false, "{listed}");
+    assert_eq!(listed["structuredContent"]["pins"][0]["state"], "proposed");
+    let refused = mcp_call(
+        &r,
+        READ_TOKEN,
+        "system_confirm_pin",
+        json!({"module_name": "my-redis"}),
+    )
+    .await;
+    assert_eq!(refused["isError"], true, "{refused}");
+    assert_eq!(
+        r.app
+            .state
+            .store
+            .pin("my-redis")
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        PinState::Proposed
+    );
+    let done = mcp_call(
+        &r,
+        OPS_TOKEN,
+        "system_confirm_pin",
+        json!({"module_name": "my-redis"}),
+    )
+    .await;
+    assert_eq!(done["isError"], false, "{done}");
+    assert_eq!(done["structuredContent"]["pin"]["state"], "confirmed");
+    drain(&r).await;
+    assert_eq!(lifecycle(&r, "1.0.0").await.0, Lifecycle::Draft);
+    let audit = actions(&r, "v-my-redis-1.0.0").await;
+    assert!(
+        audit.iter().any(|a| a.0 == "pin_confirmed" && a.1 == "mcp"),
+        "{audit:?}"
+    );
+    let again = mcp_call(
+        &r,
+        OPS_TOKEN,
+        "system_reject_pin",
+        json!({"module_name": "my-redis"}),
+    )
+    .await;
+    assert_eq!(again["isError"], true, "{again}");
 }
 
 /// The original boolean keeps its meaning: `true` pins at once, without a proposal.

@@ -8,6 +8,7 @@ use module_webhook::{
     lifecycle::StagePolicy,
     store::Lifecycle,
 };
+use rstest::rstest;
 
 const BREAK_GLASS: &str = "break-glass-token-0123456789";
 
@@ -44,155 +45,159 @@ async fn state(r: &Running, id: &str) -> Lifecycle {
         .lifecycle
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn api_promotion_follows_the_policy_and_is_audited() {
-    for db in databases().await {
-        let mut cfg = config(&db.url, "127.0.0.1:1", vec![]);
-        cfg.api.tokens.push(ApiToken {
-            name: "oncall".into(),
-            token: BREAK_GLASS.into(),
-            role: Role::BreakGlass,
-        });
-        let r = serve(cfg).await;
-        let id = draft(&r, "0.1.0").await;
-        let promote = format!("/api/v1/versions/{id}/promote");
+async fn api_promotion_follows_the_policy_and_is_audited(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let mut cfg = config(&db.url, "127.0.0.1:1", vec![]);
+    cfg.api.tokens.push(ApiToken {
+        name: "oncall".into(),
+        token: BREAK_GLASS.into(),
+        role: Role::BreakGlass,
+    });
+    let r = serve(cfg).await;
+    let id = draft(&r, "0.1.0").await;
+    let promote = format!("/api/v1/versions/{id}/promote");
 
-        let (s, v) = post(
-            &r,
-            &promote,
-            READ_TOKEN,
-            serde_json::json!({"to": "staging"}),
-        )
-        .await;
-        assert_eq!(s, 403, "{v}");
-        let (s, v) = post(&r, &promote, OPS_TOKEN, serde_json::json!({"to": "live"})).await;
-        assert_eq!(s, 409, "{}: {v}", db.name);
-        assert_eq!(v["decision"]["outcome"], "refused");
-        assert_eq!(v["decision"]["missing"][0]["kind"], "not_allowed");
-        let (s, v) = post(
-            &r,
-            &promote,
-            OPS_TOKEN,
-            serde_json::json!({"to": "staging"}),
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
-        assert_eq!(v["decision"]["to"], "staging");
-        let (s, _) = post(
-            &r,
-            &promote,
-            OPS_TOKEN,
-            serde_json::json!({"to": "blessed"}),
-        )
-        .await;
-        assert_eq!(s, 200);
-        // Live needs an approval (the default, as in the seed); the API has no PR to find one.
-        let (s, v) = post(&r, &promote, OPS_TOKEN, serde_json::json!({"to": "live"})).await;
-        assert_eq!(s, 409, "{v}");
-        assert_eq!(v["decision"]["outcome"], "pending");
-        assert_eq!(v["decision"]["missing"][0]["kind"], "approvals");
-        assert_eq!(state(&r, &id).await, Lifecycle::Blessed);
-        // Break-glass waives it, and says so in the audit trail.
-        let (s, v) = post(&r, &promote, BREAK_GLASS, serde_json::json!({"to": "live"})).await;
-        assert_eq!(s, 200, "{v}");
-        // Yank from live, with a reason; nothing leaves yanked.
-        let (s, _) = post(
-            &r,
-            &format!("/api/v1/versions/{id}/yank"),
-            OPS_TOKEN,
-            serde_json::json!({"reason": "  "}),
-        )
-        .await;
-        assert_eq!(s, 409);
-        let (s, _) = post(
-            &r,
-            &format!("/api/v1/versions/{id}/yank"),
-            OPS_TOKEN,
-            serde_json::json!({"reason": "CVE-2026-0001"}),
-        )
-        .await;
-        assert_eq!(s, 200);
-        let (s, _) = post(&r, &promote, BREAK_GLASS, serde_json::json!({"to": "live"})).await;
-        assert_eq!(s, 409);
-        assert_eq!(state(&r, &id).await, Lifecycle::Yanked);
+    let (s, v) = post(
+        &r,
+        &promote,
+        READ_TOKEN,
+        serde_json::json!({"to": "staging"}),
+    )
+    .await;
+    assert_eq!(s, 403, "{v}");
+    let (s, v) = post(&r, &promote, OPS_TOKEN, serde_json::json!({"to": "live"})).await;
+    assert_eq!(s, 409, "{}: {v}", db.name);
+    assert_eq!(v["decision"]["outcome"], "refused");
+    assert_eq!(v["decision"]["missing"][0]["kind"], "not_allowed");
+    let (s, v) = post(
+        &r,
+        &promote,
+        OPS_TOKEN,
+        serde_json::json!({"to": "staging"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["decision"]["to"], "staging");
+    let (s, _) = post(
+        &r,
+        &promote,
+        OPS_TOKEN,
+        serde_json::json!({"to": "blessed"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    // Live needs an approval (the default, as in the seed); the API has no PR to find one.
+    let (s, v) = post(&r, &promote, OPS_TOKEN, serde_json::json!({"to": "live"})).await;
+    assert_eq!(s, 409, "{v}");
+    assert_eq!(v["decision"]["outcome"], "pending");
+    assert_eq!(v["decision"]["missing"][0]["kind"], "approvals");
+    assert_eq!(state(&r, &id).await, Lifecycle::Blessed);
+    // Break-glass waives it, and says so in the audit trail.
+    let (s, v) = post(&r, &promote, BREAK_GLASS, serde_json::json!({"to": "live"})).await;
+    assert_eq!(s, 200, "{v}");
+    // Yank from live, with a reason; nothing leaves yanked.
+    let (s, _) = post(
+        &r,
+        &format!("/api/v1/versions/{id}/yank"),
+        OPS_TOKEN,
+        serde_json::json!({"reason": "  "}),
+    )
+    .await;
+    assert_eq!(s, 409);
+    let (s, _) = post(
+        &r,
+        &format!("/api/v1/versions/{id}/yank"),
+        OPS_TOKEN,
+        serde_json::json!({"reason": "CVE-2026-0001"}),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let (s, _) = post(&r, &promote, BREAK_GLASS, serde_json::json!({"to": "live"})).await;
+    assert_eq!(s, 409);
+    assert_eq!(state(&r, &id).await, Lifecycle::Yanked);
 
-        let (_, a) = r
-            .get(&format!("/api/v1/versions/{id}/audit"), Some(READ_TOKEN))
-            .await;
-        let rows: Vec<(String, String, Option<String>)> = a["audit"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| {
-                (
-                    x["action"].as_str().unwrap().to_owned(),
-                    x["via"].as_str().unwrap().to_owned(),
-                    x["to_state"].as_str().map(str::to_owned),
-                )
-            })
-            .collect();
-        let actions: Vec<&str> = rows.iter().map(|(a, _, _)| a.as_str()).collect();
-        assert_eq!(
-            actions,
-            [
-                "ingested",
-                "refused",
-                "transition",
-                "transition",
-                "pending",
-                "transition_break_glass",
-                "refused",
-                "transition",
-                "refused"
-            ],
-            "{}",
-            db.name
-        );
-        let bg = &a["audit"].as_array().unwrap()[5];
-        assert_eq!(bg["actor"], "api:oncall");
-        assert_eq!(bg["evidence"]["break_glass"], true);
-        assert_eq!(
-            bg["evidence"]["digest"],
-            format!("sha256:{}", "ab".repeat(32))
-        );
-    }
+    let (_, a) = r
+        .get(&format!("/api/v1/versions/{id}/audit"), Some(READ_TOKEN))
+        .await;
+    let rows: Vec<(String, String, Option<String>)> = a["audit"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| {
+            (
+                x["action"].as_str().unwrap().to_owned(),
+                x["via"].as_str().unwrap().to_owned(),
+                x["to_state"].as_str().map(str::to_owned),
+            )
+        })
+        .collect();
+    let actions: Vec<&str> = rows.iter().map(|(a, _, _)| a.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "ingested",
+            "refused",
+            "transition",
+            "transition",
+            "pending",
+            "transition_break_glass",
+            "refused",
+            "transition",
+            "refused"
+        ],
+        "{}",
+        db.name
+    );
+    let bg = &a["audit"].as_array().unwrap()[5];
+    assert_eq!(bg["actor"], "api:oncall");
+    assert_eq!(bg["evidence"]["break_glass"], true);
+    assert_eq!(
+        bg["evidence"]["digest"],
+        format!("sha256:{}", "ab".repeat(32))
+    );
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn concurrent_requests_transition_once() {
-    for db in databases().await {
-        let r = serve(config(&db.url, "127.0.0.1:1", vec![])).await;
-        let id = draft(&r, "0.2.0").await;
-        let path = format!("/api/v1/versions/{id}/promote");
-        let mut handles = Vec::new();
-        for _ in 0..8 {
-            let (http, url) = (r.http.clone(), format!("{}{path}", r.url));
-            handles.push(tokio::spawn(async move {
-                http.post(url)
-                    .bearer_auth(OPS_TOKEN)
-                    .json(&serde_json::json!({"to": "staging"}))
-                    .send()
-                    .await
-                    .unwrap()
-                    .status()
-                    .as_u16()
-            }));
-        }
-        let mut codes = Vec::new();
-        for h in handles {
-            codes.push(h.await.unwrap());
-        }
-        assert_eq!(
-            codes.iter().filter(|c| **c == 200).count(),
-            1,
-            "{}: {codes:?}",
-            db.name
-        );
-        assert_eq!(codes.iter().filter(|c| **c == 409).count(), 7);
-        let audit = r.app.state.store.audit_of(&id).await.unwrap();
-        assert_eq!(audit.iter().filter(|a| a.action == "transition").count(), 1);
-        assert_eq!(state(&r, &id).await, Lifecycle::Staging);
+async fn concurrent_requests_transition_once(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let r = serve(config(&db.url, "127.0.0.1:1", vec![])).await;
+    let id = draft(&r, "0.2.0").await;
+    let path = format!("/api/v1/versions/{id}/promote");
+    let mut handles = Vec::new();
+    for _ in 0..8 {
+        let (http, url) = (r.http.clone(), format!("{}{path}", r.url));
+        handles.push(tokio::spawn(async move {
+            http.post(url)
+                .bearer_auth(OPS_TOKEN)
+                .json(&serde_json::json!({"to": "staging"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
     }
+    let mut codes = Vec::new();
+    for h in handles {
+        codes.push(h.await.unwrap());
+    }
+    assert_eq!(
+        codes.iter().filter(|c| **c == 200).count(),
+        1,
+        "{}: {codes:?}",
+        db.name
+    );
+    assert_eq!(codes.iter().filter(|c| **c == 409).count(), 7);
+    let audit = r.app.state.store.audit_of(&id).await.unwrap();
+    assert_eq!(audit.iter().filter(|a| a.action == "transition").count(), 1);
+    assert_eq!(state(&r, &id).await, Lifecycle::Staging);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -261,105 +266,107 @@ async fn api_reasons_reach_the_audit_trail() {
 /// A transition records the request it carries out in its own transaction: a new request is
 /// inserted `done`, a pending one moves to `done`, one that already left `pending` keeps its
 /// state, and a transition that loses its compare-and-set writes no request at all.
+#[rstest]
 #[tokio::test]
-async fn a_transition_settles_its_request_in_the_same_transaction() {
+async fn a_transition_settles_its_request_in_the_same_transaction(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
     use module_webhook::{
         lifecycle::Actor,
         store::{AuditAction, NewAudit, PromotionRequest, RequestState, Store, Via},
     };
-    for db in databases().await {
-        let store = Store::connect(&db.url).await.unwrap();
-        let request = |id: &str, version_id: &str, state: RequestState| PromotionRequest {
-            id: id.to_owned().into(),
-            version_id: version_id.to_owned().into(),
-            to_state: Lifecycle::Staging,
-            digest: "sha256:ab".into(),
-            requester: Actor::Gitea("bob".into()),
-            via: Via::Comment,
-            repository: Some("acme/hello-module".into()),
-            pr_number: Some(7),
-            state,
-            missing: serde_json::json!(["approvals"]),
-            reason: None,
-            created_at: 1,
-            expires_at: i64::MAX,
-        };
-        let audit = |v: &str| NewAudit {
-            version_id: Some(v.to_owned().into()),
-            template_id: None,
-            module: Some("my-redis".into()),
-            actor: "gitea:bob".into(),
-            via: Via::Comment,
-            action: AuditAction::Transition,
-            from_state: Some(Lifecycle::Draft),
-            to_state: Some(Lifecycle::Staging),
-            reason: None,
-            evidence: serde_json::json!({}),
-        };
-        let transition = |v: String, r: Option<PromotionRequest>| {
-            let store = store.clone();
-            async move {
-                store
-                    .transition_version(
-                        &v,
-                        Lifecycle::Draft,
-                        Lifecycle::Staging,
-                        &audit(&v),
-                        &[],
-                        r.as_ref(),
-                    )
-                    .await
-                    .unwrap()
-            }
-        };
-
-        // What was recorded before the transition (None: nothing) → what it leaves.
-        let cases = [
-            ("0.1.0", "a1", "r-new", None, RequestState::Done),
-            (
-                "0.2.0",
-                "a2",
-                "r-pending",
-                Some(RequestState::Pending),
-                RequestState::Done,
-            ),
-            (
-                "0.3.0",
-                "a3",
-                "r-cancelled",
-                Some(RequestState::Cancelled),
-                RequestState::Cancelled,
-            ),
-        ];
-        let mut v1 = None;
-        for (version, digest, id, before, after) in cases {
-            let v = published_in(&store, version, Lifecycle::Draft, digest, "c0ffee").await;
-            let r = request(id, &v, before.unwrap_or(RequestState::Pending));
-            if before.is_some() {
-                assert!(store.insert_request(&r).await.unwrap());
-            }
-            assert!(transition(v.clone(), Some(r)).await, "{}: {id}", db.name);
-            let got = store.request_by_id(id).await.unwrap().unwrap();
-            assert_eq!(got.state, after, "{}: {id}", db.name);
-            if after == RequestState::Done {
-                assert_eq!(got.missing, serde_json::json!([]), "{}: {id}", db.name);
-            }
-            v1.get_or_insert(v);
+    let db = backend.db().await;
+    let store = Store::connect(&db.url).await.unwrap();
+    let request = |id: &str, version_id: &str, state: RequestState| PromotionRequest {
+        id: id.to_owned().into(),
+        version_id: version_id.to_owned().into(),
+        to_state: Lifecycle::Staging,
+        digest: "sha256:ab".into(),
+        requester: Actor::Gitea("bob".into()),
+        via: Via::Comment,
+        repository: Some("acme/hello-module".into()),
+        pr_number: Some(7),
+        state,
+        missing: serde_json::json!(["approvals"]),
+        reason: None,
+        created_at: 1,
+        expires_at: i64::MAX,
+    };
+    let audit = |v: &str| NewAudit {
+        version_id: Some(v.to_owned().into()),
+        template_id: None,
+        module: Some("my-redis".into()),
+        actor: "gitea:bob".into(),
+        via: Via::Comment,
+        action: AuditAction::Transition,
+        from_state: Some(Lifecycle::Draft),
+        to_state: Some(Lifecycle::Staging),
+        reason: None,
+        evidence: serde_json::json!({}),
+    };
+    let transition = |v: String, r: Option<PromotionRequest>| {
+        let store = store.clone();
+        async move {
+            store
+                .transition_version(
+                    &v,
+                    Lifecycle::Draft,
+                    Lifecycle::Staging,
+                    &audit(&v),
+                    &[],
+                    r.as_ref(),
+                )
+                .await
+                .unwrap()
         }
-        let v1 = v1.unwrap();
+    };
 
-        // Lost compare-and-set (the version is no longer a draft): nothing written.
-        assert!(
-            !transition(
-                v1.clone(),
-                Some(request("r-lost", &v1, RequestState::Pending))
-            )
-            .await
-        );
-        assert!(
-            store.request_by_id("r-lost").await.unwrap().is_none(),
-            "{}",
-            db.name
-        );
+    // What was recorded before the transition (None: nothing) → what it leaves.
+    let cases = [
+        ("0.1.0", "a1", "r-new", None, RequestState::Done),
+        (
+            "0.2.0",
+            "a2",
+            "r-pending",
+            Some(RequestState::Pending),
+            RequestState::Done,
+        ),
+        (
+            "0.3.0",
+            "a3",
+            "r-cancelled",
+            Some(RequestState::Cancelled),
+            RequestState::Cancelled,
+        ),
+    ];
+    let mut v1 = None;
+    for (version, digest, id, before, after) in cases {
+        let v = published_in(&store, version, Lifecycle::Draft, digest, "c0ffee").await;
+        let r = request(id, &v, before.unwrap_or(RequestState::Pending));
+        if before.is_some() {
+            assert!(store.insert_request(&r).await.unwrap());
+        }
+        assert!(transition(v.clone(), Some(r)).await, "{}: {id}", db.name);
+        let got = store.request_by_id(id).await.unwrap().unwrap();
+        assert_eq!(got.state, after, "{}: {id}", db.name);
+        if after == RequestState::Done {
+            assert_eq!(got.missing, serde_json::json!([]), "{}: {id}", db.name);
+        }
+        v1.get_or_insert(v);
     }
+    let v1 = v1.unwrap();
+
+    // Lost compare-and-set (the version is no longer a draft): nothing written.
+    assert!(
+        !transition(
+            v1.clone(),
+            Some(request("r-lost", &v1, RequestState::Pending))
+        )
+        .await
+    );
+    assert!(
+        store.request_by_id("r-lost").await.unwrap().is_none(),
+        "{}",
+        db.name
+    );
 }

@@ -8,6 +8,7 @@ mod common;
 use common::{fleet::*, release::*, *};
 use module_webhook::{fleet::recompute_job, store::Store};
 use powernode_testkit::registry::{TestRegistry, free_port};
+use rstest::rstest;
 use serde_json::json;
 use std::{
     collections::BTreeMap,
@@ -79,132 +80,132 @@ fn version_of(doc: &serde_json::Value, module: &str) -> Option<String> {
 /// Three templates: two reach system-base (one assigns it, one through security-hardening's
 /// dependency), one does not. A new system-base going live recomputes the two, and the
 /// third is not even looked at; then recomputing unchanged inputs composes nothing.
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn a_promotion_recomputes_only_the_templates_reaching_the_module_and_unchanged_inputs_compose_nothing()
- {
-    for db in databases().await {
-        let reg = TestRegistry::start();
-        let k = keys();
-        let r = serve(cfg_for(&db.url, &reg, &k)).await;
-        let dirs: BTreeMap<&str, tempfile::TempDir> = ["system-base", "security-hardening", "motd"]
-            .map(|m| (m, source(m)))
-            .into();
-        for (m, d) in &dirs {
-            release_live(&r, &reg, &k, d.path(), m, "1.0.0").await;
-        }
-        template_with(&r, "t-direct", &["system-base"]).await;
-        template_with(&r, "t-dep", &["security-hardening"]).await;
-        template_with(&r, "t-other", &["motd"]).await;
-        r.app.drain().await.unwrap();
-        let store = &r.app.state.store;
-        let other = store.served_state("t-other").await.unwrap().unwrap();
-        let other_computed = store.last_computation("t-other").await.unwrap().unwrap();
-        let before = counts(&r);
+async fn a_promotion_recomputes_only_the_templates_reaching_the_module_and_unchanged_inputs_compose_nothing(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let reg = TestRegistry::start();
+    let k = keys();
+    let r = serve(cfg_for(&db.url, &reg, &k)).await;
+    let dirs: BTreeMap<&str, tempfile::TempDir> = ["system-base", "security-hardening", "motd"]
+        .map(|m| (m, source(m)))
+        .into();
+    for (m, d) in &dirs {
+        release_live(&r, &reg, &k, d.path(), m, "1.0.0").await;
+    }
+    template_with(&r, "t-direct", &["system-base"]).await;
+    template_with(&r, "t-dep", &["security-hardening"]).await;
+    template_with(&r, "t-other", &["motd"]).await;
+    r.app.drain().await.unwrap();
+    let store = &r.app.state.store;
+    let other = store.served_state("t-other").await.unwrap().unwrap();
+    let other_computed = store.last_computation("t-other").await.unwrap().unwrap();
+    let before = counts(&r);
 
-        let next = release_draft(
-            &r,
-            &reg,
-            &k,
-            dirs["system-base"].path(),
-            "system-base",
-            "1.1.0",
-        )
-        .await;
-        bless(&r, &next).await;
-        let (s, v) = post(
-            &r,
-            &format!("/versions/{next}/promote"),
-            OPS_TOKEN,
-            json!({"to": "live"}),
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
-        r.app.drain().await.unwrap();
-        let after = counts(&r);
+    let next = release_draft(
+        &r,
+        &reg,
+        &k,
+        dirs["system-base"].path(),
+        "system-base",
+        "1.1.0",
+    )
+    .await;
+    bless(&r, &next).await;
+    let (s, v) = post(
+        &r,
+        &format!("/versions/{next}/promote"),
+        OPS_TOKEN,
+        json!({"to": "live"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    r.app.drain().await.unwrap();
+    let after = counts(&r);
+    assert_eq!(
+        (after.0 - before.0, after.1 - before.1),
+        (2, 0),
+        "{}: two templates composed, none other looked at",
+        db.name
+    );
+    for t in ["t-direct", "t-dep"] {
+        let st = store.served_state(t).await.unwrap().unwrap();
         assert_eq!(
-            (after.0 - before.0, after.1 - before.1),
-            (2, 0),
-            "{}: two templates composed, none other looked at",
-            db.name
-        );
-        for t in ["t-direct", "t-dep"] {
-            let st = store.served_state(t).await.unwrap().unwrap();
-            assert_eq!(
-                version_of(&st.document, "system-base").as_deref(),
-                Some("1.1.0"),
-                "{t}"
-            );
-        }
-        let other_now = store.served_state("t-other").await.unwrap().unwrap();
-        assert_eq!(
-            (other_now.state_id, other_now.sequence),
-            (other.state_id, other.sequence)
-        );
-        assert_eq!(
-            store
-                .last_computation("t-other")
-                .await
-                .unwrap()
-                .unwrap()
-                .computed_at,
-            other_computed.computed_at,
-            "t-other was not recomputed"
-        );
-
-        // Unchanged inputs: a full recomputation and a repeated assignment compose nothing
-        // and record nothing.
-        let audit_before = store.audit_of_template("t-direct").await.unwrap().len();
-        let served_before = store.served_state("t-direct").await.unwrap().unwrap();
-        store.enqueue(&recompute_job()).await.unwrap();
-        r.app.drain().await.unwrap();
-        let (s, v) = post(
-            &r,
-            "/templates/t-direct/assignments",
-            OPS_TOKEN,
-            json!({"module_name": "system-base"}),
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
-        assert_eq!(v["desired_state"]["changed"], false, "{v}");
-        assert_eq!(
-            v["desired_state"]["state_id"],
-            served_before.state_id.as_str(),
-            "{v}"
-        );
-        r.app.drain().await.unwrap();
-        let end = counts(&r);
-        assert_eq!(
-            end.0, after.0,
-            "{}: nothing composed for unchanged inputs",
-            db.name
-        );
-        assert!(
-            end.1 - after.1 >= 4,
-            "{}: 3 templates and the assignment skipped: {end:?}",
-            db.name
-        );
-        let served_after = store.served_state("t-direct").await.unwrap().unwrap();
-        assert_eq!(served_after.sequence, served_before.sequence);
-        // Only the assignment's own audit row.
-        assert_eq!(
-            store.audit_of_template("t-direct").await.unwrap().len(),
-            audit_before + 1
-        );
-        let metrics = r
-            .http
-            .get(format!("{}/metrics", r.url))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(
-            metrics
-                .contains("module_webhook_desired_state_compositions_total{outcome=\"skipped\"}"),
-            "{metrics}"
+            version_of(&st.document, "system-base").as_deref(),
+            Some("1.1.0"),
+            "{t}"
         );
     }
+    let other_now = store.served_state("t-other").await.unwrap().unwrap();
+    assert_eq!(
+        (other_now.state_id, other_now.sequence),
+        (other.state_id, other.sequence)
+    );
+    assert_eq!(
+        store
+            .last_computation("t-other")
+            .await
+            .unwrap()
+            .unwrap()
+            .computed_at,
+        other_computed.computed_at,
+        "t-other was not recomputed"
+    );
+
+    // Unchanged inputs: a full recomputation and a repeated assignment compose nothing
+    // and record nothing.
+    let audit_before = store.audit_of_template("t-direct").await.unwrap().len();
+    let served_before = store.served_state("t-direct").await.unwrap().unwrap();
+    store.enqueue(&recompute_job()).await.unwrap();
+    r.app.drain().await.unwrap();
+    let (s, v) = post(
+        &r,
+        "/templates/t-direct/assignments",
+        OPS_TOKEN,
+        json!({"module_name": "system-base"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["desired_state"]["changed"], false, "{v}");
+    assert_eq!(
+        v["desired_state"]["state_id"],
+        served_before.state_id.as_str(),
+        "{v}"
+    );
+    r.app.drain().await.unwrap();
+    let end = counts(&r);
+    assert_eq!(
+        end.0, after.0,
+        "{}: nothing composed for unchanged inputs",
+        db.name
+    );
+    assert!(
+        end.1 - after.1 >= 4,
+        "{}: 3 templates and the assignment skipped: {end:?}",
+        db.name
+    );
+    let served_after = store.served_state("t-direct").await.unwrap().unwrap();
+    assert_eq!(served_after.sequence, served_before.sequence);
+    // Only the assignment's own audit row.
+    assert_eq!(
+        store.audit_of_template("t-direct").await.unwrap().len(),
+        audit_before + 1
+    );
+    let metrics = r
+        .http
+        .get(format!("{}/metrics", r.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("module_webhook_desired_state_compositions_total{outcome=\"skipped\"}"),
+        "{metrics}"
+    );
 }
 
 /// A fresh database on the PostgreSQL this test needs (`DATABASE_URL`, else the local one).

@@ -9,6 +9,7 @@ use module_webhook::{
     store::{Lifecycle, RequestState},
 };
 use powernode_testkit::gitea::{review, review_at};
+use rstest::rstest;
 use std::time::Duration;
 
 fn needs_one_approval(c: &mut Config) {
@@ -27,61 +28,63 @@ async fn audit(e: &Env, id: &str) -> Vec<module_webhook::store::AuditRow> {
 
 /// Item 1: a command posted in another repository never acts on a module, and no evidence is
 /// read from the commenter's repository.
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn item1_cross_repository_command_is_refused_and_audited() {
-    for db in databases().await {
-        let e = env(db, |_| {}).await;
-        let id = draft(&e.r, "1.0.0").await;
-        // mallory owns her playground, and nothing of the module's repository.
-        e.gitea.grant("mallory/playground", "mallory", "owner");
-        for (n, cmd) in [
-            "/promote my-redis@1.0.0 staging",
-            "/yank my-redis@1.0.0 gone",
-            "/cancel my-redis@1.0.0",
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            comment_in(
-                &e,
-                "mallory/playground",
-                n as i64 + 1,
-                "mallory",
-                cmd,
-                "created",
-            )
-            .await;
-            let reply = e.last_reply();
-            assert!(
-                reply.contains("my-redis is promoted only from acme/hello-module"),
-                "{cmd}: {reply}"
-            );
-        }
-        assert_eq!(state(&e, &id).await, Lifecycle::Draft);
-        let refusals: Vec<_> = audit(&e, &id)
-            .await
-            .into_iter()
-            .filter(|a| a.action == "refused")
-            .collect();
-        assert_eq!(refusals.len(), 3, "every refusal is audited");
-        assert!(refusals.iter().all(|a| a.actor == "gitea:mallory"));
-        assert_eq!(refusals[0].evidence["repository"], "mallory/playground");
-        // Not one question about permissions or reviews went to mallory's repository.
-        let asked: Vec<_> = e
-            .gitea
-            .calls()
-            .into_iter()
-            .filter(|(m, p)| m == "GET" && p.contains("mallory/playground"))
-            .collect();
-        assert!(asked.is_empty(), "{asked:?}");
-        // Replies go where the command was posted.
-        let posted = e.gitea.state.lock().unwrap().comments.clone();
+async fn item1_cross_repository_command_is_refused_and_audited(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let e = env(db, |_| {}).await;
+    let id = draft(&e.r, "1.0.0").await;
+    // mallory owns her playground, and nothing of the module's repository.
+    e.gitea.grant("mallory/playground", "mallory", "owner");
+    for (n, cmd) in [
+        "/promote my-redis@1.0.0 staging",
+        "/yank my-redis@1.0.0 gone",
+        "/cancel my-redis@1.0.0",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        comment_in(
+            &e,
+            "mallory/playground",
+            n as i64 + 1,
+            "mallory",
+            cmd,
+            "created",
+        )
+        .await;
+        let reply = e.last_reply();
         assert!(
-            posted
-                .iter()
-                .all(|(repo, _, _)| repo == "mallory/playground")
+            reply.contains("my-redis is promoted only from acme/hello-module"),
+            "{cmd}: {reply}"
         );
     }
+    assert_eq!(state(&e, &id).await, Lifecycle::Draft);
+    let refusals: Vec<_> = audit(&e, &id)
+        .await
+        .into_iter()
+        .filter(|a| a.action == "refused")
+        .collect();
+    assert_eq!(refusals.len(), 3, "every refusal is audited");
+    assert!(refusals.iter().all(|a| a.actor == "gitea:mallory"));
+    assert_eq!(refusals[0].evidence["repository"], "mallory/playground");
+    // Not one question about permissions or reviews went to mallory's repository.
+    let asked: Vec<_> = e
+        .gitea
+        .calls()
+        .into_iter()
+        .filter(|(m, p)| m == "GET" && p.contains("mallory/playground"))
+        .collect();
+    assert!(asked.is_empty(), "{asked:?}");
+    // Replies go where the command was posted.
+    let posted = e.gitea.state.lock().unwrap().comments.clone();
+    assert!(
+        posted
+            .iter()
+            .all(|(repo, _, _)| repo == "mallory/playground")
+    );
 }
 
 /// Item 2: a Gitea user whose login equals a magic word is a Gitea user.
@@ -165,34 +168,36 @@ async fn item6_empty_or_short_hook_secrets_are_refused_at_start_up() {
 
 /// Item 8: an approval counts only for the request it answers, on the version's commit, and a
 /// version without a commit cannot be approved.
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn item8_approvals_count_only_for_the_request_they_answer() {
-    for db in databases().await {
-        let e = env(db, needs_one_approval).await;
-        let id = draft(&e.r, "1.0.0").await;
-        // An approval from before the request does not carry it.
-        e.gitea
-            .add_review(GITEA_REPO, 7, review_at(30, "dave", "APPROVED", HEAD));
-        comment(&e, 1, "alice", "/promote 1.0.0 staging", "created").await;
-        assert_eq!(state(&e, &id).await, Lifecycle::Draft, "{}", e.last_reply());
-        e.gitea
-            .add_review(GITEA_REPO, 7, review(31, "bob", "APPROVED", HEAD));
-        review_event(&e).await;
-        assert_eq!(state(&e, &id).await, Lifecycle::Staging);
-        // The approval that carried staging does not carry blessed.
-        tokio::time::sleep(Duration::from_millis(1100)).await;
-        comment(&e, 2, "alice", "/promote 1.0.0 blessed", "created").await;
-        assert_eq!(state(&e, &id).await, Lifecycle::Staging);
-        assert!(
-            e.last_reply().contains("0 of 1 required approvals"),
-            "{}",
-            e.last_reply()
-        );
-        e.gitea
-            .add_review(GITEA_REPO, 7, review(32, "carol", "APPROVED", HEAD));
-        review_event(&e).await;
-        assert_eq!(state(&e, &id).await, Lifecycle::Blessed);
-    }
+async fn item8_approvals_count_only_for_the_request_they_answer(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let e = env(db, needs_one_approval).await;
+    let id = draft(&e.r, "1.0.0").await;
+    // An approval from before the request does not carry it.
+    e.gitea
+        .add_review(GITEA_REPO, 7, review_at(30, "dave", "APPROVED", HEAD));
+    comment(&e, 1, "alice", "/promote 1.0.0 staging", "created").await;
+    assert_eq!(state(&e, &id).await, Lifecycle::Draft, "{}", e.last_reply());
+    e.gitea
+        .add_review(GITEA_REPO, 7, review(31, "bob", "APPROVED", HEAD));
+    review_event(&e).await;
+    assert_eq!(state(&e, &id).await, Lifecycle::Staging);
+    // The approval that carried staging does not carry blessed.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    comment(&e, 2, "alice", "/promote 1.0.0 blessed", "created").await;
+    assert_eq!(state(&e, &id).await, Lifecycle::Staging);
+    assert!(
+        e.last_reply().contains("0 of 1 required approvals"),
+        "{}",
+        e.last_reply()
+    );
+    e.gitea
+        .add_review(GITEA_REPO, 7, review(32, "carol", "APPROVED", HEAD));
+    review_event(&e).await;
+    assert_eq!(state(&e, &id).await, Lifecycle::Blessed);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -274,45 +279,47 @@ async fn item9_category_override_follows_the_pinned_category_not_the_manifest() 
 }
 
 /// Item 10: a `/cancel` that lands while a re-evaluation is deciding stays cancelled.
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn item10_cancel_is_not_undone_by_a_concurrent_reevaluation() {
-    for db in databases().await {
-        let e = env(db, needs_one_approval).await;
-        draft(&e.r, "1.0.0").await;
-        comment(&e, 1, "bob", "/promote 1.0.0 staging", "created").await;
-        let pending = e.r.app.state.store.pending_requests(None).await.unwrap();
-        assert_eq!(pending.len(), 1);
-        // Hold the re-evaluation after it read the pending request, while it reads reviews.
-        let (arrived, release) = e.gitea.hold_next_reviews();
-        let engine = e.engine();
-        let reeval = tokio::spawn(async move { engine.reevaluate(None).await.map(|_| ()) });
-        tokio::task::spawn_blocking(move || arrived.recv_timeout(Duration::from_secs(10)))
+async fn item10_cancel_is_not_undone_by_a_concurrent_reevaluation(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let e = env(db, needs_one_approval).await;
+    draft(&e.r, "1.0.0").await;
+    comment(&e, 1, "bob", "/promote 1.0.0 staging", "created").await;
+    let pending = e.r.app.state.store.pending_requests(None).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    // Hold the re-evaluation after it read the pending request, while it reads reviews.
+    let (arrived, release) = e.gitea.hold_next_reviews();
+    let engine = e.engine();
+    let reeval = tokio::spawn(async move { engine.reevaluate(None).await.map(|_| ()) });
+    tokio::task::spawn_blocking(move || arrived.recv_timeout(Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .expect("the re-evaluation reads reviews");
+    comment(&e, 2, "bob", "/cancel", "created").await;
+    assert!(e.last_reply().contains("cancelled 1 pending request(s)"));
+    drop(release);
+    reeval.await.unwrap().unwrap();
+    let r =
+        e.r.app
+            .state
+            .store
+            .request_by_id(&pending[0].id)
             .await
             .unwrap()
-            .expect("the re-evaluation reads reviews");
-        comment(&e, 2, "bob", "/cancel", "created").await;
-        assert!(e.last_reply().contains("cancelled 1 pending request(s)"));
-        drop(release);
-        reeval.await.unwrap().unwrap();
-        let r =
-            e.r.app
-                .state
-                .store
-                .request_by_id(&pending[0].id)
-                .await
-                .unwrap()
-                .unwrap();
-        assert_eq!(r.state, RequestState::Cancelled);
-        assert!(
-            e.r.app
-                .state
-                .store
-                .pending_requests(None)
-                .await
-                .unwrap()
-                .is_empty()
-        );
-    }
+            .unwrap();
+    assert_eq!(r.state, RequestState::Cancelled);
+    assert!(
+        e.r.app
+            .state
+            .store
+            .pending_requests(None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Item 11: a job that runs longer than its lease keeps it (heartbeat) and runs once.

@@ -5,26 +5,35 @@
 //! module is rebuilt; 0 is what "no meaningful time" means in the artifact format too.
 //! Owners are uid/gid 0 and the root is 0755, as in every module image.
 
-use super::owners::Merged;
 use crate::{
-    artifact::composefs::Tree,
+    artifact::composefs::{Tree, TreeBuilder},
     diagnostics::{Code, Finding},
     digest::Digest,
 };
+use std::sync::mpsc::Receiver;
 
 /// The merged tree's mtime (see the module documentation).
 const MERGED_MTIME: u64 = 0;
 
-/// `merged` must be sorted by path, so parents are added before their children.
-pub(super) fn digest(merged: &[Merged]) -> Result<Digest, Finding> {
-    Ok(tree(merged.iter().map(|m| (m.path, m.entry)))?.digest())
+/// The digest of the tree `merged` yields as it is resolved (sorted by path, so parents
+/// come before their children), or `None` when `go` says a conflict withholds it (or is
+/// dropped). The tree is built while the paths arrive; only the image waits for `go`.
+pub(super) fn digest<'a>(
+    merged: impl Iterator<Item = (&'a str, &'a super::Entry)>,
+    go: Receiver<bool>,
+) -> Option<Result<Digest, Finding>> {
+    let tree = tree(merged);
+    if !go.recv().unwrap_or(false) {
+        return None;
+    }
+    Some(tree.map(|t| t.digest()))
 }
 
 /// The merged tree in composefs' form, from (path, entry) pairs sorted by path.
 pub(super) fn tree<'a>(
     merged: impl Iterator<Item = (&'a str, &'a super::Entry)>,
 ) -> Result<Tree, Finding> {
-    let mut tree = Tree::new(MERGED_MTIME);
+    let mut tree = TreeBuilder::new(MERGED_MTIME);
     for (path, entry) in merged {
         let rel = path.strip_prefix('/').unwrap_or(path);
         let added = match &entry.kind {
@@ -44,5 +53,5 @@ pub(super) fn tree<'a>(
             .field(path)
         })?;
     }
-    Ok(tree)
+    Ok(tree.finish())
 }

@@ -30,7 +30,10 @@ use crate::{
     manifest::{Manifest, ModuleName},
 };
 use serde::{Serialize, Serializer};
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::mpsc};
+
+/// Merged paths per message to the digest thread.
+const BATCH: usize = 4096;
 
 /// One module version as composition sees it: its manifest and every path it ships.
 #[derive(Debug, Clone)]
@@ -187,14 +190,30 @@ fn compose_inner(layers: &[Layer], keep_entries: bool) -> Composition {
 
     let checked = layers::check(&ordered, &mut findings);
     let masks = mask::Masks::new(&ordered, &mut findings);
-    let merged = owners::resolve(&ordered, &checked, masks, &mut findings);
 
-    let blocked = findings.iter().any(|f| f.severity == Severity::Conflict);
     let name = |rank: usize| ordered[rank].manifest.identity.name.clone();
-    // The digest (composefs' image writer, most of the work) runs on a second thread while
-    // this one builds the owner map and the entry copy: both only read `merged`.
+    // The digest (composefs' image writer, most of the work) runs on a second thread. That
+    // thread builds composefs' tree from the merged paths in batches while this one resolves
+    // them, then writes the image and hashes it (unless a conflict blocks) while this one
+    // builds the owner map and the entry copy.
     let (digest, owners, entries) = std::thread::scope(|s| {
-        let digest = (!blocked).then(|| s.spawn(|| merge::digest(&merged)));
+        let (paths, arriving) = mpsc::channel::<Vec<(&str, &Entry)>>();
+        let (go, ready) = mpsc::channel::<bool>();
+        let digest = s.spawn(move || merge::digest(arriving.into_iter().flatten(), ready));
+        let mut batch = Vec::with_capacity(BATCH);
+        let merged = owners::resolve(&ordered, &checked, masks, &mut findings, |m| {
+            batch.push((m.path, m.entry));
+            if batch.len() == BATCH {
+                // A send fails only when the digest thread is gone (it panicked): its
+                // join below says so.
+                let _ = paths.send(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)));
+            }
+        });
+        let _ = paths.send(batch);
+        drop(paths);
+        let blocked = findings.iter().any(|f| f.severity == Severity::Conflict);
+        let _ = go.send(!blocked);
+
         let owners: BTreeMap<String, ModuleName> = merged
             .iter()
             .map(|m| (m.path.to_owned(), name(m.rank)))
@@ -210,7 +229,9 @@ fn compose_inner(layers: &[Layer], keep_entries: bool) -> Composition {
         } else {
             Vec::new()
         };
-        let digest = digest.map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+        let digest = digest
+            .join()
+            .unwrap_or_else(|p| std::panic::resume_unwind(p));
         (digest, owners, entries)
     });
     let merged_digest = match digest {

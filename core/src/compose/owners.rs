@@ -23,12 +23,14 @@ pub(super) struct Merged<'a> {
 }
 
 /// Resolves every path, in sorted order. `checked[rank]` holds that layer's valid entries,
-/// sorted by path.
+/// sorted by path. `emit` sees each merged path as soon as it is resolved (composition feeds
+/// the digest's tree to a second thread that way).
 pub(super) fn resolve<'a>(
     ordered: &[&'a Layer],
     checked: &[Vec<&'a Entry>],
     mut masks: Masks<'a>,
     findings: &mut Vec<Finding>,
+    mut emit: impl FnMut(&Merged<'a>),
 ) -> Vec<Merged<'a>> {
     let mut all: Vec<(&'a Entry, usize)> = checked
         .iter()
@@ -47,7 +49,9 @@ pub(super) fn resolve<'a>(
         live.extend(group.iter().filter(|(_, rank)| *rank >= cut));
         if let Some(w) = winner(path, &live, ordered, findings) {
             let (entry, rank) = live[w];
-            out.push(Merged { path, rank, entry });
+            let m = Merged { path, rank, entry };
+            emit(&m);
+            out.push(m);
         }
     }
     masks.finish(findings);

@@ -7,8 +7,9 @@
 mod report;
 mod tokens;
 
+pub use crate::fleet::tokens::{Deleted, NewInstance, Registered};
 pub use report::{REPORT_BODY_LIMIT, remember_served, report};
-pub use tokens::{Deleted, delete, delete_via, rotate_token, rotate_via};
+pub use tokens::{delete, rotate_token};
 
 use super::templates::serve_state;
 pub use crate::fleet::instances::{
@@ -17,10 +18,9 @@ pub use crate::fleet::instances::{
 use crate::http::extract as body;
 use crate::{
     config::Role,
-    fleet::{cache::InstanceAuth, instances::token_hash},
+    fleet::cache::InstanceAuth,
     http::{ApiError, AppState, auth::require},
-    lifecycle::Actor,
-    store::{AuditAction, InstanceRow, NewAudit, Via},
+    store::Via,
 };
 use axum::{
     Json,
@@ -28,24 +28,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
 };
-use powernode_module::manifest::ModuleName;
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct NewInstance {
-    #[schemars(regex(pattern = super::NAME_PATTERN))]
-    pub id: String,
-    #[schemars(regex(pattern = super::NAME_PATTERN))]
-    pub template_id: String,
-}
-
-#[derive(Debug, Serialize, schemars::JsonSchema)]
-pub struct Registered {
-    pub instance: InstanceRow,
-    /// Shown once: only its SHA-256 is stored.
-    pub token: String,
-}
+use serde::Serialize;
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Accepted {
@@ -59,15 +42,6 @@ fn bearer(h: &HeaderMap) -> Option<&str> {
         .strip_prefix("Bearer ")
 }
 
-/// A new instance token: 244 random bits from the OS generator (two v4 UUIDs), shown once.
-fn new_token() -> String {
-    format!(
-        "pni_{}{}",
-        uuid::Uuid::new_v4().simple(),
-        uuid::Uuid::new_v4().simple()
-    )
-}
-
 /// The instance `id`, authenticated by its own token (`fleet::instances`), or 401.
 async fn instance_auth(s: &AppState, h: &HeaderMap, id: &str) -> Result<InstanceAuth, ApiError> {
     s.fleet.instance_auth(id, bearer(h)).await?.ok_or_else(|| {
@@ -79,58 +53,14 @@ async fn instance_auth(s: &AppState, h: &HeaderMap, id: &str) -> Result<Instance
     })
 }
 
-async fn find(s: &AppState, id: &str) -> Result<InstanceRow, ApiError> {
-    s.store
-        .instance(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("no instance {id}")))
-}
-
 pub async fn register(
     State(s): State<AppState>,
     h: HeaderMap,
     body::Json(b): body::Json<NewInstance>,
 ) -> Result<Response, ApiError> {
     let caller = require(&s, &h, Role::Operator)?;
-    let b = b?;
-    if ModuleName::parse(&b.id).is_none() {
-        return Err(ApiError::bad_request(format!(
-            "instance id {:?} must match ^[a-z0-9][a-z0-9-]{{0,62}}$",
-            b.id
-        )));
-    }
-    if s.store.template(&b.template_id).await?.is_none() {
-        return Err(ApiError::not_found(format!(
-            "no template {}",
-            b.template_id
-        )));
-    }
-    let token = new_token();
-    let audit = NewAudit {
-        version_id: None,
-        template_id: Some(b.template_id.clone()),
-        module: None,
-        actor: Actor::Api(caller.name).encode(),
-        via: Via::Api,
-        action: AuditAction::InstanceRegistered,
-        from_state: None,
-        to_state: None,
-        reason: None,
-        evidence: serde_json::json!({"instance_id": b.id}),
-    };
-    if !s
-        .store
-        .register_instance(&b.id, &b.template_id, &token_hash(&token), &audit)
-        .await?
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "exists",
-            format!("instance {} is registered already", b.id),
-        ));
-    }
-    let instance = find(&s, &b.id).await?;
-    Ok((StatusCode::CREATED, Json(Registered { instance, token })).into_response())
+    let registered = s.fleet.register_instance(&caller, Via::Api, b?).await?;
+    Ok((StatusCode::CREATED, Json(registered)).into_response())
 }
 
 pub async fn get(

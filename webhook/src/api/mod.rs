@@ -15,7 +15,7 @@ pub mod workflow_runs;
 
 use crate::http::AppState;
 
-pub(crate) use crate::catalogue::{NAME_PATTERN, PACKAGE_PATTERN};
+pub(crate) use crate::catalogue::PACKAGE_PATTERN;
 use axum::{Router, routing::MethodRouter};
 
 /// `/api/v1`, mounted from the route table (`openapi/operations.rs`) that also builds the

@@ -51,8 +51,12 @@ pub fn router(state: AppState, stop: CancellationToken) -> axum::Router {
 }
 
 /// Every MCP request needs an API token with at least the `read` role; a tool that changes
-/// state checks for `operator` itself (through the API function it calls), so a read token
-/// gets a tool error naming the role instead of a protocol failure.
+/// state checks for `operator` itself (as does the service it calls), so a read token gets a
+/// tool error naming the role instead of a protocol failure.
+///
+/// The refusal is sent before the request's body is read, so the connection cannot be used
+/// again: it says `Connection: close`, or a client that pools connections (httpx) sends its
+/// next request on a connection the server is closing and sees it dropped unanswered.
 async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> Response {
     match require(&s, req.headers(), Role::Read) {
         Ok(_) => next.run(req).await,
@@ -62,6 +66,8 @@ async fn require_token(State(s): State<AppState>, req: Request, next: Next) -> R
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"module-webhook\""),
             );
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
             r
         }
     }

@@ -357,10 +357,7 @@ impl Tools {
         Extension(p): Extension<Parts>,
     ) -> Result<Json<instances::Deleted>, String> {
         let caller = self.caller(&p, Role::Operator)?;
-        instances::delete_via(&self.s, &caller, Via::Mcp, a.id)
-            .await
-            .map(Json)
-            .map_err(fail)
+        answered(self.s.fleet.delete_instance(&caller, Via::Mcp, &a.id).await)
     }
 
     #[tool(
@@ -379,10 +376,12 @@ impl Tools {
         Extension(p): Extension<Parts>,
     ) -> Result<Json<instances::Registered>, String> {
         let caller = self.caller(&p, Role::Operator)?;
-        instances::rotate_via(&self.s, &caller, Via::Mcp, a.id)
-            .await
-            .map(Json)
-            .map_err(fail)
+        answered(
+            self.s
+                .fleet
+                .rotate_instance_token(&caller, Via::Mcp, &a.id)
+                .await,
+        )
     }
 
     #[tool(

@@ -1,5 +1,6 @@
-//! Shared set-up for the receiver's tests: databases (SQLite always, PostgreSQL when
-//! `DATABASE_URL` is set), configuration, an in-process server on a free port.
+//! Shared set-up for the receiver's tests: databases (a store test is one case per
+//! [`Backend`]: SQLite, and PostgreSQL at `DATABASE_URL` or 127.0.0.1:5432), configuration, an
+//! in-process server on a free port.
 
 #![allow(dead_code)]
 
@@ -87,14 +88,6 @@ pub async fn sqlite() -> TestDb {
     }
 }
 
-/// A fresh PostgreSQL database, when `DATABASE_URL` points at a server.
-pub async fn postgres() -> Option<TestDb> {
-    let base = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| u.starts_with("postgres"))?;
-    Some(postgres_in(&base).await)
-}
-
 /// A fresh database on the PostgreSQL server at `base` (a `postgres://` URL).
 pub async fn postgres_in(base: &str) -> TestDb {
     let base = base.to_owned();
@@ -123,11 +116,30 @@ pub async fn postgres_in(base: &str) -> TestDb {
     }
 }
 
-/// Every backend this run covers.
-pub async fn databases() -> Vec<TestDb> {
-    let mut v = vec![sqlite().await];
-    v.extend(postgres().await);
-    v
+/// The stores every store test runs on, as one test case each (`#[values(Backend::Sqlite,
+/// Backend::Postgres)]` with rstest): a failure names the store in the test's name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    /// The server at `DATABASE_URL`, or the machine's own at 127.0.0.1:5432 (CI sets it); a
+    /// missing server fails the case, saying so.
+    Postgres,
+}
+
+impl Backend {
+    /// A fresh, empty database of this kind.
+    pub async fn db(self) -> TestDb {
+        match self {
+            Backend::Sqlite => sqlite().await,
+            Backend::Postgres => {
+                let base = std::env::var("DATABASE_URL")
+                    .ok()
+                    .filter(|u| u.starts_with("postgres"))
+                    .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
+                postgres_in(&base).await
+            }
+        }
+    }
 }
 
 pub fn config(db: &str, registry_host: &str, modules: Vec<ModulePolicy>) -> Config {

@@ -234,3 +234,8 @@ pub async fn state_of(r: &Running, id: &str) -> String {
     assert_eq!(s, 200, "{v}");
     v["lifecycle"].as_str().unwrap().to_owned()
 }
+
+/// Both stores, SQLite and PostgreSQL (a missing PostgreSQL fails the test, saying so).
+pub async fn databases() -> Vec<TestDb> {
+    vec![Backend::Sqlite.db().await, Backend::Postgres.db().await]
+}

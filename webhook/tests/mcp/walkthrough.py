@@ -111,6 +111,8 @@ async def tools():
                          json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
         check(r.status_code == 401, f"wrong token: {r.status_code} {r.text}")
         check(r.headers.get("www-authenticate", "").startswith("Bearer"), f"{r.headers}")
+        # Refused before its body is read: the connection is not offered for reuse.
+        check(r.headers.get("connection", "").lower() == "close", f"{r.headers}")
         r = await h.post(URL, headers={"Accept": "application/json, text/event-stream"},
                          json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"})
         check(r.status_code == 401, f"no token: {r.status_code}")
