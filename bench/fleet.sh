@@ -22,7 +22,7 @@
 # with min and max.
 #
 #   bench/fleet.sh [SECONDS] [INSTANCES] [TEMPLATES] [RUNS]   (defaults 10 s, 10000, 200, 3)
-#   env: MODULES=100 PER_TEMPLATE=20 FILES=50 (files per module) FLEET_COMPOSE=1
+#   env: MODULES=100 PER_TEMPLATE=20 FILES=50 (files per module) FLEET_COMPOSE=1 FLEET_BUILD=1
 #        FLEET_BACKENDS="sqlite postgres" (also: sqlite-normal, SQLite with
 #        ?synchronous=NORMAL) DATABASE_URL (a PostgreSQL server; default the local
 #        one at 127.0.0.1:5432, skipped when it does not answer)
@@ -46,7 +46,11 @@ if [ "${FLEET_COMPOSE:-1}" != 0 ]; then
   cargo run --release -q -p powernode-module --example compose_bench --manifest-path "$here/Cargo.toml"
 fi
 
-cargo build --release -q -p module-webhook -p module-builder --manifest-path "$here/Cargo.toml"
+# FLEET_BUILD=0: use the release binaries already built (a commit alone rebuilds both: their
+# build script names the commit).
+if [ "${FLEET_BUILD:-1}" != 0 ]; then
+  cargo build --release -q -p module-webhook -p module-builder --manifest-path "$here/Cargo.toml"
+fi
 mw="$here/target/release/module-webhook"
 export MODULE_BUILDER="$here/target/release/module-builder"
 seed="$here/bench/fleet_seed.py"

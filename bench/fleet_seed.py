@@ -260,7 +260,7 @@ def seed(work, url, templates, per_template, instances):
             if r["desired_state"]["blocked"]:
                 raise SystemExit(f"{t}: {r}")
 
-    step(f"{templates} templates x {per_template} assignments", lambda: parallel(template, tids))
+    step(f"{templates} templates x {per_template} assignments", lambda: parallel(template, tids, workers=6))
 
     ids = [f"n-{i:05d}" for i in range(instances)]
     tmpl_of = {i: tids[k % templates] for k, i in enumerate(ids)}
@@ -310,6 +310,8 @@ def seed(work, url, templates, per_template, instances):
 
     with open(f"{work}/bodies", "w") as f:
         f.write("\n".join(bodies) + "\n")
+    sizes = sorted(len(b) for b in bodies)
+    print(f"  a report is {sizes[len(sizes) // 2]:,} bytes (median; {sizes[0]:,}–{sizes[-1]:,})", flush=True)
     with open(f"{work}/tokens", "w") as f:
         for k, i in enumerate(ids):
             f.write(f"{i} {tokens[i]} {states[tmpl_of[i]]} {line(k, i)}\n")
