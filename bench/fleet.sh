@@ -23,6 +23,7 @@
 #
 #   bench/fleet.sh [SECONDS] [INSTANCES] [TEMPLATES] [RUNS]   (defaults 10 s, 10000, 200, 3)
 #   env: MODULES=100 PER_TEMPLATE=20 FILES=50 (files per module) FLEET_COMPOSE=1 FLEET_BUILD=1
+#        FLEET_RUST_LOG=warn (the receivers' RUST_LOG) FLEET_LOGS=DIR (their logs kept there)
 #        FLEET_BACKENDS="sqlite postgres" (also: sqlite-normal, SQLite with
 #        ?synchronous=NORMAL) DATABASE_URL (a PostgreSQL server; default the local
 #        one at 127.0.0.1:5432, skipped when it does not answer)
@@ -63,6 +64,7 @@ cleanup() {
   set +e
   [ -n "$pids$regpid" ] && { kill $pids $regpid; wait $pids $regpid; } 2>/dev/null
   [ -n "$dbname" ] && psql "$pg" -qc "DROP DATABASE IF EXISTS $dbname WITH (FORCE)" >/dev/null 2>&1
+  [ -n "${FLEET_LOGS:-}" ] && mkdir -p "$FLEET_LOGS" && cp "$work"/*.log "$FLEET_LOGS"/ 2>/dev/null
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -175,7 +177,7 @@ max_reports = 100000
 min_approvals = 0
 TOML
   cat "$work/modules.toml" >> "$work/$name.toml"
-  RUST_LOG=warn DATABASE_URL= "$mw" serve --config "$work/$name.toml" 2>"$work/$name.log" &
+  RUST_LOG=${FLEET_RUST_LOG:-warn} DATABASE_URL= "$mw" serve --config "$work/$name.toml" 2>"$work/$name.log" &
   pids="$pids $!"
   url="http://127.0.0.1:$port"
   for _ in $(seq 300); do curl -fs "$url/readyz" >/dev/null && return; sleep 0.1; done
