@@ -50,9 +50,22 @@ pub struct Cache {
     /// that template held when it was looked up.
     known: RwLock<HashMap<(String, String), i64>>,
     reports: Mutex<HashMap<String, Bucket>>,
+    /// The last judgement of the whole fleet (`Fleet::drift_states_recent`).
+    judged: Mutex<Option<super::judge::Judged>>,
 }
 
 impl Cache {
+    /// The last judgement of the whole fleet, however old.
+    pub fn judged(&self) -> Option<super::judge::Judged> {
+        self.judged.lock().ok().and_then(|j| j.clone())
+    }
+
+    pub fn set_judged(&self, j: super::judge::Judged) {
+        if let Ok(mut slot) = self.judged.lock() {
+            *slot = Some(j);
+        }
+    }
+
     /// The served state id of `template`, if cached and fresh.
     pub fn state(&self, template: &str) -> Option<String> {
         let g = self.states.read().ok()?;

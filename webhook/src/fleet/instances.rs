@@ -8,10 +8,8 @@ use super::{
     drift::{self, Drift, Observed},
 };
 use crate::{error::ServiceError, store::InstanceRow};
-use powernode_module::desired_state::DesiredState;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
-use std::collections::BTreeMap;
 use subtle::ConstantTimeEq;
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -164,19 +162,8 @@ impl Fleet {
 
     /// The drift of one instance against its template's served state.
     pub async fn drift_of(&self, row: &InstanceRow) -> Result<Drift, ServiceError> {
-        let served = self.store.served_state(&row.template_id).await?;
-        let doc = served
-            .as_ref()
-            .map(|st| {
-                serde_json::from_value::<DesiredState>(st.document.clone())
-                    .map(|d| (st.state_id.clone(), d))
-            })
-            .transpose()
-            .map_err(anyhow::Error::from)?;
         let yanked = self.store.yanked_digests().await?;
-        let desired = doc
-            .as_ref()
-            .map(|(id, d)| drift::Desired::of(id, d).with_yanked(yanked));
+        let desired = self.desired(&row.template_id, &yanked).await?;
         Ok(drift::drift(
             desired.as_ref(),
             observed(row),
@@ -189,92 +176,47 @@ impl Fleet {
     /// the drifting ones.
     pub async fn drift_summary(&self, q: SummaryQuery) -> Result<Summary, ServiceError> {
         let limit = q.limit.unwrap_or(100).clamp(1, 1000) as usize;
-        if let Some(t) = &q.template
-            && self.store.template(t).await?.is_none()
-        {
-            return Err(ServiceError::not_found(format!("no template {t}")));
+        if let Some(t) = &q.template {
+            self.template(t).await?;
         }
-        let now = self.store.now();
-        let stale_ms = self.stale_after_ms;
-        let mut states: BTreeMap<String, Option<drift::Desired>> = BTreeMap::new();
-        let yanked = self.store.yanked_digests().await?;
         let mut counts = Counts::default();
         let mut drifting = Vec::new();
         let mut next_cursor = None;
-        let mut after = String::new();
-        loop {
-            let page = self
-                .store
-                .reports_page(q.template.as_deref(), &after, 5000)
-                .await?;
-            let Some(last) = page.last() else { break };
-            after = last.id.clone();
-            for row in &page {
-                if !states.contains_key(&row.template_id) {
-                    let st = self.store.served_state(&row.template_id).await?;
-                    let doc = match st {
-                        Some(st) => Some(
-                            drift::Desired::of(
-                                &st.state_id,
-                                &serde_json::from_value::<DesiredState>(st.document)
-                                    .map_err(anyhow::Error::from)?,
-                            )
-                            .with_yanked(yanked.clone()),
-                        ),
-                        None => None,
-                    };
-                    states.insert(row.template_id.clone(), doc);
-                }
-                let desired = states[&row.template_id].as_ref();
-                counts.total += 1;
-                match row.status.as_deref() {
-                    None => counts.never_reported += 1,
-                    Some("failed") => counts.failed += 1,
-                    Some("rejected") => counts.rejected += 1,
-                    _ => {}
-                }
-                // Most of a healthy fleet reports exactly the desired state: judged on the
-                // stored digests' text, without parsing it (and on the observations, if any).
-                if desired.is_some_and(|d| d.in_sync_as_stored(row, now, stale_ms)) {
-                    counts.in_sync += 1;
-                    continue;
-                }
-                let running = row.running().map_err(ServiceError::Internal)?;
-                let d = drift::drift(
-                    desired,
-                    Observed {
-                        running: &running,
-                        composefs_digest: row.composefs_digest.as_deref(),
-                        reported_state_id: row.reported_state_id.as_deref(),
-                        status: row.status.as_deref(),
-                        last_report_at: row.last_report_at,
-                        modules: &row.modules,
-                    },
-                    now,
-                    stale_ms,
-                );
-                if d.stale {
-                    counts.stale += 1;
-                }
-                if !d.drift {
-                    counts.in_sync += 1;
-                    continue;
-                }
-                counts.drifting += 1;
-                if q.cursor.as_deref().is_some_and(|c| row.id.as_str() <= c) {
-                    continue;
-                }
-                if drifting.len() < limit {
-                    drifting.push(Drifting {
-                        id: row.id.clone(),
-                        template_id: row.template_id.clone(),
-                        reasons: d.reasons,
-                    });
-                } else if next_cursor.is_none() {
-                    next_cursor = drifting.last().map(|d: &Drifting| d.id.clone());
-                }
+        self.judge_reports(q.template.as_deref(), |row, d| {
+            counts.total += 1;
+            match row.status.as_deref() {
+                None => counts.never_reported += 1,
+                Some("failed") => counts.failed += 1,
+                Some("rejected") => counts.rejected += 1,
+                _ => {}
             }
-        }
+            let Some(d) = d else {
+                counts.in_sync += 1;
+                return Ok(());
+            };
+            if d.stale {
+                counts.stale += 1;
+            }
+            if !d.drift {
+                counts.in_sync += 1;
+                return Ok(());
+            }
+            counts.drifting += 1;
+            if q.cursor.as_deref().is_some_and(|c| row.id.as_str() <= c) {
+                return Ok(());
+            }
+            if drifting.len() < limit {
+                drifting.push(Drifting {
+                    id: row.id.clone(),
+                    template_id: row.template_id.clone(),
+                    reasons: d.reasons,
+                });
+            } else if next_cursor.is_none() {
+                next_cursor = drifting.last().map(|d: &Drifting| d.id.clone());
+            }
+            Ok(())
+        })
+        .await?;
         Ok(Summary {
             template_id: q.template,
             counts,

@@ -13,6 +13,7 @@ pub mod cache;
 pub mod drift;
 pub mod incremental;
 pub mod instances;
+pub mod judge;
 pub mod key;
 pub mod layers;
 mod outcome;

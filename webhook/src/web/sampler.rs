@@ -4,8 +4,7 @@
 //! falls in, and a period is written once, so replicas sampling together add nothing.
 //! Tests take samples with [`sample`] instead of waiting for the timer.
 
-use super::act;
-use crate::http::AppState;
+use crate::{fleet::judge::DriftState, http::AppState};
 use std::collections::BTreeMap;
 use tokio::sync::watch;
 
@@ -16,17 +15,6 @@ pub async fn sample(s: &AppState) -> anyhow::Result<()> {
     let now = s.store.now();
     let at = now - now.rem_euclid(period);
     let keep_after = now - cfg.sample_retention_days * 86_400_000;
-    let mut drift: BTreeMap<&str, i64> = act::DriftState::ALL
-        .iter()
-        .map(|d| (d.as_str(), 0))
-        .collect();
-    for p in act::fleet_states(s).await? {
-        *drift.entry(p.state.as_str()).or_default() += 1;
-    }
-    let counts: Vec<(String, i64)> = drift.into_iter().map(|(k, v)| (k.into(), v)).collect();
-    s.store
-        .record_samples("drift", at, &counts, keep_after)
-        .await?;
     // Reported digests → (module, version).
     let versions: BTreeMap<String, (String, String)> = s
         .store
@@ -35,13 +23,14 @@ pub async fn sample(s: &AppState) -> anyhow::Result<()> {
         .into_iter()
         .map(|(m, v, d)| (d, (m, v)))
         .collect();
+    // One walk of the fleet gives both series: each instance's drift state, and which
+    // version of each module it runs.
+    let mut drift: BTreeMap<&str, i64> = DriftState::ALL.iter().map(|d| (d.as_str(), 0)).collect();
     let mut adoption: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
-    let mut after = String::new();
-    loop {
-        let page = s.store.reports_page(None, &after, 5000).await?;
-        let Some(last) = page.last() else { break };
-        after = last.id.clone();
-        for row in &page {
+    s.fleet
+        .judge_reports(None, |row, d| {
+            let state = d.as_ref().map_or(DriftState::InSync, DriftState::of);
+            *drift.entry(state.as_str()).or_default() += 1;
             for (module, digest) in row.running()? {
                 let version = match versions.get(&digest) {
                     Some((m, v)) if *m == module => v.clone(),
@@ -53,8 +42,13 @@ pub async fn sample(s: &AppState) -> anyhow::Result<()> {
                     .entry(version)
                     .or_default() += 1;
             }
-        }
-    }
+            Ok(())
+        })
+        .await?;
+    let counts: Vec<(String, i64)> = drift.into_iter().map(|(k, v)| (k.into(), v)).collect();
+    s.store
+        .record_samples("drift", at, &counts, keep_after)
+        .await?;
     for (module, by_version) in adoption {
         let counts: Vec<(String, i64)> = by_version.into_iter().collect();
         s.store

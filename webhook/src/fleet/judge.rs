@@ -1,0 +1,207 @@
+//! Judging the whole fleet: every instance's last report against its template's served state,
+//! a page of stored reports at a time, each template's state read once. The API's drift
+//! summary, the console's fleet page and the chart sampler all walk the fleet through
+//! [`Fleet::judge_reports`], and the console's one-word states are [`DriftState`].
+
+use super::{
+    Fleet,
+    drift::{self, Drift, Observed},
+};
+use crate::{error::ServiceError, store::StoredReport};
+use powernode_module::desired_state::DesiredState;
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+/// Where an instance stands, in one word, the most urgent first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum DriftState {
+    InSync,
+    Outdated,
+    Missing,
+    Failed,
+    Stale,
+    Unreported,
+}
+
+impl DriftState {
+    pub const ALL: [DriftState; 6] = [
+        DriftState::InSync,
+        DriftState::Outdated,
+        DriftState::Missing,
+        DriftState::Failed,
+        DriftState::Stale,
+        DriftState::Unreported,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriftState::InSync => "in_sync",
+            DriftState::Outdated => "outdated",
+            DriftState::Missing => "missing",
+            DriftState::Failed => "failed",
+            DriftState::Stale => "stale",
+            DriftState::Unreported => "unreported",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            DriftState::InSync => "in sync",
+            DriftState::Outdated => "outdated",
+            DriftState::Missing => "missing",
+            DriftState::Failed => "failed",
+            DriftState::Stale => "stale",
+            DriftState::Unreported => "never reported",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<DriftState> {
+        DriftState::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// The one state an instance's drift puts it in, the most urgent first: no report,
+    /// stale, failed (the apply or a unit), a desired module or package missing, anything
+    /// else that differs.
+    pub fn of(d: &Drift) -> DriftState {
+        if d.status.is_none() && d.reported_state_id.is_none() && d.stale {
+            DriftState::Unreported
+        } else if d.stale {
+            DriftState::Stale
+        } else if matches!(d.status.as_deref(), Some("failed" | "rejected"))
+            || !d.unit_failed.is_empty()
+        {
+            DriftState::Failed
+        } else if !d.missing.is_empty() || !d.package_missing.is_empty() {
+            DriftState::Missing
+        } else if d.drift {
+            DriftState::Outdated
+        } else {
+            DriftState::InSync
+        }
+    }
+}
+
+/// One instance as the fleet page lists it.
+#[derive(Debug, Clone)]
+pub struct Placed {
+    pub id: String,
+    pub template_id: String,
+    pub state: DriftState,
+    /// The first reason, for people (empty when in sync).
+    pub reason: String,
+    pub last_report_at: Option<i64>,
+}
+
+/// How long [`Fleet::drift_states_recent`] reuses one judgement of the whole fleet.
+pub const FLEET_FRESH: Duration = Duration::from_secs(2);
+
+/// One judgement of the fleet: when it was made, by the wall clock and by the store's.
+pub type Judged = (Instant, i64, Arc<Vec<Placed>>);
+
+impl Fleet {
+    /// The served state of `template` as drift compares against it, the yanked digests
+    /// marked; `None` while it serves none.
+    pub(super) async fn desired(
+        &self,
+        template: &str,
+        yanked: &BTreeMap<String, String>,
+    ) -> Result<Option<drift::Desired>, ServiceError> {
+        let Some(st) = self.store.served_state(template).await? else {
+            return Ok(None);
+        };
+        let doc: DesiredState = serde_json::from_value(st.document).map_err(anyhow::Error::from)?;
+        Ok(Some(
+            drift::Desired::of(&st.state_id, &doc).with_yanked(yanked.clone()),
+        ))
+    }
+
+    /// Calls `each` with every instance's last report (of `template`, if given), in id
+    /// order, and its drift: `None` when the report is the served state exactly, judged on
+    /// the stored text without parsing it (most of a healthy fleet), else the full drift.
+    pub async fn judge_reports(
+        &self,
+        template: Option<&str>,
+        mut each: impl FnMut(&StoredReport, Option<Drift>) -> Result<(), ServiceError>,
+    ) -> Result<(), ServiceError> {
+        let now = self.store.now();
+        let stale_ms = self.stale_after_ms;
+        let yanked = self.store.yanked_digests().await?;
+        let mut states: BTreeMap<String, Option<drift::Desired>> = BTreeMap::new();
+        let mut after = String::new();
+        loop {
+            let page = self.store.reports_page(template, &after, 5000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            for row in &page {
+                if !states.contains_key(&row.template_id) {
+                    let d = self.desired(&row.template_id, &yanked).await?;
+                    states.insert(row.template_id.clone(), d);
+                }
+                let desired = states[&row.template_id].as_ref();
+                if desired.is_some_and(|d| d.in_sync_as_stored(row, now, stale_ms)) {
+                    each(row, None)?;
+                    continue;
+                }
+                let running = row.running().map_err(ServiceError::Internal)?;
+                let d = drift::drift(
+                    desired,
+                    Observed {
+                        running: &running,
+                        composefs_digest: row.composefs_digest.as_deref(),
+                        reported_state_id: row.reported_state_id.as_deref(),
+                        status: row.status.as_deref(),
+                        last_report_at: row.last_report_at,
+                        modules: &row.modules,
+                    },
+                    now,
+                    stale_ms,
+                );
+                each(row, Some(d))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Every instance with its [`DriftState`], ordered by id.
+    pub async fn drift_states(&self) -> Result<Vec<Placed>, ServiceError> {
+        let mut out = Vec::new();
+        self.judge_reports(None, |row, d| {
+            let (state, reason) = match d {
+                None => (DriftState::InSync, String::new()),
+                Some(d) => (
+                    DriftState::of(&d),
+                    d.reasons.first().cloned().unwrap_or_default(),
+                ),
+            };
+            out.push(Placed {
+                id: row.id.clone(),
+                template_id: row.template_id.clone(),
+                state,
+                reason,
+                last_report_at: row.last_report_at,
+            });
+            Ok(())
+        })
+        .await?;
+        Ok(out)
+    }
+
+    /// [`Fleet::drift_states`] as a page shows it: judging 10,000 instances takes tens of
+    /// milliseconds, so a judgement at most [`FLEET_FRESH`] old (by the wall clock and by
+    /// the store's, which tests move) is shown again.
+    pub async fn drift_states_recent(&self) -> Result<Arc<Vec<Placed>>, ServiceError> {
+        let now = self.store.now();
+        if let Some((at, clock, placed)) = self.cache.judged()
+            && at.elapsed() < FLEET_FRESH
+            && (now - clock).abs() < FLEET_FRESH.as_millis() as i64
+        {
+            return Ok(placed);
+        }
+        let placed = Arc::new(self.drift_states().await?);
+        self.cache.set_judged((Instant::now(), now, placed.clone()));
+        Ok(placed)
+    }
+}
