@@ -2,7 +2,7 @@
 //! templates and instances (every list is a page, found by index, so a page costs the same at
 //! ten or ten thousand rows), its sessions, and the samples its charts draw.
 
-use super::{Lifecycle, Store, TemplateRow};
+use super::{Lifecycle, Store, TemplateRow, codec::text_enum};
 use sqlx::{Row, any::AnyRow};
 
 /// A version as lists show it: no manifest, no file index.
@@ -63,10 +63,7 @@ fn brief(r: &AnyRow) -> anyhow::Result<VersionBrief> {
         id: r.try_get("id")?,
         module: r.try_get("module")?,
         version: r.try_get("version")?,
-        lifecycle: r
-            .try_get::<String, _>("lifecycle")?
-            .parse()
-            .map_err(anyhow::Error::msg)?,
+        lifecycle: text_enum(r, "lifecycle")?,
         manifest_digest: r.try_get("manifest_digest")?,
         composefs_digest: r.try_get("composefs_digest")?,
         created_at: r.try_get("created_at")?,
@@ -130,16 +127,25 @@ impl Store {
 
     /// Every version of the given modules, light.
     pub async fn versions_brief_of(&self, modules: &[String]) -> anyhow::Result<Vec<VersionBrief>> {
-        if modules.is_empty() {
+        self.briefs_where_in("module", modules).await
+    }
+
+    /// Light versions whose `column` is one of `values` (one query, whatever their number).
+    async fn briefs_where_in(
+        &self,
+        column: &str,
+        values: &[String],
+    ) -> anyhow::Result<Vec<VersionBrief>> {
+        if values.is_empty() {
             return Ok(Vec::new());
         }
         let sql = format!(
-            "SELECT {BRIEF} FROM versions WHERE module IN ({})",
-            placeholders(1, modules.len())
+            "SELECT {BRIEF} FROM versions WHERE {column} IN ({})",
+            placeholders(1, values.len())
         );
         let mut q = sqlx::query(&sql);
-        for m in modules {
-            q = q.bind(m);
+        for v in values {
+            q = q.bind(v);
         }
         q.fetch_all(&self.pool).await?.iter().map(brief).collect()
     }
@@ -172,18 +178,7 @@ impl Store {
         &self,
         digests: &[String],
     ) -> anyhow::Result<Vec<VersionBrief>> {
-        if digests.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = format!(
-            "SELECT {BRIEF} FROM versions WHERE composefs_digest IN ({})",
-            placeholders(1, digests.len())
-        );
-        let mut q = sqlx::query(&sql);
-        for d in digests {
-            q = q.bind(d);
-        }
-        q.fetch_all(&self.pool).await?.iter().map(brief).collect()
+        self.briefs_where_in("composefs_digest", digests).await
     }
 
     /// (module, version, composefs digest) of every version that has one: what the adoption
@@ -249,17 +244,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(TemplateRow {
-                    id: r.try_get("id")?,
-                    platform: r.try_get("platform")?,
-                    description: r.try_get("description")?,
-                    created_at: r.try_get("created_at")?,
-                    updated_at: r.try_get("updated_at")?,
-                })
-            })
-            .collect()
+        rows.iter().map(super::templates::template_row).collect()
     }
 
     /// Instances (of `template`, if given) after `after` by id, at most `limit`.

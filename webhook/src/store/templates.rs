@@ -88,7 +88,7 @@ pub struct LastComputation {
     pub modules: Option<Vec<String>>,
 }
 
-fn template_row(r: &AnyRow) -> anyhow::Result<TemplateRow> {
+pub(super) fn template_row(r: &AnyRow) -> anyhow::Result<TemplateRow> {
     Ok(TemplateRow {
         id: r.try_get("id")?,
         platform: r.try_get("platform")?,
