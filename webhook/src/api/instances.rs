@@ -19,7 +19,10 @@ use crate::http::extract as body;
 use crate::{
     config::Role,
     fleet::cache::InstanceAuth,
-    http::{ApiError, AppState, auth::require},
+    http::{
+        ApiError, AppState,
+        auth::{bearer, require},
+    },
     store::Via,
 };
 use axum::{
@@ -33,13 +36,6 @@ use serde::Serialize;
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Accepted {
     pub accepted: bool,
-}
-
-fn bearer(h: &HeaderMap) -> Option<&str> {
-    h.get("authorization")?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
 }
 
 /// The instance `id`, authenticated by its own token (`fleet::instances`), or 401.

@@ -3,15 +3,16 @@
 //! `Origin` that is the receiver's own, the session's CSRF token, the operator role).
 //!
 //! The token is read once, from the login form's body, checked in constant time by the
-//! API's own check ([`crate::http::auth::require`]), and never written anywhere: the
+//! API's own check ([`crate::http::auth::caller_by_token`]), and never written anywhere: the
 //! session keeps its SHA-256, so a session ends when its token leaves the configuration.
 
 use super::view::{WebError, render};
 use crate::{
     config::Role,
+    fleet::instances::token_hash,
     http::{
         AppState,
-        auth::{Caller, require},
+        auth::{Caller, caller_by_token, caller_by_token_sha256},
     },
 };
 use axum::{
@@ -22,7 +23,6 @@ use axum::{
     response::{IntoResponse, Redirect, Response},
 };
 use serde::Deserialize;
-use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
 
 /// The session cookie's name.
@@ -34,10 +34,6 @@ pub struct Session {
     pub caller: Caller,
     pub csrf: String,
     id_sha256: String,
-}
-
-fn sha256_hex(s: &str) -> String {
-    hex::encode(Sha256::digest(s.as_bytes()))
 }
 
 /// 256 bits from the operating system's generator, URL-safe base64.
@@ -59,25 +55,6 @@ fn cookie<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// The configured token whose SHA-256 is `token_sha256` (every one compared, in constant
-/// time), as a caller.
-fn caller_by_hash(s: &AppState, token_sha256: &str) -> Option<Caller> {
-    let mut found = None;
-    for t in &s.config.api.tokens {
-        let same: bool = sha256_hex(&t.token)
-            .as_bytes()
-            .ct_eq(token_sha256.as_bytes())
-            .into();
-        if same && found.is_none() {
-            found = Some(Caller {
-                name: t.name.clone(),
-                role: t.role,
-            });
-        }
-    }
-    found
-}
-
 impl FromRequestParts<AppState> for Session {
     type Rejection = WebError;
 
@@ -92,9 +69,9 @@ impl FromRequestParts<AppState> for Session {
             )
         };
         let id = cookie(&parts.headers, COOKIE).ok_or_else(back)?;
-        let id_sha256 = sha256_hex(id);
+        let id_sha256 = token_hash(id);
         let row = s.store.web_session(&id_sha256).await?.ok_or_else(back)?;
-        let caller = caller_by_hash(s, &row.token_sha256).ok_or_else(back)?;
+        let caller = caller_by_token_sha256(s, &row.token_sha256).ok_or_else(back)?;
         Ok(Session {
             caller,
             csrf: row.csrf,
@@ -208,12 +185,8 @@ pub async fn login(
     Form(f): Form<LoginForm>,
 ) -> Result<Response, WebError> {
     let next = local(f.next.as_deref());
-    // The API's own constant-time check of a bearer token.
-    let mut bearer = HeaderMap::new();
-    if let Ok(v) = HeaderValue::from_str(&format!("Bearer {}", f.token.trim())) {
-        bearer.insert(header::AUTHORIZATION, v);
-    }
-    if require(&s, &bearer, Role::Read).is_err() {
+    // The API's own constant-time check of a token (every configured role may read).
+    if caller_by_token(&s, f.token.trim()).is_none() {
         let mut r = render(&Login {
             next,
             error: Some("That token is not one this receiver knows.".into()),
@@ -225,9 +198,9 @@ pub async fn login(
     let ttl = s.config.web.session_ttl_secs;
     s.store
         .open_web_session(
-            &sha256_hex(&id),
+            &token_hash(&id),
             &crate::store::WebSession {
-                token_sha256: sha256_hex(f.token.trim()),
+                token_sha256: token_hash(f.token.trim()),
                 csrf: random_id()?,
                 expires_at: s.store.now() + ttl * 1000,
             },
