@@ -81,10 +81,7 @@ impl Tree {
         size: u64,
         content: Content,
     ) -> Result<(), TreeError> {
-        let file = match content {
-            Content::Inline(data) => RegularFile::Inline(data),
-            Content::External(id) => RegularFile::External(id, size),
-        };
+        let file = regular_file(size, content);
         let id = self
             .fs
             .push_leaf(self.stat(mode), LeafContent::Regular(file));
@@ -162,10 +159,7 @@ impl TreeBuilder {
         size: u64,
         content: Content,
     ) -> Result<(), TreeError> {
-        let file = match content {
-            Content::Inline(data) => RegularFile::Inline(data),
-            Content::External(id) => RegularFile::External(id, size),
-        };
+        let file = regular_file(size, content);
         self.add_leaf(rel, mode, LeafContent::Regular(file))
     }
 
@@ -271,6 +265,14 @@ fn error(rel: &str, reason: String) -> TreeError {
     TreeError {
         path: rel.to_owned(),
         reason,
+    }
+}
+
+/// A regular file's content as composefs holds it: inline bytes, or an object by digest.
+fn regular_file(size: u64, content: Content) -> RegularFile<Sha256HashValue> {
+    match content {
+        Content::Inline(data) => RegularFile::Inline(data),
+        Content::External(id) => RegularFile::External(id, size),
     }
 }
 
