@@ -3,7 +3,7 @@
 
 mod common;
 use common::*;
-use module_webhook::store::{Job, NewJob, Store};
+use module_webhook::store::{AuditAction, Job, NewJob, Store, Via};
 use rstest::rstest;
 
 #[rstest]
@@ -142,6 +142,19 @@ async fn registry_down_retries_then_dead_letters_and_operator_retries(
         .unwrap();
     assert_eq!(res.status().as_u16(), 202);
     assert!(has_pending_jobs(&r.app.state.store).await);
+    let retried = r
+        .app
+        .state
+        .store
+        .audit_of_action(AuditAction::DeadLetterRetried)
+        .await
+        .unwrap();
+    assert_eq!(retried.len(), 1, "the retry is audited: {retried:?}");
+    assert_eq!(
+        (retried[0].via, retried[0].actor.as_str()),
+        (Via::Api, "api:ops")
+    );
+    assert_eq!(retried[0].evidence["job_id"], id);
     let (_, v) = r.get("/api/v1/dead-letters", Some(READ_TOKEN)).await;
     assert_eq!(v["dead_letters"].as_array().unwrap().len(), 0);
     assert_eq!(r.app.drain().await.unwrap(), 3, "a fresh attempt budget");

@@ -212,6 +212,12 @@ impl Store {
         self.audit_where("template_id", template_id).await
     }
 
+    /// Every audit row of one kind (for changes that name no version or template, such as
+    /// a dead letter's retry), oldest first.
+    pub async fn audit_of_action(&self, action: AuditAction) -> anyhow::Result<Vec<AuditRow>> {
+        self.audit_where("action", action.as_str()).await
+    }
+
     async fn audit_where(&self, column: &str, value: &str) -> anyhow::Result<Vec<AuditRow>> {
         let rows = sqlx::query(&format!(
             "SELECT id, version_id, template_id, module, at, actor, via, action, from_state, to_state, reason, evidence
