@@ -91,6 +91,7 @@ impl App {
             cache: Arc::default(),
             validity_secs: config.fleet.state_validity_secs,
             stale_after_ms: config.fleet.stale_after_secs * 1000,
+            reports: crate::store::ReportLog::start(store.clone(), metrics.report_commits.clone()),
             metrics: metrics.clone(),
         };
         let ctx = Ctx {

@@ -36,6 +36,8 @@ pub struct Metrics {
     pub reports: Counter,
     /// Transactions that recorded hook deliveries (with group commit, fewer than requests).
     pub delivery_commits: Counter,
+    /// Transactions that recorded instance reports (group commit).
+    pub report_commits: Counter,
     /// Desired-state reads answered 304 (unchanged) and with a document.
     pub desired_state_reads: Family<StateLabels, Counter>,
     /// Template recomputations by what they did: `composed`, or `skipped` (same inputs as
@@ -96,6 +98,12 @@ impl Default for Metrics {
             "Transactions that recorded hook deliveries (group commit: often several requests each)",
             delivery_commits.clone(),
         );
+        let report_commits = Counter::default();
+        r.register(
+            "report_commits",
+            "Transactions that recorded instance reports (group commit: often several reports each)",
+            report_commits.clone(),
+        );
         let desired_state_reads = Family::<StateLabels, Counter>::default();
         r.register(
             "desired_state_reads",
@@ -112,6 +120,7 @@ impl Default for Metrics {
             compositions,
             reports,
             delivery_commits,
+            report_commits,
             desired_state_reads,
             registry: Mutex::new(r),
             deliveries,

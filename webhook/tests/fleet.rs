@@ -93,11 +93,34 @@ async fn report_state(r: &Running, token: &str, id: &str, doc: &DesiredState) {
     report_signed_state(r, "node-1", token, id, doc).await;
 }
 
+/// node-1's drift; the fleet summary (which reuses the verdict judged when the report
+/// arrived, while it still holds) must say the same.
 async fn drift(r: &Running) -> Value {
     let (s, v) = r
         .get("/api/v1/instances/node-1/drift", Some(READ_TOKEN))
         .await;
     assert_eq!(s, 200, "{v}");
+    let (s, summary) = r.get("/api/v1/drift?template=edge", Some(READ_TOKEN)).await;
+    assert_eq!(s, 200, "{summary}");
+    let listed: Vec<&Value> = summary["drifting"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|d| d["id"] == "node-1")
+        .collect();
+    if v["drift"] == true {
+        assert_eq!(
+            listed.len(),
+            1,
+            "the summary lists node-1 as drifting: {summary}"
+        );
+        assert_eq!(listed[0]["reasons"], v["reasons"], "{summary}");
+    } else {
+        assert!(
+            listed.is_empty(),
+            "the summary lists node-1 in sync: {summary}"
+        );
+    }
     v
 }
 
@@ -687,5 +710,162 @@ async fn an_uncomposable_version_blocks_only_its_templates() {
         dead["dead_letters"].as_array().map(Vec::len),
         Some(0),
         "{dead}"
+    );
+}
+
+/// A report is judged when it arrives, and the fleet summary reads that verdict instead of
+/// judging the report again, but only while it holds: once the report is stale, the instance
+/// is judged in full. (The end-to-end test above checks, at every step, that the summary
+/// agrees with the instance's own drift across promotions and yanks.)
+#[rstest]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_is_judged_when_it_arrives_and_its_verdict_holds_only_while_fresh(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let clock = module_webhook::store::Clock::manual();
+    let r = serve_with_clock(config(&db.url, "127.0.0.1:1", vec![]), clock.clone()).await;
+    let (s, v) = post(
+        &r,
+        "/templates",
+        OPS_TOKEN,
+        json!({"id": "t", "platform": "p"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let state = v["template"]["desired_state"]["state_id"].clone();
+    let merged = v["template"]["desired_state"]["document"]["composefs_digest"].clone();
+    let token = register(&r, "n0", "t").await;
+    let (s, v) = post(
+        &r,
+        "/instances/n0/report",
+        &token,
+        json!({"desired_state_id": state, "running_module_digests": {}, "composefs_digest": merged, "status": "applied"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let stored = r.app.state.store.verdicts_page(None, "", 10).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].state,
+        Some(module_webhook::store::DriftState::InSync)
+    );
+    let key = stored[0].judged_against.clone().unwrap();
+    assert!(
+        key.starts_with(state.as_str().unwrap()),
+        "judged against the served state: {key}"
+    );
+
+    // Proof that the summary reads the stored word: a verdict changed behind the receiver's
+    // back (nothing does that but this test) is what it shows, while it holds.
+    let pool = sqlx::AnyPool::connect(&db.url).await.unwrap();
+    sqlx::query("UPDATE instances SET drift_state = 'failed', drift_reasons = '[\"judged earlier\"]' WHERE id = 'n0'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (_, v) = r.get("/api/v1/drift?template=t", Some(READ_TOKEN)).await;
+    assert_eq!(
+        v["drifting"][0]["reasons"],
+        json!(["judged earlier"]),
+        "{v}"
+    );
+
+    // Stale: judged in full again, from the report itself.
+    clock.advance(std::time::Duration::from_secs(3600));
+    let (_, v) = r.get("/api/v1/drift?template=t", Some(READ_TOKEN)).await;
+    assert_eq!(v["counts"]["stale"], 1, "{v}");
+    let reasons = v["drifting"][0]["reasons"].to_string();
+    assert!(
+        reasons.contains("no report for") && !reasons.contains("judged earlier"),
+        "{v}"
+    );
+    pool.close().await;
+}
+
+/// Many instances reporting at once: each report is recorded (and answered only once it is
+/// committed), with its verdict, and they share transactions (group commit).
+#[rstest]
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_reports_share_commits_and_each_is_recorded_with_its_verdict(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let r = serve(config(&db.url, "127.0.0.1:1", vec![])).await;
+    let (s, v) = post(
+        &r,
+        "/templates",
+        OPS_TOKEN,
+        json!({"id": "t", "platform": "p"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let state = v["template"]["desired_state"]["state_id"].clone();
+    let merged = v["template"]["desired_state"]["document"]["composefs_digest"].clone();
+    let mut tokens = Vec::new();
+    for i in 0..150 {
+        tokens.push(register(&r, &format!("n{i:03}"), "t").await);
+    }
+    let mut sends = tokio::task::JoinSet::new();
+    for (i, token) in tokens.into_iter().enumerate() {
+        let (http, url) = (r.http.clone(), r.url.clone());
+        // Every third instance reports a failed apply.
+        let status = if i % 3 == 0 { "failed" } else { "applied" };
+        let body = json!({"desired_state_id": state, "running_module_digests": {}, "composefs_digest": merged, "status": status});
+        sends.spawn(async move {
+            let res = http
+                .post(format!("{url}/api/v1/instances/n{i:03}/report"))
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            (i, res.status().as_u16(), res.text().await.unwrap())
+        });
+    }
+    while let Some(res) = sends.join_next().await {
+        let (i, status, body) = res.unwrap();
+        assert_eq!(status, 200, "{}: n{i:03}: {body}", db.name);
+    }
+    let (_, v) = r.get("/api/v1/drift?template=t", Some(READ_TOKEN)).await;
+    assert_eq!(
+        v["counts"],
+        json!({"total": 150, "in_sync": 100, "drifting": 50, "stale": 0, "failed": 50, "rejected": 0, "never_reported": 0}),
+        "{}: {v}",
+        db.name
+    );
+    let stored = r
+        .app
+        .state
+        .store
+        .verdicts_page(None, "", 200)
+        .await
+        .unwrap();
+    assert_eq!(stored.len(), 150);
+    assert!(
+        stored
+            .iter()
+            .all(|v| v.judged_against.is_some() && v.state.is_some()),
+        "every report was judged when it arrived"
+    );
+    let text = r
+        .http
+        .get(format!("{}/metrics", r.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let commits: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("module_webhook_report_commits_total "))
+        .unwrap_or_else(|| panic!("no report commit counter in /metrics:\n{text}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        (1.0..150.0).contains(&commits),
+        "{}: 150 reports, {commits} transactions: reports shared commits",
+        db.name
     );
 }

@@ -8,17 +8,21 @@
 //! rotation or deletion, which increment the store's instance-auth epoch: a cached token is
 //! used only while the epoch it was read under is the current one, and the epoch is re-read
 //! at most every [`STATE_TTL`], so a revoked token stops working on every replica within a
-//! second.
+//! quarter second. What reports are judged against (the served state, the yanked versions)
+//! is kept as long.
 
+use super::reports::{Against, Yanked};
 use std::{
     collections::{HashMap, HashSet},
-    sync::{Mutex, RwLock},
+    sync::{Arc, Mutex, RwLock},
     time::{Duration, Instant},
 };
 
 /// How long a cached state id answers `If-None-Match`, and a cached instance-auth epoch is
-/// trusted, before the database is asked again.
-pub const STATE_TTL: Duration = Duration::from_secs(1);
+/// trusted, before the database is asked again: how late another replica's new state (or a
+/// token's revocation) may be seen here. A quarter second costs one small query per
+/// template polled and per epoch four times a second.
+pub const STATE_TTL: Duration = Duration::from_millis(250);
 
 /// At most this many entries in the remembered-state sets before they start over (they
 /// only save database round trips).
@@ -52,6 +56,10 @@ pub struct Cache {
     reports: Mutex<HashMap<String, Bucket>>,
     /// The last judgement of the whole fleet (`Fleet::drift_states_recent`).
     judged: Mutex<Option<super::judge::Judged>>,
+    /// Per template, what its reports are judged against (`Fleet::against`).
+    against: RwLock<HashMap<String, (Arc<Against>, Instant)>>,
+    /// The yanked versions (`Fleet::yanked`).
+    yanked: Mutex<Option<(Arc<Yanked>, Instant)>>,
 }
 
 impl Cache {
@@ -73,9 +81,47 @@ impl Cache {
         (at.elapsed() < STATE_TTL).then(|| id.clone())
     }
 
+    /// Keeps `state_id` as what `template` serves; reports are judged against it from now
+    /// on (on this replica; others within [`STATE_TTL`]).
     pub fn set_state(&self, template: &str, state_id: &str) {
         if let Ok(mut g) = self.states.write() {
             g.insert(template.to_owned(), (state_id.to_owned(), Instant::now()));
+        }
+        if let Ok(mut g) = self.against.write()
+            && g.get(template).is_some_and(|(a, _)| {
+                a.desired.as_ref().map(|d| d.state_id.as_str()) != Some(state_id)
+            })
+        {
+            g.remove(template);
+        }
+    }
+
+    /// What `template`'s reports are judged against, if read less than [`STATE_TTL`] ago.
+    pub fn against(&self, template: &str) -> Option<Arc<Against>> {
+        let g = self.against.read().ok()?;
+        let (a, at) = g.get(template)?;
+        (at.elapsed() < STATE_TTL).then(|| a.clone())
+    }
+
+    pub fn set_against(&self, template: &str, a: Arc<Against>) {
+        if let Ok(mut g) = self.against.write() {
+            if g.len() >= MAX_KNOWN_STATES {
+                g.clear();
+            }
+            g.insert(template.to_owned(), (a, Instant::now()));
+        }
+    }
+
+    /// The yanked versions, if read less than [`STATE_TTL`] ago.
+    pub fn yanked(&self) -> Option<Arc<Yanked>> {
+        let g = self.yanked.lock().ok()?;
+        let (y, at) = g.as_ref()?;
+        (at.elapsed() < STATE_TTL).then(|| y.clone())
+    }
+
+    pub fn set_yanked(&self, y: Arc<Yanked>) {
+        if let Ok(mut g) = self.yanked.lock() {
+            *g = Some((y, Instant::now()));
         }
     }
 

@@ -92,9 +92,17 @@ impl Fleet {
             template,
             "recomputing desired states"
         );
+        // The live set is read once for all of them, not once per template.
+        let live = match targets.len() {
+            0 | 1 => None,
+            _ => Some(super::candidates(self.store.live_versions().await?)),
+        };
         let mut out = Vec::new();
         for id in targets {
-            if let Some(r) = self.recompute(&id, &Actor::Auto, Via::Auto).await? {
+            if let Some(r) = self
+                .recompute_from(&id, &Actor::Auto, Via::Auto, live.as_ref())
+                .await?
+            {
                 out.push(r);
             }
         }

@@ -182,34 +182,30 @@ impl Fleet {
         let mut counts = Counts::default();
         let mut drifting = Vec::new();
         let mut next_cursor = None;
-        self.judge_reports(q.template.as_deref(), |row, d| {
+        self.verdicts(q.template.as_deref(), |v| {
             counts.total += 1;
-            match row.status.as_deref() {
+            match v.status.as_deref() {
                 None => counts.never_reported += 1,
                 Some("failed") => counts.failed += 1,
                 Some("rejected") => counts.rejected += 1,
                 _ => {}
             }
-            let Some(d) = d else {
-                counts.in_sync += 1;
-                return Ok(());
-            };
-            if d.stale {
+            if v.stale {
                 counts.stale += 1;
             }
-            if !d.drift {
+            if !v.drift() {
                 counts.in_sync += 1;
                 return Ok(());
             }
             counts.drifting += 1;
-            if q.cursor.as_deref().is_some_and(|c| row.id.as_str() <= c) {
+            if q.cursor.as_deref().is_some_and(|c| v.id.as_str() <= c) {
                 return Ok(());
             }
             if drifting.len() < limit {
                 drifting.push(Drifting {
-                    id: row.id.clone(),
-                    template_id: row.template_id.clone(),
-                    reasons: d.reasons,
+                    id: v.id,
+                    template_id: v.template_id,
+                    reasons: v.reasons,
                 });
             } else if next_cursor.is_none() {
                 next_cursor = drifting.last().map(|d: &Drifting| d.id.clone());

@@ -3,65 +3,25 @@
 //! summary, the console's fleet page and the chart sampler all walk the fleet through
 //! [`Fleet::judge_reports`], and the console's one-word states are [`DriftState`].
 
+use super::reports::{Yanked, against_key};
 use super::{
     Fleet,
     drift::{self, Drift, Observed},
 };
-use crate::{error::ServiceError, store::StoredReport};
+use crate::{
+    error::ServiceError,
+    store::{StoredReport, VerdictRow},
+};
 use powernode_module::desired_state::DesiredState;
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::{Duration, Instant},
 };
 
-/// Where an instance stands, in one word, the most urgent first.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum DriftState {
-    InSync,
-    Outdated,
-    Missing,
-    Failed,
-    Stale,
-    Unreported,
-}
+pub use crate::store::DriftState;
 
 impl DriftState {
-    pub const ALL: [DriftState; 6] = [
-        DriftState::InSync,
-        DriftState::Outdated,
-        DriftState::Missing,
-        DriftState::Failed,
-        DriftState::Stale,
-        DriftState::Unreported,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DriftState::InSync => "in_sync",
-            DriftState::Outdated => "outdated",
-            DriftState::Missing => "missing",
-            DriftState::Failed => "failed",
-            DriftState::Stale => "stale",
-            DriftState::Unreported => "unreported",
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            DriftState::InSync => "in sync",
-            DriftState::Outdated => "outdated",
-            DriftState::Missing => "missing",
-            DriftState::Failed => "failed",
-            DriftState::Stale => "stale",
-            DriftState::Unreported => "never reported",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<DriftState> {
-        DriftState::ALL.into_iter().find(|d| d.as_str() == s)
-    }
-
     /// The one state an instance's drift puts it in, the most urgent first: no report,
     /// stale, failed (the apply or a unit), a desired module or package missing, anything
     /// else that differs.
@@ -93,6 +53,72 @@ pub struct Placed {
     /// The first reason, for people (empty when in sync).
     pub reason: String,
     pub last_report_at: Option<i64>,
+}
+
+/// One instance's drift as [`Fleet::verdicts`] gives it.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    pub id: String,
+    pub template_id: String,
+    /// The last reported status (`applied`, `failed`, `rejected`; `None`: never reported).
+    pub status: Option<String>,
+    pub last_report_at: Option<i64>,
+    pub state: DriftState,
+    pub stale: bool,
+    /// One sentence per reason, for people (empty: in sync).
+    pub reasons: Vec<String>,
+}
+
+impl Verdict {
+    /// The verdict of a report judged in full (`None`: in sync).
+    fn of(row: StoredReport, d: Option<Drift>) -> Verdict {
+        let (state, stale, reasons) = match d {
+            None => (DriftState::InSync, false, Vec::new()),
+            Some(d) => (DriftState::of(&d), d.stale, d.reasons),
+        };
+        Verdict {
+            id: row.id,
+            template_id: row.template_id,
+            status: row.status,
+            last_report_at: row.last_report_at,
+            state,
+            stale,
+            reasons,
+        }
+    }
+
+    /// Whether the instance drifts (any reason at all).
+    pub fn drift(&self) -> bool {
+        !self.reasons.is_empty()
+    }
+}
+
+/// A stored report judged in full against `desired`: `None` when it is the served state
+/// exactly, judged on the stored text without parsing it (most of a healthy fleet), else
+/// its drift.
+fn judge(
+    desired: Option<&drift::Desired>,
+    row: &StoredReport,
+    now: i64,
+    stale_ms: i64,
+) -> Result<Option<Drift>, ServiceError> {
+    if desired.is_some_and(|d| d.in_sync_as_stored(row, now, stale_ms)) {
+        return Ok(None);
+    }
+    let running = row.running().map_err(ServiceError::Internal)?;
+    Ok(Some(drift::drift(
+        desired,
+        Observed {
+            running: &running,
+            composefs_digest: row.composefs_digest.as_deref(),
+            reported_state_id: row.reported_state_id.as_deref(),
+            status: row.status.as_deref(),
+            last_report_at: row.last_report_at,
+            modules: &row.modules,
+        },
+        now,
+        stale_ms,
+    )))
 }
 
 /// How long [`Fleet::drift_states_recent`] reuses one judgement of the whole fleet.
@@ -140,26 +166,82 @@ impl Fleet {
                     let d = self.desired(&row.template_id, &yanked).await?;
                     states.insert(row.template_id.clone(), d);
                 }
-                let desired = states[&row.template_id].as_ref();
-                if desired.is_some_and(|d| d.in_sync_as_stored(row, now, stale_ms)) {
-                    each(row, None)?;
+                let d = judge(states[&row.template_id].as_ref(), row, now, stale_ms)?;
+                each(row, d)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `each` with every instance (of `template`, if given), in id order, and its
+    /// verdict: the one stored with its report while it still holds, else judged in full.
+    pub async fn verdicts(
+        &self,
+        template: Option<&str>,
+        mut each: impl FnMut(Verdict) -> Result<(), ServiceError>,
+    ) -> Result<(), ServiceError> {
+        let now = self.store.now();
+        let stale_ms = self.stale_after_ms;
+        let yanked = Yanked::of(self.store.yanked_digests().await?);
+        // What a verdict must have been judged against to hold, per template.
+        let keys: HashMap<String, String> = self
+            .store
+            .served_state_ids()
+            .await?
+            .into_iter()
+            .map(|(t, s)| (t, against_key(&s, &yanked.fingerprint)))
+            .collect();
+        let holds = |v: &VerdictRow| {
+            v.state.is_some()
+                && v.last_report_at.is_some_and(|at| now - at <= stale_ms)
+                && v.judged_against.is_some()
+                && v.judged_against.as_ref() == keys.get(&v.template_id)
+        };
+        let mut states: BTreeMap<String, Option<drift::Desired>> = BTreeMap::new();
+        let mut after = String::new();
+        loop {
+            let page = self.store.verdicts_page(template, &after, 5000).await?;
+            let Some(last) = page.last() else { break };
+            after = last.id.clone();
+            let again: Vec<&str> = page
+                .iter()
+                .filter(|v| !holds(v))
+                .map(|v| v.id.as_str())
+                .collect();
+            let mut reports = if again.is_empty() {
+                HashMap::new()
+            } else {
+                self.store.reports_of(&again).await?
+            };
+            for v in page.iter() {
+                if holds(v) {
+                    let state = v.state.unwrap_or(DriftState::InSync);
+                    let reasons = if state == DriftState::InSync {
+                        Vec::new()
+                    } else {
+                        v.reasons().map_err(ServiceError::Internal)?
+                    };
+                    each(Verdict {
+                        id: v.id.clone(),
+                        template_id: v.template_id.clone(),
+                        status: v.status.clone(),
+                        last_report_at: v.last_report_at,
+                        state,
+                        stale: false,
+                        reasons,
+                    })?;
                     continue;
                 }
-                let running = row.running().map_err(ServiceError::Internal)?;
-                let d = drift::drift(
-                    desired,
-                    Observed {
-                        running: &running,
-                        composefs_digest: row.composefs_digest.as_deref(),
-                        reported_state_id: row.reported_state_id.as_deref(),
-                        status: row.status.as_deref(),
-                        last_report_at: row.last_report_at,
-                        modules: &row.modules,
-                    },
-                    now,
-                    stale_ms,
-                );
-                each(row, Some(d))?;
+                // Deleted since the page was read: not in the fleet any more.
+                let Some(row) = reports.remove(&v.id) else {
+                    continue;
+                };
+                if !states.contains_key(&row.template_id) {
+                    let d = self.desired(&row.template_id, &yanked.digests).await?;
+                    states.insert(row.template_id.clone(), d);
+                }
+                let d = judge(states[&row.template_id].as_ref(), &row, now, stale_ms)?;
+                each(Verdict::of(row, d))?;
             }
         }
         Ok(())
@@ -168,20 +250,13 @@ impl Fleet {
     /// Every instance with its [`DriftState`], ordered by id.
     pub async fn drift_states(&self) -> Result<Vec<Placed>, ServiceError> {
         let mut out = Vec::new();
-        self.judge_reports(None, |row, d| {
-            let (state, reason) = match d {
-                None => (DriftState::InSync, String::new()),
-                Some(d) => (
-                    DriftState::of(&d),
-                    d.reasons.first().cloned().unwrap_or_default(),
-                ),
-            };
+        self.verdicts(None, |v| {
             out.push(Placed {
-                id: row.id.clone(),
-                template_id: row.template_id.clone(),
-                state,
-                reason,
-                last_report_at: row.last_report_at,
+                reason: v.reasons.into_iter().next().unwrap_or_default(),
+                id: v.id,
+                template_id: v.template_id,
+                state: v.state,
+                last_report_at: v.last_report_at,
             });
             Ok(())
         })

@@ -18,6 +18,7 @@ pub mod key;
 pub mod layers;
 mod outcome;
 pub mod packages;
+pub mod reports;
 pub mod resolve;
 pub mod templates;
 pub mod tokens;
@@ -64,6 +65,8 @@ pub struct Fleet {
     pub stale_after_ms: i64,
     /// Counts compositions performed and skipped.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where reports are recorded (group commit).
+    pub reports: crate::store::ReportLog,
 }
 
 /// One try at recomputing: done, or lost the compare-and-set to another replica.
@@ -129,7 +132,7 @@ struct Composed {
 }
 
 type Assignments = [(String, Option<semver::VersionReq>)];
-type Live = BTreeMap<String, Vec<resolve::Candidate<VersionRow>>>;
+pub(super) type Live = BTreeMap<String, Vec<resolve::Candidate<VersionRow>>>;
 
 impl Fleet {
     /// Recomputes every template (the [`recompute_job`]).
@@ -147,10 +150,27 @@ impl Fleet {
         actor: &Actor,
         via: Via,
     ) -> anyhow::Result<Option<Recomputed>> {
+        self.recompute_from(template_id, actor, via, None).await
+    }
+
+    /// [`Fleet::recompute`], composing from `live` (the live set a job that recomputes many
+    /// templates read once) on the first try. A live set read before the template's lock is
+    /// safe: whatever changed it since queued its own recomputation, which runs after.
+    async fn recompute_from(
+        &self,
+        template_id: &str,
+        actor: &Actor,
+        via: Via,
+        mut live: Option<&Live>,
+    ) -> anyhow::Result<Option<Recomputed>> {
         // Another replica serving a state between our read and our write makes the write
-        // a no-op (compare-and-set on the sequence): compute again from what it left.
+        // a no-op (compare-and-set on the sequence): compute again from what it left, and
+        // from the live set as it is now.
         for _ in 0..5 {
-            match self.try_recompute(template_id, actor, via).await? {
+            match self
+                .try_recompute(template_id, actor, via, live.take())
+                .await?
+            {
                 Some(Attempt::Done(r)) => return Ok(Some(*r)),
                 Some(Attempt::Lost) => continue,
                 None => return Ok(None),
@@ -166,6 +186,7 @@ impl Fleet {
         template_id: &str,
         actor: &Actor,
         via: Via,
+        shared: Option<&Live>,
     ) -> anyhow::Result<Option<Attempt>> {
         // One recomputation of a template at a time, on every replica; everything is read
         // under the lock, the served state (whose sequence the write compares) first.
@@ -185,9 +206,16 @@ impl Fleet {
                 Ok((a.module_name, req))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let live = candidates(self.store.live_versions().await?);
+        let fresh;
+        let live = match shared {
+            Some(l) => l,
+            None => {
+                fresh = candidates(self.store.live_versions().await?);
+                &fresh
+            }
+        };
         let inputs = self
-            .inputs(&template, &assignments, &live, served.as_ref())
+            .inputs(&template, &assignments, live, served.as_ref())
             .await?;
         if let Some(r) = self
             .unchanged(template_id, &inputs, last.as_ref(), served.as_ref())
@@ -197,7 +225,7 @@ impl Fleet {
             return Ok(Some(Attempt::Done(Box::new(r))));
         }
         self.metrics.composition("composed");
-        let full = self.compose(&template, &assignments, &live).await?;
+        let full = self.compose(&template, &assignments, live).await?;
         let blocked = full.blocked;
         let (conflicts, warnings): (Vec<_>, Vec<_>) = full
             .findings
@@ -224,7 +252,7 @@ impl Fleet {
             }
             (None, Some(_)) => {
                 let (state, d) = self
-                    .degrade(&template, &assignments, &live, &conflicts)
+                    .degrade(&template, &assignments, live, &conflicts)
                     .await?;
                 Some((state, Some(d)))
             }

@@ -1,9 +1,10 @@
-//! Group commit of hook deliveries: many deliveries, one transaction, each still committed
-//! before its answer.
+//! Group commit: many requests' writes, one transaction, each still committed before its
+//! answer. Hook deliveries ([`DeliveryLog`]) and instance reports ([`ReportLog`]) go through
+//! it.
 //!
-//! A hook's 202 promises the delivery is durable. One transaction per request makes the
-//! commit (and, on SQLite, the single writer connection) the cost of every request. Here
-//! requests hand their deliveries to one committer task and wait; the committer takes
+//! A hook's 202 and a report's 200 promise the write is durable. One transaction per request
+//! makes the commit (and, on SQLite, the single writer connection) the cost of every request.
+//! Here requests hand their writes to one committer task and wait; the committer takes
 //! whatever has queued up while the previous commit ran, writes it all in one transaction
 //! and answers each request only after that commit. Under load a batch grows by itself;
 //! alone, a request commits at once (no timer, no added latency). SQLite has one writer, so
@@ -12,12 +13,12 @@
 //!
 //! A batch that fails is retried one request at a time, so one request's failure cannot
 //! fail the others; a request whose own transaction fails gets the error (the route
-//! answers 503 and the sender retries). Nothing is written partially: a request's
-//! deliveries and jobs commit together or not at all.
+//! answers 503 and the sender retries). Nothing is written partially: a request's writes
+//! commit together or not at all.
 
-use super::{NewDelivery, NewJob, Store};
+use super::{JudgedReport, NewDelivery, NewJob, Store};
 use prometheus_client::metrics::counter::Counter;
-use std::sync::Arc;
+use std::{future::Future, sync::Arc};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 /// At most this many requests share one transaction (bounds its size and latency).
@@ -27,29 +28,76 @@ const QUEUE: usize = 4096;
 /// Committers on PostgreSQL (each holds one of the pool's connections while it commits).
 const PG_COMMITTERS: usize = 4;
 
-type Deliveries = Vec<(NewDelivery, Vec<NewJob>)>;
-
-struct Pending {
-    deliveries: Deliveries,
-    answer: oneshot::Sender<Result<Vec<bool>, String>>,
+/// What one kind of write commits in one transaction.
+pub trait Batch: Send + Sync + 'static {
+    type Item: Send + Sync + 'static;
+    /// Per item, what its request is told (a delivery: whether it was new; a report: whether
+    /// the instance exists).
+    type Out: Send + 'static;
+    /// Writes every item in one transaction; one answer per item, in order.
+    fn commit(
+        store: &Store,
+        items: &[&Self::Item],
+    ) -> impl Future<Output = anyhow::Result<Vec<Self::Out>>> + Send;
 }
 
-/// The handle requests record deliveries through; cheap to clone.
-#[derive(Debug, Clone)]
-pub struct DeliveryLog {
-    queue: mpsc::Sender<Pending>,
-}
+/// Hook deliveries and the jobs they enqueue.
+#[derive(Debug)]
+pub struct Deliveries;
 
-impl std::fmt::Debug for Pending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Pending({} deliveries)", self.deliveries.len())
+impl Batch for Deliveries {
+    type Item = (NewDelivery, Vec<NewJob>);
+    type Out = bool;
+    async fn commit(store: &Store, items: &[&Self::Item]) -> anyhow::Result<Vec<bool>> {
+        store.record_deliveries(items).await
     }
 }
 
-impl DeliveryLog {
-    /// Starts the committer task on the current runtime; it counts its transactions in
-    /// `commits`. It ends when every handle is gone.
-    pub fn start(store: Store, commits: Counter) -> DeliveryLog {
+/// Instance reports, each with its drift verdict.
+#[derive(Debug)]
+pub struct Reports;
+
+impl Batch for Reports {
+    type Item = JudgedReport;
+    type Out = bool;
+    async fn commit(store: &Store, items: &[&Self::Item]) -> anyhow::Result<Vec<bool>> {
+        store.record_reports(items).await
+    }
+}
+
+/// The handle hook requests record deliveries through.
+pub type DeliveryLog = GroupCommit<Deliveries>;
+/// The handle instance reports are recorded through.
+pub type ReportLog = GroupCommit<Reports>;
+
+struct Pending<B: Batch> {
+    items: Vec<B::Item>,
+    answer: oneshot::Sender<Result<Vec<B::Out>, String>>,
+}
+
+/// The handle requests write through; cheap to clone.
+pub struct GroupCommit<B: Batch> {
+    queue: mpsc::Sender<Pending<B>>,
+}
+
+impl<B: Batch> Clone for GroupCommit<B> {
+    fn clone(&self) -> Self {
+        GroupCommit {
+            queue: self.queue.clone(),
+        }
+    }
+}
+
+impl<B: Batch> std::fmt::Debug for GroupCommit<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GroupCommit<{}>", std::any::type_name::<B>())
+    }
+}
+
+impl<B: Batch> GroupCommit<B> {
+    /// Starts the committer tasks on the current runtime; they count their transactions in
+    /// `commits`. They end when every handle is gone.
+    pub fn start(store: Store, commits: Counter) -> GroupCommit<B> {
         let (queue, rx) = mpsc::channel(QUEUE);
         let committers = match store.backend {
             super::Backend::Sqlite => 1,
@@ -57,47 +105,45 @@ impl DeliveryLog {
         };
         let rx = Arc::new(Mutex::new(rx));
         for _ in 0..committers {
-            tokio::spawn(run(store.clone(), rx.clone(), commits.clone()));
+            tokio::spawn(run::<B>(store.clone(), rx.clone(), commits.clone()));
         }
-        DeliveryLog { queue }
+        GroupCommit { queue }
     }
 
-    /// Records `deliveries` and their jobs; returns, per delivery, whether it was new. Returns
-    /// only once they are committed.
-    pub async fn record(&self, deliveries: Deliveries) -> anyhow::Result<Vec<bool>> {
+    /// Writes `items`; returns, per item, its answer. Returns only once they are committed.
+    pub async fn record(&self, items: Vec<B::Item>) -> anyhow::Result<Vec<B::Out>> {
         let (answer, wait) = oneshot::channel();
         self.queue
-            .send(Pending { deliveries, answer })
+            .send(Pending { items, answer })
             .await
-            .map_err(|_| anyhow::anyhow!("the delivery committer has stopped"))?;
+            .map_err(|_| anyhow::anyhow!("the group committer has stopped"))?;
         wait.await
-            .map_err(|_| anyhow::anyhow!("the delivery committer stopped before answering"))?
+            .map_err(|_| anyhow::anyhow!("the group committer stopped before answering"))?
             .map_err(anyhow::Error::msg)
     }
 }
 
 /// One committer: takes what has queued up (the others wait for the queue meanwhile), then
 /// commits it while another committer may take the next batch.
-async fn run(store: Store, rx: Arc<Mutex<mpsc::Receiver<Pending>>>, commits: Counter) {
+async fn run<B: Batch>(store: Store, rx: Arc<Mutex<mpsc::Receiver<Pending<B>>>>, commits: Counter) {
     loop {
         let mut batch = Vec::with_capacity(MAX_BATCH);
         if rx.lock().await.recv_many(&mut batch, MAX_BATCH).await == 0 {
             return;
         }
-        commit(&store, batch, &commits).await;
+        commit::<B>(&store, batch, &commits).await;
     }
 }
 
 /// Commits `batch` in one transaction and answers each request; on failure, each alone.
-async fn commit(store: &Store, batch: Vec<Pending>, commits: &Counter) {
-    let all: Vec<&(NewDelivery, Vec<NewJob>)> =
-        batch.iter().flat_map(|p| p.deliveries.iter()).collect();
-    match store.record_deliveries(&all).await {
-        Ok(fresh) => {
+async fn commit<B: Batch>(store: &Store, batch: Vec<Pending<B>>, commits: &Counter) {
+    let all: Vec<&B::Item> = batch.iter().flat_map(|p| p.items.iter()).collect();
+    match B::commit(store, &all).await {
+        Ok(out) => {
             commits.inc();
-            let mut fresh = fresh.into_iter();
+            let mut out = out.into_iter();
             for p in batch {
-                let mine: Vec<bool> = fresh.by_ref().take(p.deliveries.len()).collect();
+                let mine: Vec<B::Out> = out.by_ref().take(p.items.len()).collect();
                 let _ = p.answer.send(Ok(mine));
             }
         }
@@ -109,11 +155,8 @@ async fn commit(store: &Store, batch: Vec<Pending>, commits: &Counter) {
         Err(e) => {
             tracing::warn!(error = %format!("{e:#}"), requests = batch.len(), "group commit failed; committing one by one");
             for p in batch {
-                let one: Vec<&(NewDelivery, Vec<NewJob>)> = p.deliveries.iter().collect();
-                let r = store
-                    .record_deliveries(&one)
-                    .await
-                    .map_err(|e| format!("{e:#}"));
+                let one: Vec<&B::Item> = p.items.iter().collect();
+                let r = B::commit(store, &one).await.map_err(|e| format!("{e:#}"));
                 if r.is_ok() {
                     commits.inc();
                 }

@@ -30,7 +30,7 @@ pub struct InstanceRow {
 }
 
 /// An instance's last report as stored: `running_module_digests` is the JSON text written
-/// by [`Store::record_report`] (a map with sorted keys, so equal maps are equal texts).
+/// by [`Store::record_reports`] (a map with sorted keys, so equal maps are equal texts).
 #[derive(Debug, Clone)]
 pub struct StoredReport {
     pub id: String,
@@ -75,6 +75,23 @@ pub struct PackageSighting {
     pub module: String,
     /// The installed version; `None`: reported not installed.
     pub version: Option<String>,
+}
+
+/// The columns [`stored_report`] reads.
+pub(super) const REPORT_COLS: &str = "id, template_id, last_report_at, reported_state_id, running_module_digests, composefs_digest, status, module_observations";
+
+/// A row of [`REPORT_COLS`], as stored.
+pub(super) fn stored_report(r: &AnyRow) -> anyhow::Result<StoredReport> {
+    Ok(StoredReport {
+        id: r.try_get("id")?,
+        template_id: r.try_get("template_id")?,
+        last_report_at: r.try_get("last_report_at")?,
+        reported_state_id: r.try_get("reported_state_id")?,
+        running_module_digests: r.try_get("running_module_digests")?,
+        composefs_digest: r.try_get("composefs_digest")?,
+        status: r.try_get("status")?,
+        modules: observations(r)?,
+    })
 }
 
 const ICOLS: &str = "id, template_id, token_sha256, created_at, last_report_at, reported_state_id, running_module_digests, composefs_digest, status, message, module_observations, state_bytes";
@@ -155,7 +172,7 @@ impl Store {
         after: &str,
         limit: i64,
     ) -> anyhow::Result<Vec<StoredReport>> {
-        let mut sql = "SELECT id, template_id, last_report_at, reported_state_id, running_module_digests, composefs_digest, status, module_observations FROM instances WHERE id > $1".to_owned();
+        let mut sql = format!("SELECT {REPORT_COLS} FROM instances WHERE id > $1");
         if template_id.is_some() {
             sql.push_str(" AND template_id = $3");
         }
@@ -165,44 +182,7 @@ impl Store {
             q = q.bind(t);
         }
         let rows = q.fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(StoredReport {
-                    id: r.try_get("id")?,
-                    template_id: r.try_get("template_id")?,
-                    last_report_at: r.try_get("last_report_at")?,
-                    reported_state_id: r.try_get("reported_state_id")?,
-                    running_module_digests: r.try_get("running_module_digests")?,
-                    composefs_digest: r.try_get("composefs_digest")?,
-                    status: r.try_get("status")?,
-                    modules: observations(r)?,
-                })
-            })
-            .collect()
-    }
-
-    /// Records an instance's report (the row keeps the last one). Durable when it returns.
-    pub async fn record_report(&self, id: &str, r: &Report) -> anyhow::Result<bool> {
-        let n = sqlx::query(
-            "UPDATE instances SET last_report_at = $2, reported_state_id = $3, running_module_digests = $4, composefs_digest = $5, status = $6, message = $7, module_observations = $8, state_bytes = $9 WHERE id = $1",
-        )
-        .bind(id)
-        .bind(self.now())
-        .bind(&r.desired_state_id)
-        .bind(serde_json::to_string(&r.running_module_digests)?)
-        .bind(&r.composefs_digest)
-        .bind(&r.status)
-        .bind(&r.message)
-        .bind(
-            (!r.modules.is_empty())
-                .then(|| serde_json::to_string(&r.modules))
-                .transpose()?,
-        )
-        .bind(r.state_bytes)
-        .execute(&self.pool)
-        .await?
-        .rows_affected();
-        Ok(n == 1)
+        rows.iter().map(stored_report).collect()
     }
 
     /// Deletes an instance (its token and last report go with it), with its audit row;

@@ -15,11 +15,12 @@ mod requests;
 mod signing_keys;
 mod template_locks;
 mod templates;
+mod verdicts;
 mod versions;
 
 pub use audit::{AuditAction, AuditRow, NewAudit, Via};
 pub use console::{DeadLetter, InstanceBrief, Sample, VersionBrief, WebSession};
-pub use group_commit::DeliveryLog;
+pub use group_commit::{DeliveryLog, ReportLog};
 pub use ids::{RequestId, VersionId};
 pub use instances::{InstanceRow, PackageSighting, Report, StoredReport};
 pub use job::{Job, signed_digest_of_tag};
@@ -28,6 +29,7 @@ pub use pins::{ModulePin, Pin, PinDecision, PinState};
 pub use requests::{PromotionRequest, RequestState};
 pub use template_locks::TemplateLock;
 pub use templates::{Assignment, LastComputation, Recorded, Serve, ServedState, TemplateRow};
+pub use verdicts::{DriftState, JudgedReport, StoredVerdict, VerdictRow};
 pub use versions::{Lifecycle, VersionRow};
 
 use sqlx::{

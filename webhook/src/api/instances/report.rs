@@ -98,7 +98,7 @@ pub async fn report(
         modules: b.modules,
         state_bytes: b.state_bytes.map(|n| i64::try_from(n).unwrap_or(i64::MAX)),
     };
-    if !s.store.record_report(&id, &r).await? {
+    if !s.fleet.record_report(&id, &auth.template_id, r).await? {
         return Err(ApiError::not_found(format!("no instance {id}")));
     }
     s.metrics.reports.inc();
