@@ -180,8 +180,34 @@ async fn a_served_state_is_reissued_before_it_expires() {
     tokio::time::sleep(module_webhook::fleet::cache::STATE_TTL).await;
     let (same, _) = signed_state_of(&r, "node-1", &token).await;
     assert_eq!(same, id, "still fresh: not re-issued");
+    let poll = |etag: String| {
+        let (r, token) = (&r, &token);
+        async move {
+            let (s, _, h) = call(
+                r,
+                reqwest::Method::GET,
+                "/instances/node-1/desired-state",
+                token,
+                None,
+                &[("If-None-Match", &format!("\"{etag}\""))],
+            )
+            .await;
+            (s, h["etag"].to_str().unwrap().trim_matches('"').to_owned())
+        }
+    };
+    assert_eq!(
+        poll(id.clone()).await,
+        (304, id.clone()),
+        "a poll naming it"
+    );
     clock.advance(std::time::Duration::from_secs(24 * 3600));
+    tokio::time::sleep(module_webhook::fleet::cache::STATE_TTL).await;
+    // Past half its validity, a poll naming the old state gets the re-issued one, not 304.
+    let (status, reissued) = poll(id.clone()).await;
+    assert_eq!(status, 200);
+    assert_ne!(reissued, id);
     let (next, doc2) = signed_state_of(&r, "node-1", &token).await;
+    assert_eq!(next, reissued);
     assert_ne!(next, id);
     assert_eq!(doc2.content_id(), doc.content_id());
     assert_eq!(doc2.sequence, doc.sequence + 1);

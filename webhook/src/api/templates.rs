@@ -126,11 +126,10 @@ pub async fn serve_state(
                 .trim_matches('"')
                 .to_owned()
         });
-    let cached = s.fleet.cache.state(template);
-    if let (Some(p), Some(c)) = (&presented, &cached)
-        && p == c
+    if let Some(p) = &presented
+        && s.fleet.still_serves(template, p).await?
     {
-        return Ok(not_modified(s, c));
+        return Ok(not_modified(s, p));
     }
     let Some(st) = s.fleet.served(template).await? else {
         return Err(ApiError::not_found(format!(

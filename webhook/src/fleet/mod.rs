@@ -20,6 +20,7 @@ mod outcome;
 pub mod packages;
 pub mod reports;
 pub mod resolve;
+mod serving;
 pub mod templates;
 pub mod tokens;
 pub mod validate;

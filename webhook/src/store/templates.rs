@@ -269,6 +269,21 @@ impl Store {
         .transpose()
     }
 
+    /// The served state's id and expiry (seconds) of `template`: what a poll whose
+    /// `If-None-Match` names a state needs to know, without reading the document.
+    pub async fn served_state_head(
+        &self,
+        template_id: &str,
+    ) -> anyhow::Result<Option<(String, i64)>> {
+        let r =
+            sqlx::query("SELECT state_id, expires_at FROM desired_states WHERE template_id = $1")
+                .bind(template_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        r.map(|r| Ok((r.try_get("state_id")?, r.try_get("expires_at")?)))
+            .transpose()
+    }
+
     /// The served state id of every template (for the drift summary and caches).
     pub async fn served_state_id(&self, template_id: &str) -> anyhow::Result<Option<String>> {
         let r = sqlx::query("SELECT state_id FROM desired_states WHERE template_id = $1")
