@@ -11,7 +11,8 @@
 # module's composefs digest, the merged digest, the pinned packages at the versions dpkg has
 # installed here and the modules' units (every 20th instance a failed unit, every 20th a
 # package at another version):
-# 1. GET desired-state with a matching If-None-Match, wrk with 32 connections (16 per replica)
+# 1. GET desired-state with a matching If-None-Match, wrk with 32 connections (16 per replica;
+#    FLEET_CONNECTIONS)
 #    (target >= 10,000 responses/s, p99 <= 10 ms);
 # 2. instance reports, each durable before its answer (target >= 3,000/s);
 # 3. the fleet drift summary over every instance (GET /api/v1/drift; target <= 100 ms);
@@ -23,7 +24,7 @@
 #
 #   bench/fleet.sh [SECONDS] [INSTANCES] [TEMPLATES] [RUNS]   (defaults 10 s, 10000, 200, 3)
 #   env: MODULES=100 PER_TEMPLATE=20 FILES=50 (files per module) FLEET_COMPOSE=1 FLEET_BUILD=1
-#        FLEET_RUST_LOG=warn (the receivers' RUST_LOG) FLEET_LOGS=DIR (their logs kept there)
+#        FLEET_CONNECTIONS=32 (wrk's, split between the receivers) FLEET_RUST_LOG=warn (the receivers' RUST_LOG) FLEET_LOGS=DIR (their logs kept there)
 #        FLEET_BACKENDS="sqlite postgres" (also: sqlite-normal, SQLite with
 #        ?synchronous=NORMAL) DATABASE_URL (a PostgreSQL server; default the local
 #        one at 127.0.0.1:5432, skipped when it does not answer)
@@ -184,13 +185,15 @@ TOML
   echo "receiver $name did not come up:" >&2; cat "$work/$name.log" >&2; exit 1
 }
 
-# wrk_all MODE OUT URL...: wrk against every URL at once, 32 connections split between them.
+# wrk_all MODE OUT URL...: wrk against every URL at once, $conns connections split between
+# them.
+conns=${FLEET_CONNECTIONS:-32}
 wrk_all() {
   local mode=$1 out=$2; shift 2
   local n=$# k=0 w=""
   for u in "$@"; do
     k=$((k + 1))
-    MODE=$mode wrk -t$((3 - n)) -c$((32 / n)) -d"${secs}s" --latency -s "$here/bench/fleet.lua" "$u" > "$out.$k" &
+    MODE=$mode wrk -t$((3 - n)) -c$((conns / n)) -d"${secs}s" --latency -s "$here/bench/fleet.lua" "$u" > "$out.$k" &
     w="$w $!"
   done
   wait $w

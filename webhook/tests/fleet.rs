@@ -714,8 +714,9 @@ async fn an_uncomposable_version_blocks_only_its_templates() {
 }
 
 /// A report is judged when it arrives, and the fleet summary reads that verdict instead of
-/// judging the report again, but only while it holds: once the report is stale, the instance
-/// is judged in full. (The end-to-end test above checks, at every step, that the summary
+/// judging the report again, but only while it holds: judged against something else, the
+/// instance is judged in full and the new verdict kept; once the report is stale, it is
+/// judged in full. (The end-to-end test above checks, at every step, that the summary
 /// agrees with the instance's own drift across promotions and yanks.)
 #[rstest]
 #[tokio::test(flavor = "multi_thread")]
@@ -769,6 +770,34 @@ async fn a_report_is_judged_when_it_arrives_and_its_verdict_holds_only_while_fre
         json!(["judged earlier"]),
         "{v}"
     );
+
+    // Judged against something else (another served state, another yanked set): judged in
+    // full again, and that verdict is kept for the next walk.
+    sqlx::query("UPDATE instances SET judged_against = 'an older state' WHERE id = 'n0'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let (_, v) = r.get("/api/v1/drift?template=t", Some(READ_TOKEN)).await;
+    assert_eq!(v["counts"]["in_sync"], 1, "{v}");
+    let mut kept = None;
+    for _ in 0..50 {
+        let row = r
+            .app
+            .state
+            .store
+            .verdicts_page(None, "", 10)
+            .await
+            .unwrap()
+            .remove(0);
+        if row.judged_against.as_deref() == Some(key.as_str()) {
+            kept = Some(row);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let kept = kept.expect("the re-judged verdict is kept");
+    assert_eq!(kept.state, Some(module_webhook::store::DriftState::InSync));
+    assert_eq!(kept.reasons, None);
 
     // Stale: judged in full again, from the report itself.
     clock.advance(std::time::Duration::from_secs(3600));

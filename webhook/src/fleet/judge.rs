@@ -10,7 +10,7 @@ use super::{
 };
 use crate::{
     error::ServiceError,
-    store::{StoredReport, VerdictRow},
+    store::{Rejudged, StoredReport, StoredVerdict, VerdictRow},
 };
 use powernode_module::desired_state::DesiredState;
 use std::{
@@ -174,7 +174,10 @@ impl Fleet {
     }
 
     /// Calls `each` with every instance (of `template`, if given), in id order, and its
-    /// verdict: the one stored with its report while it still holds, else judged in full.
+    /// verdict: the one stored with its report while it still holds, else judged in full. A
+    /// report judged in full against a newer state or yanked set than its stored verdict
+    /// gets the verdict it would get arriving now, kept for the next walk (after a
+    /// promotion, the first walk judges the templates it changed, the next ones read).
     pub async fn verdicts(
         &self,
         template: Option<&str>,
@@ -198,6 +201,7 @@ impl Fleet {
                 && v.judged_against.as_ref() == keys.get(&v.template_id)
         };
         let mut states: BTreeMap<String, Option<drift::Desired>> = BTreeMap::new();
+        let mut rejudged = Vec::new();
         let mut after = String::new();
         loop {
             let page = self.store.verdicts_page(template, &after, 5000).await?;
@@ -240,9 +244,41 @@ impl Fleet {
                     let d = self.desired(&row.template_id, &yanked.digests).await?;
                     states.insert(row.template_id.clone(), d);
                 }
-                let d = judge(states[&row.template_id].as_ref(), &row, now, stale_ms)?;
+                let desired = states[&row.template_id].as_ref();
+                let d = judge(desired, &row, now, stale_ms)?;
+                // The verdict the report would get arriving now, kept for the next walk
+                // (labelled with the state it was judged against, which may be newer
+                // than `keys` says).
+                if let (Some(desired), Some(at)) = (desired, row.last_report_at) {
+                    let key = against_key(&desired.state_id, &yanked.fingerprint);
+                    if v.judged_against.as_ref() != Some(&key) {
+                        let fresh = match now - at <= stale_ms {
+                            true => d.clone(),
+                            false => judge(Some(desired), &row, at, stale_ms)?,
+                        };
+                        rejudged.push(Rejudged {
+                            instance_id: row.id.clone(),
+                            report_at: at,
+                            verdict: StoredVerdict {
+                                judged_against: Some(key),
+                                state: fresh.as_ref().map_or(DriftState::InSync, DriftState::of),
+                                reasons: fresh.map(|d| d.reasons).unwrap_or_default(),
+                            },
+                        });
+                    }
+                }
                 each(Verdict::of(row, d))?;
             }
+        }
+        if !rejudged.is_empty() {
+            // Kept in the background: the answer does not wait for it, and a failure loses
+            // nothing (the next walk judges those instances again).
+            let store = self.store.clone();
+            tokio::spawn(async move {
+                if let Err(e) = store.keep_verdicts(&rejudged).await {
+                    tracing::warn!(error = %format!("{e:#}"), "keeping re-judged verdicts failed");
+                }
+            });
         }
         Ok(())
     }

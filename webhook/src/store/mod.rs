@@ -29,7 +29,7 @@ pub use pins::{ModulePin, Pin, PinDecision, PinState};
 pub use requests::{PromotionRequest, RequestState};
 pub use template_locks::TemplateLock;
 pub use templates::{Assignment, LastComputation, Recorded, Serve, ServedState, TemplateRow};
-pub use verdicts::{DriftState, JudgedReport, StoredVerdict, VerdictRow};
+pub use verdicts::{DriftState, JudgedReport, Rejudged, StoredVerdict, VerdictRow};
 pub use versions::{Lifecycle, VersionRow};
 
 use sqlx::{

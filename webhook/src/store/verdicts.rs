@@ -87,6 +87,16 @@ pub struct JudgedReport {
     pub verdict: StoredVerdict,
 }
 
+/// A verdict the fleet walk re-judged for a report already stored.
+#[derive(Debug, Clone)]
+pub struct Rejudged {
+    pub instance_id: String,
+    /// When the report it judges was received: the verdict is kept only if it is still
+    /// the instance's last report.
+    pub report_at: i64,
+    pub verdict: StoredVerdict,
+}
+
 /// An instance's last report as the fleet walk first reads it: its verdict, not its content.
 #[derive(Debug, Clone)]
 pub struct VerdictRow {
@@ -159,6 +169,35 @@ impl Store {
         }
         tx.commit().await?;
         Ok(found)
+    }
+
+    /// Keeps verdicts the fleet walk re-judged, each only if its report is still the
+    /// instance's last (a report arriving meanwhile brought its own verdict).
+    pub async fn keep_verdicts(&self, verdicts: &[Rejudged]) -> anyhow::Result<()> {
+        let mut sorted: Vec<&Rejudged> = verdicts.iter().collect();
+        sorted.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        for chunk in sorted.chunks(1000) {
+            let mut tx = self.pool.begin().await?;
+            for r in chunk {
+                let v = &r.verdict;
+                sqlx::query(
+                    "UPDATE instances SET judged_against = $3, drift_state = $4, drift_reasons = $5 WHERE id = $1 AND last_report_at = $2",
+                )
+                .bind(&r.instance_id)
+                .bind(r.report_at)
+                .bind(&v.judged_against)
+                .bind(v.state.as_str())
+                .bind(
+                    (!v.reasons.is_empty())
+                        .then(|| serde_json::to_string(&v.reasons))
+                        .transpose()?,
+                )
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(())
     }
 
     /// A page of instances' verdicts (of `template_id`, if given) after `after`, by id.
