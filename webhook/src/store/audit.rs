@@ -176,6 +176,9 @@ pub(crate) async fn append_audit(
     a: &NewAudit,
     at: i64,
 ) -> anyhow::Result<()> {
+    // `seq` orders rows, it is not a time anyone reads: the wall clock's microseconds keep
+    // rows of one transaction (and of a test's manual clock, which stands still) in the order
+    // they were appended. `at` is the time, from the store's (injectable) clock.
     let seq = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_micros() as i64)
