@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod app;
 pub mod fleet;
 pub mod promotion;
 pub mod release;
@@ -347,17 +348,40 @@ pub async fn published_in(
     digest_byte: &str,
     source_commit: &str,
 ) -> String {
+    published_module_in(
+        store,
+        "my-redis",
+        "acct/modules/my-redis-module",
+        version,
+        state,
+        digest_byte,
+        source_commit,
+    )
+    .await
+}
+
+/// As [`published_in`], as module `module` of `repository` (with my-redis's manifest: a
+/// second module promoted from the same pull request).
+pub async fn published_module_in(
+    store: &module_webhook::store::Store,
+    module: &str,
+    repository: &str,
+    version: &str,
+    state: module_webhook::store::Lifecycle,
+    digest_byte: &str,
+    source_commit: &str,
+) -> String {
     use module_webhook::store::{NewAudit, VersionRow, now_ms};
     let manifest =
         std::fs::read_to_string(powernode_testkit::example("my-redis").join("manifest.yaml"))
             .unwrap();
-    let id = format!("v-my-redis-{version}");
+    let id = format!("v-{module}-{version}");
     let v = VersionRow {
         id: id.clone().into(),
-        module: "my-redis".into(),
+        module: module.into(),
         version: version.into(),
         lifecycle: state,
-        repository: "acct/modules/my-redis-module".into(),
+        repository: repository.into(),
         tag: format!("v{version}"),
         manifest_digest: format!("sha256:{}", digest_byte.repeat(32)),
         artifact_digest: None,
@@ -376,7 +400,7 @@ pub async fn published_in(
     let a = NewAudit {
         version_id: Some(id.clone().into()),
         template_id: None,
-        module: Some("my-redis".into()),
+        module: Some(module.into()),
         actor: "test".into(),
         via: module_webhook::store::Via::Ingest,
         action: module_webhook::store::AuditAction::Ingested,
