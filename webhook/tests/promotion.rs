@@ -170,13 +170,15 @@ async fn a_transition_settles_its_request_in_the_same_transaction(
 ) {
     use module_webhook::{
         lifecycle::Actor,
-        store::{AuditAction, NewAudit, PromotionRequest, RequestState, Store, Via},
+        store::{
+            AuditAction, NewAudit, PromotionRequest, RequestId, RequestState, Store, VersionId, Via,
+        },
     };
     let db = backend.db().await;
     let store = Store::connect(&db.url).await.unwrap();
-    let request = |id: &str, version_id: &str, state: RequestState| PromotionRequest {
-        id: id.to_owned().into(),
-        version_id: version_id.to_owned().into(),
+    let request = |id: &str, version_id: &VersionId, state: RequestState| PromotionRequest {
+        id: id.into(),
+        version_id: version_id.clone(),
         to_state: Lifecycle::Staging,
         digest: "sha256:ab".into(),
         requester: Actor::Gitea("bob".into()),
@@ -189,8 +191,8 @@ async fn a_transition_settles_its_request_in_the_same_transaction(
         created_at: 1,
         expires_at: i64::MAX,
     };
-    let audit = |v: &str| NewAudit {
-        version_id: Some(v.to_owned().into()),
+    let audit = |v: &VersionId| NewAudit {
+        version_id: Some(v.clone()),
         template_id: None,
         module: Some("my-redis".into()),
         actor: "gitea:bob".into(),
@@ -201,7 +203,7 @@ async fn a_transition_settles_its_request_in_the_same_transaction(
         reason: None,
         evidence: serde_json::json!({}),
     };
-    let transition = |v: String, r: Option<PromotionRequest>| {
+    let transition = |v: VersionId, r: Option<PromotionRequest>| {
         let store = store.clone();
         async move {
             store
@@ -244,7 +246,11 @@ async fn a_transition_settles_its_request_in_the_same_transaction(
             assert!(store.insert_request(&r).await.unwrap());
         }
         assert!(transition(v.clone(), Some(r)).await, "{}: {id}", db.name);
-        let got = store.request_by_id(id).await.unwrap().unwrap();
+        let got = store
+            .request_by_id(&RequestId::from(id))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got.state, after, "{}: {id}", db.name);
         if after == RequestState::Done {
             assert_eq!(got.missing, serde_json::json!([]), "{}: {id}", db.name);
@@ -262,7 +268,11 @@ async fn a_transition_settles_its_request_in_the_same_transaction(
         .await
     );
     assert!(
-        store.request_by_id("r-lost").await.unwrap().is_none(),
+        store
+            .request_by_id(&"r-lost".into())
+            .await
+            .unwrap()
+            .is_none(),
         "{}",
         db.name
     );

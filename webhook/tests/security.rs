@@ -22,7 +22,10 @@ fn needs_one_approval(c: &mut Config) {
     c.promotion.live = one;
 }
 
-async fn audit(e: &Env, id: &str) -> Vec<module_webhook::store::AuditRow> {
+async fn audit(
+    e: &Env,
+    id: &module_webhook::store::VersionId,
+) -> Vec<module_webhook::store::AuditRow> {
     e.r.app.state.store.audit_of(id).await.unwrap()
 }
 

@@ -4,7 +4,7 @@
 //! beside the queue rather than with the worker so that producers (promotion, fleet) and the
 //! worker that dispatches to them do not import each other.
 
-use super::NewJob;
+use super::{NewJob, RequestId, VersionId};
 use powernode_inbound::hooks::PrComment;
 use serde::{Deserialize, Serialize};
 
@@ -36,12 +36,12 @@ pub enum Job {
     /// in when this runs. Enqueued in the transition's own transaction (an outbox): a crash
     /// or a failing Gitea after the commit delays the status, never loses it; a burst of
     /// transitions collapses into one call that reports the newest stage.
-    CommitStatus { version: String },
+    CommitStatus { version: VersionId },
     /// Tells the requester on their PR that a request decided earlier (pending, then met by
     /// reviews, statuses or the soak timer) was carried out. Enqueued in the transition's
     /// transaction, like [`Job::CommitStatus`].
     Reply {
-        request: String,
+        request: RequestId,
         repository: String,
         pr: i64,
         user: String,

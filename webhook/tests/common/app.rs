@@ -134,7 +134,6 @@ impl TestApp {
             HEAD,
         )
         .await
-        .into()
     }
 
     /// Where `version` stands.

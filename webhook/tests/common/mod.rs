@@ -329,7 +329,7 @@ pub async fn published(
     state: module_webhook::store::Lifecycle,
     digest_byte: &str,
     source_commit: &str,
-) -> String {
+) -> module_webhook::store::VersionId {
     published_in(
         &r.app.state.store,
         version,
@@ -347,7 +347,7 @@ pub async fn published_in(
     state: module_webhook::store::Lifecycle,
     digest_byte: &str,
     source_commit: &str,
-) -> String {
+) -> module_webhook::store::VersionId {
     published_module_in(
         store,
         "my-redis",
@@ -370,7 +370,7 @@ pub async fn published_module_in(
     state: module_webhook::store::Lifecycle,
     digest_byte: &str,
     source_commit: &str,
-) -> String {
+) -> module_webhook::store::VersionId {
     use module_webhook::store::{NewAudit, VersionRow, now_ms};
     let manifest =
         std::fs::read_to_string(powernode_testkit::example("my-redis").join("manifest.yaml"))
@@ -410,7 +410,7 @@ pub async fn published_module_in(
         evidence: serde_json::json!({}),
     };
     assert!(store.write_version(&v, &a).await.unwrap());
-    id
+    id.into()
 }
 
 /// A Distribution notification envelope with one push event (`tag` of `repo` at `digest`).

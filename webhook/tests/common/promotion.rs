@@ -67,7 +67,7 @@ pub async fn env_with_clock(
     Env { r, gitea, _db: db }
 }
 
-pub async fn draft(r: &Running, version: &str) -> String {
+pub async fn draft(r: &Running, version: &str) -> module_webhook::store::VersionId {
     published(r, version, Lifecycle::Draft, "cd", HEAD).await
 }
 
@@ -141,7 +141,7 @@ pub async fn state(e: &Env, id: &str) -> Lifecycle {
     e.r.app
         .state
         .store
-        .version_by_id(id)
+        .version_by_id(&id.into())
         .await
         .unwrap()
         .unwrap()
