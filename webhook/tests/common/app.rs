@@ -11,9 +11,9 @@ use super::{
 use module_webhook::{
     config::Config,
     promotion::Engine,
-    store::{AuditRow, Clock, JobRow, Lifecycle, PromotionRequest, Store, VersionId},
+    store::{AuditRow, Clock, JobRow, Lifecycle, PromotionRequest, RequestId, Store, VersionId},
 };
-use powernode_testkit::gitea::{FakeGitea, Fault, review};
+use powernode_testkit::gitea::{FakeGitea, Fault, review, review_at};
 use serde_json::{Value, json};
 use std::sync::{
     Mutex,
@@ -131,7 +131,21 @@ impl TestApp {
             version,
             Lifecycle::Draft,
             DRAFT_DIGEST_BYTE,
-            HEAD,
+            Some(HEAD),
+        )
+        .await
+    }
+
+    /// my-redis `version` as a draft whose source commit is unknown (nothing to approve).
+    pub async fn draft_without_commit(&self, version: &str) -> VersionId {
+        published_module_in(
+            self.store(),
+            "my-redis",
+            "acct/modules/my-redis-module",
+            version,
+            Lifecycle::Draft,
+            DRAFT_DIGEST_BYTE,
+            None,
         )
         .await
     }
@@ -169,6 +183,15 @@ impl TestApp {
             .await;
         assert_eq!(s, 200, "{v}");
         v
+    }
+
+    /// The promotion request `id`.
+    pub async fn request(&self, id: &RequestId) -> PromotionRequest {
+        self.store()
+            .request_by_id(id)
+            .await
+            .unwrap()
+            .unwrap_or_else(|| panic!("no request {id}"))
     }
 
     /// Promotion requests still waiting for their requirements.
@@ -293,6 +316,15 @@ impl TestApp {
         s
     }
 
+    /// As [`TestApp::comment`], on a pull request of another repository (`owner/name`).
+    pub async fn comment_in(&self, repository: &str, user: &str, text: &str) -> u16 {
+        let id = self.next_comment.fetch_add(1, Ordering::Relaxed);
+        let (body, h) = comment_request(repository, id, user, text, "created");
+        let s = self.r.post("/hooks/gitea", body, &h).await.0;
+        self.step_worker().await;
+        s
+    }
+
     async fn deliver_comment(&self, id: i64, user: &str, text: &str, action: &str) -> u16 {
         let (body, h) = comment_request(GITEA_REPO, id, user, text, action);
         self.r.post("/hooks/gitea", body, &h).await.0
@@ -317,6 +349,14 @@ impl TestApp {
         let id = self.next_review.fetch_add(1, Ordering::Relaxed);
         self.gitea()
             .add_review(GITEA_REPO, pr, review(id, user, state, commit));
+        id
+    }
+
+    /// As [`TestApp::add_review`], submitted long before any request the test makes.
+    pub fn add_old_review(&self, user: &str, state: &str) -> i64 {
+        let id = self.next_review.fetch_add(1, Ordering::Relaxed);
+        self.gitea()
+            .add_review(GITEA_REPO, PR, review_at(id, user, state, HEAD));
         id
     }
 
@@ -369,6 +409,19 @@ impl TestApp {
         self.step_worker().await;
     }
 
+    /// Gives `user` `permission` (`read`, `write`, `owner`) on `repository`.
+    pub fn grant(&self, repository: &str, user: &str, permission: &str) {
+        self.gitea().grant(repository, user, permission);
+    }
+
+    /// The next time anything reads the pull request's reviews, Gitea holds the call: the
+    /// receiver says when it arrived, and dropping (or sending on) the sender lets it go.
+    pub fn hold_next_review_read(
+        &self,
+    ) -> (std::sync::mpsc::Receiver<()>, std::sync::mpsc::Sender<()>) {
+        self.gitea().hold_next_reviews()
+    }
+
     /// Opens pull request `number` on `head` (besides [`PR`], which is always there).
     pub fn open_pull(&self, number: i64, head: &str) {
         self.gitea().open_pull(GITEA_REPO, number, head);
@@ -398,6 +451,12 @@ impl TestApp {
             "expected {text:?} in the last reply: {replies:#?}"
         );
         last.clone()
+    }
+
+    /// The repository of each reply the bot posted, oldest first.
+    pub fn reply_repositories(&self) -> Vec<String> {
+        let g = self.gitea().state.lock().unwrap();
+        g.comments.iter().map(|(repo, _, _)| repo.clone()).collect()
     }
 
     /// The commit statuses the bot set, oldest first: (commit, body).
@@ -452,6 +511,12 @@ impl TestApp {
         self.r.app.worker.run_once().await.unwrap()
     }
 
+    /// Runs one due job on a task of its own (to hold it mid-way); whether there was one.
+    pub fn run_job_in_background(&self) -> tokio::task::JoinHandle<bool> {
+        let worker = self.r.app.worker.clone();
+        tokio::spawn(async move { worker.run_once().await.unwrap() })
+    }
+
     /// Whether any job is queued or running.
     pub async fn has_pending_jobs(&self) -> bool {
         super::has_pending_jobs(self.store()).await
@@ -466,6 +531,14 @@ impl TestApp {
     /// does).
     pub async fn reevaluate(&self) {
         self.engine().reevaluate(None).await.unwrap();
+    }
+
+    /// As [`TestApp::reevaluate`], on a task of its own (to hold it mid-way).
+    pub fn reevaluate_in_background(&self) -> tokio::task::JoinHandle<()> {
+        let engine = self.engine();
+        tokio::spawn(async move {
+            engine.reevaluate(None).await.unwrap();
+        })
     }
 
     fn engine(&self) -> Engine {

@@ -355,13 +355,13 @@ pub async fn published_in(
         version,
         state,
         digest_byte,
-        source_commit,
+        Some(source_commit),
     )
     .await
 }
 
 /// As [`published_in`], as module `module` of `repository` (with my-redis's manifest: a
-/// second module promoted from the same pull request).
+/// second module promoted from the same pull request), built from `source_commit` if known.
 pub async fn published_module_in(
     store: &module_webhook::store::Store,
     module: &str,
@@ -369,7 +369,7 @@ pub async fn published_module_in(
     version: &str,
     state: module_webhook::store::Lifecycle,
     digest_byte: &str,
-    source_commit: &str,
+    source_commit: Option<&str>,
 ) -> module_webhook::store::VersionId {
     use module_webhook::store::{NewAudit, VersionRow, now_ms};
     let manifest =
@@ -388,7 +388,7 @@ pub async fn published_module_in(
         composefs_digest: None,
         composefs_format: Some(1),
         source_repository: None,
-        source_commit: Some(source_commit.into()),
+        source_commit: source_commit.map(str::to_owned),
         signer_identity: None,
         signer_issuer: None,
         file_index: None,
