@@ -192,14 +192,14 @@ async fn gitea_down_keeps_the_request_and_retries() {
         .start()
         .await;
     let id = app.draft("0.5.0").await;
-    app.set_gitea_down(true);
+    app.gitea_goes_down();
     assert_eq!(app.post_comment("bob", "/promote 0.5.0 staging").await, 202);
     // Two attempts fail while Gitea is down; the job is kept for a retry.
     assert!(app.run_job().await);
     assert!(app.run_job().await);
     assert_eq!(app.state(&id).await, Lifecycle::Draft);
     assert!(app.has_pending_jobs().await, "nothing lost");
-    app.set_gitea_down(false);
+    app.gitea_recovers();
     app.step_worker().await;
     assert_eq!(app.state(&id).await, Lifecycle::Staging);
     assert_eq!(app.replies().len(), 1, "one reply");
@@ -283,7 +283,7 @@ async fn a_commit_status_gitea_refused_is_set_when_it_is_back(
         .start()
         .await;
     let id = app.draft("0.8.3").await;
-    app.gitea_refuses(Some(("/statuses/", 503)));
+    app.gitea_refuses("/statuses/", 503);
     assert_eq!(app.post_comment("bob", "/promote 0.8.3 staging").await, 202);
     for _ in 0..2 {
         assert!(app.run_job().await, "a job ran");
@@ -294,7 +294,7 @@ async fn a_commit_status_gitea_refused_is_set_when_it_is_back(
         app.has_pending_jobs().await,
         "{backend:?}: the status is kept for a retry"
     );
-    app.gitea_refuses(None);
+    app.gitea_recovers();
     app.step_worker().await;
     let statuses = app.commit_statuses();
     assert_eq!(statuses.len(), 1, "{backend:?}: {statuses:?}");
@@ -341,7 +341,7 @@ async fn a_reply_gitea_refused_after_a_reevaluation_is_posted_when_it_is_back(
         "{backend:?}: pending"
     );
     app.add_review("carol", "APPROVED");
-    app.gitea_refuses(Some(("/comments", 503)));
+    app.gitea_refuses("/comments", 503);
     let status = app.post_review_event().await;
     assert!(status == 202 || status == 200, "{status}");
     // The re-evaluation, then its follow-ups (the reply fails at least once).
@@ -360,7 +360,7 @@ async fn a_reply_gitea_refused_after_a_reevaluation_is_posted_when_it_is_back(
         app.has_pending_jobs().await,
         "{backend:?}: the reply is kept for a retry"
     );
-    app.gitea_refuses(None);
+    app.gitea_recovers();
     app.step_worker().await;
     let replies = app.replies();
     assert_eq!(
@@ -468,7 +468,7 @@ async fn gitea_refusing_the_token_dead_letters_at_once() {
         .start()
         .await;
     app.draft("0.7.0").await;
-    app.gitea_answers(403);
+    app.gitea_answers_every_call(403);
     app.comment("bob", "/promote 0.7.0 staging").await;
     let dead = app.dead_letters().await;
     assert_eq!(dead.len(), 1);

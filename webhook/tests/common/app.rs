@@ -479,19 +479,28 @@ impl TestApp {
 
     // --- Gitea misbehaving ------------------------------------------------------------------
 
-    /// Gitea answers every call 503 while `down`.
-    pub fn set_gitea_down(&self, down: bool) {
-        self.gitea().state.lock().unwrap().down = down;
+    /// Gitea goes down: every call is answered 503 until [`TestApp::gitea_recovers`].
+    pub fn gitea_goes_down(&self) {
+        self.gitea().state.lock().unwrap().down = true;
     }
 
     /// Gitea answers every call `status` (e.g. 403: the token lost its access).
-    pub fn gitea_answers(&self, status: u16) {
+    pub fn gitea_answers_every_call(&self, status: u16) {
         self.gitea().state.lock().unwrap().fail_with = Some(status);
     }
 
-    /// Gitea answers `status` to the calls whose path contains `path` (`None`: to none).
-    pub fn gitea_refuses(&self, path: Option<(&str, u16)>) {
-        self.gitea().state.lock().unwrap().fail_path = path.map(|(p, s)| (p.into(), s));
+    /// Gitea answers `status` to the calls whose path contains `path` (e.g. `/statuses/` and
+    /// 503: commit statuses refused while the rest works).
+    pub fn gitea_refuses(&self, path: &str, status: u16) {
+        self.gitea().state.lock().unwrap().fail_path = Some((path.into(), status));
+    }
+
+    /// Gitea answers every call normally again (queued [`Fault`]s still apply).
+    pub fn gitea_recovers(&self) {
+        let mut g = self.gitea().state.lock().unwrap();
+        g.down = false;
+        g.fail_with = None;
+        g.fail_path = None;
     }
 
     /// Gitea misbehaves on its next call as `fault` says (queued after earlier ones).
