@@ -8,7 +8,7 @@ use hmac::{Hmac, Mac};
 use module_webhook::{
     app::App,
     config::{Config, GiteaConfig, HooksConfig, ModulePolicy, RegistryConfig},
-    store::{Lifecycle, NewAudit, VersionRow, now_ms},
+    store::{Lifecycle, NewAudit, VersionId, VersionRow, now_ms},
 };
 use powernode_testkit::gitea::{FakeGitea, review};
 use sha2::Sha256;
@@ -112,9 +112,9 @@ async fn run(n: usize) -> anyhow::Result<()> {
     let mut calls_per_promotion = Vec::new();
     for i in 0..n {
         let version = format!("1.0.{i}");
-        let id = format!("v-my-redis-{version}");
+        let id = VersionId::from(format!("v-my-redis-{version}"));
         let v = VersionRow {
-            id: id.clone().into(),
+            id: id.clone(),
             module: "my-redis".into(),
             version: version.clone(),
             lifecycle: Lifecycle::Blessed,
@@ -135,7 +135,7 @@ async fn run(n: usize) -> anyhow::Result<()> {
             updated_at: now_ms(),
         };
         let audit = NewAudit {
-            version_id: Some(id.clone().into()),
+            version_id: Some(id.clone()),
             template_id: None,
             module: Some("my-redis".into()),
             actor: "bench".into(),

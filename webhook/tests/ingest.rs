@@ -55,7 +55,7 @@ async fn audit_actions(r: &Running, id: &str) -> Vec<String> {
     r.app
         .state
         .store
-        .audit_of(id)
+        .audit_of(&id.into())
         .await
         .unwrap()
         .into_iter()

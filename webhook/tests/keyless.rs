@@ -236,7 +236,7 @@ async fn item7_trust_on_first_use_pins_the_workflow_for_every_later_tag() {
         .app
         .state
         .store
-        .audit_of("v-my-redis-1.0.0")
+        .audit_of(&"v-my-redis-1.0.0".into())
         .await
         .unwrap();
     assert!(audit.iter().any(|a| a.action == "trust_pinned"));

@@ -255,7 +255,7 @@ async fn the_walkthrough_over_mcp_with_the_official_python_sdk(
         .app
         .state
         .store
-        .audit_of("v-my-redis-0.1.0")
+        .audit_of(&"v-my-redis-0.1.0".into())
         .await
         .unwrap();
     let yank = audit

@@ -132,7 +132,7 @@ async fn actions(r: &Running, version_id: &str) -> Vec<(String, String, String)>
     r.app
         .state
         .store
-        .audit_of(version_id)
+        .audit_of(&version_id.into())
         .await
         .unwrap()
         .into_iter()

@@ -2,7 +2,10 @@
 //! transition and refusal is audited; concurrent requests transition once.
 
 mod common;
-use common::*;
+use common::{
+    app::{DRAFT_DIGEST_BYTE, TestApp},
+    *,
+};
 use module_webhook::{
     config::{ApiToken, PromotionOverride, Role},
     lifecycle::StagePolicy,
@@ -12,130 +15,60 @@ use rstest::rstest;
 
 const BREAK_GLASS: &str = "break-glass-token-0123456789";
 
-async fn draft(r: &Running, version: &str) -> String {
-    published(r, version, Lifecycle::Draft, "ab", "c0ffee").await
-}
-
-async fn post(
-    r: &Running,
-    path: &str,
-    token: &str,
-    body: serde_json::Value,
-) -> (u16, serde_json::Value) {
-    let res = r
-        .http
-        .post(format!("{}{path}", r.url))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    let s = res.status().as_u16();
-    (s, res.json().await.unwrap_or_default())
-}
-
-async fn state(r: &Running, id: &str) -> Lifecycle {
-    r.app
-        .state
-        .store
-        .version_by_id(id)
-        .await
-        .unwrap()
-        .unwrap()
-        .lifecycle
-}
-
 #[rstest]
 #[tokio::test(flavor = "multi_thread")]
 async fn api_promotion_follows_the_policy_and_is_audited(
     #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
 ) {
-    let db = backend.db().await;
-    let mut cfg = config(&db.url, "127.0.0.1:1", vec![]);
-    cfg.api.tokens.push(ApiToken {
-        name: "oncall".into(),
-        token: BREAK_GLASS.into(),
-        role: Role::BreakGlass,
-    });
-    let r = serve(cfg).await;
-    let id = draft(&r, "0.1.0").await;
-    let promote = format!("/api/v1/versions/{id}/promote");
+    let app = TestApp::builder(backend)
+        .api_only()
+        .config(|c| {
+            c.api.tokens.push(ApiToken {
+                name: "oncall".into(),
+                token: BREAK_GLASS.into(),
+                role: Role::BreakGlass,
+            })
+        })
+        .start()
+        .await;
+    let id = app.draft("0.1.0").await;
 
-    let (s, v) = post(
-        &r,
-        &promote,
-        READ_TOKEN,
-        serde_json::json!({"to": "staging"}),
-    )
-    .await;
+    let (s, v) = app.promote_as(READ_TOKEN, &id, Lifecycle::Staging).await;
     assert_eq!(s, 403, "{v}");
-    let (s, v) = post(&r, &promote, OPS_TOKEN, serde_json::json!({"to": "live"})).await;
-    assert_eq!(s, 409, "{}: {v}", db.name);
+    let (s, v) = app.promote(&id, Lifecycle::Live).await;
+    assert_eq!(s, 409, "{backend:?}: {v}");
     assert_eq!(v["decision"]["outcome"], "refused");
     assert_eq!(v["decision"]["missing"][0]["kind"], "not_allowed");
-    let (s, v) = post(
-        &r,
-        &promote,
-        OPS_TOKEN,
-        serde_json::json!({"to": "staging"}),
-    )
-    .await;
+    let (s, v) = app.promote(&id, Lifecycle::Staging).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["decision"]["to"], "staging");
-    let (s, _) = post(
-        &r,
-        &promote,
-        OPS_TOKEN,
-        serde_json::json!({"to": "blessed"}),
-    )
-    .await;
+    let (s, _) = app.promote(&id, Lifecycle::Blessed).await;
     assert_eq!(s, 200);
     // Live needs an approval (the default, as in the seed); the API has no PR to find one.
-    let (s, v) = post(&r, &promote, OPS_TOKEN, serde_json::json!({"to": "live"})).await;
+    let (s, v) = app.promote(&id, Lifecycle::Live).await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(v["decision"]["outcome"], "pending");
     assert_eq!(v["decision"]["missing"][0]["kind"], "approvals");
-    assert_eq!(state(&r, &id).await, Lifecycle::Blessed);
+    assert_eq!(app.state(&id).await, Lifecycle::Blessed);
     // Break-glass waives it, and says so in the audit trail.
-    let (s, v) = post(&r, &promote, BREAK_GLASS, serde_json::json!({"to": "live"})).await;
+    let (s, v) = app.promote_as(BREAK_GLASS, &id, Lifecycle::Live).await;
     assert_eq!(s, 200, "{v}");
     // Yank from live, with a reason; nothing leaves yanked.
-    let (s, _) = post(
-        &r,
-        &format!("/api/v1/versions/{id}/yank"),
-        OPS_TOKEN,
-        serde_json::json!({"reason": "  "}),
-    )
-    .await;
+    let (s, _) = app.yank(&id, "  ").await;
     assert_eq!(s, 409);
-    let (s, _) = post(
-        &r,
-        &format!("/api/v1/versions/{id}/yank"),
-        OPS_TOKEN,
-        serde_json::json!({"reason": "CVE-2026-0001"}),
-    )
-    .await;
+    let (s, _) = app.yank(&id, "CVE-2026-0001").await;
     assert_eq!(s, 200);
-    let (s, _) = post(&r, &promote, BREAK_GLASS, serde_json::json!({"to": "live"})).await;
+    let (s, _) = app.promote_as(BREAK_GLASS, &id, Lifecycle::Live).await;
     assert_eq!(s, 409);
-    assert_eq!(state(&r, &id).await, Lifecycle::Yanked);
+    assert_eq!(app.state(&id).await, Lifecycle::Yanked);
 
-    let (_, a) = r
-        .get(&format!("/api/v1/versions/{id}/audit"), Some(READ_TOKEN))
-        .await;
-    let rows: Vec<(String, String, Option<String>)> = a["audit"]
+    let a = app.audit_via_api(&id, READ_TOKEN).await;
+    let actions: Vec<&str> = a["audit"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|x| {
-            (
-                x["action"].as_str().unwrap().to_owned(),
-                x["via"].as_str().unwrap().to_owned(),
-                x["to_state"].as_str().map(str::to_owned),
-            )
-        })
+        .map(|x| x["action"].as_str().unwrap())
         .collect();
-    let actions: Vec<&str> = rows.iter().map(|(a, _, _)| a.as_str()).collect();
     assert_eq!(
         actions,
         [
@@ -149,15 +82,14 @@ async fn api_promotion_follows_the_policy_and_is_audited(
             "transition",
             "refused"
         ],
-        "{}",
-        db.name
+        "{backend:?}"
     );
     let bg = &a["audit"].as_array().unwrap()[5];
     assert_eq!(bg["actor"], "api:oncall");
     assert_eq!(bg["evidence"]["break_glass"], true);
     assert_eq!(
         bg["evidence"]["digest"],
-        format!("sha256:{}", "ab".repeat(32))
+        format!("sha256:{}", DRAFT_DIGEST_BYTE.repeat(32))
     );
 }
 
@@ -166,62 +98,38 @@ async fn api_promotion_follows_the_policy_and_is_audited(
 async fn concurrent_requests_transition_once(
     #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
 ) {
-    let db = backend.db().await;
-    let r = serve(config(&db.url, "127.0.0.1:1", vec![])).await;
-    let id = draft(&r, "0.2.0").await;
-    let path = format!("/api/v1/versions/{id}/promote");
-    let mut handles = Vec::new();
-    for _ in 0..8 {
-        let (http, url) = (r.http.clone(), format!("{}{path}", r.url));
-        handles.push(tokio::spawn(async move {
-            http.post(url)
-                .bearer_auth(OPS_TOKEN)
-                .json(&serde_json::json!({"to": "staging"}))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }));
-    }
-    let mut codes = Vec::new();
-    for h in handles {
-        codes.push(h.await.unwrap());
-    }
+    let app = TestApp::builder(backend).api_only().start().await;
+    let id = app.draft("0.2.0").await;
+    let codes = app.promote_concurrently(8, &id, Lifecycle::Staging).await;
     assert_eq!(
         codes.iter().filter(|c| **c == 200).count(),
         1,
-        "{}: {codes:?}",
-        db.name
+        "{backend:?}: {codes:?}"
     );
     assert_eq!(codes.iter().filter(|c| **c == 409).count(), 7);
-    let audit = r.app.state.store.audit_of(&id).await.unwrap();
-    assert_eq!(audit.iter().filter(|a| a.action == "transition").count(), 1);
-    assert_eq!(state(&r, &id).await, Lifecycle::Staging);
+    assert_eq!(app.transitions(&id).await, 1);
+    assert_eq!(app.state(&id).await, Lifecycle::Staging);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn per_module_override_requires_soak() {
-    let db = sqlite().await;
-    let mut cfg = config(&db.url, "127.0.0.1:1", vec![]);
-    cfg.promotion.overrides.push(PromotionOverride {
-        module: Some("my-redis".into()),
-        category: None,
-        stage: Lifecycle::Staging,
-        policy: StagePolicy {
-            min_soak_secs: 3600,
-            ..Default::default()
-        },
-    });
-    let r = serve(cfg).await;
-    let id = draft(&r, "0.3.0").await;
-    let (s, v) = post(
-        &r,
-        &format!("/api/v1/versions/{id}/promote"),
-        OPS_TOKEN,
-        serde_json::json!({"to": "staging"}),
-    )
-    .await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .api_only()
+        .config(|c| {
+            c.promotion.overrides.push(PromotionOverride {
+                module: Some("my-redis".into()),
+                category: None,
+                stage: Lifecycle::Staging,
+                policy: StagePolicy {
+                    min_soak_secs: 3600,
+                    ..Default::default()
+                },
+            })
+        })
+        .start()
+        .await;
+    let id = app.draft("0.3.0").await;
+    let (s, v) = app.promote(&id, Lifecycle::Staging).await;
     assert_eq!(s, 409, "{v}");
     assert_eq!(v["decision"]["missing"][0]["kind"], "soak");
 }
@@ -229,26 +137,15 @@ async fn per_module_override_requires_soak() {
 /// The reason an operator gives for a promotion is kept in the audit row, as a yank's is.
 #[tokio::test(flavor = "multi_thread")]
 async fn api_reasons_reach_the_audit_trail() {
-    let db = sqlite().await;
-    let r = serve(config(&db.url, "127.0.0.1:1", vec![])).await;
-    let id = draft(&r, "0.4.0").await;
-    let (s, v) = post(
-        &r,
-        &format!("/api/v1/versions/{id}/promote"),
-        OPS_TOKEN,
-        serde_json::json!({"to": "staging", "reason": "CAB-1234 approved"}),
-    )
-    .await;
+    let app = TestApp::builder(Backend::Sqlite).api_only().start().await;
+    let id = app.draft("0.4.0").await;
+    let (s, v) = app
+        .promote_because(&id, Lifecycle::Staging, "CAB-1234 approved")
+        .await;
     assert_eq!(s, 200, "{v}");
-    let (s, v) = post(
-        &r,
-        &format!("/api/v1/versions/{id}/yank"),
-        OPS_TOKEN,
-        serde_json::json!({"reason": "CVE-2026-0002"}),
-    )
-    .await;
+    let (s, v) = app.yank(&id, "CVE-2026-0002").await;
     assert_eq!(s, 200, "{v}");
-    let audit = r.app.state.store.audit_of(&id).await.unwrap();
+    let audit = app.audit(&id).await;
     let reasons: Vec<_> = audit
         .iter()
         .filter(|a| a.action == "transition")
@@ -273,13 +170,15 @@ async fn a_transition_settles_its_request_in_the_same_transaction(
 ) {
     use module_webhook::{
         lifecycle::Actor,
-        store::{AuditAction, NewAudit, PromotionRequest, RequestState, Store, Via},
+        store::{
+            AuditAction, NewAudit, PromotionRequest, RequestId, RequestState, Store, VersionId, Via,
+        },
     };
     let db = backend.db().await;
     let store = Store::connect(&db.url).await.unwrap();
-    let request = |id: &str, version_id: &str, state: RequestState| PromotionRequest {
-        id: id.to_owned().into(),
-        version_id: version_id.to_owned().into(),
+    let request = |id: &str, version_id: &VersionId, state: RequestState| PromotionRequest {
+        id: id.into(),
+        version_id: version_id.clone(),
         to_state: Lifecycle::Staging,
         digest: "sha256:ab".into(),
         requester: Actor::Gitea("bob".into()),
@@ -292,8 +191,8 @@ async fn a_transition_settles_its_request_in_the_same_transaction(
         created_at: 1,
         expires_at: i64::MAX,
     };
-    let audit = |v: &str| NewAudit {
-        version_id: Some(v.to_owned().into()),
+    let audit = |v: &VersionId| NewAudit {
+        version_id: Some(v.clone()),
         template_id: None,
         module: Some("my-redis".into()),
         actor: "gitea:bob".into(),
@@ -304,7 +203,7 @@ async fn a_transition_settles_its_request_in_the_same_transaction(
         reason: None,
         evidence: serde_json::json!({}),
     };
-    let transition = |v: String, r: Option<PromotionRequest>| {
+    let transition = |v: VersionId, r: Option<PromotionRequest>| {
         let store = store.clone();
         async move {
             store
@@ -347,7 +246,11 @@ async fn a_transition_settles_its_request_in_the_same_transaction(
             assert!(store.insert_request(&r).await.unwrap());
         }
         assert!(transition(v.clone(), Some(r)).await, "{}: {id}", db.name);
-        let got = store.request_by_id(id).await.unwrap().unwrap();
+        let got = store
+            .request_by_id(&RequestId::from(id))
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(got.state, after, "{}: {id}", db.name);
         if after == RequestState::Done {
             assert_eq!(got.missing, serde_json::json!([]), "{}: {id}", db.name);
@@ -365,7 +268,11 @@ async fn a_transition_settles_its_request_in_the_same_transaction(
         .await
     );
     assert!(
-        store.request_by_id("r-lost").await.unwrap().is_none(),
+        store
+            .request_by_id(&"r-lost".into())
+            .await
+            .unwrap()
+            .is_none(),
         "{}",
         db.name
     );

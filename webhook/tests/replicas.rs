@@ -206,7 +206,7 @@ async fn wait_drafts(store: &Store, n: usize, secs: u64, context: impl Fn() -> S
 /// The audit actions recorded for version `id`, in order.
 async fn audit_actions(store: &Store, id: &str) -> Vec<String> {
     store
-        .audit_of(id)
+        .audit_of(&id.into())
         .await
         .unwrap()
         .into_iter()

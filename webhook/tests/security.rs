@@ -2,13 +2,12 @@
 //! against a fake Gitea. Each test is named for the hole it closes; see SECURITY.md.
 
 mod common;
-use common::{promotion::*, *};
+use common::{app::TestApp, *};
 use module_webhook::{
     config::{Config, PromotionOverride},
     lifecycle::StagePolicy,
     store::{Lifecycle, RequestState},
 };
-use powernode_testkit::gitea::{review, review_at};
 use rstest::rstest;
 use std::time::Duration;
 
@@ -22,10 +21,6 @@ fn needs_one_approval(c: &mut Config) {
     c.promotion.live = one;
 }
 
-async fn audit(e: &Env, id: &str) -> Vec<module_webhook::store::AuditRow> {
-    e.r.app.state.store.audit_of(id).await.unwrap()
-}
-
 /// Item 1: a command posted in another repository never acts on a module, and no evidence is
 /// read from the commenter's repository.
 #[rstest]
@@ -33,36 +28,25 @@ async fn audit(e: &Env, id: &str) -> Vec<module_webhook::store::AuditRow> {
 async fn item1_cross_repository_command_is_refused_and_audited(
     #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
 ) {
-    let db = backend.db().await;
-    let e = env(db, |_| {}).await;
-    let id = draft(&e.r, "1.0.0").await;
+    let app = TestApp::start(backend).await;
+    let id = app.draft("1.0.0").await;
     // mallory owns her playground, and nothing of the module's repository.
-    e.gitea.grant("mallory/playground", "mallory", "owner");
-    for (n, cmd) in [
+    app.grant("mallory/playground", "mallory", "owner");
+    for cmd in [
         "/promote my-redis@1.0.0 staging",
         "/yank my-redis@1.0.0 gone",
         "/cancel my-redis@1.0.0",
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        comment_in(
-            &e,
-            "mallory/playground",
-            n as i64 + 1,
-            "mallory",
-            cmd,
-            "created",
-        )
-        .await;
-        let reply = e.last_reply();
+    ] {
+        app.comment_in("mallory/playground", "mallory", cmd).await;
+        let reply = app.last_reply();
         assert!(
             reply.contains("my-redis is promoted only from acme/hello-module"),
             "{cmd}: {reply}"
         );
     }
-    assert_eq!(state(&e, &id).await, Lifecycle::Draft);
-    let refusals: Vec<_> = audit(&e, &id)
+    assert_eq!(app.state(&id).await, Lifecycle::Draft);
+    let refusals: Vec<_> = app
+        .audit(&id)
         .await
         .into_iter()
         .filter(|a| a.action == "refused")
@@ -71,39 +55,34 @@ async fn item1_cross_repository_command_is_refused_and_audited(
     assert!(refusals.iter().all(|a| a.actor == "gitea:mallory"));
     assert_eq!(refusals[0].evidence["repository"], "mallory/playground");
     // Not one question about permissions or reviews went to mallory's repository.
-    let asked: Vec<_> = e
-        .gitea
-        .calls()
+    let asked: Vec<_> = app
+        .gitea_calls()
         .into_iter()
         .filter(|(m, p)| m == "GET" && p.contains("mallory/playground"))
         .collect();
     assert!(asked.is_empty(), "{asked:?}");
     // Replies go where the command was posted.
-    let posted = e.gitea.state.lock().unwrap().comments.clone();
     assert!(
-        posted
+        app.reply_repositories()
             .iter()
-            .all(|(repo, _, _)| repo == "mallory/playground")
+            .all(|repo| repo == "mallory/playground")
     );
 }
 
 /// Item 2: a Gitea user whose login equals a magic word is a Gitea user.
 #[tokio::test(flavor = "multi_thread")]
 async fn item2_gitea_user_named_auto_gets_no_permission_bypass() {
-    let e = env(sqlite().await, |_| {}).await;
-    let id = draft(&e.r, "1.0.0").await;
-    for (n, user) in ["auto", "api:ops"].into_iter().enumerate() {
-        comment(&e, n as i64 + 1, user, "/promote 1.0.0 staging", "created").await;
-        assert_eq!(state(&e, &id).await, Lifecycle::Draft, "{user}");
-        assert!(
-            e.last_reply().contains(
-                "needs write permission on the module's repository; the requester has no permission"
-            ),
-            "{user}: {}",
-            e.last_reply()
+    let app = TestApp::start(Backend::Sqlite).await;
+    let id = app.draft("1.0.0").await;
+    for user in ["auto", "api:ops"] {
+        app.comment(user, "/promote 1.0.0 staging").await;
+        assert_eq!(app.state(&id).await, Lifecycle::Draft, "{user}");
+        app.expect_reply(
+            "needs write permission on the module's repository; the requester has no permission",
         );
     }
-    let refused: Vec<_> = audit(&e, &id)
+    let refused: Vec<_> = app
+        .audit(&id)
         .await
         .into_iter()
         .filter(|a| a.action == "refused")
@@ -115,21 +94,18 @@ async fn item2_gitea_user_named_auto_gets_no_permission_bypass() {
 /// Item 5: what Markdown renders as code, a quote or a comment never runs.
 #[tokio::test(flavor = "multi_thread")]
 async fn item5_markdown_hidden_commands_do_not_run() {
-    let e = env(sqlite().await, |_| {}).await;
-    let id = draft(&e.r, "1.0.0").await;
-    for (n, body) in [
+    let app = TestApp::start(Backend::Sqlite).await;
+    let id = app.draft("1.0.0").await;
+    for body in [
         "````\n```\n/promote 1.0.0 staging\n````",
         "<!-- /yank 1.0.0 hidden -->",
         "<!--\n/yank 1.0.0 hidden\n-->",
         "> quoting an earlier comment\n/yank 1.0.0 hidden",
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        comment(&e, n as i64 + 1, "bob", body, "created").await;
-        assert_eq!(state(&e, &id).await, Lifecycle::Draft, "{body:?}");
+    ] {
+        app.comment("bob", body).await;
+        assert_eq!(app.state(&id).await, Lifecycle::Draft, "{body:?}");
     }
-    assert!(e.gitea.comments().is_empty(), "{:?}", e.gitea.comments());
+    assert!(app.replies().is_empty(), "{:?}", app.replies());
 }
 
 /// Item 6: an empty or short hook secret would let anyone forge deliveries.
@@ -173,68 +149,48 @@ async fn item6_empty_or_short_hook_secrets_are_refused_at_start_up() {
 async fn item8_approvals_count_only_for_the_request_they_answer(
     #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
 ) {
-    let db = backend.db().await;
-    let e = env(db, needs_one_approval).await;
-    let id = draft(&e.r, "1.0.0").await;
+    let app = TestApp::builder(backend)
+        .config(needs_one_approval)
+        .start()
+        .await;
+    let id = app.draft("1.0.0").await;
     // An approval from before the request does not carry it.
-    e.gitea
-        .add_review(GITEA_REPO, 7, review_at(30, "dave", "APPROVED", HEAD));
-    comment(&e, 1, "alice", "/promote 1.0.0 staging", "created").await;
-    assert_eq!(state(&e, &id).await, Lifecycle::Draft, "{}", e.last_reply());
-    e.gitea
-        .add_review(GITEA_REPO, 7, review(31, "bob", "APPROVED", HEAD));
-    review_event(&e).await;
-    assert_eq!(state(&e, &id).await, Lifecycle::Staging);
+    app.add_old_review("dave", "APPROVED");
+    app.comment("alice", "/promote 1.0.0 staging").await;
+    assert_eq!(
+        app.state(&id).await,
+        Lifecycle::Draft,
+        "{}",
+        app.last_reply()
+    );
+    app.approve("bob").await;
+    assert_eq!(app.state(&id).await, Lifecycle::Staging);
     // The approval that carried staging does not carry blessed.
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    comment(&e, 2, "alice", "/promote 1.0.0 blessed", "created").await;
-    assert_eq!(state(&e, &id).await, Lifecycle::Staging);
-    assert!(
-        e.last_reply().contains("0 of 1 required approvals"),
-        "{}",
-        e.last_reply()
-    );
-    e.gitea
-        .add_review(GITEA_REPO, 7, review(32, "carol", "APPROVED", HEAD));
-    review_event(&e).await;
-    assert_eq!(state(&e, &id).await, Lifecycle::Blessed);
+    app.comment("alice", "/promote 1.0.0 blessed").await;
+    assert_eq!(app.state(&id).await, Lifecycle::Staging);
+    app.expect_reply("0 of 1 required approvals");
+    app.approve("carol").await;
+    assert_eq!(app.state(&id).await, Lifecycle::Blessed);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn item8_a_version_without_a_commit_cannot_be_approved() {
-    let e = env(sqlite().await, needs_one_approval).await;
-    let id = published(&e.r, "1.0.0", Lifecycle::Draft, "cd", HEAD).await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(needs_one_approval)
+        .start()
+        .await;
+    app.draft("1.0.0").await;
     // The same version, but its commit unknown.
-    let store = &e.r.app.state.store;
-    let mut v = store.version_by_id(&id).await.unwrap().unwrap();
-    v.id = "v-my-redis-1.0.1".into();
-    v.version = "1.0.1".into();
-    v.source_commit = None;
-    let a = module_webhook::store::NewAudit {
-        version_id: Some(v.id.clone()),
-        template_id: None,
-        module: Some("my-redis".into()),
-        actor: "test".into(),
-        via: module_webhook::store::Via::Ingest,
-        action: module_webhook::store::AuditAction::Ingested,
-        from_state: None,
-        to_state: Some(Lifecycle::Draft),
-        reason: None,
-        evidence: serde_json::json!({}),
-    };
-    assert!(store.write_version(&v, &a).await.unwrap());
-    e.gitea
-        .add_review(GITEA_REPO, 7, review(40, "bob", "APPROVED", HEAD));
-    comment(&e, 1, "alice", "/promote 1.0.1 staging", "created").await;
-    e.gitea
-        .add_review(GITEA_REPO, 7, review(41, "carol", "APPROVED", HEAD));
-    review_event(&e).await;
-    assert_eq!(state(&e, "v-my-redis-1.0.1").await, Lifecycle::Draft);
+    let id = app.draft_without_commit("1.0.1").await;
+    app.add_review("bob", "APPROVED");
+    app.comment("alice", "/promote 1.0.1 staging").await;
+    app.approve("carol").await;
+    assert_eq!(app.state(&id).await, Lifecycle::Draft);
+    let replies = app.replies();
     assert!(
-        e.gitea.comments()[0].contains("refused")
-            && e.gitea.comments()[0].contains("no source commit"),
-        "{:?}",
-        e.gitea.comments()
+        replies[0].contains("refused") && replies[0].contains("no source commit"),
+        "{replies:?}"
     );
 }
 
@@ -254,27 +210,27 @@ async fn item9_category_override_follows_the_pinned_category_not_the_manifest() 
             },
         })
     };
-    let e = env(sqlite().await, lax).await;
-    let id = draft(&e.r, "1.0.0").await;
-    comment(&e, 1, "reader", "/promote 1.0.0 staging", "created").await;
+    let app = TestApp::builder(Backend::Sqlite).config(lax).start().await;
+    let id = app.draft("1.0.0").await;
+    app.comment("reader", "/promote 1.0.0 staging").await;
     assert_eq!(
-        state(&e, &id).await,
+        app.state(&id).await,
         Lifecycle::Draft,
         "the manifest's category chose nothing"
     );
     // Pinned in the module's entry, the override applies.
-    let e = env(sqlite().await, |c| {
-        lax(c);
-        c.modules[0].category = Some("userland".into());
-    })
-    .await;
-    let id = draft(&e.r, "1.0.0").await;
-    comment(&e, 1, "reader", "/promote 1.0.0 staging", "created").await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(lax)
+        .config(|c| c.modules[0].category = Some("userland".into()))
+        .start()
+        .await;
+    let id = app.draft("1.0.0").await;
+    app.comment("reader", "/promote 1.0.0 staging").await;
     assert_eq!(
-        state(&e, &id).await,
+        app.state(&id).await,
         Lifecycle::Staging,
         "{}",
-        e.last_reply()
+        app.last_reply()
     );
 }
 
@@ -284,102 +240,81 @@ async fn item9_category_override_follows_the_pinned_category_not_the_manifest() 
 async fn item10_cancel_is_not_undone_by_a_concurrent_reevaluation(
     #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
 ) {
-    let db = backend.db().await;
-    let e = env(db, needs_one_approval).await;
-    draft(&e.r, "1.0.0").await;
-    comment(&e, 1, "bob", "/promote 1.0.0 staging", "created").await;
-    let pending = e.r.app.state.store.pending_requests(None).await.unwrap();
+    let app = TestApp::builder(backend)
+        .config(needs_one_approval)
+        .start()
+        .await;
+    app.draft("1.0.0").await;
+    app.comment("bob", "/promote 1.0.0 staging").await;
+    let pending = app.pending_requests().await;
     assert_eq!(pending.len(), 1);
     // Hold the re-evaluation after it read the pending request, while it reads reviews.
-    let (arrived, release) = e.gitea.hold_next_reviews();
-    let engine = e.engine();
-    let reeval = tokio::spawn(async move { engine.reevaluate(None).await.map(|_| ()) });
+    let (arrived, release) = app.hold_next_review_read();
+    let reeval = app.reevaluate_in_background();
     tokio::task::spawn_blocking(move || arrived.recv_timeout(Duration::from_secs(10)))
         .await
         .unwrap()
         .expect("the re-evaluation reads reviews");
-    comment(&e, 2, "bob", "/cancel", "created").await;
-    assert!(e.last_reply().contains("cancelled 1 pending request(s)"));
+    app.comment("bob", "/cancel").await;
+    app.expect_reply("cancelled 1 pending request(s)");
     drop(release);
-    reeval.await.unwrap().unwrap();
-    let r =
-        e.r.app
-            .state
-            .store
-            .request_by_id(&pending[0].id)
-            .await
-            .unwrap()
-            .unwrap();
-    assert_eq!(r.state, RequestState::Cancelled);
-    assert!(
-        e.r.app
-            .state
-            .store
-            .pending_requests(None)
-            .await
-            .unwrap()
-            .is_empty()
+    reeval.await.unwrap();
+    assert_eq!(
+        app.request(&pending[0].id).await.state,
+        RequestState::Cancelled
     );
+    assert!(app.pending_requests().await.is_empty());
 }
 
 /// Item 11: a job that runs longer than its lease keeps it (heartbeat) and runs once.
 #[tokio::test(flavor = "multi_thread")]
 async fn item11_a_long_job_keeps_its_lease_and_runs_once() {
-    let e = env(sqlite().await, |c| c.ingest.lease_secs = 1).await;
-    let id = draft(&e.r, "1.0.0").await;
-    let (arrived, release) = e.gitea.hold_next_reviews();
-    assert_eq!(
-        post_comment_queued(&e, "long-1", "/promote 1.0.0 staging").await,
-        202
-    );
-    let a = e.r.app.worker.clone();
-    let first = tokio::spawn(async move { a.run_once().await.unwrap() });
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(|c| c.ingest.lease_secs = 1)
+        .start()
+        .await;
+    let id = app.draft("1.0.0").await;
+    let (arrived, release) = app.hold_next_review_read();
+    assert_eq!(app.post_comment("bob", "/promote 1.0.0 staging").await, 202);
+    let first = app.run_job_in_background();
     tokio::task::spawn_blocking(move || arrived.recv_timeout(Duration::from_secs(10)))
         .await
         .unwrap()
         .expect("the job reads reviews");
     // Past the 1 s lease: another worker finds nothing to take over.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert!(
-        !e.r.app.worker.run_once().await.unwrap(),
-        "the running job's lease was renewed"
-    );
+    assert!(!app.run_job().await, "the running job's lease was renewed");
     drop(release);
     assert!(first.await.unwrap());
-    assert_eq!(state(&e, &id).await, Lifecycle::Staging);
+    assert_eq!(app.state(&id).await, Lifecycle::Staging);
     // What is left is the transition's own follow-up (the commit status), not the command.
-    e.r.app.drain().await.unwrap();
-    assert!(!has_pending_jobs(&e.r.app.state.store).await);
-    assert_eq!(e.gitea.comments().len(), 1, "one run, one reply");
-    let audit = e.r.app.state.store.audit_of(&id).await.unwrap();
-    assert_eq!(audit.iter().filter(|a| a.action == "transition").count(), 1);
+    app.step_worker().await;
+    assert!(!app.has_pending_jobs().await);
+    assert_eq!(app.replies().len(), 1, "one run, one reply");
+    assert_eq!(app.transitions(&id).await, 1);
 }
 
 /// Item 11: reviews are read past Gitea's first page.
 #[tokio::test(flavor = "multi_thread")]
 async fn item11_reviews_are_read_past_the_first_page() {
-    let e = env(sqlite().await, needs_one_approval).await;
-    let id = draft(&e.r, "1.0.0").await;
-    comment(&e, 1, "alice", "/promote 1.0.0 staging", "created").await;
+    let app = TestApp::builder(Backend::Sqlite)
+        .config(needs_one_approval)
+        .start()
+        .await;
+    let id = app.draft("1.0.0").await;
+    app.comment("alice", "/promote 1.0.0 staging").await;
     for i in 0..70 {
-        e.gitea.add_review(
-            GITEA_REPO,
-            7,
-            review(100 + i, &format!("user{i}"), "COMMENT", HEAD),
-        );
+        app.add_review(&format!("user{i}"), "COMMENT");
     }
-    e.gitea
-        .add_review(GITEA_REPO, 7, review(500, "carol", "APPROVED", HEAD));
-    review_event(&e).await;
+    app.approve("carol").await;
     assert_eq!(
-        state(&e, &id).await,
+        app.state(&id).await,
         Lifecycle::Staging,
         "{}",
-        e.last_reply()
+        app.last_reply()
     );
-    let pages: Vec<_> = e
-        .gitea
-        .calls()
+    let pages: Vec<_> = app
+        .gitea_calls()
         .into_iter()
         .filter(|(_, p)| p.contains("/reviews?"))
         .map(|(_, p)| p)

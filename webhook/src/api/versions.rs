@@ -11,7 +11,7 @@ use crate::{
     http::{ApiError, AppState, auth::require},
     lifecycle::Request,
     promotion::Decision,
-    store::{AuditRow, Lifecycle, VersionRow, Via},
+    store::{AuditRow, Lifecycle, VersionId, VersionRow, Via},
 };
 use axum::{
     Json,
@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Audit {
-    pub version: String,
+    pub version: VersionId,
     pub audit: Vec<AuditRow>,
 }
 
@@ -49,12 +49,12 @@ pub struct YankBody {
 pub struct NotNow {
     pub error: &'static str,
     pub message: &'static str,
-    pub version: String,
+    pub version: VersionId,
     pub decision: Decision,
 }
 
 /// The version `id`, or 404.
-async fn find(s: &AppState, id: &str) -> Result<VersionRow, ApiError> {
+async fn find(s: &AppState, id: &VersionId) -> Result<VersionRow, ApiError> {
     Ok(s.promotions.version(id).await?)
 }
 
@@ -71,7 +71,7 @@ pub async fn of_module(
 pub async fn get(
     State(s): State<AppState>,
     h: HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<VersionId>,
 ) -> Result<Json<VersionView>, ApiError> {
     require(&s, &h, Role::Read)?;
     Ok(Json(find(&s, &id).await?.into()))
@@ -80,7 +80,7 @@ pub async fn get(
 pub async fn audit(
     State(s): State<AppState>,
     h: HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<VersionId>,
 ) -> Result<Json<Audit>, ApiError> {
     require(&s, &h, Role::Read)?;
     find(&s, &id).await?;
@@ -108,7 +108,7 @@ fn answer(d: Decided) -> Response {
 pub async fn promote(
     State(s): State<AppState>,
     h: HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<VersionId>,
     body::Json(b): body::Json<PromoteBody>,
 ) -> Result<Response, ApiError> {
     let caller = require(&s, &h, Role::Operator)?;
@@ -124,7 +124,7 @@ pub async fn promote(
 pub async fn yank(
     State(s): State<AppState>,
     h: HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<VersionId>,
     body::Json(b): body::Json<YankBody>,
 ) -> Result<Response, ApiError> {
     let caller = require(&s, &h, Role::Operator)?;

@@ -141,7 +141,7 @@ impl Worker {
 
     async fn execute(&self, row: &JobRow) -> anyhow::Result<()> {
         let started = Instant::now();
-        let result = match Job::decode(&row.kind, &row.payload) {
+        let result = match Job::decode(row.kind.as_str(), &row.payload) {
             Ok(job) => self.handle(&job).await.map_err(|e| {
                 let transient = e.is_transient();
                 (format!("{e:#}"), transient, e.retry_after())

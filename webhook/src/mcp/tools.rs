@@ -16,7 +16,7 @@ use crate::{
     http::{ApiError, AppState, auth::require},
     lifecycle::Request,
     promotion::{Decided, Decision},
-    store::{AuditRow, Lifecycle, Via},
+    store::{AuditRow, Lifecycle, VersionId, Via},
 };
 use http::request::Parts;
 use powernode_module::diagnostics::Report;
@@ -213,7 +213,8 @@ impl Tools {
         Extension(p): Extension<Parts>,
     ) -> Result<Json<versions::VersionView>, String> {
         self.caller(&p, Role::Read)?;
-        answered(self.s.promotions.version(&a.id).await.map(Into::into))
+        let id = VersionId::from(a.id);
+        answered(self.s.promotions.version(&id).await.map(Into::into))
     }
 
     #[tool(
@@ -243,7 +244,7 @@ impl Tools {
                 .request(
                     &caller,
                     Via::Mcp,
-                    &a.id,
+                    &VersionId::from(a.id),
                     Request::Promote { to },
                     a.body.reason,
                 )
@@ -271,7 +272,13 @@ impl Tools {
         decided(
             self.s
                 .promotions
-                .request(&caller, Via::Mcp, &a.id, Request::Yank { reason }, None)
+                .request(
+                    &caller,
+                    Via::Mcp,
+                    &VersionId::from(a.id),
+                    Request::Yank { reason },
+                    None,
+                )
                 .await,
         )
     }
@@ -433,17 +440,19 @@ impl Tools {
         Extension(p): Extension<Parts>,
     ) -> Result<Json<AuditLog>, String> {
         self.caller(&p, Role::Read)?;
-        let version = match self.s.promotions.version(&a.id).await {
+        // An audit trail's id names a version or a template; a version's is tried first.
+        let version = VersionId::from(a.id.as_str());
+        let is_version = match self.s.promotions.version(&version).await {
             Ok(_) => true,
             Err(ServiceError::NotFound(_)) => false,
             Err(e) => return Err(fail(e.into())),
         };
-        let (kind, audit) = if version {
+        let (kind, audit) = if is_version {
             (
                 "version",
                 self.s
                     .store
-                    .audit_of(&a.id)
+                    .audit_of(&version)
                     .await
                     .map_err(|e| fail(e.into()))?,
             )

@@ -175,7 +175,7 @@ impl Promoter {
                 if self.commit_statuses && v.source_commit.is_some() {
                     then.push(
                         Job::CommitStatus {
-                            version: v.id.to_string(),
+                            version: v.id.clone(),
                         }
                         .to_new(),
                     );

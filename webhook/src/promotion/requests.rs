@@ -11,7 +11,7 @@ use crate::{
     config::{Caller, PromotionConfig, Role},
     error::{ServiceError, require_role},
     lifecycle::{Actor, Evidence, Permission, Request},
-    store::{Store, VersionRow, Via},
+    store::{Store, VersionId, VersionRow, Via},
 };
 use serde::Serialize;
 use std::sync::Arc;
@@ -19,7 +19,7 @@ use std::sync::Arc;
 /// The decision on a request from a tool.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Decided {
-    pub version: String,
+    pub version: VersionId,
     pub decision: Decision,
 }
 
@@ -35,7 +35,7 @@ pub struct Promotions {
 
 impl Promotions {
     /// The version `id`, or [`ServiceError::NotFound`].
-    pub async fn version(&self, id: &str) -> Result<VersionRow, ServiceError> {
+    pub async fn version(&self, id: &VersionId) -> Result<VersionRow, ServiceError> {
         self.store
             .version_by_id(id)
             .await?
@@ -50,7 +50,7 @@ impl Promotions {
         &self,
         caller: &Caller,
         via: Via,
-        id: &str,
+        id: &VersionId,
         request: Request,
         note: Option<String>,
     ) -> Result<Decided, ServiceError> {
@@ -84,7 +84,7 @@ impl Promotions {
             }
         };
         Ok(Decided {
-            version: id.to_owned(),
+            version: id.clone(),
             decision,
         })
     }

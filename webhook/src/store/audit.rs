@@ -156,7 +156,7 @@ pub struct NewAudit {
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct AuditRow {
     pub id: String,
-    pub version_id: Option<String>,
+    pub version_id: Option<VersionId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template_id: Option<String>,
     pub module: Option<String>,
@@ -206,8 +206,8 @@ pub(crate) async fn append_audit(
 }
 
 impl Store {
-    pub async fn audit_of(&self, version_id: &str) -> anyhow::Result<Vec<AuditRow>> {
-        self.audit_where("version_id", version_id).await
+    pub async fn audit_of(&self, version_id: &VersionId) -> anyhow::Result<Vec<AuditRow>> {
+        self.audit_where("version_id", version_id.as_str()).await
     }
 
     /// The audit trail of a template: its creation, assignments and desired-state changes.
@@ -233,7 +233,9 @@ impl Store {
             .map(|r| {
                 Ok(AuditRow {
                     id: r.try_get("id")?,
-                    version_id: r.try_get("version_id")?,
+                    version_id: r
+                        .try_get::<Option<String>, _>("version_id")?
+                        .map(VersionId::from),
                     template_id: r.try_get("template_id")?,
                     module: r.try_get("module")?,
                     at: r.try_get("at")?,

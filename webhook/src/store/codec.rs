@@ -29,7 +29,7 @@ fn parse<T: DeserializeOwned>(column: &str, text: String) -> anyhow::Result<T> {
 #[cfg(test)]
 mod tests {
     use super::parse;
-    use crate::store::{AuditAction, JobState, Lifecycle, Via};
+    use crate::store::{AuditAction, JobKind, JobState, Lifecycle, Via};
 
     #[test]
     fn columns_decode_to_what_as_str_wrote() {
@@ -54,6 +54,18 @@ mod tests {
         ] {
             assert_eq!(parse::<JobState>("state", s.as_str().into()).unwrap(), s);
         }
+        for k in [
+            JobKind::Ingest,
+            JobKind::DesiredStates,
+            JobKind::CommitStatus,
+        ] {
+            assert_eq!(parse::<JobKind>("kind", k.as_str().into()).unwrap(), k);
+        }
+        // A kind from a newer receiver is kept by name, for the worker to dead-letter.
+        assert_eq!(
+            parse::<JobKind>("kind", "frobnicate".into()).unwrap(),
+            JobKind::Unknown("frobnicate".into())
+        );
         assert_eq!(
             parse::<Lifecycle>("to_state", "live".into()).unwrap(),
             Lifecycle::Live

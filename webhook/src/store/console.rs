@@ -2,7 +2,7 @@
 //! templates and instances (every list is a page, found by index, so a page costs the same at
 //! ten or ten thousand rows), its sessions, and the samples its charts draw.
 
-use super::{Lifecycle, Store, TemplateRow, codec::text_enum};
+use super::{JobKind, Lifecycle, Store, TemplateRow, codec::text_enum};
 use sqlx::{Row, any::AnyRow};
 
 /// A version as lists show it: no manifest, no file index.
@@ -31,7 +31,7 @@ pub struct InstanceBrief {
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
     pub id: String,
-    pub kind: String,
+    pub kind: JobKind,
     pub attempts: i64,
     pub last_error: Option<String>,
     pub updated_at: i64,
@@ -222,7 +222,7 @@ impl Store {
             .map(|r| {
                 Ok(DeadLetter {
                     id: r.try_get("id")?,
-                    kind: r.try_get("kind")?,
+                    kind: text_enum(r, "kind")?,
                     attempts: r.try_get("attempts")?,
                     last_error: r.try_get("last_error")?,
                     updated_at: r.try_get("updated_at")?,

@@ -1,13 +1,16 @@
 //! Ids as types: a version id is not a request id, and neither is any string.
 
 use powernode_module::Version;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::{fmt, ops::Deref};
 
 macro_rules! id_type {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, schemars::JsonSchema)]
+        #[derive(
+            Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+            schemars::JsonSchema,
+        )]
         #[serde(transparent)]
         pub struct $name(String);
 
@@ -30,7 +33,9 @@ macro_rules! id_type {
             }
         }
 
-        /// An id read back (from the database, a URL): it was made by the constructor once.
+        /// An id read back (from the database, a URL, a job's payload): it was made by the
+        /// constructor once. Deserialising is the same reading, so an edge can extract the
+        /// typed id (`Path<VersionId>`) instead of a string to convert later.
         impl From<String> for $name {
             fn from(s: String) -> Self {
                 $name(s)

@@ -4,7 +4,7 @@
 //! beside the queue rather than with the worker so that producers (promotion, fleet) and the
 //! worker that dispatches to them do not import each other.
 
-use super::NewJob;
+use super::{NewJob, RequestId, VersionId};
 use powernode_inbound::hooks::PrComment;
 use serde::{Deserialize, Serialize};
 
@@ -36,17 +36,63 @@ pub enum Job {
     /// in when this runs. Enqueued in the transition's own transaction (an outbox): a crash
     /// or a failing Gitea after the commit delays the status, never loses it; a burst of
     /// transitions collapses into one call that reports the newest stage.
-    CommitStatus { version: String },
+    CommitStatus { version: VersionId },
     /// Tells the requester on their PR that a request decided earlier (pending, then met by
     /// reviews, statuses or the soak timer) was carried out. Enqueued in the transition's
     /// transaction, like [`Job::CommitStatus`].
     Reply {
-        request: String,
+        request: RequestId,
         repository: String,
         pr: i64,
         user: String,
         text: String,
     },
+}
+
+/// What a queue row holds: the [`Job`] variant its payload decodes into, read once from the
+/// `kind` column (as `JobState` is from `state`). A kind this receiver does not know — a row
+/// written by a newer one — is kept by its name as `Unknown`: refusing the row would make
+/// claiming it fail again and again, while the worker dead-letters it with the name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Ingest,
+    Signature,
+    Command,
+    Reevaluate,
+    DesiredStates,
+    CommitStatus,
+    Reply,
+    #[serde(untagged)]
+    Unknown(String),
+}
+
+impl JobKind {
+    /// The name stored in the `kind` column (and the tag of [`Job`]'s serde form).
+    pub fn as_str(&self) -> &str {
+        match self {
+            JobKind::Ingest => "ingest",
+            JobKind::Signature => "signature",
+            JobKind::Command => "command",
+            JobKind::Reevaluate => "reevaluate",
+            JobKind::DesiredStates => "desired_states",
+            JobKind::CommitStatus => "commit_status",
+            JobKind::Reply => "reply",
+            JobKind::Unknown(kind) => kind,
+        }
+    }
+}
+
+impl std::fmt::Display for JobKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for JobKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
 }
 
 impl Job {
@@ -65,15 +111,15 @@ impl Job {
         }
     }
 
-    pub fn kind(&self) -> &'static str {
+    pub fn kind(&self) -> JobKind {
         match self {
-            Job::Ingest { .. } => "ingest",
-            Job::Signature { .. } => "signature",
-            Job::Command(_) => "command",
-            Job::Reevaluate { .. } => "reevaluate",
-            Job::DesiredStates { .. } => "desired_states",
-            Job::CommitStatus { .. } => "commit_status",
-            Job::Reply { .. } => "reply",
+            Job::Ingest { .. } => JobKind::Ingest,
+            Job::Signature { .. } => JobKind::Signature,
+            Job::Command(_) => JobKind::Command,
+            Job::Reevaluate { .. } => JobKind::Reevaluate,
+            Job::DesiredStates { .. } => JobKind::DesiredStates,
+            Job::CommitStatus { .. } => JobKind::CommitStatus,
+            Job::Reply { .. } => JobKind::Reply,
         }
     }
 
@@ -107,7 +153,7 @@ impl Job {
     pub fn to_new(&self) -> NewJob {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         NewJob {
-            kind: self.kind().to_owned(),
+            kind: self.kind().as_str().to_owned(),
             dedupe_key: self.dedupe_key(),
             payload: v["payload"].take(),
         }
@@ -157,6 +203,11 @@ mod tests {
             },
         ];
         for j in jobs {
+            assert_eq!(
+                serde_json::to_value(&j).unwrap()["kind"],
+                serde_json::to_value(j.kind()).unwrap(),
+                "{j:?}: the kind column names the variant"
+            );
             let row = j.to_new();
             assert_eq!(
                 Job::decode(&row.kind, &row.payload),

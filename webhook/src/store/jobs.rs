@@ -7,7 +7,7 @@
 //! token is still the job's. A worker that lost its lease (it stalled past the lease, and
 //! another worker took the job over) changes nothing.
 
-use super::{Backend, Store, codec::text_enum};
+use super::{Backend, JobKind, Store, codec::text_enum};
 use serde::{Deserialize, Serialize};
 use sqlx::{Any, Row, Transaction, any::AnyRow};
 
@@ -49,7 +49,7 @@ pub struct NewJob {
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct JobRow {
     pub id: String,
-    pub kind: String,
+    pub kind: JobKind,
     pub payload: serde_json::Value,
     pub state: JobState,
     pub attempts: i64,
@@ -64,7 +64,7 @@ pub struct JobRow {
 fn job_row(r: &AnyRow) -> anyhow::Result<JobRow> {
     Ok(JobRow {
         id: r.try_get("id")?,
-        kind: r.try_get("kind")?,
+        kind: text_enum(r, "kind")?,
         payload: serde_json::from_str(&r.try_get::<String, _>("payload")?)?,
         state: text_enum(r, "state")?,
         attempts: r.try_get("attempts")?,

@@ -23,7 +23,7 @@ pub use console::{DeadLetter, InstanceBrief, Sample, VersionBrief, WebSession};
 pub use group_commit::{DeliveryLog, ReportLog};
 pub use ids::{RequestId, VersionId};
 pub use instances::{InstanceRow, PackageSighting, Report, StoredReport};
-pub use job::{Job, signed_digest_of_tag};
+pub use job::{Job, JobKind, signed_digest_of_tag};
 pub use jobs::{JobRow, JobState, NewJob};
 pub use pins::{ModulePin, Pin, PinDecision, PinState};
 pub use requests::{PromotionRequest, RequestState};

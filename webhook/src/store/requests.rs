@@ -164,11 +164,11 @@ impl Store {
         Ok(n == 1)
     }
 
-    pub async fn request_by_id(&self, id: &str) -> anyhow::Result<Option<PromotionRequest>> {
+    pub async fn request_by_id(&self, id: &RequestId) -> anyhow::Result<Option<PromotionRequest>> {
         let r = sqlx::query(&format!(
             "SELECT {COLS} FROM promotion_requests WHERE id = $1"
         ))
-        .bind(id)
+        .bind(id.as_str())
         .fetch_optional(&self.pool)
         .await?;
         r.as_ref().map(row).transpose()
@@ -193,13 +193,13 @@ impl Store {
     /// Updates what a pending request still misses (returns false if it left `pending`).
     pub async fn refresh_request(
         &self,
-        id: &str,
+        id: &RequestId,
         missing: &serde_json::Value,
     ) -> anyhow::Result<bool> {
         let n = sqlx::query(
             "UPDATE promotion_requests SET missing = $2, updated_at = $3 WHERE id = $1 AND state = 'pending'",
         )
-        .bind(id)
+        .bind(id.as_str())
         .bind(missing.to_string())
         .bind(self.now())
         .execute(&self.pool)
@@ -212,7 +212,7 @@ impl Store {
     /// `then` in the same transaction when it moved (the reply telling the requester).
     pub async fn close_request(
         &self,
-        id: &str,
+        id: &RequestId,
         state: RequestState,
         missing: &serde_json::Value,
         then: &[super::NewJob],
@@ -222,7 +222,7 @@ impl Store {
         let n = sqlx::query(
             "UPDATE promotion_requests SET state = $2, missing = $3, updated_at = $4 WHERE id = $1 AND state = 'pending'",
         )
-        .bind(id)
+        .bind(id.as_str())
         .bind(state.as_str())
         .bind(missing.to_string())
         .bind(self.now())

@@ -71,9 +71,9 @@ impl Store {
         row.as_ref().map(version_row).transpose()
     }
 
-    pub async fn version_by_id(&self, id: &str) -> anyhow::Result<Option<VersionRow>> {
+    pub async fn version_by_id(&self, id: &VersionId) -> anyhow::Result<Option<VersionRow>> {
         let row = sqlx::query(&format!("SELECT {VCOLS} FROM versions WHERE id = $1"))
-            .bind(id)
+            .bind(id.as_str())
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(version_row).transpose()
@@ -216,7 +216,7 @@ impl Store {
     /// crash finds it decided instead of deciding it again).
     pub async fn transition_version(
         &self,
-        id: &str,
+        id: &VersionId,
         from: Lifecycle,
         to: Lifecycle,
         audit: &NewAudit,
@@ -227,7 +227,7 @@ impl Store {
         let n = sqlx::query(
             "UPDATE versions SET lifecycle = $3, updated_at = $4 WHERE id = $1 AND lifecycle = $2",
         )
-        .bind(id)
+        .bind(id.as_str())
         .bind(from.as_str())
         .bind(to.as_str())
         .bind(self.now())

@@ -12,14 +12,14 @@ use crate::{
     http::AppState,
     lifecycle::Request,
     promotion::Decision,
-    store::{InstanceRow, Lifecycle, Via},
+    store::{InstanceRow, Lifecycle, VersionId, Via},
 };
 
 /// Promotes version `id` to `to`: done, pending with what is missing, or refused.
 pub async fn promote(
     s: &AppState,
     caller: &Caller,
-    id: &str,
+    id: &VersionId,
     to: Lifecycle,
     note: Option<String>,
 ) -> Result<Decision, WebError> {
@@ -35,7 +35,7 @@ pub async fn promote(
 pub async fn yank(
     s: &AppState,
     caller: &Caller,
-    id: &str,
+    id: &VersionId,
     reason: String,
 ) -> Result<Decision, WebError> {
     let request = Request::Yank { reason };

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod app;
 pub mod fleet;
 pub mod promotion;
 pub mod release;
@@ -328,7 +329,7 @@ pub async fn published(
     state: module_webhook::store::Lifecycle,
     digest_byte: &str,
     source_commit: &str,
-) -> String {
+) -> module_webhook::store::VersionId {
     published_in(
         &r.app.state.store,
         version,
@@ -346,25 +347,48 @@ pub async fn published_in(
     state: module_webhook::store::Lifecycle,
     digest_byte: &str,
     source_commit: &str,
-) -> String {
+) -> module_webhook::store::VersionId {
+    published_module_in(
+        store,
+        "my-redis",
+        "acct/modules/my-redis-module",
+        version,
+        state,
+        digest_byte,
+        Some(source_commit),
+    )
+    .await
+}
+
+/// As [`published_in`], as module `module` of `repository` (with my-redis's manifest: a
+/// second module promoted from the same pull request), built from `source_commit` if known.
+pub async fn published_module_in(
+    store: &module_webhook::store::Store,
+    module: &str,
+    repository: &str,
+    version: &str,
+    state: module_webhook::store::Lifecycle,
+    digest_byte: &str,
+    source_commit: Option<&str>,
+) -> module_webhook::store::VersionId {
     use module_webhook::store::{NewAudit, VersionRow, now_ms};
     let manifest =
         std::fs::read_to_string(powernode_testkit::example("my-redis").join("manifest.yaml"))
             .unwrap();
-    let id = format!("v-my-redis-{version}");
+    let id = format!("v-{module}-{version}");
     let v = VersionRow {
         id: id.clone().into(),
-        module: "my-redis".into(),
+        module: module.into(),
         version: version.into(),
         lifecycle: state,
-        repository: "acct/modules/my-redis-module".into(),
+        repository: repository.into(),
         tag: format!("v{version}"),
         manifest_digest: format!("sha256:{}", digest_byte.repeat(32)),
         artifact_digest: None,
         composefs_digest: None,
         composefs_format: Some(1),
         source_repository: None,
-        source_commit: Some(source_commit.into()),
+        source_commit: source_commit.map(str::to_owned),
         signer_identity: None,
         signer_issuer: None,
         file_index: None,
@@ -376,7 +400,7 @@ pub async fn published_in(
     let a = NewAudit {
         version_id: Some(id.clone().into()),
         template_id: None,
-        module: Some("my-redis".into()),
+        module: Some(module.into()),
         actor: "test".into(),
         via: module_webhook::store::Via::Ingest,
         action: module_webhook::store::AuditAction::Ingested,
@@ -386,7 +410,7 @@ pub async fn published_in(
         evidence: serde_json::json!({}),
     };
     assert!(store.write_version(&v, &a).await.unwrap());
-    id
+    id.into()
 }
 
 /// A Distribution notification envelope with one push event (`tag` of `repo` at `digest`).

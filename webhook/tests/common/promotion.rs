@@ -1,5 +1,6 @@
-//! A receiver with the promotion engine on, talking to a fake Gitea, and the verbs the
-//! promotion tests speak: post a comment, send a review event, read a version's state.
+//! A receiver with the promotion engine on, talking to a fake Gitea, and the signed comment
+//! webhook Gitea sends. Tests speak to it through [`super::app::TestApp`]; the crash, kill
+//! and replica tests, which run receivers as child processes, use these parts directly.
 
 use super::*;
 use hmac::{Hmac, Mac};
@@ -67,7 +68,7 @@ pub async fn env_with_clock(
     Env { r, gitea, _db: db }
 }
 
-pub async fn draft(r: &Running, version: &str) -> String {
+pub async fn draft(r: &Running, version: &str) -> module_webhook::store::VersionId {
     published(r, version, Lifecycle::Draft, "cd", HEAD).await
 }
 
@@ -75,11 +76,6 @@ pub fn sign(body: &[u8]) -> String {
     let mut m = Hmac::<Sha256>::new_from_slice(GITEA_SECRET.as_bytes()).unwrap();
     m.update(body);
     hex::encode(m.finalize().into_bytes())
-}
-
-/// Posts the fixture comment with `text` as its body (re-signed), as user `user`.
-pub async fn comment(e: &Env, id: i64, user: &str, text: &str, action: &str) -> u16 {
-    comment_in(e, GITEA_REPO, id, user, text, action).await
 }
 
 /// The fixture comment with `text` as its body by `user`, re-signed: body and headers.
@@ -112,68 +108,4 @@ pub fn comment_request(
         ("X-Gitea-Signature".to_string(), sign(&body)),
     ];
     (body, h)
-}
-
-/// As [`comment`], on a pull request of repository `repo` (`owner/name`).
-pub async fn comment_in(e: &Env, repo: &str, id: i64, user: &str, text: &str, action: &str) -> u16 {
-    let (body, h) = comment_request(repo, id, user, text, action);
-    let (s, _) = e.r.post("/hooks/gitea", body, &h).await;
-    e.r.app.drain().await.unwrap();
-    s
-}
-
-/// The review fixture, as a new delivery each time (the HMAC covers the body only).
-pub async fn review_event(e: &Env) {
-    let body = data("pull-request-review-approved.json");
-    let mut h = headers("pull-request-review-approved.headers.json");
-    let n = e.r.deliveries().await;
-    for (k, v) in h.iter_mut() {
-        if k == "X-Gitea-Delivery" {
-            *v = format!("review-{n}");
-        }
-    }
-    let (s, text) = e.r.post("/hooks/gitea", body, &h).await;
-    assert!(s == 202 || s == 200, "{text}");
-    e.r.app.drain().await.unwrap();
-}
-
-pub async fn state(e: &Env, id: &str) -> Lifecycle {
-    e.r.app
-        .state
-        .store
-        .version_by_id(id)
-        .await
-        .unwrap()
-        .unwrap()
-        .lifecycle
-}
-
-/// Posts the fixture comment with `text` as delivery `delivery` and leaves the job queued
-/// (the test steps the worker itself). Returns the HTTP status.
-pub async fn post_comment_queued(e: &Env, delivery: &str, text: &str) -> u16 {
-    let mut v: serde_json::Value =
-        serde_json::from_slice(&data("issue-comment-created-on-pull-request.json")).unwrap();
-    v["comment"]["body"] = text.into();
-    let body = serde_json::to_vec(&v).unwrap();
-    let h = vec![
-        ("X-Gitea-Delivery".to_string(), delivery.to_string()),
-        (
-            "X-Gitea-Event-Type".to_string(),
-            "pull_request_comment".to_string(),
-        ),
-        ("X-Gitea-Signature".to_string(), sign(&body)),
-    ];
-    e.r.post("/hooks/gitea", body, &h).await.0
-}
-
-impl Env {
-    /// The engine, for tests that drive re-evaluation directly.
-    pub fn engine(&self) -> module_webhook::promotion::Engine {
-        self.r.app.worker.engine.clone().unwrap()
-    }
-
-    /// The last reply the engine posted.
-    pub fn last_reply(&self) -> String {
-        self.gitea.comments().last().cloned().unwrap_or_default()
-    }
 }

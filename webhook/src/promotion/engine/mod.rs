@@ -166,7 +166,7 @@ impl Engine {
     /// pinned repository, to the stage the version is in now ([`crate::store::Job::CommitStatus`],
     /// enqueued by every transition). Idempotent: a retried or collapsed job sets the same
     /// status again.
-    pub async fn commit_status(&self, version_id: &str) -> Result<(), Error> {
+    pub async fn commit_status(&self, version_id: &VersionId) -> Result<(), Error> {
         let Some(v) = self.store.version_by_id(version_id).await? else {
             return Ok(());
         };
@@ -206,7 +206,7 @@ fn reply_to(r: &PromotionRequest, text: &str) -> Vec<NewJob> {
     };
     vec![
         Job::Reply {
-            request: r.id.to_string(),
+            request: r.id.clone(),
             repository: repository.clone(),
             pr,
             user: user.to_owned(),

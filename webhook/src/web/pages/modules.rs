@@ -5,7 +5,7 @@
 use super::missing_sentence;
 use crate::{
     http::AppState,
-    store::{Lifecycle, VersionBrief},
+    store::{JobKind, Lifecycle, VersionBrief},
     web::{
         act, chart,
         session::Session,
@@ -53,7 +53,7 @@ pub struct RequestRow {
 
 pub struct DeadRow {
     pub id: String,
-    pub kind: String,
+    pub kind: JobKind,
     pub attempts: i64,
     pub last_error: String,
     pub when: String,

@@ -5,7 +5,7 @@
 use crate::{
     http::AppState,
     promotion::Decision,
-    store::{AuditRow, Lifecycle},
+    store::{AuditRow, Lifecycle, VersionId},
     web::{
         act,
         session::Session,
@@ -50,7 +50,7 @@ pub struct Running {
 #[template(path = "web/version.html")]
 struct VersionPage {
     nav: Nav,
-    id: String,
+    id: VersionId,
     module: String,
     version: String,
     stage: &'static str,
@@ -124,7 +124,7 @@ fn evidence(a: &AuditRow) -> Vec<String> {
 pub async fn version(
     State(s): State<AppState>,
     session: Session,
-    Path(id): Path<String>,
+    Path(id): Path<VersionId>,
     Query(q): Query<VersionQuery>,
 ) -> Result<Response, WebError> {
     let v = s
@@ -309,13 +309,18 @@ pub async fn version(
 #[template(path = "web/outcome.html")]
 struct Outcome {
     nav: Nav,
-    id: String,
+    id: VersionId,
     asked: String,
     pending: bool,
     missing: Vec<String>,
 }
 
-fn answer(session: &Session, id: String, asked: String, d: Decision) -> Result<Response, WebError> {
+fn answer(
+    session: &Session,
+    id: VersionId,
+    asked: String,
+    d: Decision,
+) -> Result<Response, WebError> {
     let (pending, missing) = match d {
         Decision::Done { .. } => {
             return Ok(Redirect::to(&format!("/versions/{id}#timeline")).into_response());
@@ -351,7 +356,7 @@ pub struct PromoteForm {
 pub async fn promote(
     State(s): State<AppState>,
     session: Session,
-    Path(id): Path<String>,
+    Path(id): Path<VersionId>,
     Form(f): Form<PromoteForm>,
 ) -> Result<Response, WebError> {
     let caller = session.acting(&f.csrf)?;
@@ -373,7 +378,7 @@ pub struct YankForm {
 pub async fn yank(
     State(s): State<AppState>,
     session: Session,
-    Path(id): Path<String>,
+    Path(id): Path<VersionId>,
     Form(f): Form<YankForm>,
 ) -> Result<Response, WebError> {
     let caller = session.acting(&f.csrf)?;
