@@ -189,6 +189,10 @@ impl App {
                 stop_rx.clone(),
             )));
         }
+        tasks.push(tokio::spawn(crate::fleet::refresh_until(
+            self.state.fleet.clone(),
+            stop_rx.clone(),
+        )));
         tasks.push(tokio::spawn(jobs::singletons::run_until(
             self.worker.ctx.clone(),
             self.worker.engine.clone(),

@@ -200,7 +200,14 @@ async fn a_served_state_is_reissued_before_it_expires() {
         (304, id.clone()),
         "a poll naming it"
     );
+    // A serving receiver refreshes its poll cache ahead of the polls; a state past half its
+    // validity is left out of it, so the next poll takes the path that re-issues it.
+    let fleet = &r.app.state.fleet;
+    fleet.refresh_states().await.unwrap();
+    assert_eq!(fleet.cache.state("edge"), Some(id.clone()));
     clock.advance(std::time::Duration::from_secs(24 * 3600));
+    fleet.refresh_states().await.unwrap();
+    assert_eq!(fleet.cache.state("edge"), None);
     tokio::time::sleep(module_webhook::fleet::cache::STATE_TTL).await;
     // Past half its validity, a poll naming the old state gets the re-issued one, not 304.
     let (status, reissued) = poll(id.clone()).await;

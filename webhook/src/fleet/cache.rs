@@ -96,6 +96,13 @@ impl Cache {
         }
     }
 
+    /// Forgets `template`'s state id: the next poll reads the served state in full.
+    pub fn forget_state(&self, template: &str) {
+        if let Ok(mut g) = self.states.write() {
+            g.remove(template);
+        }
+    }
+
     /// What `template`'s reports are judged against, if read less than [`STATE_TTL`] ago.
     pub fn against(&self, template: &str) -> Option<Arc<Against>> {
         let g = self.against.read().ok()?;

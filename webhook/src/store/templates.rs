@@ -284,6 +284,22 @@ impl Store {
             .transpose()
     }
 
+    /// Every served state's template, id and expiry (seconds), for the poll cache.
+    pub async fn served_state_heads(&self) -> anyhow::Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query("SELECT template_id, state_id, expires_at FROM desired_states")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("template_id")?,
+                    r.try_get("state_id")?,
+                    r.try_get("expires_at")?,
+                ))
+            })
+            .collect()
+    }
+
     /// The served state id of every template (for the drift summary and caches).
     pub async fn served_state_id(&self, template_id: &str) -> anyhow::Result<Option<String>> {
         let r = sqlx::query("SELECT state_id FROM desired_states WHERE template_id = $1")
