@@ -117,9 +117,9 @@ impl Fleet {
     }
 
     /// The instance `id`, authenticated by its own token (`None`: no such instance, or not
-    /// its token) (constant-time on the hashes). The
-    /// token is cached under the instance-auth epoch, re-read at most once a second, so a
-    /// rotation or deletion on any replica is seen here within a second.
+    /// its token) (constant-time on the hashes). The token is cached under the
+    /// instance-auth epoch, re-read at most every `STATE_TTL` (250 ms), so a rotation or
+    /// deletion on any replica is seen here within a quarter second.
     pub async fn instance_auth(
         &self,
         id: &str,
