@@ -124,6 +124,24 @@ async fn drift(r: &Running) -> Value {
     v
 }
 
+/// Creates template `id` with no modules; returns the state it serves and its merged
+/// composefs digest, as an in-sync report names them.
+async fn empty_template(r: &Running, id: &str) -> (Value, Value) {
+    let (s, v) = post(
+        r,
+        "/templates",
+        OPS_TOKEN,
+        json!({"id": id, "platform": "p"}),
+    )
+    .await;
+    assert_eq!(s, 201, "{v}");
+    let st = &v["template"]["desired_state"];
+    (
+        st["state_id"].clone(),
+        st["document"]["composefs_digest"].clone(),
+    )
+}
+
 fn names(doc: &DesiredState) -> Vec<&str> {
     doc.modules.iter().map(|m| m.name.as_str()).collect()
 }
@@ -536,22 +554,8 @@ async fn drift_summary_counts_and_pages_the_drifting_instances(
 ) {
     let db = backend.db().await;
     let r = serve(config(&db.url, "127.0.0.1:1", vec![])).await;
-    let (s, v) = post(
-        &r,
-        "/templates",
-        OPS_TOKEN,
-        json!({"id": "empty", "platform": "p"}),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    let state = v["template"]["desired_state"]["state_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let merged = v["template"]["desired_state"]["document"]["composefs_digest"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (state, merged) = empty_template(&r, "empty").await;
+    let merged = merged.as_str().unwrap().to_owned();
     let mut tokens = Vec::new();
     for i in 0..5 {
         let (s, v) = post(
@@ -726,16 +730,7 @@ async fn a_report_is_judged_when_it_arrives_and_its_verdict_holds_only_while_fre
     let db = backend.db().await;
     let clock = module_webhook::store::Clock::manual();
     let r = serve_with_clock(config(&db.url, "127.0.0.1:1", vec![]), clock.clone()).await;
-    let (s, v) = post(
-        &r,
-        "/templates",
-        OPS_TOKEN,
-        json!({"id": "t", "platform": "p"}),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    let state = v["template"]["desired_state"]["state_id"].clone();
-    let merged = v["template"]["desired_state"]["document"]["composefs_digest"].clone();
+    let (state, merged) = empty_template(&r, "t").await;
     let token = register(&r, "n0", "t").await;
     let (s, v) = post(
         &r,
@@ -820,16 +815,7 @@ async fn concurrent_reports_share_commits_and_each_is_recorded_with_its_verdict(
 ) {
     let db = backend.db().await;
     let r = serve(config(&db.url, "127.0.0.1:1", vec![])).await;
-    let (s, v) = post(
-        &r,
-        "/templates",
-        OPS_TOKEN,
-        json!({"id": "t", "platform": "p"}),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    let state = v["template"]["desired_state"]["state_id"].clone();
-    let merged = v["template"]["desired_state"]["document"]["composefs_digest"].clone();
+    let (state, merged) = empty_template(&r, "t").await;
     let mut tokens = Vec::new();
     for i in 0..150 {
         tokens.push(register(&r, &format!("n{i:03}"), "t").await);
@@ -876,22 +862,7 @@ async fn concurrent_reports_share_commits_and_each_is_recorded_with_its_verdict(
             .all(|v| v.judged_against.is_some() && v.state.is_some()),
         "every report was judged when it arrived"
     );
-    let text = r
-        .http
-        .get(format!("{}/metrics", r.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let commits: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("module_webhook_report_commits_total "))
-        .unwrap_or_else(|| panic!("no report commit counter in /metrics:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap();
+    let commits = r.counter("module_webhook_report_commits_total").await;
     assert!(
         (1.0..150.0).contains(&commits),
         "{}: 150 reports, {commits} transactions: reports shared commits",

@@ -72,20 +72,7 @@ async fn concurrent_deliveries_share_commits_and_each_counts_once(
     );
     assert_eq!(deliveries(&r).await, 100, "{}", db.name);
     assert_eq!(jobs(&r).await, 100, "{}: one job per tag", db.name);
-    let metrics = r
-        .http
-        .get(format!("{}/metrics", r.url))
-        .send()
-        .await
-        .unwrap();
-    let text = metrics.text().await.unwrap();
-    let commits: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("module_webhook_delivery_commits_total "))
-        .unwrap_or_else(|| panic!("no commit counter in /metrics:\n{text}"))
-        .trim()
-        .parse()
-        .unwrap();
+    let commits = r.counter("module_webhook_delivery_commits_total").await;
     assert!(
         commits < 300.0,
         "{}: 300 requests, {commits} transactions: requests shared commits",

@@ -193,15 +193,7 @@ async fn a_promotion_recomputes_only_the_templates_reaching_the_module_and_uncha
         store.audit_of_template("t-direct").await.unwrap().len(),
         audit_before + 1
     );
-    let metrics = r
-        .http
-        .get(format!("{}/metrics", r.url))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = r.metrics().await;
     assert!(
         metrics.contains("module_webhook_desired_state_compositions_total{outcome=\"skipped\"}"),
         "{metrics}"

@@ -79,6 +79,15 @@ pub struct StoredVerdict {
     pub reasons: Vec<String>,
 }
 
+impl StoredVerdict {
+    /// The `drift_reasons` column: the reasons as JSON, `NULL` when there are none.
+    fn reasons_text(&self) -> anyhow::Result<Option<String>> {
+        Ok((!self.reasons.is_empty())
+            .then(|| serde_json::to_string(&self.reasons))
+            .transpose()?)
+    }
+}
+
 /// A report, the instance it is from and its verdict: one row's write.
 #[derive(Debug, Clone)]
 pub struct JudgedReport {
@@ -157,11 +166,7 @@ impl Store {
             .bind(r.state_bytes)
             .bind(&v.judged_against)
             .bind(v.state.as_str())
-            .bind(
-                (!v.reasons.is_empty())
-                    .then(|| serde_json::to_string(&v.reasons))
-                    .transpose()?,
-            )
+            .bind(v.reasons_text()?)
             .execute(&mut *tx)
             .await?
             .rows_affected();
@@ -187,11 +192,7 @@ impl Store {
                 .bind(r.report_at)
                 .bind(&v.judged_against)
                 .bind(v.state.as_str())
-                .bind(
-                    (!v.reasons.is_empty())
-                        .then(|| serde_json::to_string(&v.reasons))
-                        .transpose()?,
-                )
+                .bind(v.reasons_text()?)
                 .execute(&mut *tx)
                 .await?;
             }

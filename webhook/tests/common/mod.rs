@@ -259,6 +259,23 @@ impl Running {
         (status, res.text().await.unwrap())
     }
 
+    /// The receiver's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let res = self.http.get(format!("{}/metrics", self.url)).send().await;
+        res.unwrap().text().await.unwrap()
+    }
+
+    /// The value of the counter `name` (its full exposition name) in `/metrics`.
+    pub async fn counter(&self, name: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no {name} in /metrics:\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     pub async fn get(&self, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
         let mut r = self.http.get(format!("{}{path}", self.url));
         if let Some(t) = token {
