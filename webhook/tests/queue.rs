@@ -33,7 +33,7 @@ async fn dedupe_leases_and_takeover(
     assert!(s.complete(&second).await.unwrap());
     // A crashed worker's lease expires and another worker takes the job over.
     let other = NewJob {
-        kind: "ingest".into(),
+        kind: module_webhook::store::JobKind::Ingest,
         dedupe_key: "k2".into(),
         payload: serde_json::json!({}),
     };
@@ -205,7 +205,7 @@ async fn unknown_job_kinds_are_dead_lettered_with_the_reason() {
         .state
         .store
         .enqueue(&NewJob {
-            kind: "frobnicate".into(),
+            kind: module_webhook::store::JobKind::Unknown("frobnicate".into()),
             dedupe_key: "f".into(),
             payload: serde_json::json!({}),
         })

@@ -231,7 +231,10 @@ mod tests {
             modules: None,
             template: None,
         };
-        assert_eq!(Job::decode(&row.kind, &row.payload), Ok(all.clone()));
+        assert_eq!(
+            Job::decode(row.kind.as_str(), &row.payload),
+            Ok(all.clone())
+        );
         assert_eq!(row.dedupe_key, all.dedupe_key());
         assert_eq!(
             row.payload,
@@ -243,7 +246,7 @@ mod tests {
             super::recompute_modules_job(["my-redis"]),
             super::recompute_template_job("t1"),
         ] {
-            let job = Job::decode(&row.kind, &row.payload).unwrap();
+            let job = Job::decode(row.kind.as_str(), &row.payload).unwrap();
             assert_eq!(job.to_new().dedupe_key, row.dedupe_key);
             assert_ne!(row.dedupe_key, all.dedupe_key());
         }
@@ -256,7 +259,7 @@ mod tests {
         let row = super::recompute_modules_job(["my-redis"]);
         assert!(matches!(
             serde_json::from_value::<Before>(
-                serde_json::json!({"kind": row.kind, "payload": row.payload})
+                serde_json::json!({"kind": row.kind.as_str(), "payload": row.payload})
             ),
             Ok(Before::DesiredStates {})
         ));

@@ -153,7 +153,7 @@ impl Job {
     pub fn to_new(&self) -> NewJob {
         let mut v = serde_json::to_value(self).unwrap_or_default();
         NewJob {
-            kind: self.kind().as_str().to_owned(),
+            kind: self.kind(),
             dedupe_key: self.dedupe_key(),
             payload: v["payload"].take(),
         }
@@ -210,7 +210,7 @@ mod tests {
             );
             let row = j.to_new();
             assert_eq!(
-                Job::decode(&row.kind, &row.payload),
+                Job::decode(row.kind.as_str(), &row.payload),
                 Ok(j.clone()),
                 "{row:?}"
             );

@@ -41,7 +41,7 @@ impl JobState {
 /// same tag runs once).
 #[derive(Debug, Clone)]
 pub struct NewJob {
-    pub kind: String,
+    pub kind: super::job::JobKind,
     pub dedupe_key: String,
     pub payload: serde_json::Value,
 }
@@ -85,7 +85,7 @@ pub(crate) async fn insert(
          VALUES ($1, $2, $3, $4, 'queued', 0, $5, $5, $5) ON CONFLICT DO NOTHING",
     )
     .bind(uuid::Uuid::new_v4().to_string())
-    .bind(&j.kind)
+    .bind(j.kind.as_str())
     .bind(&j.dedupe_key)
     .bind(j.payload.to_string())
     .bind(now)

@@ -243,7 +243,9 @@ impl Store {
             .filter(|&i| fresh[i])
             .flat_map(|i| deliveries[i].1.iter())
             .collect();
-        jobs.sort_by(|a, b| (&a.kind, &a.dedupe_key).cmp(&(&b.kind, &b.dedupe_key)));
+        jobs.sort_by(|a, b| {
+            (a.kind.as_str(), &a.dedupe_key).cmp(&(b.kind.as_str(), &b.dedupe_key))
+        });
         for j in jobs {
             jobs::insert(&mut tx, j, now).await?;
         }
