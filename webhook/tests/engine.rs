@@ -615,3 +615,36 @@ async fn workflow_runs_are_read_from_gitea_actions() {
         "{calls:?}"
     );
 }
+
+/// The promotion timer re-evaluates on the replica holding the singleton lock only: while
+/// another replica holds it, a tick here does nothing (ARCHITECTURE.md: one replica at a
+/// time). PostgreSQL only: SQLite serves one receiver, whose lock is always held.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_promotion_timer_runs_only_on_the_replica_holding_its_lock() {
+    let app = TestApp::builder(Backend::Postgres)
+        .config(|c| {
+            c.promotion.staging = StagePolicy {
+                auto: true,
+                required_checks: vec!["module-builder / build".into()],
+                ..Default::default()
+            };
+        })
+        .start()
+        .await;
+    let id = app.draft("0.7.0").await;
+    app.set_check("module-builder / build", "success");
+    let other = app.another_replica_holds_the_timer().await;
+    app.timer_tick().await;
+    assert_eq!(
+        app.state(&id).await,
+        Lifecycle::Draft,
+        "another replica holds the timer: nothing re-evaluated here"
+    );
+    drop(other);
+    app.timer_tick().await;
+    assert_eq!(
+        app.state(&id).await,
+        Lifecycle::Staging,
+        "the lock holder promotes"
+    );
+}

@@ -542,6 +542,22 @@ impl TestApp {
         self.engine().reevaluate(None).await.unwrap();
     }
 
+    /// One pass of the singletons' timer (reconcile, then re-evaluate), as every replica runs
+    /// it: only the replica holding the singleton lock does the work.
+    pub async fn timer_tick(&self) {
+        let engine = self.engine();
+        module_webhook::jobs::singletons::tick(&self.r.app.worker.ctx, Some(&engine)).await;
+    }
+
+    /// Takes the singletons' lock as another replica would, until the guard is dropped.
+    pub async fn another_replica_holds_the_timer(&self) -> module_webhook::store::Singleton {
+        self.store()
+            .singleton(module_webhook::store::RECONCILER_LOCK)
+            .await
+            .unwrap()
+            .expect("the lock is free")
+    }
+
     /// As [`TestApp::reevaluate`], on a task of its own (to hold it mid-way).
     pub fn reevaluate_in_background(&self) -> tokio::task::JoinHandle<()> {
         let engine = self.engine();
