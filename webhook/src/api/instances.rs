@@ -8,7 +8,7 @@ mod report;
 mod tokens;
 
 pub use crate::fleet::tokens::{Deleted, NewInstance, Registered};
-pub use report::{REPORT_BODY_LIMIT, remember_served, report};
+pub use report::{REPORT_BODY_LIMIT, report};
 pub use tokens::{delete, rotate_token};
 
 use super::templates::serve_state;

@@ -5,6 +5,7 @@
 use crate::http::extract as body;
 use crate::{
     config::Role,
+    fleet::Poll,
     http::{ApiError, AppState, auth::require},
     store::{AuditRow, Via},
 };
@@ -126,22 +127,10 @@ pub async fn serve_state(
                 .trim_matches('"')
                 .to_owned()
         });
-    if let Some(p) = &presented
-        && s.fleet.still_serves(template, p).await?
-    {
-        return Ok(not_modified(s, p));
-    }
-    let Some(st) = s.fleet.served(template).await? else {
-        return Err(ApiError::not_found(format!(
-            "template {template} serves no desired state yet"
-        )));
+    let st = match s.fleet.poll(template, presented.as_deref()).await? {
+        Poll::Unchanged(id) => return Ok(not_modified(s, &id)),
+        Poll::State(st) => st,
     };
-    s.fleet.cache.set_state(template, &st.state_id);
-    // From here on, reports may name this state.
-    super::instances::remember_served(s, template, &st).await?;
-    if presented.as_deref() == Some(st.state_id.as_str()) {
-        return Ok(not_modified(s, &st.state_id));
-    }
     s.metrics
         .desired_state_reads
         .get_or_create(&crate::metrics::StateLabels {

@@ -50,7 +50,7 @@ use std::{
 pub use incremental::{recompute_job, recompute_modules_job, recompute_template_job};
 pub use outcome::{Degraded, DegradedMode, Recomputed};
 pub use resolve::candidates;
-pub use serving::refresh_until;
+pub use serving::{Poll, refresh_until};
 
 #[derive(Debug, Clone)]
 pub struct Fleet {

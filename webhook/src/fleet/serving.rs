@@ -11,8 +11,25 @@
 //! the cache, so the next poll takes the full path that re-issues or records it.
 
 use super::{Fleet, cache::STATE_TTL};
-use crate::error::ServiceError;
+use crate::{error::ServiceError, store::ServedState};
 use tokio::sync::watch;
+
+/// How a poll is answered.
+#[derive(Debug)]
+pub enum Poll {
+    /// The state the poll named is the one served (304 with this ETag).
+    Unchanged(String),
+    /// The served state, to send whole.
+    State(Box<ServedState>),
+}
+
+/// How many modules a served state holds.
+fn modules_of(st: &ServedState) -> i64 {
+    st.document
+        .get("modules")
+        .and_then(serde_json::Value::as_array)
+        .map_or(0, |m| m.len() as i64)
+}
 
 impl Fleet {
     /// Whether `template` still serves `presented`, so a poll naming it is answered 304.
@@ -43,6 +60,77 @@ impl Fleet {
 }
 
 impl Fleet {
+    /// Answers a poll of `template`'s desired state that named `presented` in
+    /// `If-None-Match` (if any): unchanged, or the served state (re-issued first when it is
+    /// past half its validity), which reports may name from then on.
+    /// [`ServiceError::NotFound`] while the template serves none.
+    pub async fn poll(
+        &self,
+        template: &str,
+        presented: Option<&str>,
+    ) -> Result<Poll, ServiceError> {
+        if let Some(p) = presented
+            && self.still_serves(template, p).await?
+        {
+            return Ok(Poll::Unchanged(p.to_owned()));
+        }
+        let Some(st) = self.served(template).await? else {
+            return Err(ServiceError::not_found(format!(
+                "template {template} serves no desired state yet"
+            )));
+        };
+        self.cache.set_state(template, &st.state_id);
+        self.remember_served(template, &st).await?;
+        if presented == Some(st.state_id.as_str()) {
+            return Ok(Poll::Unchanged(st.state_id));
+        }
+        Ok(Poll::State(Box::new(st)))
+    }
+
+    /// Records (once per replica) that `template` sends out `st`: reports may name it from
+    /// now on. Called wherever a served state leaves the receiver.
+    pub async fn remember_served(
+        &self,
+        template: &str,
+        st: &ServedState,
+    ) -> Result<(), ServiceError> {
+        if self.cache.recorded_served(template, &st.state_id) {
+            return Ok(());
+        }
+        self.store
+            .remember_served_state(template, &st.state_id, modules_of(st))
+            .await?;
+        self.cache.set_recorded_served(template, &st.state_id);
+        Ok(())
+    }
+
+    /// If `template` ever served `state` (the one it serves now counts even before an
+    /// instance fetched it): the most modules a state it served held. `None`: never served.
+    pub async fn served_bound(
+        &self,
+        template: &str,
+        state: &str,
+    ) -> Result<Option<usize>, ServiceError> {
+        if let Some(most) = self.cache.known_state(template, state) {
+            return Ok(Some(usize::try_from(most).unwrap_or(0)));
+        }
+        let (mut known, mut most) = self.store.served_state_history(template, state).await?;
+        if !known
+            && let Some(st) = self.store.served_state(template).await?
+            && st.state_id == state
+        {
+            self.remember_served(template, &st).await?;
+            known = true;
+            most = Some(most.unwrap_or(0).max(modules_of(&st)));
+        }
+        if !known {
+            return Ok(None);
+        }
+        let most = most.unwrap_or(0);
+        self.cache.set_known_state(template, state, most);
+        Ok(Some(usize::try_from(most).unwrap_or(0)))
+    }
+
     /// Refreshes every template's cached state id from one read of the served states.
     pub async fn refresh_states(&self) -> Result<(), ServiceError> {
         let now_s = self.store.now().div_euclid(1000);

@@ -13,7 +13,7 @@ use super::{Accepted, instance_auth};
 use crate::http::extract as body;
 use crate::{
     http::{ApiError, AppState},
-    store::{Report, ServedState},
+    store::Report,
 };
 use axum::{
     Json,
@@ -72,7 +72,12 @@ pub async fn report(
     }
     check_observations(&b.modules).map_err(ApiError::bad_request)?;
     let state_id = b.desired_state_id.to_string();
-    let most = served_bound(&s, &auth.template_id, &state_id).await?;
+    let Some(most) = s.fleet.served_bound(&auth.template_id, &state_id).await? else {
+        return Err(ApiError::bad_request(format!(
+            "desired_state_id: template {} never served {state_id}; report the state id the receiver sent (its ETag)",
+            auth.template_id
+        )));
+    };
     let cap = most + MODULE_SLACK;
     for (field, n) in [
         ("running_module_digests", b.running_module_digests.len()),
@@ -103,55 +108,6 @@ pub async fn report(
     }
     s.metrics.reports.inc();
     Ok(Json(Accepted { accepted: true }).into_response())
-}
-
-/// The most modules a state `template` served held, if it ever served `state` (the one it
-/// serves now counts even before an instance fetched it); else a 400 naming the state.
-async fn served_bound(s: &AppState, template: &str, state: &str) -> Result<usize, ApiError> {
-    if let Some(most) = s.fleet.cache.known_state(template, state) {
-        return Ok(usize::try_from(most).unwrap_or(0));
-    }
-    let (mut known, mut most) = s.store.served_state_history(template, state).await?;
-    if !known
-        && let Some(st) = s.store.served_state(template).await?
-        && st.state_id == state
-    {
-        remember_served(s, template, &st).await?;
-        known = true;
-        most = Some(most.unwrap_or(0).max(modules_of(&st)));
-    }
-    if !known {
-        return Err(ApiError::bad_request(format!(
-            "desired_state_id: template {template} never served {state}; report the state id the receiver sent (its ETag)"
-        )));
-    }
-    let most = most.unwrap_or(0);
-    s.fleet.cache.set_known_state(template, state, most);
-    Ok(usize::try_from(most).unwrap_or(0))
-}
-
-fn modules_of(st: &ServedState) -> i64 {
-    st.document
-        .get("modules")
-        .and_then(serde_json::Value::as_array)
-        .map_or(0, |m| m.len() as i64)
-}
-
-/// Records (once per replica) that `template` sends out `st`: reports may name it from now
-/// on. Called wherever a served state leaves the receiver.
-pub async fn remember_served(
-    s: &AppState,
-    template: &str,
-    st: &ServedState,
-) -> Result<(), ApiError> {
-    if s.fleet.cache.recorded_served(template, &st.state_id) {
-        return Ok(());
-    }
-    s.store
-        .remember_served_state(template, &st.state_id, modules_of(st))
-        .await?;
-    s.fleet.cache.set_recorded_served(template, &st.state_id);
-    Ok(())
 }
 
 /// How much one report may observe: modules, and packages and units per module.
