@@ -20,14 +20,27 @@ pub struct User {
     pub login: String,
 }
 
+/// What a review says, as Gitea names it; a state this client does not know is `Other`
+/// (it counts for nothing), never an error that would hide the other reviews.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReviewState {
+    Approved,
+    RequestChanges,
+    Comment,
+    Pending,
+    RequestReview,
+    #[serde(other)]
+    Other,
+}
+
 /// A pull-request review as Gitea returns it.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Review {
     pub id: i64,
     #[serde(default)]
     pub user: Option<User>,
-    /// `APPROVED`, `REQUEST_CHANGES`, `COMMENT`, `PENDING`, `REQUEST_REVIEW`.
-    pub state: String,
+    pub state: ReviewState,
     #[serde(default)]
     pub commit_id: String,
     #[serde(default)]
@@ -507,6 +520,19 @@ impl Gitea {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_review_state_is_read_once_and_an_unknown_one_counts_for_nothing() {
+        let state = |s: &str| {
+            let r: Review =
+                serde_json::from_value(serde_json::json!({"id": 1, "state": s})).unwrap();
+            r.state
+        };
+        assert_eq!(state("APPROVED"), ReviewState::Approved);
+        assert_eq!(state("REQUEST_CHANGES"), ReviewState::RequestChanges);
+        assert_eq!(state("COMMENT"), ReviewState::Comment);
+        assert_eq!(state("SOMETHING_NEW"), ReviewState::Other, "not an error");
+    }
 
     #[test]
     fn retry_after_takes_seconds_or_an_http_date() {

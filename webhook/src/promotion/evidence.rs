@@ -3,7 +3,7 @@
 //! repository a comment happened to be posted in.
 
 use crate::{
-    gitea::{Gitea, GiteaError, Review},
+    gitea::{Gitea, GiteaError, Review, ReviewState},
     store::VersionRow,
 };
 use powernode_module::lifecycle::{Actor, Approval, Evidence, Permission};
@@ -73,7 +73,7 @@ pub fn latest_approvals(
     let mut latest: BTreeMap<&str, &Review> = BTreeMap::new();
     for r in reviews {
         let Some(u) = &r.user else { continue };
-        if !matches!(r.state.as_str(), "APPROVED" | "REQUEST_CHANGES") {
+        if !matches!(r.state, ReviewState::Approved | ReviewState::RequestChanges) {
             continue;
         }
         match latest.get(u.login.as_str()) {
@@ -85,7 +85,7 @@ pub fn latest_approvals(
     }
     latest
         .into_iter()
-        .filter(|(_, r)| r.state == "APPROVED" && !r.dismissed && !r.stale)
+        .filter(|(_, r)| r.state == ReviewState::Approved && !r.dismissed && !r.stale)
         .filter(|(_, r)| r.commit_id == commit)
         // Gitea reports whole seconds: compare at that resolution.
         .filter(|(_, r)| {
