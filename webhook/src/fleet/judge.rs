@@ -1,7 +1,11 @@
-//! Judging the whole fleet: every instance's last report against its template's served state,
-//! a page of stored reports at a time, each template's state read once. The API's drift
-//! summary, the console's fleet page and the chart sampler all walk the fleet through
-//! [`Fleet::judge_reports`], and the console's one-word states are [`DriftState`].
+//! Judging the whole fleet. Each report was judged when it arrived (`fleet::reports`), and
+//! the verdict was stored with it, naming the served state and the yanked versions it was
+//! judged against: [`Fleet::verdicts`] walks those words, a page at a time, and judges in
+//! full only the instances whose verdict no longer holds (their template serves another
+//! state, a version was yanked or unyanked, the report went stale, or no receiver judged
+//! it). The API's drift summary and the console's fleet page walk the fleet that way; the
+//! chart sampler, which also counts the versions each instance runs, reads every report
+//! through [`Fleet::judge_reports`]. The console's one-word states are [`DriftState`].
 
 use super::reports::{Yanked, against_key};
 use super::{
@@ -189,10 +193,10 @@ impl Fleet {
         // What a verdict must have been judged against to hold, per template.
         let keys: HashMap<String, String> = self
             .store
-            .served_state_ids()
+            .served_state_heads()
             .await?
             .into_iter()
-            .map(|(t, s)| (t, against_key(&s, &yanked.fingerprint)))
+            .map(|(t, s, _)| (t, against_key(&s, &yanked.fingerprint)))
             .collect();
         let holds = |v: &VerdictRow| {
             v.state.is_some()

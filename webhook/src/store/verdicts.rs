@@ -5,7 +5,7 @@
 
 use super::{Report, Store, StoredReport, codec};
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, any::AnyRow};
+use sqlx::Row;
 use std::collections::HashMap;
 
 /// Where an instance stands, in one word, the most urgent first.
@@ -253,15 +253,5 @@ impl Store {
             }
         }
         Ok(out)
-    }
-
-    /// The served state id of every template that serves one.
-    pub async fn served_state_ids(&self) -> anyhow::Result<HashMap<String, String>> {
-        let rows = sqlx::query("SELECT template_id, state_id FROM desired_states")
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r: &AnyRow| Ok((r.try_get("template_id")?, r.try_get("state_id")?)))
-            .collect()
     }
 }
