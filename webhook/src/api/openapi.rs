@@ -417,4 +417,26 @@ mod tests {
             assert!(summary[f].is_object(), "VersionSummary lacks {f}");
         }
     }
+
+    /// The document is published as `docs/openapi.json` (for clients to read and diff); a
+    /// change to the API shows up there in review. After an intended change:
+    /// `UPDATE_OPENAPI=1 cargo test -p module-webhook --lib openapi`.
+    #[test]
+    fn the_published_document_is_the_served_one() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/openapi.json");
+        let mut doc = document();
+        // The crate version changes with every release; the API does not.
+        doc["info"]["version"] = json!("(the receiver's version)");
+        let served = serde_json::to_string_pretty(&doc).unwrap() + "\n";
+        if std::env::var_os("UPDATE_OPENAPI").is_some() {
+            std::fs::write(&path, &served).unwrap();
+            return;
+        }
+        let published = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            published == served,
+            "docs/openapi.json is not the document the receiver serves; if the change is \
+             intended, run: UPDATE_OPENAPI=1 cargo test -p module-webhook --lib openapi"
+        );
+    }
 }
