@@ -9,173 +9,24 @@
 //! refusal in the [`GiteaError`]; the worker schedules the next attempt no sooner than that.
 
 use octocrab::{Octocrab, service::middleware::retry::RetryConfig};
+use powernode_module::lifecycle::CheckState;
 use powernode_module::lifecycle::Permission;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-#[derive(Debug, Clone, Deserialize)]
-pub struct User {
-    pub login: String,
-}
-
-/// What a review says, as Gitea names it; a state this client does not know is `Other`
-/// (it counts for nothing), never an error that would hide the other reviews.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ReviewState {
-    Approved,
-    RequestChanges,
-    Comment,
-    Pending,
-    RequestReview,
-    #[serde(other)]
-    Other,
-}
-
-/// A pull-request review as Gitea returns it.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Review {
-    pub id: i64,
-    #[serde(default)]
-    pub user: Option<User>,
-    pub state: ReviewState,
-    #[serde(default)]
-    pub commit_id: String,
-    #[serde(default)]
-    pub stale: bool,
-    #[serde(default)]
-    pub dismissed: bool,
-    /// When the review was submitted (RFC 3339), if Gitea says.
-    #[serde(default)]
-    pub submitted_at: Option<String>,
-}
-
-impl Review {
-    /// `submitted_at` in Unix milliseconds, when present and well-formed.
-    pub fn submitted_at_ms(&self) -> Option<i64> {
-        let t = chrono::DateTime::parse_from_rfc3339(self.submitted_at.as_deref()?).ok()?;
-        Some(t.timestamp_millis())
-    }
-}
-
+mod model;
 /// Page size asked of Gitea's list endpoints (Gitea caps `limit` at its
 /// `MAX_RESPONSE_ITEMS`, 50 by default).
 pub const PAGE_LIMIT: usize = 50;
 /// A bound on pages read from one list, so a misbehaving server cannot keep us paging.
 const MAX_PAGES: usize = 200;
-
-#[derive(Debug, Clone, Deserialize)]
-struct CombinedStatus {
-    #[serde(default)]
-    statuses: Option<Vec<StatusEntry>>,
-}
-
-/// Gitea names the per-entry state `status` (not GitHub's `state`).
-#[derive(Debug, Clone, Deserialize)]
-struct StatusEntry {
-    context: String,
-    #[serde(default)]
-    status: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct PermissionAnswer {
-    permission: String,
-}
-
-/// Query of a list endpoint.
-#[derive(Debug, Clone, Serialize)]
-struct Page {
-    page: usize,
-    limit: usize,
-}
-
-impl Page {
-    fn new(page: usize) -> Page {
-        Page {
-            page,
-            limit: PAGE_LIMIT,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct CommentBody<'a> {
-    body: &'a str,
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct StatusBody<'a> {
-    state: &'a str,
-    context: &'a str,
-    description: &'a str,
-    target_url: &'a str,
-}
-
-/// A pull request, as much of it as the engine reads.
-#[derive(Debug, Clone, Deserialize)]
-struct PullRequest {
-    number: i64,
-    #[serde(default)]
-    head: Option<PullHead>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-struct PullHead {
-    #[serde(default)]
-    sha: String,
-}
-
-#[derive(Debug, Clone, Serialize)]
-struct PullsQuery {
-    state: &'static str,
-    page: usize,
-    limit: usize,
-}
-
-/// A Gitea Actions workflow run (`ActionWorkflowRun` in Gitea's API definition), the fields
-/// an operator watching a release reads. Gitea's `status` is GitHub's vocabulary
-/// (`queued`, `in_progress`, `completed`, …) and `conclusion` is set once completed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct WorkflowRun {
-    pub id: i64,
-    #[serde(default)]
-    pub status: String,
-    #[serde(default)]
-    pub conclusion: Option<String>,
-    #[serde(default)]
-    pub display_title: String,
-    /// The workflow file (`build.yaml@refs/tags/v0.1.0`).
-    #[serde(default)]
-    pub path: String,
-    #[serde(default)]
-    pub event: String,
-    #[serde(default)]
-    pub head_branch: String,
-    #[serde(default)]
-    pub head_sha: String,
-    #[serde(default)]
-    pub run_number: i64,
-    #[serde(default)]
-    pub run_attempt: i64,
-    #[serde(default)]
-    pub started_at: Option<String>,
-    #[serde(default)]
-    pub completed_at: Option<String>,
-    #[serde(default)]
-    pub html_url: String,
-}
-
-/// `ActionWorkflowRunsResponse`.
-#[derive(Debug, Clone, Deserialize)]
-struct WorkflowRuns {
-    #[serde(default)]
-    workflow_runs: Vec<WorkflowRun>,
-    #[serde(default)]
-    total_count: i64,
-}
+use model::{
+    CombinedStatus, CommentBody, Page, PermissionAnswer, PullRequest, PullsQuery, StatusBody,
+    WorkflowRuns,
+};
+pub use model::{Review, ReviewState, User, WorkflowRun};
 
 /// A failed Gitea call: the HTTP status when Gitea answered, and what it said.
 #[derive(Debug, thiserror::Error)]
@@ -399,7 +250,7 @@ impl Gitea {
         owner: &str,
         repo: &str,
         sha: &str,
-    ) -> Result<BTreeMap<String, String>, GiteaError> {
+    ) -> Result<BTreeMap<String, CheckState>, GiteaError> {
         let mut all = BTreeMap::new();
         for page in 1..=MAX_PAGES {
             let c: CombinedStatus = self
@@ -498,7 +349,7 @@ impl Gitea {
         owner: &str,
         repo: &str,
         sha: &str,
-        state: &str,
+        state: CheckState,
         context: &str,
         description: &str,
     ) -> Result<(), GiteaError> {
@@ -519,6 +370,7 @@ impl Gitea {
 
 #[cfg(test)]
 mod tests {
+    use super::model::StatusEntry;
     use super::*;
 
     #[test]
@@ -532,6 +384,36 @@ mod tests {
         assert_eq!(state("REQUEST_CHANGES"), ReviewState::RequestChanges);
         assert_eq!(state("COMMENT"), ReviewState::Comment);
         assert_eq!(state("SOMETHING_NEW"), ReviewState::Other, "not an error");
+    }
+
+    #[test]
+    fn a_check_state_is_read_once_and_an_unknown_or_missing_one_never_passes() {
+        let state = |v: serde_json::Value| {
+            let e: StatusEntry = serde_json::from_value(v).unwrap();
+            e.status
+        };
+        let of = |s: &str| state(serde_json::json!({"context": "ci", "status": s}));
+        assert_eq!(of("success"), CheckState::Success);
+        assert_eq!(of("failure"), CheckState::Failure);
+        assert_eq!(of("pending"), CheckState::Pending);
+        assert_eq!(
+            of("skipped-by-a-newer-gitea"),
+            CheckState::Other,
+            "not an error"
+        );
+        assert_eq!(
+            state(serde_json::json!({"context": "ci"})),
+            CheckState::Other
+        );
+        // What the engine sends is what Gitea reads.
+        let body = serde_json::to_value(StatusBody {
+            state: CheckState::Failure,
+            context: "powernode/lifecycle",
+            description: "",
+            target_url: "",
+        })
+        .unwrap();
+        assert_eq!(body["state"], "failure");
     }
 
     #[test]

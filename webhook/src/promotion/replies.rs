@@ -100,7 +100,7 @@ mod tests {
             Missing::Approvals { need: 2, have: 1 },
             Missing::Check {
                 context: "module-builder / build".into(),
-                state: Some("failure".into()),
+                state: Some(powernode_module::lifecycle::CheckState::Failure),
             },
             Missing::Soak {
                 remaining_secs: 1800,

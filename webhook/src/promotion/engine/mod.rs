@@ -28,7 +28,7 @@ use crate::{
         Store, VersionId, VersionRow, Via,
     },
 };
-use powernode_module::lifecycle::{Actor, Evidence, Permission, Request};
+use powernode_module::lifecycle::{Actor, CheckState, Evidence, Permission, Request};
 use serde_json::json;
 use std::sync::Arc;
 
@@ -178,9 +178,9 @@ impl Engine {
         };
         let (owner, repo) = split(&module.gitea_repository);
         let state = if v.lifecycle == Lifecycle::Yanked {
-            "failure"
+            CheckState::Failure
         } else {
-            "success"
+            CheckState::Success
         };
         self.gitea
             .set_status(
