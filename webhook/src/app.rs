@@ -88,7 +88,7 @@ impl App {
             keys: Arc::new(keys),
             policies: policies.clone(),
             registry_host: host.clone(),
-            cache: Arc::default(),
+            cache: Arc::new(crate::fleet::cache::Cache::new(store.clock.clone())),
             validity_secs: config.fleet.state_validity_secs,
             stale_after_ms: config.fleet.stale_after_secs * 1000,
             reports: crate::store::ReportLog::start(store.clone(), metrics.report_commits.clone()),

@@ -176,8 +176,8 @@ async fn a_served_state_is_reissued_before_it_expires() {
     assert_eq!(doc.template_id, "edge");
     assert_eq!(doc.expires_at - doc.issued_at, 7 * 24 * 3600, "the default");
     assert_eq!(doc.issued_at, clock.now_ms() / 1000);
+    // Three days on by the injected clock: every cache entry has aged past its TTL too.
     clock.advance(std::time::Duration::from_secs(3 * 24 * 3600));
-    tokio::time::sleep(module_webhook::fleet::cache::STATE_TTL).await;
     let (same, _) = signed_state_of(&r, "node-1", &token).await;
     assert_eq!(same, id, "still fresh: not re-issued");
     let poll = |etag: String| {
@@ -208,7 +208,7 @@ async fn a_served_state_is_reissued_before_it_expires() {
     clock.advance(std::time::Duration::from_secs(24 * 3600));
     fleet.refresh_states().await.unwrap();
     assert_eq!(fleet.cache.state("edge"), None);
-    tokio::time::sleep(module_webhook::fleet::cache::STATE_TTL).await;
+    clock.advance(module_webhook::fleet::cache::STATE_TTL);
     // Past half its validity, a poll naming the old state gets the re-issued one, not 304.
     let (status, reissued) = poll(id.clone()).await;
     assert_eq!(status, 200);
@@ -318,12 +318,8 @@ async fn a_schema_1_state_is_reissued_as_schema_2_when_read(
     #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
 ) {
     let db = backend.db().await;
-    let (r, _reg, token) = edge(
-        &db,
-        module_webhook::store::Clock::system(),
-        &["system-base"],
-    )
-    .await;
+    let clock = module_webhook::store::Clock::manual();
+    let (r, _reg, token) = edge(&db, clock.clone(), &["system-base"]).await;
     let (id, doc) = signed_state_of(&r, "node-1", &token).await;
     let mut v1 = serde_json::to_value(&doc).unwrap();
     let o = v1.as_object_mut().unwrap();
@@ -341,7 +337,8 @@ async fn a_schema_1_state_is_reissued_as_schema_2_when_read(
     .await
     .unwrap();
     pool.close().await;
-    tokio::time::sleep(module_webhook::fleet::cache::STATE_TTL).await;
+    // The cached state id ages out (by the injected clock) and the poll reads the row.
+    clock.advance(module_webhook::fleet::cache::STATE_TTL);
     let (next, doc2) = signed_state_of(&r, "node-1", &token).await;
     assert_ne!(next, id);
     assert_eq!(doc2.schema_version, 2);

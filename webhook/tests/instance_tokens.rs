@@ -55,7 +55,7 @@ async fn actions(r: &Running) -> Vec<(String, String, Value)> {
     r.app
         .state
         .store
-        .audit_of_template("edge")
+        .audit_of_template(&"edge".into())
         .await
         .unwrap()
         .into_iter()

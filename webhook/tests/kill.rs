@@ -9,7 +9,7 @@
 
 mod common;
 use common::{fleet::*, promotion::*, release::*, *};
-use module_webhook::store::{Lifecycle, Store};
+use module_webhook::store::{Lifecycle, Store, TemplateId};
 use powernode_module::desired_state::{self, Envelope};
 use powernode_testkit::registry::{TestRegistry, free_port};
 use serde_json::json;
@@ -107,7 +107,12 @@ async fn jobs_in(store: &Store, state: &str) -> i64 {
 async fn served_ids(store: &Store, templates: usize) -> Vec<Option<String>> {
     let mut out = Vec::new();
     for i in 0..templates {
-        out.push(store.served_state_id(&format!("t{i:03}")).await.unwrap());
+        out.push(
+            store
+                .served_state_id(&format!("t{i:03}").into())
+                .await
+                .unwrap(),
+        );
     }
     out
 }
@@ -436,7 +441,7 @@ async fn sigkill_during_desired_state_recomputation_completes_every_template_onc
     kill(child);
     assert!(store.dead_letters().await.unwrap().is_empty());
     for (i, old) in old.iter().enumerate() {
-        let t = format!("t{i:03}");
+        let t = TemplateId::from(format!("t{i:03}"));
         let s = store.served_state(&t).await.unwrap().unwrap();
         assert_ne!(
             Some(&s.state_id),

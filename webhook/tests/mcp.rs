@@ -281,7 +281,13 @@ async fn the_walkthrough_over_mcp_with_the_official_python_sdk(
         .await;
         assert_eq!(s, 401, "{v}");
     }
-    let trail = r.app.state.store.audit_of_template(TEMPLATE).await.unwrap();
+    let trail = r
+        .app
+        .state
+        .store
+        .audit_of_template(&TEMPLATE.into())
+        .await
+        .unwrap();
     for action in ["instance_token_rotated", "instance_deleted"] {
         let a = trail.iter().find(|a| a.action == action).unwrap();
         assert_eq!((a.via.as_str(), a.actor.as_str()), ("mcp", "api:ops"));

@@ -6,7 +6,10 @@
 
 mod common;
 use common::{fleet::*, release::*, *};
-use module_webhook::{fleet::recompute_job, store::Store};
+use module_webhook::{
+    fleet::recompute_job,
+    store::{Store, TemplateId},
+};
 use powernode_testkit::registry::{TestRegistry, free_port};
 use rstest::rstest;
 use serde_json::json;
@@ -100,8 +103,16 @@ async fn a_promotion_recomputes_only_the_templates_reaching_the_module_and_uncha
     template_with(&r, "t-other", &["motd"]).await;
     r.app.drain().await.unwrap();
     let store = &r.app.state.store;
-    let other = store.served_state("t-other").await.unwrap().unwrap();
-    let other_computed = store.last_computation("t-other").await.unwrap().unwrap();
+    let other = store
+        .served_state(&"t-other".into())
+        .await
+        .unwrap()
+        .unwrap();
+    let other_computed = store
+        .last_computation(&"t-other".into())
+        .await
+        .unwrap()
+        .unwrap();
     let before = counts(&r);
 
     let next = release_draft(
@@ -131,21 +142,25 @@ async fn a_promotion_recomputes_only_the_templates_reaching_the_module_and_uncha
         db.name
     );
     for t in ["t-direct", "t-dep"] {
-        let st = store.served_state(t).await.unwrap().unwrap();
+        let st = store.served_state(&t.into()).await.unwrap().unwrap();
         assert_eq!(
             version_of(&st.document, "system-base").as_deref(),
             Some("1.1.0"),
             "{t}"
         );
     }
-    let other_now = store.served_state("t-other").await.unwrap().unwrap();
+    let other_now = store
+        .served_state(&"t-other".into())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (other_now.state_id, other_now.sequence),
         (other.state_id, other.sequence)
     );
     assert_eq!(
         store
-            .last_computation("t-other")
+            .last_computation(&"t-other".into())
             .await
             .unwrap()
             .unwrap()
@@ -156,8 +171,16 @@ async fn a_promotion_recomputes_only_the_templates_reaching_the_module_and_uncha
 
     // Unchanged inputs: a full recomputation and a repeated assignment compose nothing
     // and record nothing.
-    let audit_before = store.audit_of_template("t-direct").await.unwrap().len();
-    let served_before = store.served_state("t-direct").await.unwrap().unwrap();
+    let audit_before = store
+        .audit_of_template(&"t-direct".into())
+        .await
+        .unwrap()
+        .len();
+    let served_before = store
+        .served_state(&"t-direct".into())
+        .await
+        .unwrap()
+        .unwrap();
     store.enqueue(&recompute_job()).await.unwrap();
     r.app.drain().await.unwrap();
     let (s, v) = post(
@@ -186,11 +209,19 @@ async fn a_promotion_recomputes_only_the_templates_reaching_the_module_and_uncha
         "{}: 3 templates and the assignment skipped: {end:?}",
         db.name
     );
-    let served_after = store.served_state("t-direct").await.unwrap().unwrap();
+    let served_after = store
+        .served_state(&"t-direct".into())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(served_after.sequence, served_before.sequence);
     // Only the assignment's own audit row.
     assert_eq!(
-        store.audit_of_template("t-direct").await.unwrap().len(),
+        store
+            .audit_of_template(&"t-direct".into())
+            .await
+            .unwrap()
+            .len(),
         audit_before + 1
     );
     let metrics = r.metrics().await;
@@ -520,7 +551,7 @@ async fn two_replicas_changing_and_promoting_at_once_with_a_sigkill_mid_recomput
         ("motd", "1.1.0"),
     ];
     for i in 0..TEMPLATES {
-        let t = format!("t{i}");
+        let t = TemplateId::from(format!("t{i}"));
         let again = r
             .app
             .state
@@ -552,7 +583,7 @@ async fn two_replicas_changing_and_promoting_at_once_with_a_sigkill_mid_recomput
         // No served state ever went back: the sequence only rises, and no module is ever
         // served at an older version than before (versions only went live upwards here, so
         // a state computed from older inputs would show one).
-        let states = &seen[&t];
+        let states = &seen[t.as_str()];
         for w in states.windows(2) {
             assert!(
                 w[1].0 > w[0].0,

@@ -6,7 +6,7 @@ use crate::{
     config::Role,
     http::{ApiError, AppState, auth::require},
     jobs::dead_letters,
-    store::{JobRow, Via},
+    store::{JobId, JobRow, Via},
 };
 use axum::{
     Json,
@@ -22,7 +22,7 @@ pub struct DeadLetters {
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Requeued {
-    pub requeued: String,
+    pub requeued: JobId,
 }
 
 pub async fn list(State(s): State<AppState>, h: HeaderMap) -> Result<Json<DeadLetters>, ApiError> {
@@ -35,7 +35,7 @@ pub async fn list(State(s): State<AppState>, h: HeaderMap) -> Result<Json<DeadLe
 pub async fn retry(
     State(s): State<AppState>,
     h: HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<JobId>,
 ) -> Result<(StatusCode, Json<Requeued>), ApiError> {
     let caller = require(&s, &h, Role::Operator)?;
     dead_letters::retry(&s.store, &caller, Via::Api, &id).await?;

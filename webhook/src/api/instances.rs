@@ -39,7 +39,11 @@ pub struct Accepted {
 }
 
 /// The instance `id`, authenticated by its own token (`fleet::instances`), or 401.
-async fn instance_auth(s: &AppState, h: &HeaderMap, id: &str) -> Result<InstanceAuth, ApiError> {
+async fn instance_auth(
+    s: &AppState,
+    h: &HeaderMap,
+    id: &crate::store::InstanceId,
+) -> Result<InstanceAuth, ApiError> {
     s.fleet.instance_auth(id, bearer(h)).await?.ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -62,7 +66,7 @@ pub async fn register(
 pub async fn get(
     State(s): State<AppState>,
     h: HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<crate::store::InstanceId>,
 ) -> Result<Json<OneInstance>, ApiError> {
     require(&s, &h, Role::Read)?;
     Ok(Json(s.fleet.instance_view(&id).await?))
@@ -72,7 +76,7 @@ pub async fn get(
 pub async fn desired_state(
     State(s): State<AppState>,
     h: HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<crate::store::InstanceId>,
 ) -> Result<Response, ApiError> {
     let auth = instance_auth(&s, &h, &id).await?;
     serve_state(&s, &h, &auth.template_id).await
@@ -81,7 +85,7 @@ pub async fn desired_state(
 pub async fn drift(
     State(s): State<AppState>,
     h: HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<crate::store::InstanceId>,
 ) -> Result<Json<InstanceDrift>, ApiError> {
     require(&s, &h, Role::Read)?;
     Ok(Json(s.fleet.instance_drift(&id).await?))

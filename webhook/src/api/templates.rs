@@ -33,7 +33,7 @@ pub struct Templates {
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Audit {
-    pub template_id: String,
+    pub template_id: crate::store::TemplateId,
     pub audit: Vec<AuditRow>,
 }
 
@@ -57,7 +57,7 @@ pub async fn list(State(s): State<AppState>, h: HeaderMap) -> Result<Json<Templa
 pub async fn get(
     State(s): State<AppState>,
     h: HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<crate::store::TemplateId>,
 ) -> Result<Json<OneTemplate>, ApiError> {
     require(&s, &h, Role::Read)?;
     let t = s.fleet.template(&id).await?;
@@ -69,7 +69,7 @@ pub async fn get(
 pub async fn assign(
     State(s): State<AppState>,
     h: HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<crate::store::TemplateId>,
     body::Json(b): body::Json<NewAssignment>,
 ) -> Result<Json<Assigned>, ApiError> {
     let caller = require(&s, &h, Role::Operator)?;
@@ -79,7 +79,7 @@ pub async fn assign(
 pub async fn unassign(
     State(s): State<AppState>,
     h: HeaderMap,
-    Path((id, module)): Path<(String, String)>,
+    Path((id, module)): Path<(crate::store::TemplateId, String)>,
 ) -> Result<Json<Assigned>, ApiError> {
     let caller = require(&s, &h, Role::Operator)?;
     Ok(Json(
@@ -90,7 +90,7 @@ pub async fn unassign(
 pub async fn audit_trail(
     State(s): State<AppState>,
     h: HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<crate::store::TemplateId>,
 ) -> Result<Json<Audit>, ApiError> {
     require(&s, &h, Role::Read)?;
     let audit = s.fleet.template_audit(&id).await?;
@@ -104,7 +104,7 @@ pub async fn audit_trail(
 pub async fn desired_state(
     State(s): State<AppState>,
     h: HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<crate::store::TemplateId>,
 ) -> Result<Response, ApiError> {
     require(&s, &h, Role::Read)?;
     serve_state(&s, &h, &id).await
@@ -116,7 +116,7 @@ pub async fn desired_state(
 pub async fn serve_state(
     s: &AppState,
     h: &HeaderMap,
-    template: &str,
+    template: &crate::store::TemplateId,
 ) -> Result<Response, ApiError> {
     let presented = h
         .get(header::IF_NONE_MATCH)

@@ -10,12 +10,17 @@
 //! at most every [`STATE_TTL`], so a revoked token stops working on every replica within a
 //! quarter second. What reports are judged against (the served state, the yanked versions)
 //! is kept as long.
+//!
+//! Every age here is read off the store's injected [`Clock`] (tests move it instead of
+//! sleeping). An entry counts only while `0 ≤ now − at < TTL`: a wall clock stepped back
+//! makes entries stale, never fresh for longer.
 
 use super::reports::{Against, Yanked};
+use crate::store::Clock;
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex, RwLock},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 /// How long a cached state id answers `If-None-Match`, and a cached instance-auth epoch is
@@ -31,23 +36,31 @@ const MAX_KNOWN_STATES: usize = 100_000;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InstanceAuth {
     pub token_sha256: String,
-    pub template_id: String,
+    pub template_id: crate::store::TemplateId,
 }
 
-/// A token bucket: `tokens` left at `at`.
+/// A token bucket: `tokens` left at `at` (ms, by the cache's clock).
 #[derive(Debug, Clone, Copy)]
 struct Bucket {
     tokens: f64,
-    at: Instant,
+    at: i64,
+}
+
+/// Whether something kept at `at` (ms) is younger than `ttl` at `now`; never when `now` is
+/// before `at` (the clock went back).
+fn fresh(at: i64, now: i64, ttl: Duration) -> bool {
+    (0..ttl.as_millis() as i64).contains(&(now - at))
 }
 
 #[derive(Debug, Default)]
 pub struct Cache {
-    states: RwLock<HashMap<String, (String, Instant)>>,
+    /// What every age is measured by: the store's clock.
+    clock: Clock,
+    states: RwLock<HashMap<String, (String, i64)>>,
     /// Instance → its auth, and the epoch it was read under.
     instances: RwLock<HashMap<String, (InstanceAuth, i64)>>,
     /// The instance-auth epoch, and when the read that returned it began.
-    epoch: Mutex<Option<(i64, Instant)>>,
+    epoch: Mutex<Option<(i64, i64)>>,
     /// `(template, state)` pairs recorded in the store as served.
     served: RwLock<HashSet<(String, String)>>,
     /// `(template, state)` pairs known to have been served → the most modules a state of
@@ -57,12 +70,25 @@ pub struct Cache {
     /// The last judgement of the whole fleet (`Fleet::drift_states_recent`).
     judged: Mutex<Option<super::judge::Judged>>,
     /// Per template, what its reports are judged against (`Fleet::against`).
-    against: RwLock<HashMap<String, (Arc<Against>, Instant)>>,
+    against: RwLock<HashMap<String, (Arc<Against>, i64)>>,
     /// The yanked versions (`Fleet::yanked`).
-    yanked: Mutex<Option<(Arc<Yanked>, Instant)>>,
+    yanked: Mutex<Option<(Arc<Yanked>, i64)>>,
 }
 
 impl Cache {
+    /// An empty cache whose entries age by `clock`.
+    pub fn new(clock: Clock) -> Cache {
+        Cache {
+            clock,
+            ..Cache::default()
+        }
+    }
+
+    /// Now, by the cache's clock (ms).
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
     /// The last judgement of the whole fleet, however old.
     pub fn judged(&self) -> Option<super::judge::Judged> {
         self.judged.lock().ok().and_then(|j| j.clone())
@@ -78,14 +104,14 @@ impl Cache {
     pub fn state(&self, template: &str) -> Option<String> {
         let g = self.states.read().ok()?;
         let (id, at) = g.get(template)?;
-        (at.elapsed() < STATE_TTL).then(|| id.clone())
+        fresh(*at, self.now(), STATE_TTL).then(|| id.clone())
     }
 
     /// Keeps `state_id` as what `template` serves; reports are judged against it from now
     /// on (on this replica; others within [`STATE_TTL`]).
     pub fn set_state(&self, template: &str, state_id: &str) {
         if let Ok(mut g) = self.states.write() {
-            g.insert(template.to_owned(), (state_id.to_owned(), Instant::now()));
+            g.insert(template.to_owned(), (state_id.to_owned(), self.now()));
         }
         if let Ok(mut g) = self.against.write()
             && g.get(template).is_some_and(|(a, _)| {
@@ -107,7 +133,7 @@ impl Cache {
     pub fn against(&self, template: &str) -> Option<Arc<Against>> {
         let g = self.against.read().ok()?;
         let (a, at) = g.get(template)?;
-        (at.elapsed() < STATE_TTL).then(|| a.clone())
+        fresh(*at, self.now(), STATE_TTL).then(|| a.clone())
     }
 
     pub fn set_against(&self, template: &str, a: Arc<Against>) {
@@ -115,7 +141,7 @@ impl Cache {
             if g.len() >= MAX_KNOWN_STATES {
                 g.clear();
             }
-            g.insert(template.to_owned(), (a, Instant::now()));
+            g.insert(template.to_owned(), (a, self.now()));
         }
     }
 
@@ -123,12 +149,12 @@ impl Cache {
     pub fn yanked(&self) -> Option<Arc<Yanked>> {
         let g = self.yanked.lock().ok()?;
         let (y, at) = g.as_ref()?;
-        (at.elapsed() < STATE_TTL).then(|| y.clone())
+        fresh(*at, self.now(), STATE_TTL).then(|| y.clone())
     }
 
     pub fn set_yanked(&self, y: Arc<Yanked>) {
         if let Ok(mut g) = self.yanked.lock() {
-            *g = Some((y, Instant::now()));
+            *g = Some((y, self.now()));
         }
     }
 
@@ -136,11 +162,12 @@ impl Cache {
     pub fn epoch(&self) -> Option<i64> {
         let g = self.epoch.lock().ok()?;
         let (e, at) = (*g)?;
-        (at.elapsed() < STATE_TTL).then_some(e)
+        fresh(at, self.now(), STATE_TTL).then_some(e)
     }
 
-    /// Keeps the epoch `e`, read by a query that began at `began` (the newest read wins).
-    pub fn set_epoch(&self, e: i64, began: Instant) {
+    /// Keeps the epoch `e`, read by a query that began at `began` ([`Cache::now`]; the
+    /// newest read wins).
+    pub fn set_epoch(&self, e: i64, began: i64) {
         if let Ok(mut g) = self.epoch.lock() {
             *g = Some(match *g {
                 Some((ce, cat)) => (ce.max(e), cat.max(began)),
@@ -215,12 +242,14 @@ impl Cache {
         };
         let cap = f64::from(max.max(1));
         let per_sec = cap / window.as_secs_f64().max(0.001);
-        let now = Instant::now();
+        let now = self.now();
         let b = g.entry(instance.to_owned()).or_insert(Bucket {
             tokens: cap,
             at: now,
         });
-        b.tokens = (b.tokens + now.duration_since(b.at).as_secs_f64() * per_sec).min(cap);
+        // A clock stepped back refills nothing.
+        let elapsed_secs = (now - b.at).max(0) as f64 / 1000.0;
+        b.tokens = (b.tokens + elapsed_secs * per_sec).min(cap);
         b.at = now;
         if b.tokens >= 1.0 {
             b.tokens -= 1.0;
@@ -263,9 +292,37 @@ mod tests {
         c.set_instance("i", a.clone(), 3);
         assert_eq!(c.instance("i", 3), Some(a));
         assert_eq!(c.instance("i", 4), None);
-        let t0 = Instant::now();
+        let t0 = c.now();
         c.set_epoch(5, t0);
         c.set_epoch(4, t0);
         assert_eq!(c.epoch(), Some(5), "an older read never wins");
+    }
+
+    #[test]
+    fn entries_age_by_the_injected_clock_and_a_clock_stepped_back_makes_them_stale() {
+        let clock = Clock::manual();
+        let c = Cache::new(clock.clone());
+        c.set_state("edge", "s1");
+        c.set_epoch(7, c.now());
+        clock.advance(STATE_TTL - Duration::from_millis(1));
+        assert_eq!(c.state("edge").as_deref(), Some("s1"), "still fresh");
+        assert_eq!(c.epoch(), Some(7));
+        clock.advance(Duration::from_millis(1));
+        assert_eq!(c.state("edge"), None, "a TTL later, asked again");
+        assert_eq!(c.epoch(), None);
+
+        assert!(fresh(1_000, 1_000, STATE_TTL));
+        assert!(!fresh(1_000, 999, STATE_TTL), "a clock that went back");
+    }
+
+    #[test]
+    fn a_report_budget_refills_by_the_clock() {
+        let clock = Clock::manual();
+        let c = Cache::new(clock.clone());
+        let w = Duration::from_secs(60);
+        assert!(c.admit_report("a", 1, w).is_ok());
+        assert!(c.admit_report("a", 1, w).is_err());
+        clock.advance(w);
+        assert!(c.admit_report("a", 1, w).is_ok(), "a window later");
     }
 }

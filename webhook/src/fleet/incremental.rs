@@ -9,6 +9,7 @@
 //! [`Store::templates_reaching`]: crate::store::Store::templates_reaching
 
 use super::{Assignments, Fleet, Live, Recomputed};
+use crate::store::TemplateId;
 use crate::{
     lifecycle::Actor,
     store::{Job, LastComputation, NewJob, ServedState, TemplateRow, Via},
@@ -44,7 +45,7 @@ pub fn recompute_modules_job<'a>(modules: impl IntoIterator<Item = &'a str>) -> 
 }
 
 /// The job a change to one template (created, assignments changed) queues.
-pub fn recompute_template_job(template: &str) -> NewJob {
+pub fn recompute_template_job(template: &TemplateId) -> NewJob {
     Job::DesiredStates {
         modules: None,
         template: Some(template.to_owned()),
@@ -67,9 +68,9 @@ impl Fleet {
     pub async fn recompute_changed(
         &self,
         modules: Option<&[String]>,
-        template: Option<&str>,
+        template: Option<&TemplateId>,
     ) -> anyhow::Result<Vec<Recomputed>> {
-        let targets: BTreeSet<String> = match (modules, template) {
+        let targets: BTreeSet<TemplateId> = match (modules, template) {
             (None, None) => self
                 .store
                 .templates()
@@ -78,7 +79,7 @@ impl Fleet {
                 .map(|t| t.id)
                 .collect(),
             (modules, template) => {
-                let mut t: BTreeSet<String> = template.map(str::to_owned).into_iter().collect();
+                let mut t: BTreeSet<TemplateId> = template.cloned().into_iter().collect();
                 if let Some(m) = modules {
                     let m: BTreeSet<String> = m.iter().cloned().collect();
                     t.extend(self.store.templates_reaching(&m).await?);
@@ -89,7 +90,7 @@ impl Fleet {
         tracing::info!(
             templates = targets.len(),
             modules = ?modules,
-            template,
+            template = template.map(TemplateId::as_str),
             "recomputing desired states"
         );
         // The live set is read once for all of them, not once per template.
@@ -180,7 +181,7 @@ impl Fleet {
     /// the served state needs no re-issue: nothing to compose.
     pub(super) async fn unchanged(
         &self,
-        template_id: &str,
+        template_id: &TemplateId,
         inputs: &Inputs,
         last: Option<&LastComputation>,
         served: Option<&ServedState>,
@@ -244,7 +245,7 @@ mod tests {
         // Targeted jobs: one queued per module set or template, each decoding back.
         for row in [
             super::recompute_modules_job(["my-redis"]),
-            super::recompute_template_job("t1"),
+            super::recompute_template_job(&"t1".into()),
         ] {
             let job = Job::decode(row.kind.as_str(), &row.payload).unwrap();
             assert_eq!(job.to_new().dedupe_key, row.dedupe_key);

@@ -7,6 +7,7 @@ use super::{
     cache::InstanceAuth,
     drift::{self, Drift, Observed},
 };
+use crate::store::{InstanceId, TemplateId};
 use crate::{error::ServiceError, store::InstanceRow};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -27,8 +28,8 @@ pub struct InstanceView {
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct InstanceDrift {
-    pub instance_id: String,
-    pub template_id: String,
+    pub instance_id: crate::store::InstanceId,
+    pub template_id: crate::store::TemplateId,
     #[serde(flatten)]
     pub drift: Drift,
 }
@@ -51,7 +52,7 @@ pub fn observed(row: &InstanceRow) -> Observed<'_> {
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
 pub struct SummaryQuery {
-    pub template: Option<String>,
+    pub template: Option<TemplateId>,
     pub limit: Option<i64>,
     pub cursor: Option<String>,
 }
@@ -69,14 +70,14 @@ pub struct Counts {
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Drifting {
-    pub id: String,
-    pub template_id: String,
+    pub id: crate::store::InstanceId,
+    pub template_id: crate::store::TemplateId,
     pub reasons: Vec<String>,
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Summary {
-    pub template_id: Option<String>,
+    pub template_id: Option<TemplateId>,
     pub counts: Counts,
     /// The drifting instances after `cursor`, at most `limit`, ordered by id.
     pub drifting: Vec<Drifting>,
@@ -86,7 +87,7 @@ pub struct Summary {
 
 impl Fleet {
     /// The instance `id` as it last reported, or [`ServiceError::NotFound`].
-    pub async fn instance(&self, id: &str) -> Result<InstanceRow, ServiceError> {
+    pub async fn instance(&self, id: &InstanceId) -> Result<InstanceRow, ServiceError> {
         self.store
             .instance(id)
             .await?
@@ -94,7 +95,7 @@ impl Fleet {
     }
 
     /// The instance `id` with its drift verdict.
-    pub async fn instance_view(&self, id: &str) -> Result<OneInstance, ServiceError> {
+    pub async fn instance_view(&self, id: &InstanceId) -> Result<OneInstance, ServiceError> {
         let row = self.instance(id).await?;
         let d = self.drift_of(&row).await?;
         Ok(OneInstance {
@@ -106,7 +107,7 @@ impl Fleet {
     }
 
     /// The drift of instance `id`, with its reasons.
-    pub async fn instance_drift(&self, id: &str) -> Result<InstanceDrift, ServiceError> {
+    pub async fn instance_drift(&self, id: &InstanceId) -> Result<InstanceDrift, ServiceError> {
         let row = self.instance(id).await?;
         let drift = self.drift_of(&row).await?;
         Ok(InstanceDrift {
@@ -122,7 +123,7 @@ impl Fleet {
     /// deletion on any replica is seen here within a quarter second.
     pub async fn instance_auth(
         &self,
-        id: &str,
+        id: &InstanceId,
         presented: Option<&str>,
     ) -> Result<Option<InstanceAuth>, ServiceError> {
         let Some(presented) = presented else {
@@ -131,7 +132,7 @@ impl Fleet {
         let epoch = match self.cache.epoch() {
             Some(e) => e,
             None => {
-                let began = std::time::Instant::now();
+                let began = self.cache.now();
                 let e = self.store.instance_auth_epoch().await?;
                 self.cache.set_epoch(e, began);
                 e
@@ -182,7 +183,7 @@ impl Fleet {
         let mut counts = Counts::default();
         let mut drifting = Vec::new();
         let mut next_cursor = None;
-        self.verdicts(q.template.as_deref(), |v| {
+        self.verdicts(q.template.as_ref(), |v| {
             counts.total += 1;
             match v.status.as_deref() {
                 None => counts.never_reported += 1,
@@ -208,7 +209,7 @@ impl Fleet {
                     reasons: v.reasons,
                 });
             } else if next_cursor.is_none() {
-                next_cursor = drifting.last().map(|d: &Drifting| d.id.clone());
+                next_cursor = drifting.last().map(|d: &Drifting| d.id.to_string());
             }
             Ok(())
         })

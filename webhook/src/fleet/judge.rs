@@ -12,6 +12,7 @@ use super::{
     Fleet,
     drift::{self, Drift, Observed},
 };
+use crate::store::{InstanceId, TemplateId};
 use crate::{
     error::ServiceError,
     store::{Rejudged, StoredReport, StoredVerdict, VerdictRow},
@@ -20,7 +21,7 @@ use powernode_module::desired_state::DesiredState;
 use std::{
     collections::{BTreeMap, HashMap},
     sync::Arc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 pub use crate::store::DriftState;
@@ -51,8 +52,8 @@ impl DriftState {
 /// One instance as the fleet page lists it.
 #[derive(Debug, Clone)]
 pub struct Placed {
-    pub id: String,
-    pub template_id: String,
+    pub id: crate::store::InstanceId,
+    pub template_id: crate::store::TemplateId,
     pub state: DriftState,
     /// The first reason, for people (empty when in sync).
     pub reason: String,
@@ -62,8 +63,8 @@ pub struct Placed {
 /// One instance's drift as [`Fleet::verdicts`] gives it.
 #[derive(Debug, Clone)]
 pub struct Verdict {
-    pub id: String,
-    pub template_id: String,
+    pub id: InstanceId,
+    pub template_id: TemplateId,
     /// The last reported status (`applied`, `failed`, `rejected`; `None`: never reported).
     pub status: Option<String>,
     pub last_report_at: Option<i64>,
@@ -128,15 +129,15 @@ fn judge(
 /// How long [`Fleet::drift_states_recent`] reuses one judgement of the whole fleet.
 pub const FLEET_FRESH: Duration = Duration::from_secs(2);
 
-/// One judgement of the fleet: when it was made, by the wall clock and by the store's.
-pub type Judged = (Instant, i64, Arc<Vec<Placed>>);
+/// One judgement of the fleet and when it was made (ms, by the store's clock).
+pub type Judged = (i64, Arc<Vec<Placed>>);
 
 impl Fleet {
     /// The served state of `template` as drift compares against it, the yanked digests
     /// marked; `None` while it serves none.
     pub(super) async fn desired(
         &self,
-        template: &str,
+        template: &TemplateId,
         yanked: &BTreeMap<String, String>,
     ) -> Result<Option<drift::Desired>, ServiceError> {
         let Some(st) = self.store.served_state(template).await? else {
@@ -153,18 +154,18 @@ impl Fleet {
     /// the stored text without parsing it (most of a healthy fleet), else the full drift.
     pub async fn judge_reports(
         &self,
-        template: Option<&str>,
+        template: Option<&TemplateId>,
         mut each: impl FnMut(&StoredReport, Option<Drift>) -> Result<(), ServiceError>,
     ) -> Result<(), ServiceError> {
         let now = self.store.now();
         let stale_ms = self.stale_after_ms;
         let yanked = self.store.yanked_digests().await?;
-        let mut states: BTreeMap<String, Option<drift::Desired>> = BTreeMap::new();
+        let mut states: BTreeMap<TemplateId, Option<drift::Desired>> = BTreeMap::new();
         let mut after = String::new();
         loop {
             let page = self.store.reports_page(template, &after, 5000).await?;
             let Some(last) = page.last() else { break };
-            after = last.id.clone();
+            after = last.id.to_string();
             for row in &page {
                 if !states.contains_key(&row.template_id) {
                     let d = self.desired(&row.template_id, &yanked).await?;
@@ -184,14 +185,14 @@ impl Fleet {
     /// promotion, the first walk judges the templates it changed, the next ones read).
     pub async fn verdicts(
         &self,
-        template: Option<&str>,
+        template: Option<&TemplateId>,
         mut each: impl FnMut(Verdict) -> Result<(), ServiceError>,
     ) -> Result<(), ServiceError> {
         let now = self.store.now();
         let stale_ms = self.stale_after_ms;
         let yanked = Yanked::of(self.store.yanked_digests().await?);
         // What a verdict must have been judged against to hold, per template.
-        let keys: HashMap<String, String> = self
+        let keys: HashMap<TemplateId, String> = self
             .store
             .served_state_heads()
             .await?
@@ -204,18 +205,15 @@ impl Fleet {
                 && v.judged_against.is_some()
                 && v.judged_against.as_ref() == keys.get(&v.template_id)
         };
-        let mut states: BTreeMap<String, Option<drift::Desired>> = BTreeMap::new();
+        let mut states: BTreeMap<TemplateId, Option<drift::Desired>> = BTreeMap::new();
         let mut rejudged = Vec::new();
         let mut after = String::new();
         loop {
             let page = self.store.verdicts_page(template, &after, 5000).await?;
             let Some(last) = page.last() else { break };
-            after = last.id.clone();
-            let again: Vec<&str> = page
-                .iter()
-                .filter(|v| !holds(v))
-                .map(|v| v.id.as_str())
-                .collect();
+            after = last.id.to_string();
+            let again: Vec<&InstanceId> =
+                page.iter().filter(|v| !holds(v)).map(|v| &v.id).collect();
             let mut reports = if again.is_empty() {
                 HashMap::new()
             } else {
@@ -305,18 +303,17 @@ impl Fleet {
     }
 
     /// [`Fleet::drift_states`] as a page shows it: judging 10,000 instances takes tens of
-    /// milliseconds, so a judgement at most [`FLEET_FRESH`] old (by the wall clock and by
-    /// the store's, which tests move) is shown again.
+    /// milliseconds, so a judgement at most [`FLEET_FRESH`] old (by the store's clock, which
+    /// tests move) is shown again.
     pub async fn drift_states_recent(&self) -> Result<Arc<Vec<Placed>>, ServiceError> {
         let now = self.store.now();
-        if let Some((at, clock, placed)) = self.cache.judged()
-            && at.elapsed() < FLEET_FRESH
-            && (now - clock).abs() < FLEET_FRESH.as_millis() as i64
+        if let Some((at, placed)) = self.cache.judged()
+            && (0..FLEET_FRESH.as_millis() as i64).contains(&(now - at))
         {
             return Ok(placed);
         }
         let placed = Arc::new(self.drift_states().await?);
-        self.cache.set_judged((Instant::now(), now, placed.clone()));
+        self.cache.set_judged((now, placed.clone()));
         Ok(placed)
     }
 }

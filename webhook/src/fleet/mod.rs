@@ -25,6 +25,7 @@ pub mod templates;
 pub mod tokens;
 pub mod validate;
 
+use crate::store::TemplateId;
 use crate::{
     catalogue::Policies,
     lifecycle::Actor,
@@ -86,7 +87,7 @@ fn unsigned(
 ) -> DesiredState {
     DesiredState {
         schema_version: desired_state::SCHEMA_VERSION,
-        template_id: template.id.clone(),
+        template_id: template.id.to_string(),
         sequence: 0,
         issued_at: 0,
         expires_at: 0,
@@ -148,7 +149,7 @@ impl Fleet {
     /// `None` if there is no such template.
     pub async fn recompute(
         &self,
-        template_id: &str,
+        template_id: &TemplateId,
         actor: &Actor,
         via: Via,
     ) -> anyhow::Result<Option<Recomputed>> {
@@ -160,7 +161,7 @@ impl Fleet {
     /// safe: whatever changed it since queued its own recomputation, which runs after.
     async fn recompute_from(
         &self,
-        template_id: &str,
+        template_id: &TemplateId,
         actor: &Actor,
         via: Via,
         mut live: Option<&Live>,
@@ -185,7 +186,7 @@ impl Fleet {
 
     async fn try_recompute(
         &self,
-        template_id: &str,
+        template_id: &TemplateId,
         actor: &Actor,
         via: Via,
         shared: Option<&Live>,
@@ -374,15 +375,15 @@ impl Fleet {
             self.cache.set_state(template_id, id);
         }
         if let Some(d) = degraded.as_ref().filter(|_| changed) {
-            tracing::error!(template = template_id, mode = ?d.mode, reason = %d.reason, "desired state degraded: a version it needs left live");
+            tracing::error!(template = template_id.as_str(), mode = ?d.mode, reason = %d.reason, "desired state degraded: a version it needs left live");
         } else if blocked {
             tracing::warn!(
-                template = template_id,
+                template = template_id.as_str(),
                 conflicts = conflicts.len(),
                 "desired state blocked by conflicts; the served state stays"
             );
         } else if changed {
-            tracing::info!(template = template_id, state_id = ?state_id, "desired state changed");
+            tracing::info!(template = template_id.as_str(), state_id = ?state_id, "desired state changed");
         }
         Ok(Some(Attempt::Done(Box::new(Recomputed {
             template_id: template_id.to_owned(),
@@ -399,7 +400,7 @@ impl Fleet {
     /// The state `template` serves, re-issued first when past half its validity (or from
     /// before expiries), so no node is left holding one about to expire. A failed re-issue
     /// leaves the current one served: it is valid until it expires.
-    pub async fn served(&self, template: &str) -> anyhow::Result<Option<ServedState>> {
+    pub async fn served(&self, template: &TemplateId) -> anyhow::Result<Option<ServedState>> {
         let Some(st) = self.store.served_state(template).await? else {
             return Ok(None);
         };
@@ -409,7 +410,7 @@ impl Fleet {
             return Ok(Some(st));
         }
         if let Err(e) = self.recompute(template, &Actor::Auto, Via::Auto).await {
-            tracing::warn!(template, error = %format!("{e:#}"), "re-issuing the desired state failed; serving the current one");
+            tracing::warn!(template = template.as_str(), error = %format!("{e:#}"), "re-issuing the desired state failed; serving the current one");
             return Ok(Some(st));
         }
         Ok(self.store.served_state(template).await?.or(Some(st)))

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 /// The outcome of recomputing one template.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Recomputed {
-    pub template_id: String,
+    pub template_id: crate::store::TemplateId,
     /// The state now served (unchanged when blocked).
     pub state_id: Option<String>,
     /// The served state changed.

@@ -19,8 +19,8 @@ pub struct PackageQuery {
 /// One module of one instance whose last report names the package.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct PackageInstance {
-    pub instance_id: String,
-    pub template_id: String,
+    pub instance_id: crate::store::InstanceId,
+    pub template_id: crate::store::TemplateId,
     pub module: String,
     /// The installed version; `null` when the instance reported it not installed.
     pub version: Option<String>,

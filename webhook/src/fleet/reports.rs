@@ -7,6 +7,7 @@ use super::{
     Fleet,
     drift::{self, Desired, Observed},
 };
+use crate::store::{InstanceId, TemplateId};
 use crate::{
     error::ServiceError,
     store::{DriftState, JudgedReport, Report, StoredVerdict},
@@ -82,7 +83,7 @@ impl Fleet {
 
     /// What `template`'s reports are judged against, read at most once per
     /// [`super::cache::STATE_TTL`] (and again at once when this replica recomputes it).
-    pub async fn against(&self, template: &str) -> Result<Arc<Against>, ServiceError> {
+    pub async fn against(&self, template: &TemplateId) -> Result<Arc<Against>, ServiceError> {
         if let Some(a) = self.cache.against(template) {
             return Ok(a);
         }
@@ -102,8 +103,8 @@ impl Fleet {
     /// there is no such instance. Durable when it returns.
     pub async fn record_report(
         &self,
-        id: &str,
-        template: &str,
+        id: &InstanceId,
+        template: &TemplateId,
         report: Report,
     ) -> Result<bool, ServiceError> {
         let against = self.against(template).await?;
@@ -111,7 +112,7 @@ impl Fleet {
         let found = self
             .reports
             .record(vec![JudgedReport {
-                instance_id: id.to_owned(),
+                instance_id: id.clone(),
                 report,
                 verdict,
             }])

@@ -11,6 +11,7 @@
 //! the cache, so the next poll takes the full path that re-issues or records it.
 
 use super::{Fleet, cache::STATE_TTL};
+use crate::store::TemplateId;
 use crate::{error::ServiceError, store::ServedState};
 use tokio::sync::watch;
 
@@ -36,7 +37,7 @@ impl Fleet {
     /// `false` means: read the served state in full ([`Fleet::served`]).
     pub async fn still_serves(
         &self,
-        template: &str,
+        template: &TemplateId,
         presented: &str,
     ) -> Result<bool, ServiceError> {
         if let Some(cached) = self.cache.state(template) {
@@ -66,7 +67,7 @@ impl Fleet {
     /// [`ServiceError::NotFound`] while the template serves none.
     pub async fn poll(
         &self,
-        template: &str,
+        template: &TemplateId,
         presented: Option<&str>,
     ) -> Result<Poll, ServiceError> {
         if let Some(p) = presented
@@ -91,7 +92,7 @@ impl Fleet {
     /// now on. Called wherever a served state leaves the receiver.
     pub async fn remember_served(
         &self,
-        template: &str,
+        template: &TemplateId,
         st: &ServedState,
     ) -> Result<(), ServiceError> {
         if self.cache.recorded_served(template, &st.state_id) {
@@ -108,7 +109,7 @@ impl Fleet {
     /// instance fetched it): the most modules a state it served held. `None`: never served.
     pub async fn served_bound(
         &self,
-        template: &str,
+        template: &TemplateId,
         state: &str,
     ) -> Result<Option<usize>, ServiceError> {
         if let Some(most) = self.cache.known_state(template, state) {

@@ -10,7 +10,8 @@ use crate::{
     error::{ServiceError, require_role},
     lifecycle::Actor,
     store::{
-        Assignment, AuditAction, AuditRow, LastComputation, NewAudit, ServedState, TemplateRow, Via,
+        Assignment, AuditAction, AuditRow, LastComputation, NewAudit, ServedState, TemplateId,
+        TemplateRow, Via,
     },
 };
 use powernode_module::manifest::{ModuleName, NAME_RULE};
@@ -67,17 +68,18 @@ pub struct StateSummary {
 /// The answer to an assignment change: what the template's instances will now get.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Assigned {
-    pub template_id: String,
+    pub template_id: TemplateId,
     pub module_name: String,
     pub requirement: Option<String>,
     pub message: String,
     pub desired_state: Recomputed,
 }
 
-/// Template ids follow the module-name rule (they appear in URLs and audit rows).
-fn check_id(id: &str) -> Result<(), ServiceError> {
+/// A new template's id, checked once: template ids follow the module-name rule (they appear
+/// in URLs and audit rows).
+fn parse_id(id: &str) -> Result<TemplateId, ServiceError> {
     ModuleName::parse(id)
-        .map(|_| ())
+        .map(|_| TemplateId::from(id))
         .ok_or_else(|| ServiceError::invalid(format!("template id {id:?} {NAME_RULE}")))
 }
 
@@ -90,7 +92,7 @@ fn audit(
 ) -> NewAudit {
     NewAudit {
         version_id: None,
-        template_id: Some(template.to_owned()),
+        template_id: Some(TemplateId::from(template)),
         module: evidence["module_name"].as_str().map(str::to_owned),
         actor: Actor::Api(actor.to_owned()).encode(),
         via,
@@ -104,7 +106,7 @@ fn audit(
 
 impl Fleet {
     /// The template `id`, or [`ServiceError::NotFound`].
-    pub async fn template(&self, id: &str) -> Result<TemplateRow, ServiceError> {
+    pub async fn template(&self, id: &TemplateId) -> Result<TemplateRow, ServiceError> {
         self.store
             .template(id)
             .await?
@@ -157,7 +159,7 @@ impl Fleet {
     }
 
     /// The audit trail of template `id`, oldest first.
-    pub async fn template_audit(&self, id: &str) -> Result<Vec<AuditRow>, ServiceError> {
+    pub async fn template_audit(&self, id: &TemplateId) -> Result<Vec<AuditRow>, ServiceError> {
         self.template(id).await?;
         Ok(self.store.audit_of_template(id).await?)
     }
@@ -165,7 +167,7 @@ impl Fleet {
     async fn recompute_now(
         &self,
         via: Via,
-        id: &str,
+        id: &TemplateId,
         actor: &str,
     ) -> Result<Recomputed, ServiceError> {
         self.recompute(id, &Actor::Api(actor.to_owned()), via)
@@ -181,12 +183,12 @@ impl Fleet {
         b: NewTemplate,
     ) -> Result<TemplateView, ServiceError> {
         require_role(caller, Role::Operator)?;
-        check_id(&b.id)?;
+        let id = parse_id(&b.id)?;
         if b.platform.trim().is_empty() {
             return Err(ServiceError::invalid("platform must not be empty"));
         }
         let row = TemplateRow {
-            id: b.id.clone(),
+            id: id.clone(),
             platform: b.platform.clone(),
             description: b.description.clone(),
             created_at: 0,
@@ -201,7 +203,7 @@ impl Fleet {
         );
         if !self
             .store
-            .create_template(&row, &a, &[recompute_template_job(&b.id)])
+            .create_template(&row, &a, &[recompute_template_job(&id)])
             .await?
         {
             return Err(ServiceError::Conflict {
@@ -209,8 +211,8 @@ impl Fleet {
                 message: format!("template {} exists already", b.id),
             });
         }
-        self.recompute_now(via, &b.id, &caller.name).await?;
-        let t = self.template(&b.id).await?;
+        self.recompute_now(via, &id, &caller.name).await?;
+        let t = self.template(&id).await?;
         self.template_view(t).await
     }
 
@@ -220,7 +222,7 @@ impl Fleet {
         &self,
         caller: &Caller,
         via: Via,
-        id: &str,
+        id: &TemplateId,
         b: NewAssignment,
     ) -> Result<Assigned, ServiceError> {
         require_role(caller, Role::Operator)?;
@@ -281,7 +283,7 @@ impl Fleet {
             )
         };
         Ok(Assigned {
-            template_id: id.to_owned(),
+            template_id: id.clone(),
             module_name: b.module_name,
             requirement,
             message,
@@ -294,7 +296,7 @@ impl Fleet {
         &self,
         caller: &Caller,
         via: Via,
-        id: &str,
+        id: &TemplateId,
         module: &str,
     ) -> Result<Assigned, ServiceError> {
         require_role(caller, Role::Operator)?;
@@ -317,7 +319,7 @@ impl Fleet {
         }
         let r = self.recompute_now(via, id, &caller.name).await?;
         Ok(Assigned {
-            template_id: id.to_owned(),
+            template_id: id.clone(),
             message: format!("{module} is no longer assigned"),
             module_name: module.to_owned(),
             requirement: None,

@@ -4,6 +4,7 @@
 //! audit row, so every replica refuses the old token within a second; this replica at once.
 
 use super::{Fleet, instances::token_hash};
+use crate::store::{InstanceId, TemplateId};
 use crate::{
     catalogue::NAME_PATTERN,
     config::{Caller, Role},
@@ -33,8 +34,8 @@ pub struct Registered {
 /// The answer to a deletion.
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Deleted {
-    pub instance_id: String,
-    pub template_id: String,
+    pub instance_id: crate::store::InstanceId,
+    pub template_id: crate::store::TemplateId,
     pub message: String,
 }
 
@@ -50,9 +51,9 @@ fn new_token() -> String {
 fn audit(
     caller: &Caller,
     via: Via,
-    template_id: &str,
+    template_id: &TemplateId,
     action: AuditAction,
-    instance_id: &str,
+    instance_id: &InstanceId,
 ) -> NewAudit {
     NewAudit {
         version_id: None,
@@ -84,27 +85,28 @@ impl Fleet {
                 b.id
             )));
         }
-        self.template(&b.template_id).await?;
+        let (id, template_id) = (InstanceId::from(b.id), TemplateId::from(b.template_id));
+        self.template(&template_id).await?;
         let token = new_token();
         let a = audit(
             caller,
             via,
-            &b.template_id,
+            &template_id,
             AuditAction::InstanceRegistered,
-            &b.id,
+            &id,
         );
         if !self
             .store
-            .register_instance(&b.id, &b.template_id, &token_hash(&token), &a)
+            .register_instance(&id, &template_id, &token_hash(&token), &a)
             .await?
         {
             return Err(ServiceError::Conflict {
                 code: "exists",
-                message: format!("instance {} is registered already", b.id),
+                message: format!("instance {id} is registered already"),
             });
         }
         Ok(Registered {
-            instance: self.instance(&b.id).await?,
+            instance: self.instance(&id).await?,
             token,
         })
     }
@@ -115,7 +117,7 @@ impl Fleet {
         &self,
         caller: &Caller,
         via: Via,
-        id: &str,
+        id: &InstanceId,
     ) -> Result<Deleted, ServiceError> {
         require_role(caller, Role::Operator)?;
         let row = self.instance(id).await?;
@@ -144,7 +146,7 @@ impl Fleet {
         &self,
         caller: &Caller,
         via: Via,
-        id: &str,
+        id: &InstanceId,
     ) -> Result<Registered, ServiceError> {
         require_role(caller, Role::Operator)?;
         let row = self.instance(id).await?;
@@ -172,9 +174,9 @@ impl Fleet {
 
     /// Drops what this replica cached of instance `id` and re-reads the epoch the change moved
     /// on, so nothing read before the change is used here again.
-    async fn forget_instance(&self, id: &str) -> Result<(), ServiceError> {
+    async fn forget_instance(&self, id: &InstanceId) -> Result<(), ServiceError> {
         self.cache.forget_instance(id);
-        let began = std::time::Instant::now();
+        let began = self.cache.now();
         let e = self.store.instance_auth_epoch().await?;
         self.cache.set_epoch(e, began);
         Ok(())

@@ -30,7 +30,7 @@ pub struct ValidateBody {
     pub category_slug: String,
     /// Compose with this template's live modules rather than all live modules.
     #[serde(default)]
-    pub template_id: Option<String>,
+    pub template_id: Option<crate::store::TemplateId>,
 }
 
 impl Fleet {

@@ -5,7 +5,7 @@ use crate::{
     config::{Caller, Role},
     error::{ServiceError, require_role},
     lifecycle::Actor,
-    store::{AuditAction, JobRow, NewAudit, Store, Via},
+    store::{AuditAction, JobId, JobRow, NewAudit, Store, Via},
 };
 
 /// Every dead-lettered job, with its last error.
@@ -15,7 +15,12 @@ pub async fn list(store: &Store) -> Result<Vec<JobRow>, ServiceError> {
 
 /// Puts dead-lettered job `id` back in the queue for `caller` (an operator, authenticated by
 /// the edge it came `via`); the retry and its audit row are one transaction.
-pub async fn retry(store: &Store, caller: &Caller, via: Via, id: &str) -> Result<(), ServiceError> {
+pub async fn retry(
+    store: &Store,
+    caller: &Caller,
+    via: Via,
+    id: &JobId,
+) -> Result<(), ServiceError> {
     require_role(caller, Role::Operator)?;
     let audit = NewAudit {
         version_id: None,

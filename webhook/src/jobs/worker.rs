@@ -129,7 +129,7 @@ impl Worker {
             Job::DesiredStates { modules, template } => {
                 let recomputed = self
                     .fleet
-                    .recompute_changed(modules.as_deref(), template.as_deref())
+                    .recompute_changed(modules.as_deref(), template.as_ref())
                     .await?;
                 for r in recomputed {
                     tracing::info!(template = %r.template_id, changed = r.changed, blocked = r.blocked, "desired state recomputed");

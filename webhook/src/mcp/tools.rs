@@ -16,7 +16,7 @@ use crate::{
     http::{ApiError, AppState, auth::require},
     lifecycle::Request,
     promotion::{Decided, Decision},
-    store::{AuditRow, Lifecycle, VersionId, Via},
+    store::{AuditRow, InstanceId, Lifecycle, TemplateId, VersionId, Via},
 };
 use http::request::Parts;
 use powernode_module::diagnostics::Report;
@@ -80,7 +80,7 @@ pub struct YankArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct AssignArgs {
     /// The template (`tpl-web`).
-    pub template_id: String,
+    pub template_id: TemplateId,
     /// The module (`my-redis`): its newest live version matching `requirement` is used.
     pub module_name: String,
     /// A SemVer requirement (`^0.1`); any version when absent.
@@ -91,13 +91,13 @@ pub struct AssignArgs {
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct InstanceArgs {
     /// The instance's id.
-    pub id: String,
+    pub id: InstanceId,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
 pub struct DriftArgs {
     /// The instance's id.
-    pub instance_id: String,
+    pub instance_id: InstanceId,
 }
 
 /// `system_list_package_instances`: the package, and the API's query.
@@ -140,7 +140,7 @@ pub struct AuditLog {
 }
 
 impl AssignArgs {
-    fn assignment(self) -> (String, templates::NewAssignment) {
+    fn assignment(self) -> (TemplateId, templates::NewAssignment) {
         (
             self.template_id,
             templates::NewAssignment {
@@ -457,7 +457,12 @@ impl Tools {
                     .map_err(|e| fail(e.into()))?,
             )
         } else {
-            match self.s.fleet.template_audit(&a.id).await {
+            match self
+                .s
+                .fleet
+                .template_audit(&TemplateId::from(a.id.as_str()))
+                .await
+            {
                 Ok(audit) => ("template", audit),
                 Err(ServiceError::NotFound(_)) => {
                     return Err(fail(ApiError::not_found(format!(

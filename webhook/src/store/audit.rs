@@ -142,7 +142,7 @@ impl std::fmt::Display for Via {
 pub struct NewAudit {
     pub version_id: Option<VersionId>,
     /// The template a fleet change is about.
-    pub template_id: Option<String>,
+    pub template_id: Option<super::TemplateId>,
     pub module: Option<String>,
     pub actor: String,
     pub via: Via,
@@ -158,7 +158,7 @@ pub struct AuditRow {
     pub id: String,
     pub version_id: Option<VersionId>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub template_id: Option<String>,
+    pub template_id: Option<super::TemplateId>,
     pub module: Option<String>,
     pub at: i64,
     pub actor: String,
@@ -211,7 +211,10 @@ impl Store {
     }
 
     /// The audit trail of a template: its creation, assignments and desired-state changes.
-    pub async fn audit_of_template(&self, template_id: &str) -> anyhow::Result<Vec<AuditRow>> {
+    pub async fn audit_of_template(
+        &self,
+        template_id: &super::TemplateId,
+    ) -> anyhow::Result<Vec<AuditRow>> {
         self.audit_where("template_id", template_id).await
     }
 

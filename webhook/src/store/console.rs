@@ -2,13 +2,16 @@
 //! templates and instances (every list is a page, found by index, so a page costs the same at
 //! ten or ten thousand rows), its sessions, and the samples its charts draw.
 
-use super::{JobKind, Lifecycle, Store, TemplateRow, codec::text_enum};
+use super::{
+    InstanceId, JobId, JobKind, Lifecycle, Store, TemplateId, TemplateRow, VersionId,
+    codec::text_enum,
+};
 use sqlx::{Row, any::AnyRow};
 
 /// A version as lists show it: no manifest, no file index.
 #[derive(Debug, Clone)]
 pub struct VersionBrief {
-    pub id: String,
+    pub id: VersionId,
     pub module: String,
     pub version: String,
     pub lifecycle: Lifecycle,
@@ -21,8 +24,8 @@ pub struct VersionBrief {
 /// An instance as lists show it.
 #[derive(Debug, Clone)]
 pub struct InstanceBrief {
-    pub id: String,
-    pub template_id: String,
+    pub id: InstanceId,
+    pub template_id: TemplateId,
     pub last_report_at: Option<i64>,
     pub status: Option<String>,
 }
@@ -30,7 +33,7 @@ pub struct InstanceBrief {
 /// A dead-lettered job as the console lists it.
 #[derive(Debug, Clone)]
 pub struct DeadLetter {
-    pub id: String,
+    pub id: JobId,
     pub kind: JobKind,
     pub attempts: i64,
     pub last_error: Option<String>,
@@ -250,7 +253,7 @@ impl Store {
     /// Instances (of `template`, if given) after `after` by id, at most `limit`.
     pub async fn instances_after(
         &self,
-        template: Option<&str>,
+        template: Option<&TemplateId>,
         after: &str,
         limit: i64,
     ) -> anyhow::Result<Vec<InstanceBrief>> {
@@ -259,7 +262,7 @@ impl Store {
              WHERE id > $1 AND ($2 = '' OR template_id = $2) ORDER BY id LIMIT $3",
         )
         .bind(after)
-        .bind(template.unwrap_or(""))
+        .bind(template.map_or("", |t| t.as_str()))
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
@@ -267,7 +270,7 @@ impl Store {
     }
 
     /// How many instances a template has.
-    pub async fn instance_count(&self, template: &str) -> anyhow::Result<i64> {
+    pub async fn instance_count(&self, template: &TemplateId) -> anyhow::Result<i64> {
         Ok(
             sqlx::query("SELECT COUNT(*) AS n FROM instances WHERE template_id = $1")
                 .bind(template)
@@ -278,7 +281,10 @@ impl Store {
     }
 
     /// Templates whose served state holds the version with `manifest_digest`.
-    pub async fn templates_serving(&self, manifest_digest: &str) -> anyhow::Result<Vec<String>> {
+    pub async fn templates_serving(
+        &self,
+        manifest_digest: &str,
+    ) -> anyhow::Result<Vec<TemplateId>> {
         let rows = sqlx::query(
             "SELECT template_id FROM desired_states WHERE document LIKE $1 ESCAPE '\\' ORDER BY template_id",
         )
@@ -310,7 +316,7 @@ impl Store {
     /// The states a template has served, newest first: (state id, modules, first served at).
     pub async fn served_history(
         &self,
-        template: &str,
+        template: &TemplateId,
         limit: i64,
     ) -> anyhow::Result<Vec<(String, i64, i64)>> {
         let rows = sqlx::query(

@@ -1,4 +1,5 @@
-//! Ids as types: a version id is not a request id, and neither is any string.
+//! Ids as types: a version id is not a request id, a template id is not an instance id,
+//! and none of them is any string.
 
 use powernode_module::Version;
 use serde::{Deserialize, Serialize};
@@ -16,6 +17,13 @@ macro_rules! id_type {
 
         impl $name {
             pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        // Hashes and compares as its text, so a map keyed by ids is looked up by a `&str`.
+        impl std::borrow::Borrow<str> for $name {
+            fn borrow(&self) -> &str {
                 &self.0
             }
         }
@@ -59,6 +67,34 @@ macro_rules! id_type {
                 self.0 == *other
             }
         }
+
+        // The store binds and reads the id as what it is (a text column), so a query takes
+        // `&VersionId` and a row gives one back: typed through the store.
+        impl sqlx::Type<sqlx::Any> for $name {
+            fn type_info() -> sqlx::any::AnyTypeInfo {
+                <String as sqlx::Type<sqlx::Any>>::type_info()
+            }
+            fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+                <String as sqlx::Type<sqlx::Any>>::compatible(ty)
+            }
+        }
+
+        impl<'q> sqlx::Encode<'q, sqlx::Any> for $name {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <sqlx::Any as sqlx::Database>::ArgumentBuffer<'q>,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <String as sqlx::Encode<'q, sqlx::Any>>::encode_by_ref(&self.0, buf)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Any> for $name {
+            fn decode(
+                value: <sqlx::Any as sqlx::Database>::ValueRef<'r>,
+            ) -> Result<Self, sqlx::error::BoxDynError> {
+                Ok($name(<String as sqlx::Decode<'r, sqlx::Any>>::decode(value)?))
+            }
+        }
     };
 }
 
@@ -74,6 +110,22 @@ id_type!(
     /// A promotion request's id, derived from its origin (`comment:{repo}:{comment}:{index}`),
     /// so a re-run of the same command finds the same request.
     RequestId
+);
+
+id_type!(
+    /// A template's id, chosen by the operator who creates it (a name: `edge`, `tpl-web`),
+    /// checked once where it comes in (`fleet::templates::parse_id`).
+    TemplateId
+);
+
+id_type!(
+    /// An instance's id, chosen when it is registered (a name: `node-1`).
+    InstanceId
+);
+
+id_type!(
+    /// A queued job's id (a UUID given when it is queued).
+    JobId
 );
 
 impl VersionId {

@@ -1,7 +1,7 @@
 //! Instances: registered by an operator, authenticated by a token of their own, and the
 //! last report each one sent.
 
-use super::{Store, audit::NewAudit};
+use super::{InstanceId, Store, TemplateId, audit::NewAudit};
 use powernode_module::{desired_state::ModuleObservation, package};
 use serde::Serialize;
 use sqlx::{Row, any::AnyRow};
@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct InstanceRow {
-    pub id: String,
-    pub template_id: String,
+    pub id: InstanceId,
+    pub template_id: TemplateId,
     #[serde(skip)]
     pub token_sha256: String,
     pub created_at: i64,
@@ -33,8 +33,8 @@ pub struct InstanceRow {
 /// by [`Store::record_reports`] (a map with sorted keys, so equal maps are equal texts).
 #[derive(Debug, Clone)]
 pub struct StoredReport {
-    pub id: String,
-    pub template_id: String,
+    pub id: InstanceId,
+    pub template_id: TemplateId,
     pub last_report_at: Option<i64>,
     pub reported_state_id: Option<String>,
     pub running_module_digests: Option<String>,
@@ -70,8 +70,8 @@ pub struct Report {
 /// One module's word on a package, from an instance's last report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PackageSighting {
-    pub instance_id: String,
-    pub template_id: String,
+    pub instance_id: InstanceId,
+    pub template_id: TemplateId,
     pub module: String,
     /// The installed version; `None`: reported not installed.
     pub version: Option<String>,
@@ -131,8 +131,8 @@ impl Store {
     /// Registers an instance with the SHA-256 of its token; `false` if the id is taken.
     pub async fn register_instance(
         &self,
-        id: &str,
-        template_id: &str,
+        id: &InstanceId,
+        template_id: &TemplateId,
         token_sha256: &str,
         audit: &NewAudit,
     ) -> anyhow::Result<bool> {
@@ -155,7 +155,7 @@ impl Store {
         Ok(true)
     }
 
-    pub async fn instance(&self, id: &str) -> anyhow::Result<Option<InstanceRow>> {
+    pub async fn instance(&self, id: &InstanceId) -> anyhow::Result<Option<InstanceRow>> {
         let r = sqlx::query(&format!("SELECT {ICOLS} FROM instances WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
@@ -168,7 +168,7 @@ impl Store {
     /// parses only the ones that differ.
     pub async fn reports_page(
         &self,
-        template_id: Option<&str>,
+        template_id: Option<&TemplateId>,
         after: &str,
         limit: i64,
     ) -> anyhow::Result<Vec<StoredReport>> {
@@ -187,7 +187,7 @@ impl Store {
 
     /// Deletes an instance (its token and last report go with it), with its audit row;
     /// `false` if there was none. Every replica's token cache sees it within a second.
-    pub async fn delete_instance(&self, id: &str, audit: &NewAudit) -> anyhow::Result<bool> {
+    pub async fn delete_instance(&self, id: &InstanceId, audit: &NewAudit) -> anyhow::Result<bool> {
         let q = sqlx::query("DELETE FROM instances WHERE id = $1").bind(id);
         self.revoke_tokens(q, audit).await
     }
@@ -196,7 +196,7 @@ impl Store {
     /// such instance. The old token stops working on every replica within a second.
     pub async fn rotate_instance_token(
         &self,
-        id: &str,
+        id: &InstanceId,
         token_sha256: &str,
         audit: &NewAudit,
     ) -> anyhow::Result<bool> {
@@ -240,7 +240,7 @@ impl Store {
     /// instance; a state already remembered is left as it is.
     pub async fn remember_served_state(
         &self,
-        template_id: &str,
+        template_id: &TemplateId,
         state_id: &str,
         modules: i64,
     ) -> anyhow::Result<()> {
@@ -260,7 +260,7 @@ impl Store {
     /// served held (`None`: it never served one).
     pub async fn served_state_history(
         &self,
-        template_id: &str,
+        template_id: &TemplateId,
         state_id: &str,
     ) -> anyhow::Result<(bool, Option<i64>)> {
         let r = sqlx::query(
@@ -293,8 +293,8 @@ impl Store {
         .await?;
         let mut out = Vec::new();
         for r in &rows {
-            let id: String = r.try_get("id")?;
-            let template_id: String = r.try_get("template_id")?;
+            let id: InstanceId = r.try_get("id")?;
+            let template_id: TemplateId = r.try_get("template_id")?;
             for (module, obs) in observations(r)? {
                 if let Some(version) = obs.packages.get(package) {
                     out.push(PackageSighting {

@@ -30,7 +30,7 @@ pub enum Job {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         modules: Option<Vec<String>>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        template: Option<String>,
+        template: Option<super::TemplateId>,
     },
     /// A version changed stage: set its `powernode/lifecycle` commit status to the stage it is
     /// in when this runs. Enqueued in the transition's own transaction (an outbox): a crash

@@ -7,7 +7,7 @@
 //! token is still the job's. A worker that lost its lease (it stalled past the lease, and
 //! another worker took the job over) changes nothing.
 
-use super::{Backend, JobKind, Store, codec::text_enum};
+use super::{Backend, JobId, JobKind, Store, codec::text_enum};
 use serde::{Deserialize, Serialize};
 use sqlx::{Any, Row, Transaction, any::AnyRow};
 
@@ -48,7 +48,7 @@ pub struct NewJob {
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct JobRow {
-    pub id: String,
+    pub id: JobId,
     pub kind: JobKind,
     pub payload: serde_json::Value,
     pub state: JobState,
@@ -137,7 +137,7 @@ impl Store {
         let n = sqlx::query(
             "UPDATE jobs SET lease_until = $3, updated_at = $4 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
         )
-        .bind(&job.id)
+        .bind(job.id.as_str())
         .bind(&job.lease_token)
         .bind(now + lease_ms)
         .bind(now)
@@ -152,7 +152,7 @@ impl Store {
         let n = sqlx::query(
             "UPDATE jobs SET state = 'done', lease_until = NULL, updated_at = $3 WHERE id = $1 AND lease_token = $2 AND state = 'running'",
         )
-        .bind(&job.id)
+        .bind(job.id.as_str())
         .bind(&job.lease_token)
         .bind(self.now())
         .execute(&self.pool)
@@ -178,7 +178,7 @@ impl Store {
         let n = sqlx::query(
             "UPDATE jobs SET state = $2, run_at = $3, last_error = $4, lease_until = NULL, updated_at = $5 WHERE id = $1 AND lease_token = $6 AND state = 'running'",
         )
-        .bind(&job.id)
+        .bind(job.id.as_str())
         .bind(state.as_str())
         .bind(run_at)
         .bind(error)
@@ -210,13 +210,13 @@ impl Store {
     }
 
     /// Puts a dead-lettered job back in the queue with a fresh attempt budget.
-    pub async fn retry_dead(&self, id: &str, audit: &super::NewAudit) -> anyhow::Result<bool> {
+    pub async fn retry_dead(&self, id: &JobId, audit: &super::NewAudit) -> anyhow::Result<bool> {
         let now = self.now();
         let mut tx = self.pool.begin().await?;
         let n = sqlx::query(
             "UPDATE jobs SET state = 'queued', attempts = 0, run_at = $2, updated_at = $2 WHERE id = $1 AND state = 'dead'",
         )
-        .bind(id)
+        .bind(id.as_str())
         .bind(now)
         .execute(&mut *tx)
         .await?

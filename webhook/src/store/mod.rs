@@ -21,7 +21,7 @@ mod versions;
 pub use audit::{AuditAction, AuditRow, NewAudit, Via};
 pub use console::{DeadLetter, InstanceBrief, Sample, VersionBrief, WebSession};
 pub use group_commit::{DeliveryLog, ReportLog};
-pub use ids::{RequestId, VersionId};
+pub use ids::{InstanceId, JobId, RequestId, TemplateId, VersionId};
 pub use instances::{InstanceRow, PackageSighting, Report, StoredReport};
 pub use job::{Job, JobKind, signed_digest_of_tag};
 pub use jobs::{JobRow, JobState, NewJob};

@@ -74,7 +74,10 @@ impl std::fmt::Debug for TemplateLock {
 
 impl Store {
     /// Waits for the right to recompute `template` (see the module docs).
-    pub async fn lock_template(&self, template: &str) -> anyhow::Result<TemplateLock> {
+    pub async fn lock_template(
+        &self,
+        template: &super::TemplateId,
+    ) -> anyhow::Result<TemplateLock> {
         let local = self.locks.of(template).lock_owned().await;
         let (tx, permit) = match self.backend {
             Backend::Sqlite => (None, None),
@@ -109,7 +112,7 @@ impl Store {
     pub async fn templates_reaching(
         &self,
         modules: &BTreeSet<String>,
-    ) -> anyhow::Result<BTreeSet<String>> {
+    ) -> anyhow::Result<BTreeSet<super::TemplateId>> {
         let mut out = BTreeSet::new();
         for m in modules {
             for r in sqlx::query("SELECT template_id FROM assignments WHERE module = $1")
@@ -117,7 +120,7 @@ impl Store {
                 .fetch_all(&self.pool)
                 .await?
             {
-                out.insert(r.try_get::<String, _>("template_id")?);
+                out.insert(r.try_get("template_id")?);
             }
         }
         let mut after = String::new();
@@ -137,7 +140,12 @@ impl Store {
                 .fetch_all(&mut *tx)
                 .await?
                 .iter()
-                .map(|r| Ok((r.try_get::<String, _>("id")?, r.try_get::<bool, _>("free")?)))
+                .map(|r| {
+                    Ok((
+                        r.try_get::<super::TemplateId, _>("id")?,
+                        r.try_get::<bool, _>("free")?,
+                    ))
+                })
                 .collect::<anyhow::Result<Vec<_>>>()?,
                 Backend::Sqlite => {
                     sqlx::query("SELECT id FROM templates WHERE id > $1 ORDER BY id LIMIT $2")
@@ -146,7 +154,7 @@ impl Store {
                         .fetch_all(&mut *tx)
                         .await?
                         .iter()
-                        .map(|r| Ok((r.try_get::<String, _>("id")?, true)))
+                        .map(|r| Ok((r.try_get::<super::TemplateId, _>("id")?, true)))
                         .collect::<anyhow::Result<Vec<_>>>()?
                 }
             };
@@ -174,7 +182,7 @@ impl Store {
             }
             tx.commit().await?;
             for (id, _) in &probed {
-                let reaches = match closures.get(id).cloned().flatten() {
+                let reaches = match closures.get(id.as_str()).cloned().flatten() {
                     Some(text) => serde_json::from_str::<Vec<String>>(&text)
                         .map_or(true, |c| c.iter().any(|m| modules.contains(m))),
                     None => true,
@@ -183,7 +191,7 @@ impl Store {
                     out.insert(id.clone());
                 }
             }
-            after = last;
+            after = last.to_string();
         }
         Ok(out)
     }

@@ -1,7 +1,7 @@
 //! Templates, their assigned modules, and the desired state each one serves.
 
 use super::{
-    NewJob, Store, TemplateLock,
+    NewJob, Store, TemplateId, TemplateLock,
     audit::{NewAudit, append_audit},
     jobs,
 };
@@ -10,7 +10,7 @@ use sqlx::{Row, any::AnyRow};
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TemplateRow {
-    pub id: String,
+    pub id: TemplateId,
     pub platform: String,
     pub description: String,
     pub created_at: i64,
@@ -102,7 +102,7 @@ pub(super) fn template_row(r: &AnyRow) -> anyhow::Result<TemplateRow> {
 /// the audit row and the recomputation jobs, committed together.
 pub(super) async fn finish_change(
     mut tx: sqlx::Transaction<'_, sqlx::Any>,
-    touched: Option<&str>,
+    touched: Option<&TemplateId>,
     audit: &NewAudit,
     then: &[NewJob],
     now: i64,
@@ -149,7 +149,7 @@ impl Store {
         Ok(true)
     }
 
-    pub async fn template(&self, id: &str) -> anyhow::Result<Option<TemplateRow>> {
+    pub async fn template(&self, id: &TemplateId) -> anyhow::Result<Option<TemplateRow>> {
         let r = sqlx::query(
             "SELECT id, platform, description, created_at, updated_at FROM templates WHERE id = $1",
         )
@@ -168,7 +168,7 @@ impl Store {
         rows.iter().map(template_row).collect()
     }
 
-    pub async fn assignments(&self, template_id: &str) -> anyhow::Result<Vec<Assignment>> {
+    pub async fn assignments(&self, template_id: &TemplateId) -> anyhow::Result<Vec<Assignment>> {
         let rows = sqlx::query(
             "SELECT module, requirement, created_at FROM assignments WHERE template_id = $1 ORDER BY module",
         )
@@ -191,7 +191,7 @@ impl Store {
     /// module was assigned already.
     pub async fn assign(
         &self,
-        template_id: &str,
+        template_id: &TemplateId,
         module: &str,
         requirement: Option<&str>,
         audit: &NewAudit,
@@ -225,7 +225,7 @@ impl Store {
     /// Removes an assignment; `false` if there was none (nothing is changed then).
     pub async fn unassign(
         &self,
-        template_id: &str,
+        template_id: &TemplateId,
         module: &str,
         audit: &NewAudit,
         then: &[NewJob],
@@ -245,7 +245,10 @@ impl Store {
         Ok(true)
     }
 
-    pub async fn served_state(&self, template_id: &str) -> anyhow::Result<Option<ServedState>> {
+    pub async fn served_state(
+        &self,
+        template_id: &TemplateId,
+    ) -> anyhow::Result<Option<ServedState>> {
         let r = sqlx::query(
             "SELECT state_id, document, envelope, computed_at, sequence, expires_at, degraded FROM desired_states WHERE template_id = $1",
         )
@@ -273,7 +276,7 @@ impl Store {
     /// `If-None-Match` names a state needs to know, without reading the document.
     pub async fn served_state_head(
         &self,
-        template_id: &str,
+        template_id: &TemplateId,
     ) -> anyhow::Result<Option<(String, i64)>> {
         let r =
             sqlx::query("SELECT state_id, expires_at FROM desired_states WHERE template_id = $1")
@@ -285,7 +288,7 @@ impl Store {
     }
 
     /// Every served state's template, id and expiry (seconds), for the poll cache.
-    pub async fn served_state_heads(&self) -> anyhow::Result<Vec<(String, String, i64)>> {
+    pub async fn served_state_heads(&self) -> anyhow::Result<Vec<(TemplateId, String, i64)>> {
         let rows = sqlx::query("SELECT template_id, state_id, expires_at FROM desired_states")
             .fetch_all(&self.pool)
             .await?;
@@ -301,7 +304,10 @@ impl Store {
     }
 
     /// The served state id of every template (for the drift summary and caches).
-    pub async fn served_state_id(&self, template_id: &str) -> anyhow::Result<Option<String>> {
+    pub async fn served_state_id(
+        &self,
+        template_id: &TemplateId,
+    ) -> anyhow::Result<Option<String>> {
         let r = sqlx::query("SELECT state_id FROM desired_states WHERE template_id = $1")
             .bind(template_id)
             .fetch_optional(&self.pool)
@@ -311,7 +317,7 @@ impl Store {
 
     pub async fn last_computation(
         &self,
-        template_id: &str,
+        template_id: &TemplateId,
     ) -> anyhow::Result<Option<LastComputation>> {
         let r = sqlx::query(
             "SELECT blocked, findings, candidate_state_id, computed_at, input_digest, closure, modules FROM template_findings WHERE template_id = $1",
@@ -343,7 +349,7 @@ impl Store {
     pub async fn record_computation(
         &self,
         mut lock: TemplateLock,
-        template_id: &str,
+        template_id: &TemplateId,
         outcome: &LastComputation,
         serve: Option<Serve<'_>>,
         audit: &NewAudit,

@@ -3,7 +3,7 @@
 //! of parsing and judging 10,000 reports. A verdict names what it was judged against; the
 //! fleet walk uses it only while that still holds and judges the rest in full.
 
-use super::{Report, Store, StoredReport, codec};
+use super::{InstanceId, Report, Store, StoredReport, TemplateId, codec};
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use std::collections::HashMap;
@@ -91,7 +91,7 @@ impl StoredVerdict {
 /// A report, the instance it is from and its verdict: one row's write.
 #[derive(Debug, Clone)]
 pub struct JudgedReport {
-    pub instance_id: String,
+    pub instance_id: crate::store::InstanceId,
     pub report: Report,
     pub verdict: StoredVerdict,
 }
@@ -99,7 +99,7 @@ pub struct JudgedReport {
 /// A verdict the fleet walk re-judged for a report already stored.
 #[derive(Debug, Clone)]
 pub struct Rejudged {
-    pub instance_id: String,
+    pub instance_id: crate::store::InstanceId,
     /// When the report it judges was received: the verdict is kept only if it is still
     /// the instance's last report.
     pub report_at: i64,
@@ -109,8 +109,8 @@ pub struct Rejudged {
 /// An instance's last report as the fleet walk first reads it: its verdict, not its content.
 #[derive(Debug, Clone)]
 pub struct VerdictRow {
-    pub id: String,
-    pub template_id: String,
+    pub id: InstanceId,
+    pub template_id: TemplateId,
     pub last_report_at: Option<i64>,
     pub status: Option<String>,
     pub judged_against: Option<String>,
@@ -204,7 +204,7 @@ impl Store {
     /// A page of instances' verdicts (of `template_id`, if given) after `after`, by id.
     pub async fn verdicts_page(
         &self,
-        template_id: Option<&str>,
+        template_id: Option<&TemplateId>,
         after: &str,
         limit: i64,
     ) -> anyhow::Result<Vec<VerdictRow>> {
@@ -234,7 +234,10 @@ impl Store {
     }
 
     /// The stored last reports of the instances `ids` (those that exist), by id.
-    pub async fn reports_of(&self, ids: &[&str]) -> anyhow::Result<HashMap<String, StoredReport>> {
+    pub async fn reports_of(
+        &self,
+        ids: &[&InstanceId],
+    ) -> anyhow::Result<HashMap<InstanceId, StoredReport>> {
         let mut out = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();

@@ -51,7 +51,7 @@ pub async fn yank(
 pub async fn assign(
     s: &AppState,
     caller: &Caller,
-    template: &str,
+    template: &crate::store::TemplateId,
     module: &str,
     requirement: Option<String>,
 ) -> Result<String, WebError> {
@@ -66,7 +66,7 @@ pub async fn assign(
 pub async fn unassign(
     s: &AppState,
     caller: &Caller,
-    template: &str,
+    template: &crate::store::TemplateId,
     module: &str,
 ) -> Result<String, WebError> {
     let a = s.fleet.unassign(caller, Via::Web, template, module).await?;
@@ -74,7 +74,11 @@ pub async fn unassign(
 }
 
 /// Puts dead-lettered job `id` back in the queue with a fresh attempt budget (audited).
-pub async fn retry_dead_letter(s: &AppState, caller: &Caller, id: &str) -> Result<(), WebError> {
+pub async fn retry_dead_letter(
+    s: &AppState,
+    caller: &Caller,
+    id: &crate::store::JobId,
+) -> Result<(), WebError> {
     Ok(crate::jobs::dead_letters::retry(&s.store, caller, Via::Web, id).await?)
 }
 

@@ -38,7 +38,7 @@ pub const MODULE_SLACK: usize = 8;
 pub async fn report(
     State(s): State<AppState>,
     h: HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<crate::store::InstanceId>,
     body::Json(b): body::Json<WireReport>,
 ) -> Result<Response, ApiError> {
     let auth = instance_auth(&s, &h, &id).await?;

@@ -18,7 +18,7 @@ use axum::{
 pub async fn delete(
     State(s): State<AppState>,
     h: HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<crate::store::InstanceId>,
 ) -> Result<Json<Deleted>, ApiError> {
     let caller = require(&s, &h, Role::Operator)?;
     Ok(Json(s.fleet.delete_instance(&caller, Via::Api, &id).await?))
@@ -28,7 +28,7 @@ pub async fn delete(
 pub async fn rotate_token(
     State(s): State<AppState>,
     h: HeaderMap,
-    Path(id): Path<String>,
+    Path(id): Path<crate::store::InstanceId>,
 ) -> Result<Json<Registered>, ApiError> {
     let caller = require(&s, &h, Role::Operator)?;
     Ok(Json(

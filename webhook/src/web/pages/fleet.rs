@@ -27,8 +27,8 @@ pub struct Count {
 }
 
 pub struct InstanceLine {
-    pub id: String,
-    pub template_id: String,
+    pub id: crate::store::InstanceId,
+    pub template_id: crate::store::TemplateId,
     pub state: &'static str,
     pub label: &'static str,
     pub reason: String,
@@ -79,7 +79,7 @@ pub async fn fleet(
     let now = s.store.now();
     let mut page: Vec<&act::Placed> = placed
         .iter()
-        .filter(|p| only.is_none_or(|o| p.state == o) && p.id > after)
+        .filter(|p| only.is_none_or(|o| p.state == o) && p.id.as_str() > after.as_str())
         .take(limit + 1)
         .collect();
     let next = (page.len() > limit).then(|| {
@@ -167,8 +167,8 @@ pub struct RunningModule {
 #[template(path = "web/instance.html")]
 struct InstancePage {
     nav: Nav,
-    id: String,
-    template_id: String,
+    id: crate::store::InstanceId,
+    template_id: crate::store::TemplateId,
     state: &'static str,
     label: &'static str,
     reasons: Vec<String>,
@@ -179,7 +179,7 @@ struct InstancePage {
 pub async fn instance(
     State(s): State<AppState>,
     session: Session,
-    Path(id): Path<String>,
+    Path(id): Path<crate::store::InstanceId>,
 ) -> Result<Response, WebError> {
     let row = s
         .store
@@ -189,7 +189,7 @@ pub async fn instance(
     let d = act::instance_drift(&s, &row).await?;
     let state = DriftState::of(&d);
     let digests: Vec<String> = row.running_module_digests.values().cloned().collect();
-    let known: BTreeMap<String, (String, String, String)> = s
+    let known: BTreeMap<String, (String, String, crate::store::VersionId)> = s
         .store
         .versions_by_composefs(&digests)
         .await?
@@ -208,7 +208,7 @@ pub async fn instance(
                 version: known
                     .get(digest)
                     .filter(|k| k.0 == *name)
-                    .map(|k| (k.1.clone(), k.2.clone())),
+                    .map(|k| (k.1.clone(), k.2.to_string())),
                 packages: obs
                     .map(|o| {
                         o.packages

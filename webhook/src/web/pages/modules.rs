@@ -125,7 +125,7 @@ pub async fn index(
                             Some(b) if !newer(v, b) => Some(b),
                             _ => Some(v),
                         })
-                        .map(|v| (v.version.clone(), v.id.clone())),
+                        .map(|v| (v.version.clone(), v.id.to_string())),
                 })
                 .collect();
             ModuleRow {
@@ -184,7 +184,7 @@ pub async fn index(
             .map(|d| DeadRow {
                 when: ago(now, d.updated_at),
                 last_error: d.last_error.unwrap_or_default(),
-                id: d.id,
+                id: d.id.to_string(),
                 kind: d.kind,
                 attempts: d.attempts,
             })
@@ -261,7 +261,7 @@ pub async fn module(
             .map(|v| VersionLine {
                 created: time(v.created_at),
                 stage: v.lifecycle.as_str(),
-                id: v.id,
+                id: v.id.to_string(),
                 version: v.version,
             })
             .collect(),
@@ -309,7 +309,7 @@ pub struct CsrfForm {
 pub async fn retry(
     State(s): State<AppState>,
     session: Session,
-    Path(id): Path<String>,
+    Path(id): Path<crate::store::JobId>,
     Form(f): Form<CsrfForm>,
 ) -> Result<Response, WebError> {
     let caller = session.acting(&f.csrf)?;

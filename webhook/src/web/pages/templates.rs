@@ -20,7 +20,7 @@ use powernode_module::desired_state::DesiredState;
 use serde::Deserialize;
 
 pub struct TemplateLine {
-    pub id: String,
+    pub id: crate::store::TemplateId,
     pub platform: String,
     pub description: String,
     pub assignments: usize,
@@ -121,7 +121,7 @@ pub struct ChangeRow {
 #[template(path = "web/template.html")]
 struct TemplatePage {
     nav: Nav,
-    id: String,
+    id: crate::store::TemplateId,
     platform: String,
     description: String,
     assignments: Vec<(String, String)>,
@@ -132,7 +132,7 @@ struct TemplatePage {
     problems: Vec<Problem>,
     history: Vec<HistoryRow>,
     changes: Vec<ChangeRow>,
-    instances: Vec<(String, String)>,
+    instances: Vec<(crate::store::InstanceId, String)>,
     instance_count: i64,
     more_instances: Option<String>,
 }
@@ -162,7 +162,7 @@ fn problems(findings: &serde_json::Value) -> Vec<Problem> {
 pub async fn template(
     State(s): State<AppState>,
     session: Session,
-    Path(id): Path<String>,
+    Path(id): Path<crate::store::TemplateId>,
     Query(q): Query<TemplateQuery>,
 ) -> Result<Response, WebError> {
     let t = s
@@ -296,7 +296,7 @@ pub struct AssignForm {
 #[template(path = "web/changed.html")]
 struct Changed {
     nav: Nav,
-    id: String,
+    id: crate::store::TemplateId,
     message: String,
 }
 
@@ -304,7 +304,7 @@ struct Changed {
 pub async fn assign(
     State(s): State<AppState>,
     session: Session,
-    Path(id): Path<String>,
+    Path(id): Path<crate::store::TemplateId>,
     Form(f): Form<AssignForm>,
 ) -> Result<Response, WebError> {
     let caller = session.acting(&f.csrf)?;
@@ -328,7 +328,7 @@ pub struct UnassignForm {
 pub async fn unassign(
     State(s): State<AppState>,
     session: Session,
-    Path(id): Path<String>,
+    Path(id): Path<crate::store::TemplateId>,
     Form(f): Form<UnassignForm>,
 ) -> Result<Response, WebError> {
     let caller = session.acting(&f.csrf)?;

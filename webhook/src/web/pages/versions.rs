@@ -41,8 +41,8 @@ pub struct FileRow {
 }
 
 pub struct Running {
-    pub id: String,
-    pub template_id: String,
+    pub id: crate::store::InstanceId,
+    pub template_id: crate::store::TemplateId,
     pub status: String,
 }
 
@@ -66,7 +66,7 @@ struct VersionPage {
     up: Option<String>,
     files: Vec<FileRow>,
     more_files: Option<String>,
-    templates: Vec<String>,
+    templates: Vec<crate::store::TemplateId>,
     running: Vec<Running>,
     more_running: Option<String>,
 }
