@@ -15,6 +15,7 @@ mod lab;
 use common::*;
 use lab::*;
 use powernode_testkit::browser::{Browser, fantoccini::Locator};
+use rstest::rstest;
 
 struct Walk<'a> {
     b: &'a Browser,
@@ -90,127 +91,129 @@ impl Walk<'_> {
     }
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn an_operator_walks_the_console_in_a_browser() {
-    for db in databases().await {
-        let store = db.name;
-        let l = lab(db).await;
-        let b = Browser::start().await;
-        let shots = std::env::var_os("CONSOLE_SCREENSHOTS")
-            .filter(|_| store == "sqlite")
-            .map(|d| {
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-                    .join("..")
-                    .join(d)
-            });
-        let w = Walk {
-            b: &b,
-            base: l.r.url.clone(),
-            shots,
-        };
+async fn an_operator_walks_the_console_in_a_browser(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let store = db.name;
+    let l = lab(db).await;
+    let b = Browser::start().await;
+    let shots = std::env::var_os("CONSOLE_SCREENSHOTS")
+        .filter(|_| store == "sqlite")
+        .map(|d| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("..")
+                .join(d)
+        });
+    let w = Walk {
+        b: &b,
+        base: l.r.url.clone(),
+        shots,
+    };
 
-        // Not logged in: the login page, which comes back to the page asked for.
-        w.visit("/fleet", "module-webhook", "login").await;
-        w.fill("#token", OPS_TOKEN).await;
-        w.click("button[type=submit]").await;
-        let html = w.check("Fleet", "fleet").await;
-        assert!(
-            html.contains("never reported") && html.contains("failed"),
-            "{store}"
-        );
-        assert!(
-            html.contains("/fleet/drift.svg"),
-            "{store}: the drift chart"
-        );
-        let cookie = b.client.get_named_cookie("pn_console").await.unwrap();
-        assert_eq!(cookie.http_only(), Some(true), "{store}");
-        assert_eq!(
-            format!("{:?}", cookie.same_site()),
-            "Some(Strict)",
-            "{store}"
-        );
+    // Not logged in: the login page, which comes back to the page asked for.
+    w.visit("/fleet", "module-webhook", "login").await;
+    w.fill("#token", OPS_TOKEN).await;
+    w.click("button[type=submit]").await;
+    let html = w.check("Fleet", "fleet").await;
+    assert!(
+        html.contains("never reported") && html.contains("failed"),
+        "{store}"
+    );
+    assert!(
+        html.contains("/fleet/drift.svg"),
+        "{store}: the drift chart"
+    );
+    let cookie = b.client.get_named_cookie("pn_console").await.unwrap();
+    assert_eq!(cookie.http_only(), Some(true), "{store}");
+    assert_eq!(
+        format!("{:?}", cookie.same_site()),
+        "Some(Strict)",
+        "{store}"
+    );
 
-        let html = w.visit("/", "Modules", "modules").await;
-        assert!(
-            html.contains("system-base") && html.contains("my-redis"),
-            "{store}"
-        );
-        assert!(html.contains("Pending promotion requests"), "{store}");
-        let html = w
-            .visit("/modules/system-base", "system-base", "module")
-            .await;
-        assert!(
-            html.contains("adoption.svg") && html.contains("1.1.0"),
-            "{store}"
-        );
-        let html = w.visit("/templates", "Templates", "templates").await;
-        assert!(html.contains(TEMPLATE), "{store}");
-        let html = w
-            .visit(&format!("/templates/{TEMPLATE}"), TEMPLATE, "template")
-            .await;
-        assert!(
-            html.contains("Modules in composition order") && html.contains("Merged composefs"),
-            "{store}"
-        );
-        let html = w.visit("/instances/node-2", "node-2", "instance").await;
-        assert!(
-            html.contains("dpkg was interrupted"),
-            "{store}: the last report"
-        );
-        w.visit("/fleet?state=outdated", "Fleet", "fleet-outdated")
-            .await;
-        w.visit("/versions/v-system-base-1.1.0", "1.1.0", "version-live")
-            .await;
+    let html = w.visit("/", "Modules", "modules").await;
+    assert!(
+        html.contains("system-base") && html.contains("my-redis"),
+        "{store}"
+    );
+    assert!(html.contains("Pending promotion requests"), "{store}");
+    let html = w
+        .visit("/modules/system-base", "system-base", "module")
+        .await;
+    assert!(
+        html.contains("adoption.svg") && html.contains("1.1.0"),
+        "{store}"
+    );
+    let html = w.visit("/templates", "Templates", "templates").await;
+    assert!(html.contains(TEMPLATE), "{store}");
+    let html = w
+        .visit(&format!("/templates/{TEMPLATE}"), TEMPLATE, "template")
+        .await;
+    assert!(
+        html.contains("Modules in composition order") && html.contains("Merged composefs"),
+        "{store}"
+    );
+    let html = w.visit("/instances/node-2", "node-2", "instance").await;
+    assert!(
+        html.contains("dpkg was interrupted"),
+        "{store}: the last report"
+    );
+    w.visit("/fleet?state=outdated", "Fleet", "fleet-outdated")
+        .await;
+    w.visit("/versions/v-system-base-1.1.0", "1.1.0", "version-live")
+        .await;
 
-        // Promote the draft through its form: back on the version page, its timeline has
-        // the transition, made via the web by the operator's token.
-        let html = w
-            .visit(&format!("/versions/{DRAFT}"), "1.2.0", "version")
+    // Promote the draft through its form: back on the version page, its timeline has
+    // the transition, made via the web by the operator's token.
+    let html = w
+        .visit(&format!("/versions/{DRAFT}"), "1.2.0", "version")
+        .await;
+    assert!(html.contains("Promote to staging"), "{store}");
+    w.click("form[action$='/promote'] button").await;
+    let html = w.check("1.2.0", "version-promoted").await;
+    assert!(html.contains(">staging<"), "{store}: {html}");
+    let (s, audit) =
+        l.r.get(&format!("/api/v1/versions/{DRAFT}/audit"), Some(READ_TOKEN))
             .await;
-        assert!(html.contains("Promote to staging"), "{store}");
-        w.click("form[action$='/promote'] button").await;
-        let html = w.check("1.2.0", "version-promoted").await;
-        assert!(html.contains(">staging<"), "{store}: {html}");
-        let (s, audit) =
-            l.r.get(&format!("/api/v1/versions/{DRAFT}/audit"), Some(READ_TOKEN))
-                .await;
-        assert_eq!(s, 200);
-        let last = audit["audit"].as_array().unwrap().last().unwrap().clone();
-        assert_eq!(
-            (
-                last["action"].as_str(),
-                last["via"].as_str(),
-                last["actor"].as_str()
-            ),
-            (Some("transition"), Some("web"), Some("api:ops")),
-            "{store}: {last}"
-        );
-        assert_eq!(state_of(&l.r, DRAFT).await, "staging");
+    assert_eq!(s, 200);
+    let last = audit["audit"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (
+            last["action"].as_str(),
+            last["via"].as_str(),
+            last["actor"].as_str()
+        ),
+        (Some("transition"), Some("web"), Some("api:ops")),
+        "{store}: {last}"
+    );
+    assert_eq!(state_of(&l.r, DRAFT).await, "staging");
 
-        // A promotion that lacks an approval: it waits, and the page says what for.
-        w.visit(&format!("/versions/{WAITING}"), "2.0.0", "version-waiting")
-            .await;
-        w.fill("#note", "release train 12").await;
-        w.click("form[action$='/promote'] button").await;
-        let html = w.check("Waiting", "refused").await;
-        assert!(
-            html.contains("0 of 1 required approvals"),
-            "{store}: {html}"
-        );
-        assert_eq!(state_of(&l.r, WAITING).await, "staging", "{store}");
-        let html = w
-            .visit(&format!("/versions/{WAITING}"), "2.0.0", "version-pending")
-            .await;
-        assert!(
-            html.contains("0 of 1 required approvals") && html.contains("release train 12"),
-            "{store}: the timeline has the pending request with its note"
-        );
+    // A promotion that lacks an approval: it waits, and the page says what for.
+    w.visit(&format!("/versions/{WAITING}"), "2.0.0", "version-waiting")
+        .await;
+    w.fill("#note", "release train 12").await;
+    w.click("form[action$='/promote'] button").await;
+    let html = w.check("Waiting", "refused").await;
+    assert!(
+        html.contains("0 of 1 required approvals"),
+        "{store}: {html}"
+    );
+    assert_eq!(state_of(&l.r, WAITING).await, "staging", "{store}");
+    let html = w
+        .visit(&format!("/versions/{WAITING}"), "2.0.0", "version-pending")
+        .await;
+    assert!(
+        html.contains("0 of 1 required approvals") && html.contains("release train 12"),
+        "{store}: the timeline has the pending request with its note"
+    );
 
-        // Log out: the session is gone; its pages lead to the login again.
-        w.click("header form button").await;
-        w.check("module-webhook", "logged-out").await;
-        w.visit("/fleet", "module-webhook", "login-again").await;
-        drop(w);
-        drop(b);
-    }
+    // Log out: the session is gone; its pages lead to the login again.
+    w.click("header form button").await;
+    w.check("module-webhook", "logged-out").await;
+    w.visit("/fleet", "module-webhook", "login-again").await;
+    drop(w);
+    drop(b);
 }

@@ -1,16 +1,17 @@
 //! The web console's defences, from a plain HTTP client: the session cookie's flags, no
 //! token in any page or redirect, CSRF tokens, foreign origins refused, the read role only
 //! looks, stored HTML is escaped wherever it is shown, and a logout ends the session on the
-//! server. On SQLite, and on PostgreSQL when `DATABASE_URL` is set.
+//! server. Once per store: SQLite and PostgreSQL.
 
 mod common;
 #[path = "console/lab.rs"]
 #[allow(dead_code)]
 mod lab;
 
-use common::{fleet::post as api_post, *};
-use lab::{Client, databases, state_of};
+use common::*;
+use lab::{Client, state_of};
 use module_webhook::store::{AuditAction, Lifecycle, NewAudit, VersionRow, Via, now_ms};
+use rstest::rstest;
 use serde_json::json;
 
 const XSS_DESCRIPTION: &str = r#"<script>alert("description")</script>"#;
@@ -106,220 +107,208 @@ fn pages(id: &str) -> Vec<String> {
     .collect()
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn the_session_cookie_is_strict_and_http_only_and_no_token_shows() {
-    for db in databases().await {
-        let r = receiver(&db).await;
-        let id = plant(&r).await;
-        let (s, v) = api_post(
-            &r,
-            "/templates",
-            OPS_TOKEN,
-            json!({"id": "edge", "platform": "x"}),
-        )
-        .await;
-        assert_eq!(s, 201, "{v}");
-        register_instance(&r).await;
-        let mut c = Client::new(&r.url);
-
-        let (s, to, _) = c.get("/fleet").await;
-        assert_eq!(
-            (s, to.as_str()),
-            (303, "/login?next=%2Ffleet"),
-            "{}",
-            db.name
-        );
-        let (s, _, body) = c.post("/login", &[("token", "not-a-token")], &[]).await;
-        assert_eq!(s, 401, "{}", db.name);
-        assert!(body.contains("not one this receiver knows"));
-
-        let set = c.login(READ_TOKEN).await;
-        for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
-            assert!(set.contains(flag), "{}: {set}", db.name);
-        }
-        assert!(
-            !set.contains("Secure") && !set.contains(READ_TOKEN),
-            "{set}"
-        );
-        let (_, _, _) = c.get("/").await;
-        for p in pages(&id) {
-            let (s, to, body) = c.get(&p).await;
-            assert_eq!(s, 200, "{}: {p}: {body}", db.name);
-            for t in [READ_TOKEN, OPS_TOKEN] {
-                assert!(!body.contains(t) && !to.contains(t), "{p}: the token shows");
-            }
-        }
-        // Behind a TLS proxy the cookie is Secure.
-        let res = c
-            .http
-            .post(format!("{}/login", r.url))
-            .header("x-forwarded-proto", "https")
-            .header("content-type", lab::FORM)
-            .body(format!("token={READ_TOKEN}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 303);
-        let set = res.headers()["set-cookie"].to_str().unwrap();
-        assert!(set.contains("; Secure"), "{set}");
-    }
-}
-
-async fn register_instance(r: &Running) {
-    let (s, v) = api_post(
-        r,
-        "/instances",
-        OPS_TOKEN,
-        json!({"id": "node-1", "template_id": "edge"}),
-    )
-    .await;
+async fn the_session_cookie_is_strict_and_http_only_and_no_token_shows(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let r = receiver(&db).await;
+    let id = plant(&r).await;
+    let (s, v) = r.fleet().create_template("edge", "x").await;
     assert_eq!(s, 201, "{v}");
-}
+    r.fleet().register("node-1", "edge").await;
+    let mut c = Client::new(&r.url);
 
-#[tokio::test(flavor = "multi_thread")]
-async fn forms_need_the_csrf_token_the_own_origin_and_the_operator_role() {
-    for db in databases().await {
-        let r = receiver(&db).await;
-        let id = plant(&r).await;
-        let page = format!("/versions/{id}");
-        let promote = format!("{page}/promote");
+    let (s, to, _) = c.get("/fleet").await;
+    assert_eq!(
+        (s, to.as_str()),
+        (303, "/login?next=%2Ffleet"),
+        "{}",
+        db.name
+    );
+    let (s, _, body) = c.post("/login", &[("token", "not-a-token")], &[]).await;
+    assert_eq!(s, 401, "{}", db.name);
+    assert!(body.contains("not one this receiver knows"));
 
-        let mut reader = Client::new(&r.url);
-        reader.login(READ_TOKEN).await;
-        let (_, _, body) = reader.get(&page).await;
-        assert!(!body.contains("Promote to"), "no form for the read role");
-        let csrf = reader.csrf(&page).await;
-        let (s, _, body) = reader
-            .post(&promote, &[("csrf", &csrf), ("to", "staging")], &[])
-            .await;
-        assert_eq!(s, 403, "{}: the read role acts: {body}", db.name);
-        assert!(body.contains("read role"), "{body}");
-
-        let mut ops = Client::new(&r.url);
-        ops.login(OPS_TOKEN).await;
-        let csrf = ops.csrf(&page).await;
-        let form = [("csrf", csrf.as_str()), ("to", "staging")];
-        for (what, form, headers) in [
-            ("no CSRF token", &[("to", "staging")][..], &[][..]),
-            (
-                "another CSRF token",
-                &[("csrf", "forged"), ("to", "staging")][..],
-                &[][..],
-            ),
-            (
-                "a foreign Origin",
-                &form[..],
-                &[("origin", "http://evil.example")][..],
-            ),
-            ("a null Origin", &form[..], &[("origin", "null")][..]),
-            (
-                "a cross-site fetch",
-                &form[..],
-                &[("sec-fetch-site", "cross-site")][..],
-            ),
-        ] {
-            let (s, _, _) = ops.post(&promote, form, headers).await;
-            assert_eq!(s, 403, "{}: {what} is refused", db.name);
-            assert_eq!(state_of(&r, &id).await, "draft", "{what}");
-        }
-        // A foreign origin cannot log in either.
-        let (s, _, _) = Client::new(&r.url)
-            .post(
-                "/login",
-                &[("token", OPS_TOKEN)],
-                &[("origin", "http://evil.example")],
-            )
-            .await;
-        assert_eq!(s, 403);
-
-        let own = r.url.clone();
-        let (s, to, _) = ops.post(&promote, &form, &[("origin", &own)]).await;
-        assert_eq!((s, to.as_str()), (303, format!("{page}#timeline").as_str()));
-        assert_eq!(state_of(&r, &id).await, "staging", "{}", db.name);
-        let (_, audit) = r
-            .get(&format!("/api/v1/versions/{id}/audit"), Some(READ_TOKEN))
-            .await;
-        let last = audit["audit"].as_array().unwrap().last().unwrap();
-        assert_eq!(last["via"], "web", "{last}");
+    let set = c.login(READ_TOKEN).await;
+    for flag in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(set.contains(flag), "{}: {set}", db.name);
     }
+    assert!(
+        !set.contains("Secure") && !set.contains(READ_TOKEN),
+        "{set}"
+    );
+    let (_, _, _) = c.get("/").await;
+    for p in pages(&id) {
+        let (s, to, body) = c.get(&p).await;
+        assert_eq!(s, 200, "{}: {p}: {body}", db.name);
+        for t in [READ_TOKEN, OPS_TOKEN] {
+            assert!(!body.contains(t) && !to.contains(t), "{p}: the token shows");
+        }
+    }
+    // Behind a TLS proxy the cookie is Secure.
+    let res = c
+        .http
+        .post(format!("{}/login", r.url))
+        .header("x-forwarded-proto", "https")
+        .header("content-type", lab::FORM)
+        .body(format!("token={READ_TOKEN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 303);
+    let set = res.headers()["set-cookie"].to_str().unwrap();
+    assert!(set.contains("; Secure"), "{set}");
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn html_in_stored_data_is_shown_as_text() {
-    for db in databases().await {
-        let r = receiver(&db).await;
-        let id = plant(&r).await;
-        let (s, v) = api_post(
-            &r,
-            "/templates",
-            OPS_TOKEN,
-            json!({"id": "edge", "platform": "x", "description": XSS_TEMPLATE}),
+async fn forms_need_the_csrf_token_the_own_origin_and_the_operator_role(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let r = receiver(&db).await;
+    let id = plant(&r).await;
+    let page = format!("/versions/{id}");
+    let promote = format!("{page}/promote");
+
+    let mut reader = Client::new(&r.url);
+    reader.login(READ_TOKEN).await;
+    let (_, _, body) = reader.get(&page).await;
+    assert!(!body.contains("Promote to"), "no form for the read role");
+    let csrf = reader.csrf(&page).await;
+    let (s, _, body) = reader
+        .post(&promote, &[("csrf", &csrf), ("to", "staging")], &[])
+        .await;
+    assert_eq!(s, 403, "{}: the read role acts: {body}", db.name);
+    assert!(body.contains("read role"), "{body}");
+
+    let mut ops = Client::new(&r.url);
+    ops.login(OPS_TOKEN).await;
+    let csrf = ops.csrf(&page).await;
+    let form = [("csrf", csrf.as_str()), ("to", "staging")];
+    for (what, form, headers) in [
+        ("no CSRF token", &[("to", "staging")][..], &[][..]),
+        (
+            "another CSRF token",
+            &[("csrf", "forged"), ("to", "staging")][..],
+            &[][..],
+        ),
+        (
+            "a foreign Origin",
+            &form[..],
+            &[("origin", "http://evil.example")][..],
+        ),
+        ("a null Origin", &form[..], &[("origin", "null")][..]),
+        (
+            "a cross-site fetch",
+            &form[..],
+            &[("sec-fetch-site", "cross-site")][..],
+        ),
+    ] {
+        let (s, _, _) = ops.post(&promote, form, headers).await;
+        assert_eq!(s, 403, "{}: {what} is refused", db.name);
+        assert_eq!(state_of(&r, &id).await, "draft", "{what}");
+    }
+    // A foreign origin cannot log in either.
+    let (s, _, _) = Client::new(&r.url)
+        .post(
+            "/login",
+            &[("token", OPS_TOKEN)],
+            &[("origin", "http://evil.example")],
         )
         .await;
-        assert_eq!(s, 201, "{v}");
-        let page = format!("/versions/{id}");
-        let mut ops = Client::new(&r.url);
-        ops.login(OPS_TOKEN).await;
-        let csrf = ops.csrf(&page).await;
-        let (s, _, body) = ops
-            .post(
-                &format!("{page}/yank"),
-                &[("csrf", &csrf), ("reason", XSS_REASON)],
-                &[],
-            )
-            .await;
-        assert_eq!(s, 303, "{}: {body}", db.name);
-        assert_eq!(state_of(&r, &id).await, "yanked");
+    assert_eq!(s, 403);
 
-        for p in [page.as_str(), "/", "/templates", "/templates/edge"] {
-            let (s, _, body) = ops.get(p).await;
-            assert_eq!(s, 200, "{p}");
-            for raw in [
-                XSS_DESCRIPTION,
-                XSS_AUTHOR,
-                XSS_REASON,
-                XSS_TEMPLATE,
-                "<i>signer</i>",
-            ] {
-                assert!(
-                    !body.contains(raw),
-                    "{}: {p} shows {raw:?} as HTML",
-                    db.name
-                );
-            }
-        }
-        // askama writes `<` as `&#60;` and `>` as `&#62;`.
-        let (_, _, body) = ops.get(&page).await;
-        for escaped in [
-            "&#60;script&#62;alert(",
-            "&#60;img src=x onerror=alert(1)&#62;",
-        ] {
-            assert!(body.contains(escaped), "{}: {escaped} missing", db.name);
-        }
-        let (_, _, body) = ops.get("/templates").await;
-        assert!(body.contains("&#60;b onmouseover="), "{body}");
-    }
+    let own = r.url.clone();
+    let (s, to, _) = ops.post(&promote, &form, &[("origin", &own)]).await;
+    assert_eq!((s, to.as_str()), (303, format!("{page}#timeline").as_str()));
+    assert_eq!(state_of(&r, &id).await, "staging", "{}", db.name);
+    let (_, audit) = r
+        .get(&format!("/api/v1/versions/{id}/audit"), Some(READ_TOKEN))
+        .await;
+    let last = audit["audit"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["via"], "web", "{last}");
 }
 
+#[rstest]
 #[tokio::test(flavor = "multi_thread")]
-async fn a_logout_ends_the_session_on_the_server() {
-    for db in databases().await {
-        let r = receiver(&db).await;
-        let mut c = Client::new(&r.url);
-        c.login(OPS_TOKEN).await;
-        let csrf = c.csrf("/").await;
-        let (s, _, _) = c.post("/logout", &[], &[]).await;
-        assert_eq!(
-            s, 403,
-            "{}: a logout needs the session's CSRF token",
-            db.name
-        );
-        let kept = c.cookie.clone();
-        let (s, to, _) = c.post("/logout", &[("csrf", &csrf)], &[]).await;
-        assert_eq!((s, to.as_str()), (303, "/login"));
-        // The old cookie, replayed, opens nothing.
-        c.cookie = kept;
-        let (s, to, _) = c.get("/").await;
-        assert_eq!((s, to.as_str()), (303, "/login?next=%2F"), "{}", db.name);
+async fn html_in_stored_data_is_shown_as_text(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let r = receiver(&db).await;
+    let id = plant(&r).await;
+    let (s, v) = r
+        .fleet()
+        .create_described_template("edge", "x", XSS_TEMPLATE)
+        .await;
+    assert_eq!(s, 201, "{v}");
+    let page = format!("/versions/{id}");
+    let mut ops = Client::new(&r.url);
+    ops.login(OPS_TOKEN).await;
+    let csrf = ops.csrf(&page).await;
+    let (s, _, body) = ops
+        .post(
+            &format!("{page}/yank"),
+            &[("csrf", &csrf), ("reason", XSS_REASON)],
+            &[],
+        )
+        .await;
+    assert_eq!(s, 303, "{}: {body}", db.name);
+    assert_eq!(state_of(&r, &id).await, "yanked");
+
+    for p in [page.as_str(), "/", "/templates", "/templates/edge"] {
+        let (s, _, body) = ops.get(p).await;
+        assert_eq!(s, 200, "{p}");
+        for raw in [
+            XSS_DESCRIPTION,
+            XSS_AUTHOR,
+            XSS_REASON,
+            XSS_TEMPLATE,
+            "<i>signer</i>",
+        ] {
+            assert!(
+                !body.contains(raw),
+                "{}: {p} shows {raw:?} as HTML",
+                db.name
+            );
+        }
     }
+    // askama writes `<` as `&#60;` and `>` as `&#62;`.
+    let (_, _, body) = ops.get(&page).await;
+    for escaped in [
+        "&#60;script&#62;alert(",
+        "&#60;img src=x onerror=alert(1)&#62;",
+    ] {
+        assert!(body.contains(escaped), "{}: {escaped} missing", db.name);
+    }
+    let (_, _, body) = ops.get("/templates").await;
+    assert!(body.contains("&#60;b onmouseover="), "{body}");
+}
+
+#[rstest]
+#[tokio::test(flavor = "multi_thread")]
+async fn a_logout_ends_the_session_on_the_server(
+    #[values(Backend::Sqlite, Backend::Postgres)] backend: Backend,
+) {
+    let db = backend.db().await;
+    let r = receiver(&db).await;
+    let mut c = Client::new(&r.url);
+    c.login(OPS_TOKEN).await;
+    let csrf = c.csrf("/").await;
+    let (s, _, _) = c.post("/logout", &[], &[]).await;
+    assert_eq!(
+        s, 403,
+        "{}: a logout needs the session's CSRF token",
+        db.name
+    );
+    let kept = c.cookie.clone();
+    let (s, to, _) = c.post("/logout", &[("csrf", &csrf)], &[]).await;
+    assert_eq!((s, to.as_str()), (303, "/login"));
+    // The old cookie, replayed, opens nothing.
+    c.cookie = kept;
+    let (s, to, _) = c.get("/").await;
+    assert_eq!((s, to.as_str()), (303, "/login?next=%2F"), "{}", db.name);
 }

@@ -33,33 +33,9 @@ async fn edge(
         let v = if name == "my-redis" { "0.1.0" } else { "1.0.0" };
         release_live(&r, &reg, &k, dir.path(), name, v).await;
     }
-    let (s, v) = post(
-        &r,
-        "/templates",
-        OPS_TOKEN,
-        json!({"id": "edge", "platform": "test"}),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    for m in assigned {
-        let (s, v) = post(
-            &r,
-            "/templates/edge/assignments",
-            OPS_TOKEN,
-            json!({"module_name": m}),
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
-    }
-    let (s, v) = post(
-        &r,
-        "/instances",
-        OPS_TOKEN,
-        json!({"id": "node-1", "template_id": "edge"}),
-    )
-    .await;
-    assert_eq!(s, 201, "{v}");
-    (r, reg, v["token"].as_str().unwrap().to_owned())
+    template_with(&r, "edge", assigned).await;
+    let token = r.fleet().register("node-1", "edge").await;
+    (r, reg, token)
 }
 
 fn names(doc: &DesiredState) -> Vec<&str> {
@@ -67,9 +43,7 @@ fn names(doc: &DesiredState) -> Vec<&str> {
 }
 
 async fn template(r: &Running) -> Value {
-    let (s, t) = r.get("/api/v1/templates/edge", Some(READ_TOKEN)).await;
-    assert_eq!(s, 200, "{t}");
-    t["template"].clone()
+    r.fleet().template("edge").await
 }
 
 /// Yanking a module another assigned module depends on: the full state cannot be composed
@@ -88,26 +62,21 @@ async fn a_yanked_dependency_is_never_served_again(
         &["system-base", "my-redis"],
     )
     .await;
-    let (first_id, first) = signed_state_of(&r, "node-1", &token).await;
+    let fleet = r.fleet();
+    let (first_id, first) = fleet.signed_state("node-1", &token).await;
     assert_eq!(
         names(&first),
         ["system-base", "security-hardening", "my-redis"]
     );
-    report_signed_state(&r, "node-1", &token, &first_id, &first).await;
+    fleet
+        .report_applied("node-1", &token, &first_id, &first)
+        .await;
     let yanked = first.modules[1].clone();
     assert!(template(&r).await["degraded"].is_null());
 
-    let (s, v) = post(
-        &r,
-        "/versions/v-security-hardening-1.0.0/yank",
-        OPS_TOKEN,
-        json!({"reason": "CVE"}),
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    r.app.drain().await.unwrap();
+    fleet.yank("v-security-hardening-1.0.0", "CVE").await;
 
-    let (id, doc) = signed_state_of(&r, "node-1", &token).await;
+    let (id, doc) = fleet.signed_state("node-1", &token).await;
     assert_ne!(
         id, first_id,
         "the state naming the yanked version is replaced"
@@ -138,10 +107,7 @@ async fn a_yanked_dependency_is_never_served_again(
     assert_eq!(t["desired_state"]["state_id"], id.as_str(), "{t}");
 
     // The instance has not moved yet: it runs the yanked digest, and drift says so.
-    let (s, v) = r
-        .get("/api/v1/instances/node-1/drift", Some(READ_TOKEN))
-        .await;
-    assert_eq!(s, 200, "{v}");
+    let v = fleet.drift("node-1").await;
     assert_eq!(v["drift"], true, "{v}");
     assert_eq!(
         v["yanked_running"][0]["module"], "security-hardening",
@@ -154,14 +120,8 @@ async fn a_yanked_dependency_is_never_served_again(
     assert!(v["reasons"].to_string().contains("yanked"), "{v}");
 
     // Recomputing the same inputs serves the same state (no new sequence).
-    r.app
-        .state
-        .store
-        .enqueue(&module_webhook::fleet::recompute_job())
-        .await
-        .unwrap();
-    r.app.drain().await.unwrap();
-    let (again, _) = signed_state_of(&r, "node-1", &token).await;
+    fleet.recompute().await;
+    let (again, _) = fleet.signed_state("node-1", &token).await;
     assert_eq!(again, id);
 }
 
@@ -172,48 +132,34 @@ async fn a_served_state_is_reissued_before_it_expires() {
     let db = sqlite().await;
     let clock = module_webhook::store::Clock::manual();
     let (r, _reg, token) = edge(&db, clock.clone(), &["system-base"]).await;
-    let (id, doc) = signed_state_of(&r, "node-1", &token).await;
+    let fleet = r.fleet();
+    let (id, doc) = fleet.signed_state("node-1", &token).await;
     assert_eq!(doc.template_id, "edge");
     assert_eq!(doc.expires_at - doc.issued_at, 7 * 24 * 3600, "the default");
     assert_eq!(doc.issued_at, clock.now_ms() / 1000);
     // Three days on by the injected clock: every cache entry has aged past its TTL too.
     clock.advance(std::time::Duration::from_secs(3 * 24 * 3600));
-    let (same, _) = signed_state_of(&r, "node-1", &token).await;
+    let (same, _) = fleet.signed_state("node-1", &token).await;
     assert_eq!(same, id, "still fresh: not re-issued");
-    let poll = |etag: String| {
-        let (r, token) = (&r, &token);
-        async move {
-            let (s, _, h) = call(
-                r,
-                reqwest::Method::GET,
-                "/instances/node-1/desired-state",
-                token,
-                None,
-                &[("If-None-Match", &format!("\"{etag}\""))],
-            )
-            .await;
-            (s, h["etag"].to_str().unwrap().trim_matches('"').to_owned())
-        }
-    };
     assert_eq!(
-        poll(id.clone()).await,
+        fleet.poll("node-1", &token, &id).await,
         (304, id.clone()),
         "a poll naming it"
     );
     // A serving receiver refreshes its poll cache ahead of the polls; a state past half its
     // validity is left out of it, so the next poll takes the path that re-issues it.
-    let fleet = &r.app.state.fleet;
-    fleet.refresh_states().await.unwrap();
-    assert_eq!(fleet.cache.state("edge"), Some(id.clone()));
+    let served = &r.app.state.fleet;
+    served.refresh_states().await.unwrap();
+    assert_eq!(served.cache.state("edge"), Some(id.clone()));
     clock.advance(std::time::Duration::from_secs(24 * 3600));
-    fleet.refresh_states().await.unwrap();
-    assert_eq!(fleet.cache.state("edge"), None);
+    served.refresh_states().await.unwrap();
+    assert_eq!(served.cache.state("edge"), None);
     clock.advance(module_webhook::fleet::cache::STATE_TTL);
     // Past half its validity, a poll naming the old state gets the re-issued one, not 304.
-    let (status, reissued) = poll(id.clone()).await;
+    let (status, reissued) = fleet.poll("node-1", &token, &id).await;
     assert_eq!(status, 200);
     assert_ne!(reissued, id);
-    let (next, doc2) = signed_state_of(&r, "node-1", &token).await;
+    let (next, doc2) = fleet.signed_state("node-1", &token).await;
     assert_eq!(next, reissued);
     assert_ne!(next, id);
     assert_eq!(doc2.content_id(), doc.content_id());
@@ -263,17 +209,11 @@ async fn nothing_composable_without_a_yanked_version_serves_a_hold(
     plain(b.path(), "beta", "shared.conf", true);
     release_live(&r, &reg, &k, a.path(), "alpha", "1.0.0").await;
     release_live(&r, &reg, &k, b.path(), "beta", "1.0.0").await;
-    let (s, v) = post(
-        &r,
-        "/templates",
-        OPS_TOKEN,
-        json!({"id": "edge", "platform": "p"}),
-    )
-    .await;
+    let fleet = r.fleet();
+    let (s, v) = fleet.create_template("edge", "p").await;
     assert_eq!(s, 201, "{v}");
     for m in ["alpha", "beta"] {
-        let body = json!({"module_name": m});
-        let (s, v) = post(&r, "/templates/edge/assignments", OPS_TOKEN, body).await;
+        let (s, v) = fleet.assign("edge", m, None).await;
         assert_eq!(s, 200, "{v}");
     }
     let first = template(&r).await["desired_state"]["document"].clone();
@@ -289,15 +229,7 @@ async fn nothing_composable_without_a_yanked_version_serves_a_hold(
     assert!(t["degraded"].is_null(), "{t}");
 
     // alpha 1.0.0 yanked: each assignment composes alone, not together. A hold.
-    let (s, v) = post(
-        &r,
-        "/versions/v-alpha-1.0.0/yank",
-        OPS_TOKEN,
-        json!({"reason": "CVE"}),
-    )
-    .await;
-    assert_eq!(s, 200, "{v}");
-    r.app.drain().await.unwrap();
+    fleet.yank("v-alpha-1.0.0", "CVE").await;
     let t = template(&r).await;
     assert_eq!(t["degraded"]["mode"], "held", "{t}");
     assert_eq!(t["degraded"]["dropped"], json!(["alpha", "beta"]), "{t}");
@@ -320,7 +252,8 @@ async fn a_schema_1_state_is_reissued_as_schema_2_when_read(
     let db = backend.db().await;
     let clock = module_webhook::store::Clock::manual();
     let (r, _reg, token) = edge(&db, clock.clone(), &["system-base"]).await;
-    let (id, doc) = signed_state_of(&r, "node-1", &token).await;
+    let fleet = r.fleet();
+    let (id, doc) = fleet.signed_state("node-1", &token).await;
     let mut v1 = serde_json::to_value(&doc).unwrap();
     let o = v1.as_object_mut().unwrap();
     for k in ["sequence", "issued_at", "expires_at"] {
@@ -339,7 +272,7 @@ async fn a_schema_1_state_is_reissued_as_schema_2_when_read(
     pool.close().await;
     // The cached state id ages out (by the injected clock) and the poll reads the row.
     clock.advance(module_webhook::fleet::cache::STATE_TTL);
-    let (next, doc2) = signed_state_of(&r, "node-1", &token).await;
+    let (next, doc2) = fleet.signed_state("node-1", &token).await;
     assert_ne!(next, id);
     assert_eq!(doc2.schema_version, 2);
     assert_eq!(doc2.sequence, 1);

@@ -78,6 +78,18 @@ impl Replica {
         );
     }
 
+    /// `user` comments `text` (comment `id`) on the pull request: Gitea's signed event
+    /// reaches this replica. Returns the replica's answer.
+    async fn comment(&self, id: i64, user: &str, text: &str) -> u16 {
+        let (body, headers) =
+            common::promotion::comment_request(GITEA_REPO, id, user, text, "created");
+        let mut r = reqwest::Client::new().post(format!("{}/hooks/gitea", self.url));
+        for (k, v) in headers {
+            r = r.header(k, v);
+        }
+        r.body(body).send().await.unwrap().status().as_u16()
+    }
+
     fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
             c.kill().unwrap();
@@ -415,8 +427,8 @@ async fn two_replicas_given_the_same_promote_at_once_transition_once() {
         let id = published_in(&store, &version, Lifecycle::Draft, "cd", HEAD).await;
         let text = format!("/promote {version} staging");
         let (ra, rb) = tokio::join!(
-            comment_to(&a.url, 100 + 2 * round, "alice", &text),
-            comment_to(&b.url, 101 + 2 * round, "bob", &text),
+            a.comment(100 + 2 * round, "alice", &text),
+            b.comment(101 + 2 * round, "bob", &text),
         );
         assert_eq!((ra, rb), (202, 202));
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -443,16 +455,6 @@ async fn two_replicas_given_the_same_promote_at_once_transition_once() {
             .count();
         assert_eq!(transitions, 1, "{version}: one transition for two comments");
     }
-}
-
-/// Posts the fixture comment (re-signed) with `text` to the replica at `url`.
-async fn comment_to(url: &str, id: i64, user: &str, text: &str) -> u16 {
-    let (body, headers) = common::promotion::comment_request(GITEA_REPO, id, user, text, "created");
-    let mut r = reqwest::Client::new().post(format!("{url}/hooks/gitea"));
-    for (k, v) in headers {
-        r = r.header(k, v);
-    }
-    r.body(body).send().await.unwrap().status().as_u16()
 }
 
 /// A PostgreSQL server of this test's own (`initdb` into a temporary directory, run as the

@@ -1,14 +1,234 @@
-//! The fleet verbs tests speak: JSON calls to the API, and releasing a module all the way
-//! to `live` through a real registry.
+//! The fleet verbs tests speak ([`Fleet`]: templates, assignments, instances, their signed
+//! states, reports and drift, as the operator and the nodes call them), the raw JSON calls
+//! under them (for the tests that mean to send a malformed body or the wrong token), and
+//! releasing a module all the way to `live` through a real registry.
 
 use super::{
-    OPS_TOKEN, Running,
+    OPS_TOKEN, READ_TOKEN, Running,
     release::{Keys, mb},
 };
 use module_webhook::jobs::reconcile::reconcile;
+use powernode_module::desired_state::{self, DesiredState, Envelope};
 use powernode_testkit::registry::TestRegistry;
 use serde_json::{Value, json};
 use std::path::Path;
+
+impl Running {
+    /// This receiver's fleet, spoken in the fleet's verbs.
+    pub fn fleet(&self) -> Fleet<'_> {
+        Fleet { r: self }
+    }
+}
+
+/// A receiver's fleet API in domain verbs (after rust-lang/bors' `BorsTester`): the operator
+/// creates templates and assigns modules, registers instances; a node reads its signed state
+/// and reports; anyone with the read role asks for drift. Verbs that can only succeed in a
+/// test's story assert it and return what the story goes on with; the others return the
+/// status and the answer for the test to judge.
+pub struct Fleet<'a> {
+    r: &'a Running,
+}
+
+impl Fleet<'_> {
+    /// The operator creates template `id` for `platform` (no modules yet).
+    pub async fn create_template(&self, id: &str, platform: &str) -> (u16, Value) {
+        let body = json!({"id": id, "platform": platform});
+        post(self.r, "/templates", OPS_TOKEN, body).await
+    }
+
+    /// The operator creates template `id` for `platform` with a `description`.
+    pub async fn create_described_template(
+        &self,
+        id: &str,
+        platform: &str,
+        description: &str,
+    ) -> (u16, Value) {
+        let body = json!({"id": id, "platform": platform, "description": description});
+        post(self.r, "/templates", OPS_TOKEN, body).await
+    }
+
+    /// The operator assigns `module` to `template`, optionally held to a semver
+    /// `requirement` (re-assigning changes the requirement); the answer has the new state.
+    pub async fn assign(
+        &self,
+        template: &str,
+        module: &str,
+        requirement: Option<&str>,
+    ) -> (u16, Value) {
+        let mut body = json!({"module_name": module});
+        if let Some(req) = requirement {
+            body["requirement"] = json!(req);
+        }
+        let path = format!("/templates/{template}/assignments");
+        post(self.r, &path, OPS_TOKEN, body).await
+    }
+
+    /// The operator takes `module` off `template`.
+    pub async fn unassign(&self, template: &str, module: &str) -> (u16, Value) {
+        let path = format!("/templates/{template}/assignments/{module}");
+        let (s, v, _) = call(self.r, reqwest::Method::DELETE, &path, OPS_TOKEN, None, &[]).await;
+        (s, v)
+    }
+
+    /// Template `id` as the read role sees it (its served state, last computation, degraded
+    /// mode); it must exist.
+    pub async fn template(&self, id: &str) -> Value {
+        let (s, t) = self
+            .r
+            .get(&format!("/api/v1/templates/{id}"), Some(READ_TOKEN))
+            .await;
+        assert_eq!(s, 200, "template {id}: {t}");
+        t["template"].clone()
+    }
+
+    /// The actions of template `id`'s audit trail, oldest first.
+    pub async fn template_audit(&self, id: &str) -> Vec<String> {
+        let (s, a) = self
+            .r
+            .get(&format!("/api/v1/templates/{id}/audit"), Some(READ_TOKEN))
+            .await;
+        assert_eq!(s, 200, "template {id}'s audit: {a}");
+        a["audit"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["action"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The operator registers instance `id` on `template`; returns its token (shown once).
+    pub async fn register(&self, id: &str, template: &str) -> String {
+        let body = json!({"id": id, "template_id": template});
+        let (s, v) = post(self.r, "/instances", OPS_TOKEN, body).await;
+        assert_eq!(s, 201, "registering {id}: {v}");
+        v["token"].as_str().unwrap().to_owned()
+    }
+
+    /// Instance `id` as the read role sees it (template, last report); it must exist.
+    pub async fn instance(&self, id: &str) -> Value {
+        let (s, v) = self
+            .r
+            .get(&format!("/api/v1/instances/{id}"), Some(READ_TOKEN))
+            .await;
+        assert_eq!(s, 200, "instance {id}: {v}");
+        v["instance"].clone()
+    }
+
+    /// Node `instance` reads its desired state with its `token` and verifies it with the
+    /// receiver's published key, as a node would; the ETag must be the state id. Returns
+    /// `(state_id, document)`.
+    pub async fn signed_state(&self, instance: &str, token: &str) -> (String, DesiredState) {
+        let path = format!("/instances/{instance}/desired-state");
+        let (s, envelope, h) = call(self.r, reqwest::Method::GET, &path, token, None, &[]).await;
+        assert_eq!(s, 200, "{instance}'s desired state: {envelope}");
+        let envelope: Envelope = serde_json::from_value(envelope).unwrap();
+        let (doc, id) = desired_state::verify(&envelope, &self.signing_key().await).unwrap();
+        assert_eq!(
+            h.get("etag").unwrap().to_str().unwrap(),
+            format!("\"{id}\""),
+            "the ETag is the state id"
+        );
+        (id.to_string(), doc)
+    }
+
+    /// The receiver's published signing key, as a node fetches it.
+    pub async fn signing_key(&self) -> sigstore::crypto::CosignVerificationKey {
+        let (s, pem) = self.r.get("/api/v1/signing-key", None).await;
+        assert_eq!(s, 200, "{pem}");
+        powernode_module::trust::keys::public_from_pem(pem.as_str().unwrap().as_bytes()).unwrap()
+    }
+
+    /// Node `instance` polls with its `token`, naming the state it has (`If-None-Match`):
+    /// the status (304 while that state is served) and the ETag of the served one.
+    pub async fn poll(&self, instance: &str, token: &str, state_id: &str) -> (u16, String) {
+        let path = format!("/instances/{instance}/desired-state");
+        let etag = format!("\"{state_id}\"");
+        let headers = [("If-None-Match", etag.as_str())];
+        let (s, _, h) = call(self.r, reqwest::Method::GET, &path, token, None, &headers).await;
+        let served = h["etag"].to_str().unwrap().trim_matches('"').to_owned();
+        (s, served)
+    }
+
+    /// Node `instance` sends the report `body` with its `token`.
+    pub async fn report(&self, instance: &str, token: &str, body: Value) -> (u16, Value) {
+        let path = format!("/instances/{instance}/report");
+        post(self.r, &path, token, body).await
+    }
+
+    /// Node `instance` reports it applied `state_id` (signed document `doc`) exactly.
+    pub async fn report_applied(
+        &self,
+        instance: &str,
+        token: &str,
+        state_id: &str,
+        doc: &DesiredState,
+    ) {
+        report_signed_state(self.r, instance, token, state_id, doc).await;
+    }
+
+    /// Instance `id`'s drift, as judged now; it must exist.
+    pub async fn drift(&self, id: &str) -> Value {
+        let (s, v) = self
+            .r
+            .get(&format!("/api/v1/instances/{id}/drift"), Some(READ_TOKEN))
+            .await;
+        assert_eq!(s, 200, "{id}'s drift: {v}");
+        v
+    }
+
+    /// The fleet summary of `template`'s instances: counts, and the first page of the
+    /// drifting ones.
+    pub async fn drift_summary(&self, template: &str) -> (u16, Value) {
+        let path = format!("/api/v1/drift?template={template}");
+        self.r.get(&path, Some(READ_TOKEN)).await
+    }
+
+    /// A page of `limit` of `template`'s drifting instances, after `cursor`.
+    pub async fn drift_page(&self, template: &str, limit: usize, cursor: Option<&str>) -> Value {
+        let mut path = format!("/api/v1/drift?template={template}&limit={limit}");
+        if let Some(c) = cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let (s, v) = self.r.get(&path, Some(READ_TOKEN)).await;
+        assert_eq!(s, 200, "{path}: {v}");
+        v
+    }
+
+    /// The operator yanks `version` (the emergency switch) and the fleet follows: the
+    /// templates are recomputed before this returns.
+    pub async fn yank(&self, version: &str, reason: &str) {
+        let path = format!("/versions/{version}/yank");
+        let (s, v) = post(self.r, &path, OPS_TOKEN, json!({"reason": reason})).await;
+        assert_eq!(s, 200, "yanking {version}: {v}");
+        self.r.app.drain().await.unwrap();
+    }
+
+    /// Every template is recomputed (the job a restart or a key change queues), and the
+    /// queue runs dry.
+    pub async fn recompute(&self) {
+        let store = &self.r.app.state.store;
+        store
+            .enqueue(&module_webhook::fleet::recompute_job())
+            .await
+            .unwrap();
+        self.r.app.drain().await.unwrap();
+    }
+
+    /// An author asks (read role) whether `manifest_yaml` of `category` is valid, and, with
+    /// `template`, whether it composes with what that template serves.
+    pub async fn validate(
+        &self,
+        manifest_yaml: &str,
+        category: &str,
+        template: Option<&str>,
+    ) -> (u16, Value) {
+        let mut body = json!({"manifest_yaml": manifest_yaml, "category_slug": category});
+        if let Some(t) = template {
+            body["template_id"] = json!(t);
+        }
+        post(self.r, "/validate", READ_TOKEN, body).await
+    }
+}
 
 pub fn repo(name: &str) -> String {
     format!("acct/modules/{name}-module")
@@ -104,7 +324,7 @@ pub async fn report_signed_state(
     instance: &str,
     token: &str,
     state_id: &str,
-    doc: &powernode_module::desired_state::DesiredState,
+    doc: &DesiredState,
 ) {
     let (s, v) = report_observed(r, instance, token, state_id, doc, json!({})).await;
     assert_eq!(s, 200, "{v}");
@@ -118,7 +338,7 @@ pub async fn report_observed(
     instance: &str,
     token: &str,
     state_id: &str,
-    doc: &powernode_module::desired_state::DesiredState,
+    doc: &DesiredState,
     modules: Value,
 ) -> (u16, Value) {
     let running: serde_json::Map<String, Value> = doc
@@ -141,60 +361,28 @@ pub async fn report_observed(
 }
 
 /// Instance `instance`'s desired state, read with its `token` and verified with the
-/// receiver's published key, as a node would: `(state_id, document)`.
-pub async fn signed_state_of(
-    r: &Running,
-    instance: &str,
-    token: &str,
-) -> (String, powernode_module::desired_state::DesiredState) {
-    let (s, envelope, _) = call(
-        r,
-        reqwest::Method::GET,
-        &format!("/instances/{instance}/desired-state"),
-        token,
-        None,
-        &[],
-    )
-    .await;
-    assert_eq!(s, 200, "{envelope}");
-    let (_, pem) = r.get("/api/v1/signing-key", None).await;
-    let key =
-        powernode_module::trust::keys::public_from_pem(pem.as_str().unwrap().as_bytes()).unwrap();
-    let (doc, id) =
-        powernode_module::desired_state::verify(&serde_json::from_value(envelope).unwrap(), &key)
-            .unwrap();
-    (id.to_string(), doc)
+/// receiver's published key, as a node would: `(state_id, document)` (see
+/// [`Fleet::signed_state`]).
+pub async fn signed_state_of(r: &Running, instance: &str, token: &str) -> (String, DesiredState) {
+    r.fleet().signed_state(instance, token).await
 }
 
 /// Creates template `id` (platform `test`) with `modules` assigned (newest live versions);
 /// any refusal fails the test.
 pub async fn template_with(r: &Running, id: &str, modules: &[&str]) {
-    let (s, v) = post(
-        r,
-        "/templates",
-        OPS_TOKEN,
-        json!({"id": id, "platform": "test"}),
-    )
-    .await;
+    let fleet = r.fleet();
+    let (s, v) = fleet.create_template(id, "test").await;
     assert_eq!(s, 201, "template {id}: {v}");
     for m in modules {
-        let path = format!("/templates/{id}/assignments");
-        let (s, v) = post(r, &path, OPS_TOKEN, json!({"module_name": m})).await;
+        let (s, v) = fleet.assign(id, m, None).await;
         assert_eq!(s, 200, "assigning {m} to {id}: {v}");
     }
 }
 
-/// Registers instance `id` on `template`; the token it is shown once.
+/// Registers instance `id` on `template`; the token it is shown once (see
+/// [`Fleet::register`]).
 pub async fn register(r: &Running, id: &str, template: &str) -> String {
-    let (s, v) = post(
-        r,
-        "/instances",
-        OPS_TOKEN,
-        json!({"id": id, "template_id": template}),
-    )
-    .await;
-    assert_eq!(s, 201, "registering {id}: {v}");
-    v["token"].as_str().unwrap().to_owned()
+    r.fleet().register(id, template).await
 }
 
 /// A new receiver signing key in `dir`: the private key file (mode 0600, as the receiver

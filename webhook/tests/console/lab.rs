@@ -45,14 +45,15 @@ async fn release(l: &Lab, version: &str, live: bool) -> String {
 }
 
 async fn report_failed(r: &Running, instance: &str, token: &str, state_id: &str) {
-    let (s, v) = post(
-        r,
-        &format!("/instances/{instance}/report"),
-        token,
-        json!({"desired_state_id": state_id, "running_module_digests": {}, "status": "failed",
+    let (s, v) = r
+        .fleet()
+        .report(
+            instance,
+            token,
+            json!({"desired_state_id": state_id, "running_module_digests": {}, "status": "failed",
                "message": "apt-get install systemd-sysv: dpkg was interrupted"}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(s, 200, "{v}");
 }
 
@@ -233,9 +234,4 @@ pub async fn state_of(r: &Running, id: &str) -> String {
         .await;
     assert_eq!(s, 200, "{v}");
     v["lifecycle"].as_str().unwrap().to_owned()
-}
-
-/// Both stores, SQLite and PostgreSQL (a missing PostgreSQL fails the test, saying so).
-pub async fn databases() -> Vec<TestDb> {
-    vec![Backend::Sqlite.db().await, Backend::Postgres.db().await]
 }
