@@ -22,6 +22,8 @@ mod lab;
 mod support;
 use common::{fleet::*, *};
 use lab::*;
+// The node lab's receiver, not the webhook tests' fleet verbs (both are glob-imported).
+use lab::Fleet;
 use powernode_testkit::node::{Node, NodeImage};
 use serde_json::json;
 use std::{
