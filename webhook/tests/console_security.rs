@@ -50,7 +50,7 @@ async fn plant(r: &Running) -> String {
         lifecycle: Lifecycle::Draft,
         repository: "acct/modules/evil-module".into(),
         tag: "v1.0.0".into(),
-        manifest_digest: format!("sha256:{}", "ef".repeat(32)),
+        manifest_digest: format!("sha256:{}", "ef".repeat(32)).parse().unwrap(),
         artifact_digest: None,
         composefs_digest: None,
         composefs_format: Some(1),

@@ -3,7 +3,9 @@
 use super::{
     Store, VersionId,
     audit::{NewAudit, append_audit},
+    codec::{digest, opt_digest},
 };
+use powernode_module::digest::Digest;
 pub use powernode_module::lifecycle::Lifecycle;
 use serde::Serialize;
 use sqlx::{Row, any::AnyRow};
@@ -16,9 +18,9 @@ pub struct VersionRow {
     pub lifecycle: Lifecycle,
     pub repository: String,
     pub tag: String,
-    pub manifest_digest: String,
-    pub artifact_digest: Option<String>,
-    pub composefs_digest: Option<String>,
+    pub manifest_digest: Digest,
+    pub artifact_digest: Option<Digest>,
+    pub composefs_digest: Option<Digest>,
     pub composefs_format: Option<i64>,
     pub source_repository: Option<String>,
     pub source_commit: Option<String>,
@@ -43,9 +45,9 @@ fn version_row(r: &AnyRow) -> anyhow::Result<VersionRow> {
         lifecycle: lifecycle.parse().map_err(anyhow::Error::msg)?,
         repository: r.try_get("repository")?,
         tag: r.try_get("tag")?,
-        manifest_digest: r.try_get("manifest_digest")?,
-        artifact_digest: r.try_get("artifact_digest")?,
-        composefs_digest: r.try_get("composefs_digest")?,
+        manifest_digest: digest(r, "manifest_digest")?,
+        artifact_digest: opt_digest(r, "artifact_digest")?,
+        composefs_digest: opt_digest(r, "composefs_digest")?,
         composefs_format: r.try_get("composefs_format")?,
         source_repository: r.try_get("source_repository")?,
         source_commit: r.try_get("source_commit")?,
@@ -80,12 +82,16 @@ impl Store {
     }
 
     /// Versions waiting for a signature, optionally only those of one manifest digest.
-    pub async fn pending_versions(&self, digest: Option<&str>) -> anyhow::Result<Vec<VersionRow>> {
+    pub async fn pending_versions(
+        &self,
+        digest: Option<&Digest>,
+    ) -> anyhow::Result<Vec<VersionRow>> {
+        let digest = digest.map(Digest::to_string);
         let rows = self
             .fetch_where(
                 &format!("SELECT {VCOLS} FROM versions WHERE lifecycle = 'pending_signature'"),
                 "manifest_digest",
-                digest,
+                digest.as_deref(),
                 "",
             )
             .await?;
@@ -184,9 +190,9 @@ impl Store {
         .bind(v.lifecycle.as_str())
         .bind(&v.repository)
         .bind(&v.tag)
-        .bind(&v.manifest_digest)
-        .bind(&v.artifact_digest)
-        .bind(&v.composefs_digest)
+        .bind(v.manifest_digest.to_string())
+        .bind(v.artifact_digest.map(|d| d.to_string()))
+        .bind(v.composefs_digest.map(|d| d.to_string()))
         .bind(v.composefs_format)
         .bind(&v.source_repository)
         .bind(&v.source_commit)

@@ -400,7 +400,9 @@ pub async fn published_module_in(
         lifecycle: state,
         repository: repository.into(),
         tag: format!("v{version}"),
-        manifest_digest: format!("sha256:{}", digest_byte.repeat(32)),
+        manifest_digest: format!("sha256:{}", digest_byte.repeat(32))
+            .parse()
+            .unwrap(),
         artifact_digest: None,
         composefs_digest: None,
         composefs_format: Some(1),

@@ -69,7 +69,7 @@ impl Engine {
             id: request_id,
             version_id: v.id.clone(),
             to_state: to,
-            digest: v.manifest_digest.clone(),
+            digest: v.manifest_digest,
             requester: actor(c),
             via: Via::Comment,
             repository: Some(module.gitea_repository.clone()),
@@ -113,7 +113,7 @@ impl Engine {
         };
         let rows: Vec<_> = versions
             .into_iter()
-            .map(|v| (v.version, v.lifecycle, v.manifest_digest))
+            .map(|v| (v.version, v.lifecycle, v.manifest_digest.to_string()))
             .collect();
         Ok(replies::status_table(&rows))
     }
