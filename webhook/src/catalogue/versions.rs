@@ -5,6 +5,7 @@ use crate::{
     error::ServiceError,
     store::{Lifecycle, Store, VersionRow},
 };
+use powernode_module::{Version, manifest::ModuleName};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
@@ -23,9 +24,9 @@ pub struct ListQuery {
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct VersionSummary {
     pub id: String,
-    pub module: String,
-    pub version: String,
-    pub version_string: String,
+    pub module: ModuleName,
+    pub version: Version,
+    pub version_string: Version,
     pub lifecycle: Lifecycle,
     pub lifecycle_state: Lifecycle,
     pub manifest_digest: powernode_module::digest::Digest,
@@ -60,7 +61,7 @@ impl From<&VersionRow> for VersionSummary {
 pub struct VersionView {
     #[serde(flatten)]
     pub row: VersionRow,
-    pub version_string: String,
+    pub version_string: Version,
     pub lifecycle_state: Lifecycle,
 }
 

@@ -579,7 +579,7 @@ impl Fleet {
             signer.issuer_regexp = Some(format!("^{}$", regex::escape(&pin.issuer)));
         }
         Ok(DesiredModule {
-            name: v.module.clone(),
+            name: v.module.to_string(),
             version: version.to_string(),
             reference: format!("{}/{}@{manifest_digest}", self.registry_host, v.repository),
             manifest_digest,

@@ -97,7 +97,7 @@ fn audit(
     NewAudit {
         version_id: Some(v.id.clone()),
         template_id: None,
-        module: Some(v.module.clone()),
+        module: Some(v.module.to_string()),
         actor: "module-webhook".into(),
         via: Via::Ingest,
         action,
@@ -173,8 +173,9 @@ impl Ctx {
         let now = self.store.now();
         let row = VersionRow {
             id: id.clone(),
-            module: trust.name.clone(),
-            version: version.to_string(),
+            // Configured names are checked when the configuration is read.
+            module: trust.name.parse().map_err(anyhow::Error::msg)?,
+            version: version.clone(),
             lifecycle: Lifecycle::PendingSignature,
             repository: repository.to_owned(),
             tag: tag.to_owned(),

@@ -30,6 +30,18 @@ pub(crate) fn digest(r: &AnyRow, column: &str) -> anyhow::Result<Digest> {
         .map_err(|e| anyhow::anyhow!("column {column}: {e}"))
 }
 
+/// A text column holding a value of a parsed type (a module name, a version), parsed once
+/// here; a value that does not parse is an error naming the column.
+pub(crate) fn parsed<T>(r: &AnyRow, column: &str) -> anyhow::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text: String = r.try_get(column)?;
+    text.parse()
+        .map_err(|e| anyhow::anyhow!("column {column}: {e}"))
+}
+
 /// Like [`digest`], for a nullable column.
 pub(crate) fn opt_digest(r: &AnyRow, column: &str) -> anyhow::Result<Option<Digest>> {
     let text: Option<String> = r.try_get(column)?;

@@ -3,18 +3,18 @@
 use super::{
     Store, VersionId,
     audit::{NewAudit, append_audit},
-    codec::{digest, opt_digest},
+    codec::{digest, opt_digest, parsed},
 };
-use powernode_module::digest::Digest;
 pub use powernode_module::lifecycle::Lifecycle;
+use powernode_module::{Version, digest::Digest, manifest::ModuleName};
 use serde::Serialize;
 use sqlx::{Row, any::AnyRow};
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct VersionRow {
     pub id: VersionId,
-    pub module: String,
-    pub version: String,
+    pub module: ModuleName,
+    pub version: Version,
     pub lifecycle: Lifecycle,
     pub repository: String,
     pub tag: String,
@@ -40,8 +40,8 @@ fn version_row(r: &AnyRow) -> anyhow::Result<VersionRow> {
     let index: Option<String> = r.try_get("file_index")?;
     Ok(VersionRow {
         id: r.try_get::<String, _>("id")?.into(),
-        module: r.try_get("module")?,
-        version: r.try_get("version")?,
+        module: parsed(r, "module")?,
+        version: parsed(r, "version")?,
         lifecycle: lifecycle.parse().map_err(anyhow::Error::msg)?,
         repository: r.try_get("repository")?,
         tag: r.try_get("tag")?,
@@ -159,8 +159,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let existing =
             sqlx::query("SELECT lifecycle FROM versions WHERE module = $1 AND version = $2")
-                .bind(&v.module)
-                .bind(&v.version)
+                .bind(v.module.as_str())
+                .bind(v.version.to_string())
                 .fetch_optional(&mut *tx)
                 .await?;
         if let Some(r) = existing {
@@ -170,13 +170,13 @@ impl Store {
                 return Ok(false);
             }
             sqlx::query("DELETE FROM versions WHERE module = $1 AND version = $2")
-                .bind(&v.module)
-                .bind(&v.version)
+                .bind(v.module.as_str())
+                .bind(v.version.to_string())
                 .execute(&mut *tx)
                 .await?;
         }
         sqlx::query("INSERT INTO modules (name, repository, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(&v.module)
+            .bind(v.module.as_str())
             .bind(&v.repository)
             .bind(self.now())
             .execute(&mut *tx)
@@ -185,8 +185,8 @@ impl Store {
             "INSERT INTO versions ({VCOLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
         ))
         .bind(v.id.as_str())
-        .bind(&v.module)
-        .bind(&v.version)
+        .bind(v.module.as_str())
+        .bind(v.version.to_string())
         .bind(v.lifecycle.as_str())
         .bind(&v.repository)
         .bind(&v.tag)

@@ -395,8 +395,8 @@ pub async fn published_module_in(
     let id = format!("v-{module}-{version}");
     let v = VersionRow {
         id: id.clone().into(),
-        module: module.into(),
-        version: version.into(),
+        module: module.parse().unwrap(),
+        version: version.parse().unwrap(),
         lifecycle: state,
         repository: repository.into(),
         tag: format!("v{version}"),

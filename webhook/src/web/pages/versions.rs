@@ -270,8 +270,8 @@ pub async fn version(
     };
     render(&VersionPage {
         nav: Nav::of(&session, "modules"),
-        module: v.module.clone(),
-        version: v.version.clone(),
+        module: v.module.to_string(),
+        version: v.version.to_string(),
         stage: v.lifecycle.as_str(),
         next_stage: v.lifecycle.next().map(Lifecycle::as_str),
         can_yank: matches!(
