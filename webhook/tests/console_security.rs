@@ -45,12 +45,12 @@ async fn plant(r: &Running) -> String {
     let id = "v-evil-1.0.0".to_owned();
     let v = VersionRow {
         id: id.clone().into(),
-        module: "evil".into(),
-        version: "1.0.0".into(),
+        module: "evil".parse().unwrap(),
+        version: "1.0.0".parse().unwrap(),
         lifecycle: Lifecycle::Draft,
         repository: "acct/modules/evil-module".into(),
         tag: "v1.0.0".into(),
-        manifest_digest: format!("sha256:{}", "ef".repeat(32)),
+        manifest_digest: format!("sha256:{}", "ef".repeat(32)).parse().unwrap(),
         artifact_digest: None,
         composefs_digest: None,
         composefs_format: Some(1),

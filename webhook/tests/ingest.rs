@@ -113,14 +113,17 @@ async fn release_is_ingested_to_draft_through_registry_notifications(
         v.reject_reason
     );
     assert_eq!(v.id, "v-my-redis-0.1.0");
-    assert_eq!(v.manifest_digest, digest_of(&reference));
+    assert_eq!(v.manifest_digest.to_string(), digest_of(&reference));
     let mj: serde_json::Value =
         serde_json::from_slice(&fs::read(m.path().join("dist/module.json")).unwrap()).unwrap();
     assert_eq!(
-        v.composefs_digest.as_deref(),
+        v.composefs_digest.map(|d| d.to_string()).as_deref(),
         mj["composefs"]["digest"].as_str()
     );
-    assert_eq!(v.artifact_digest.as_deref(), mj["tar"]["sha256"].as_str());
+    assert_eq!(
+        v.artifact_digest.map(|d| d.to_string()).as_deref(),
+        mj["tar"]["sha256"].as_str()
+    );
     assert_eq!(v.composefs_format, Some(1));
     assert!(v.manifest.as_deref().unwrap().contains("name: my-redis"));
     assert!(
@@ -516,7 +519,7 @@ async fn versions_are_immutable() {
         .unwrap();
     assert_eq!(v.lifecycle, Lifecycle::Draft);
     assert_eq!(
-        v.manifest_digest,
+        v.manifest_digest.to_string(),
         digest_of(&first),
         "the first digest stays"
     );

@@ -184,7 +184,7 @@ async fn a_confirmed_proposal_becomes_the_pin_and_its_held_versions_drafts(
         .version("my-redis", "1.0.0")
         .await
         .unwrap();
-    assert_eq!(p["manifest_digest"], v.unwrap().manifest_digest.as_str());
+    assert_eq!(p["manifest_digest"], v.unwrap().manifest_digest.to_string());
     assert!(p["pinned_at"].as_i64().unwrap() > 0);
     assert!(
         actions(&r, "v-my-redis-1.0.0")

@@ -180,7 +180,7 @@ async fn a_transition_settles_its_request_in_the_same_transaction(
         id: id.into(),
         version_id: version_id.clone(),
         to_state: Lifecycle::Staging,
-        digest: "sha256:ab".into(),
+        digest: format!("sha256:{}", "ab".repeat(32)).parse().unwrap(),
         requester: Actor::Gitea("bob".into()),
         via: Via::Comment,
         repository: Some("acme/hello-module".into()),

@@ -387,10 +387,10 @@ async fn two_replicas_ingest_every_push_exactly_once_through_duplicates_and_a_si
         );
         let digest = &released
             .iter()
-            .find(|(ver, _)| *ver == v.version)
+            .find(|(ver, _)| *ver == v.version.to_string())
             .unwrap()
             .1;
-        assert_eq!(&v.manifest_digest, digest, "{}", v.version);
+        assert_eq!(&v.manifest_digest.to_string(), digest, "{}", v.version);
     }
     assert!(
         store.dead_letters().await.unwrap().is_empty(),

@@ -29,6 +29,14 @@ impl ModuleName {
     }
 }
 
+/// A module name is read as the text it is (map keys, messages, SQL parameters).
+impl std::ops::Deref for ModuleName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for ModuleName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
@@ -39,6 +47,22 @@ impl FromStr for ModuleName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         ModuleName::parse(s).ok_or_else(|| format!("module name {s:?} {NAME_RULE}"))
+    }
+}
+
+/// On the wire a module name is its text; reading one checks the rule.
+#[cfg(feature = "schemars")]
+impl schemars::JsonSchema for ModuleName {
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ModuleName".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string"})
     }
 }
 

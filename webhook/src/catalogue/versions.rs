@@ -5,6 +5,7 @@ use crate::{
     error::ServiceError,
     store::{Lifecycle, Store, VersionRow},
 };
+use powernode_module::{Version, manifest::ModuleName};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
@@ -23,13 +24,13 @@ pub struct ListQuery {
 #[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct VersionSummary {
     pub id: String,
-    pub module: String,
-    pub version: String,
-    pub version_string: String,
+    pub module: ModuleName,
+    pub version: Version,
+    pub version_string: Version,
     pub lifecycle: Lifecycle,
     pub lifecycle_state: Lifecycle,
-    pub manifest_digest: String,
-    pub composefs_digest: Option<String>,
+    pub manifest_digest: powernode_module::digest::Digest,
+    pub composefs_digest: Option<powernode_module::digest::Digest>,
     pub source_commit: Option<String>,
     pub signer_identity: Option<String>,
     pub created_at: i64,
@@ -45,8 +46,8 @@ impl From<&VersionRow> for VersionSummary {
             version_string: v.version.clone(),
             lifecycle: v.lifecycle,
             lifecycle_state: v.lifecycle,
-            manifest_digest: v.manifest_digest.clone(),
-            composefs_digest: v.composefs_digest.clone(),
+            manifest_digest: v.manifest_digest,
+            composefs_digest: v.composefs_digest,
             source_commit: v.source_commit.clone(),
             signer_identity: v.signer_identity.clone(),
             created_at: v.created_at,
@@ -60,7 +61,7 @@ impl From<&VersionRow> for VersionSummary {
 pub struct VersionView {
     #[serde(flatten)]
     pub row: VersionRow,
-    pub version_string: String,
+    pub version_string: Version,
     pub lifecycle_state: Lifecycle,
 }
 

@@ -100,12 +100,13 @@ fn unsigned(
 }
 
 /// Whether every module a stored document names is at a live manifest digest.
-fn names_only(document: &serde_json::Value, live: &BTreeSet<&str>) -> bool {
+fn names_only(document: &serde_json::Value, live: &BTreeSet<Digest>) -> bool {
     document["modules"].as_array().is_some_and(|ms| {
         ms.iter().all(|m| {
             m["manifest_digest"]
                 .as_str()
-                .is_some_and(|d| live.contains(d))
+                .and_then(|d| d.parse::<Digest>().ok())
+                .is_some_and(|d| live.contains(&d))
         })
     })
 }
@@ -237,10 +238,10 @@ impl Fleet {
             .partition(|f| f.severity != Severity::Warning);
         let order = full.order.clone();
 
-        let live_digests: BTreeSet<&str> = live
+        let live_digests: BTreeSet<Digest> = live
             .values()
             .flatten()
-            .map(|c| c.data.manifest_digest.as_str())
+            .map(|c| c.data.manifest_digest)
             .collect();
         // What to serve: the full state; else (fail safe) the served one while it is whole
         // and names only live versions; else what can be composed without the broken
@@ -560,12 +561,10 @@ impl Fleet {
         version: &Version,
         manifest: &powernode_module::manifest::Manifest,
     ) -> anyhow::Result<DesiredModule> {
-        let manifest_digest: Digest = v.manifest_digest.parse()?;
-        let composefs_digest: Digest = v
+        let manifest_digest = v.manifest_digest;
+        let composefs_digest = v
             .composefs_digest
-            .as_deref()
-            .ok_or_else(|| anyhow::anyhow!("version {} has no composefs digest", v.id))?
-            .parse()?;
+            .ok_or_else(|| anyhow::anyhow!("version {} has no composefs digest", v.id))?;
         let trust = self.policies.by_name(&v.module);
         let mut signer = SignerPolicy {
             keys: trust.map(|t| t.key_pems.clone()).unwrap_or_default(),
@@ -580,7 +579,7 @@ impl Fleet {
             signer.issuer_regexp = Some(format!("^{}$", regex::escape(&pin.issuer)));
         }
         Ok(DesiredModule {
-            name: v.module.clone(),
+            name: v.module.to_string(),
             version: version.to_string(),
             reference: format!("{}/{}@{manifest_digest}", self.registry_host, v.repository),
             manifest_digest,

@@ -84,17 +84,11 @@ pub fn resolve<'a, T>(
 
 /// Live versions as resolution candidates, by module. A version whose manifest no longer
 /// parses (it did at ingest) is left out with an error in the log rather than failing
-/// every template.
+/// every template. (The version itself was parsed when the row was read.)
 pub fn candidates(rows: Vec<VersionRow>) -> BTreeMap<String, Vec<Candidate<VersionRow>>> {
     let mut out: BTreeMap<String, Vec<_>> = BTreeMap::new();
     for row in rows {
-        let version = match Version::parse(&row.version) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(version = %row.id, error = %e, "live version is not SemVer; left out");
-                continue;
-            }
-        };
+        let version = row.version.clone();
         let Some(manifest) = row
             .manifest
             .as_deref()
@@ -103,11 +97,13 @@ pub fn candidates(rows: Vec<VersionRow>) -> BTreeMap<String, Vec<Candidate<Versi
             tracing::error!(version = %row.id, "live version has no valid manifest; left out");
             continue;
         };
-        out.entry(row.module.clone()).or_default().push(Candidate {
-            version,
-            manifest,
-            data: row,
-        });
+        out.entry(row.module.to_string())
+            .or_default()
+            .push(Candidate {
+                version,
+                manifest,
+                data: row,
+            });
     }
     out
 }

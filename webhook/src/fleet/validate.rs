@@ -86,7 +86,10 @@ impl Fleet {
         };
         let name = m.identity.name.to_string();
         let mut layers_in = Vec::new();
-        for c in others.into_iter().filter(|c| c.data.module != name) {
+        for c in others
+            .into_iter()
+            .filter(|c| c.data.module.as_str() != name)
+        {
             layers_in.push(layers::layer_of(c).map_err(|e| anyhow::anyhow!("{}: {e}", c.data.id))?);
         }
         layers_in.push(candidate_layer(m, &layers_in));

@@ -97,7 +97,7 @@ fn audit(
     NewAudit {
         version_id: Some(v.id.clone()),
         template_id: None,
-        module: Some(v.module.clone()),
+        module: Some(v.module.to_string()),
         actor: "module-webhook".into(),
         via: Via::Ingest,
         action,
@@ -149,6 +149,12 @@ impl Ctx {
                 "{repository}:{tag} is not a module artifact"
             )));
         }
+        let Ok(layer_digest) = m.layers[0].digest.parse::<Digest>() else {
+            return Ok(Outcome::Ignored(format!(
+                "{repository}:{tag} names its layer by a malformed digest {:?}",
+                m.layers[0].digest
+            )));
+        };
         let id = VersionId::new(&trust.name, &version);
         let existing = self
             .store
@@ -157,7 +163,7 @@ impl Ctx {
         if let Some(e) = &existing
             && e.lifecycle.is_published()
         {
-            if e.manifest_digest == digest.to_string() {
+            if e.manifest_digest == digest {
                 return Ok(Outcome::AlreadyIngested(id));
             }
             return self
@@ -167,13 +173,14 @@ impl Ctx {
         let now = self.store.now();
         let row = VersionRow {
             id: id.clone(),
-            module: trust.name.clone(),
-            version: version.to_string(),
+            // Configured names are checked when the configuration is read.
+            module: trust.name.parse().map_err(anyhow::Error::msg)?,
+            version: version.clone(),
             lifecycle: Lifecycle::PendingSignature,
             repository: repository.to_owned(),
             tag: tag.to_owned(),
-            manifest_digest: digest.to_string(),
-            artifact_digest: Some(m.layers[0].digest.clone()),
+            manifest_digest: digest,
+            artifact_digest: Some(layer_digest),
             composefs_digest: None,
             composefs_format: None,
             source_repository: m.annotations.get(ann::ANN_SOURCE).cloned(),
@@ -185,7 +192,7 @@ impl Ctx {
             reject_reason: None,
             created_at: existing
                 .as_ref()
-                .filter(|e| e.manifest_digest == digest.to_string())
+                .filter(|e| e.manifest_digest == digest)
                 .map(|e| e.created_at)
                 .unwrap_or(now),
             updated_at: now,
@@ -210,7 +217,7 @@ impl Ctx {
             }
         };
         let signer = match self
-            .pick_signer(trust, &verified, &id, &row.manifest_digest)
+            .pick_signer(trust, &verified, &id, &row.manifest_digest.to_string())
             .await?
         {
             Ok(s) => s,
@@ -410,7 +417,7 @@ impl Ctx {
         row.signer_identity = signer.identity.clone();
         row.signer_issuer = signer.issuer.clone();
         row.source_commit = source_commit;
-        row.composefs_digest = Some(inspection.composefs_digest.to_string());
+        row.composefs_digest = Some(inspection.composefs_digest);
         row.composefs_format = Some(powernode_module::artifact::COMPOSEFS_FORMAT as i64);
         row.file_index = Some(serde_json::to_value(&inspection.index).unwrap_or_default());
         row.manifest = Some(manifest_text);
@@ -521,7 +528,11 @@ impl Ctx {
         digest: &str,
     ) -> Result<Vec<Outcome>, Error> {
         let mut out = Vec::new();
-        for v in self.store.pending_versions(Some(digest)).await? {
+        // A tag that names no well-formed digest names no pending version either.
+        let Ok(digest) = digest.parse::<Digest>() else {
+            return Ok(out);
+        };
+        for v in self.store.pending_versions(Some(&digest)).await? {
             if v.repository == repository {
                 out.push(self.ingest(&v.repository, &v.tag).await?);
             }

@@ -134,7 +134,7 @@ impl Promoter {
         let record = |action: AuditAction, to: Option<Lifecycle>, missing: &[Missing]| NewAudit {
             version_id: Some(v.id.clone()),
             template_id: None,
-            module: Some(v.module.clone()),
+            module: Some(v.module.to_string()),
             actor: evidence.requester.encode(),
             via,
             action,

@@ -2,6 +2,7 @@
 //! the rest of the receiver uses, so no caller compares a column's text. The text stored is
 //! the enum's serde name (what `as_str` writes), so JSON answers keep their shape.
 
+use powernode_module::digest::Digest;
 use serde::de::DeserializeOwned;
 use sqlx::{Row, any::AnyRow};
 
@@ -19,6 +20,36 @@ pub(crate) fn opt_text_enum<T: DeserializeOwned>(
 ) -> anyhow::Result<Option<T>> {
     let text: Option<String> = r.try_get(column)?;
     text.map(|t| parse(column, t)).transpose()
+}
+
+/// A digest column (`sha256:…`, as `Digest` displays it), parsed once here; a malformed
+/// one is an error naming the column.
+pub(crate) fn digest(r: &AnyRow, column: &str) -> anyhow::Result<Digest> {
+    let text: String = r.try_get(column)?;
+    text.parse()
+        .map_err(|e| anyhow::anyhow!("column {column}: {e}"))
+}
+
+/// A text column holding a value of a parsed type (a module name, a version), parsed once
+/// here; a value that does not parse is an error naming the column.
+pub(crate) fn parsed<T>(r: &AnyRow, column: &str) -> anyhow::Result<T>
+where
+    T: std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    let text: String = r.try_get(column)?;
+    text.parse()
+        .map_err(|e| anyhow::anyhow!("column {column}: {e}"))
+}
+
+/// Like [`digest`], for a nullable column.
+pub(crate) fn opt_digest(r: &AnyRow, column: &str) -> anyhow::Result<Option<Digest>> {
+    let text: Option<String> = r.try_get(column)?;
+    text.map(|t| {
+        t.parse()
+            .map_err(|e| anyhow::anyhow!("column {column}: {e}"))
+    })
+    .transpose()
 }
 
 fn parse<T: DeserializeOwned>(column: &str, text: String) -> anyhow::Result<T> {

@@ -2,7 +2,8 @@
 //! compare-and-set on `state = 'pending'`, like version transitions: a `/cancel` and a
 //! concurrent re-evaluation cannot undo each other.
 
-use super::{RequestId, Store, VersionId, Via};
+use super::{RequestId, Store, VersionId, Via, codec::digest};
+use powernode_module::digest::Digest;
 use powernode_module::lifecycle::{Actor, Lifecycle};
 use serde::Serialize;
 use sqlx::{Any, Row, Transaction, any::AnyRow};
@@ -54,7 +55,7 @@ pub struct PromotionRequest {
     pub version_id: VersionId,
     pub to_state: Lifecycle,
     /// The manifest digest the request named: approvals count only for it.
-    pub digest: String,
+    pub digest: Digest,
     pub requester: Actor,
     pub via: Via,
     pub repository: Option<String>,
@@ -87,7 +88,7 @@ async fn write<'e>(
         .bind(r.id.as_str())
         .bind(r.version_id.as_str())
         .bind(r.to_state.as_str())
-        .bind(&r.digest)
+        .bind(r.digest.to_string())
         .bind(r.requester.encode())
         .bind(r.via.as_str())
         .bind(&r.repository)
@@ -134,7 +135,7 @@ fn row(r: &AnyRow) -> anyhow::Result<PromotionRequest> {
             .try_get::<String, _>("to_state")?
             .parse()
             .map_err(anyhow::Error::msg)?,
-        digest: r.try_get("digest")?,
+        digest: digest(r, "digest")?,
         requester: Actor::decode(&r.try_get::<String, _>("requester")?)
             .map_err(anyhow::Error::msg)?,
         via: Via::parse(&r.try_get::<String, _>("via")?)?,

@@ -3,22 +3,24 @@
 use super::{
     Store, VersionId,
     audit::{NewAudit, append_audit},
+    codec::{digest, opt_digest, parsed},
 };
 pub use powernode_module::lifecycle::Lifecycle;
+use powernode_module::{Version, digest::Digest, manifest::ModuleName};
 use serde::Serialize;
 use sqlx::{Row, any::AnyRow};
 
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct VersionRow {
     pub id: VersionId,
-    pub module: String,
-    pub version: String,
+    pub module: ModuleName,
+    pub version: Version,
     pub lifecycle: Lifecycle,
     pub repository: String,
     pub tag: String,
-    pub manifest_digest: String,
-    pub artifact_digest: Option<String>,
-    pub composefs_digest: Option<String>,
+    pub manifest_digest: Digest,
+    pub artifact_digest: Option<Digest>,
+    pub composefs_digest: Option<Digest>,
     pub composefs_format: Option<i64>,
     pub source_repository: Option<String>,
     pub source_commit: Option<String>,
@@ -38,14 +40,14 @@ fn version_row(r: &AnyRow) -> anyhow::Result<VersionRow> {
     let index: Option<String> = r.try_get("file_index")?;
     Ok(VersionRow {
         id: r.try_get::<String, _>("id")?.into(),
-        module: r.try_get("module")?,
-        version: r.try_get("version")?,
+        module: parsed(r, "module")?,
+        version: parsed(r, "version")?,
         lifecycle: lifecycle.parse().map_err(anyhow::Error::msg)?,
         repository: r.try_get("repository")?,
         tag: r.try_get("tag")?,
-        manifest_digest: r.try_get("manifest_digest")?,
-        artifact_digest: r.try_get("artifact_digest")?,
-        composefs_digest: r.try_get("composefs_digest")?,
+        manifest_digest: digest(r, "manifest_digest")?,
+        artifact_digest: opt_digest(r, "artifact_digest")?,
+        composefs_digest: opt_digest(r, "composefs_digest")?,
         composefs_format: r.try_get("composefs_format")?,
         source_repository: r.try_get("source_repository")?,
         source_commit: r.try_get("source_commit")?,
@@ -80,12 +82,16 @@ impl Store {
     }
 
     /// Versions waiting for a signature, optionally only those of one manifest digest.
-    pub async fn pending_versions(&self, digest: Option<&str>) -> anyhow::Result<Vec<VersionRow>> {
+    pub async fn pending_versions(
+        &self,
+        digest: Option<&Digest>,
+    ) -> anyhow::Result<Vec<VersionRow>> {
+        let digest = digest.map(Digest::to_string);
         let rows = self
             .fetch_where(
                 &format!("SELECT {VCOLS} FROM versions WHERE lifecycle = 'pending_signature'"),
                 "manifest_digest",
-                digest,
+                digest.as_deref(),
                 "",
             )
             .await?;
@@ -153,8 +159,8 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let existing =
             sqlx::query("SELECT lifecycle FROM versions WHERE module = $1 AND version = $2")
-                .bind(&v.module)
-                .bind(&v.version)
+                .bind(v.module.as_str())
+                .bind(v.version.to_string())
                 .fetch_optional(&mut *tx)
                 .await?;
         if let Some(r) = existing {
@@ -164,13 +170,13 @@ impl Store {
                 return Ok(false);
             }
             sqlx::query("DELETE FROM versions WHERE module = $1 AND version = $2")
-                .bind(&v.module)
-                .bind(&v.version)
+                .bind(v.module.as_str())
+                .bind(v.version.to_string())
                 .execute(&mut *tx)
                 .await?;
         }
         sqlx::query("INSERT INTO modules (name, repository, created_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(&v.module)
+            .bind(v.module.as_str())
             .bind(&v.repository)
             .bind(self.now())
             .execute(&mut *tx)
@@ -179,14 +185,14 @@ impl Store {
             "INSERT INTO versions ({VCOLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
         ))
         .bind(v.id.as_str())
-        .bind(&v.module)
-        .bind(&v.version)
+        .bind(v.module.as_str())
+        .bind(v.version.to_string())
         .bind(v.lifecycle.as_str())
         .bind(&v.repository)
         .bind(&v.tag)
-        .bind(&v.manifest_digest)
-        .bind(&v.artifact_digest)
-        .bind(&v.composefs_digest)
+        .bind(v.manifest_digest.to_string())
+        .bind(v.artifact_digest.map(|d| d.to_string()))
+        .bind(v.composefs_digest.map(|d| d.to_string()))
         .bind(v.composefs_format)
         .bind(&v.source_repository)
         .bind(&v.source_commit)

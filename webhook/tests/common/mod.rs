@@ -395,12 +395,14 @@ pub async fn published_module_in(
     let id = format!("v-{module}-{version}");
     let v = VersionRow {
         id: id.clone().into(),
-        module: module.into(),
-        version: version.into(),
+        module: module.parse().unwrap(),
+        version: version.parse().unwrap(),
         lifecycle: state,
         repository: repository.into(),
         tag: format!("v{version}"),
-        manifest_digest: format!("sha256:{}", digest_byte.repeat(32)),
+        manifest_digest: format!("sha256:{}", digest_byte.repeat(32))
+            .parse()
+            .unwrap(),
         artifact_digest: None,
         composefs_digest: None,
         composefs_format: Some(1),

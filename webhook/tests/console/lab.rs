@@ -124,7 +124,7 @@ pub async fn lab(db: TestDb) -> Lab {
         id: RequestId::for_comment("acme/my-redis-module", 7, 0),
         version_id: WAITING.to_owned().into(),
         to_state: Lifecycle::Blessed,
-        digest: format!("sha256:{}", "ab".repeat(32)),
+        digest: format!("sha256:{}", "ab".repeat(32)).parse().unwrap(),
         requester: Actor::Gitea("alice".into()),
         via: Via::Comment,
         repository: Some("acme/my-redis-module".into()),

@@ -63,7 +63,7 @@ impl Engine {
             ),
             version_id: v.id.clone(),
             to_state: to,
-            digest: v.manifest_digest.clone(),
+            digest: v.manifest_digest,
             requester: actor,
             via,
             repository: Some(home.clone()),

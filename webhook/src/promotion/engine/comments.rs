@@ -69,7 +69,7 @@ impl Engine {
             id: request_id,
             version_id: v.id.clone(),
             to_state: to,
-            digest: v.manifest_digest.clone(),
+            digest: v.manifest_digest,
             requester: actor(c),
             via: Via::Comment,
             repository: Some(module.gitea_repository.clone()),
@@ -87,7 +87,7 @@ impl Engine {
             .promoter
             .request(&v, &request, evidence, Via::Comment, Some(&record))
             .await?;
-        let (module, version) = (&v.module, &v.version);
+        let (module, version) = (&v.module, &v.version.to_string());
         self.record(record, &decision).await?;
         Ok(match decision {
             // The commit status is the transition's own job (Job::CommitStatus).
@@ -113,7 +113,13 @@ impl Engine {
         };
         let rows: Vec<_> = versions
             .into_iter()
-            .map(|v| (v.version, v.lifecycle, v.manifest_digest))
+            .map(|v| {
+                (
+                    v.version.to_string(),
+                    v.lifecycle,
+                    v.manifest_digest.to_string(),
+                )
+            })
             .collect();
         Ok(replies::status_table(&rows))
     }

@@ -189,7 +189,7 @@ impl Engine {
                 sha,
                 state,
                 STATUS_CONTEXT,
-                &replies::commit_status(&v.module, &v.version, v.lifecycle),
+                &replies::commit_status(&v.module, &v.version.to_string(), v.lifecycle),
             )
             .await?;
         Ok(())

@@ -123,7 +123,7 @@ impl Engine {
             // or a failing Gitea right after the commit cannot lose it.
             let then = reply_to(
                 &r,
-                &replies::done_later(&v.module, &v.version, v.lifecycle, r.to_state),
+                &replies::done_later(&v.module, &v.version.to_string(), v.lifecycle, r.to_state),
             );
             match self
                 .promoter

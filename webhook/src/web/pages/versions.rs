@@ -137,10 +137,11 @@ pub async fn version(
         .as_deref()
         .and_then(|t| powernode_module::manifest::parse(t).manifest);
     let mut facts = vec![
-        ("Manifest digest", v.manifest_digest.clone()),
+        ("Manifest digest", v.manifest_digest.to_string()),
         (
             "Composefs digest",
-            v.composefs_digest.clone().unwrap_or_else(|| "—".into()),
+            v.composefs_digest
+                .map_or_else(|| "—".into(), |d| d.to_string()),
         ),
         ("Repository", format!("{}:{}", v.repository, v.tag)),
         (
@@ -240,12 +241,18 @@ pub async fn version(
         let parent = dir.rsplit_once('/').map(|p| p.0).unwrap_or("");
         link(&format!("/versions/{id}"), &[("path", parent)])
     });
-    let templates = s.store.templates_serving(&v.manifest_digest).await?;
+    let templates = s
+        .store
+        .templates_serving(&v.manifest_digest.to_string())
+        .await?;
     let (running, more_running) = match &v.composefs_digest {
         None => (Vec::new(), None),
         Some(d) => {
             let after = q.running_after.unwrap_or_default();
-            let mut r = s.store.instances_running(d, &after, 51).await?;
+            let mut r = s
+                .store
+                .instances_running(&d.to_string(), &after, 51)
+                .await?;
             let more = (r.len() > 50).then(|| {
                 r.truncate(50);
                 link(&format!("/versions/{id}"), &[("running_after", &r[49].id)])
@@ -263,8 +270,8 @@ pub async fn version(
     };
     render(&VersionPage {
         nav: Nav::of(&session, "modules"),
-        module: v.module.clone(),
-        version: v.version.clone(),
+        module: v.module.to_string(),
+        version: v.version.to_string(),
         stage: v.lifecycle.as_str(),
         next_stage: v.lifecycle.next().map(Lifecycle::as_str),
         can_yank: matches!(
