@@ -115,12 +115,12 @@ async fn run(n: usize) -> anyhow::Result<()> {
         let id = VersionId::from(format!("v-my-redis-{version}"));
         let v = VersionRow {
             id: id.clone(),
-            module: "my-redis".into(),
-            version: version.clone(),
+            module: "my-redis".parse().unwrap(),
+            version: version.parse().unwrap(),
             lifecycle: Lifecycle::Blessed,
             repository: "acme/my-redis".into(),
             tag: format!("v{version}"),
-            manifest_digest: format!("sha256:{:064x}", i),
+            manifest_digest: format!("sha256:{:064x}", i).parse().unwrap(),
             artifact_digest: None,
             composefs_digest: None,
             composefs_format: Some(1),
