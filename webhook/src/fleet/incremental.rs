@@ -93,10 +93,15 @@ impl Fleet {
             template = template.map(TemplateId::as_str),
             "recomputing desired states"
         );
-        // The live set is read once for all of them, not once per template.
+        // The live set is read once for all of them, not once per template (after the
+        // epoch that tells, under each template's lock, whether it is still current).
         let live = match targets.len() {
             0 | 1 => None,
-            _ => Some(super::candidates(self.store.live_versions().await?)),
+            _ => {
+                let epoch = self.store.live_epoch().await?;
+                let live = super::candidates(self.store.live_versions().await?);
+                Some(super::SharedLive { epoch, live })
+            }
         };
         let mut out = Vec::new();
         for id in targets {

@@ -10,6 +10,7 @@
 //! shows the findings and the block is audited.
 
 pub mod cache;
+mod composing;
 pub mod drift;
 pub mod incremental;
 pub mod instances;
@@ -25,13 +26,12 @@ pub mod templates;
 pub mod tokens;
 pub mod validate;
 
-use crate::store::TemplateId;
 use crate::{
     catalogue::Policies,
     lifecycle::Actor,
     store::{
-        AuditAction, LastComputation, NewAudit, Recorded, Serve, ServedState, Store, TemplateRow,
-        VersionRow, Via,
+        AuditAction, LastComputation, NewAudit, Recorded, Serve, ServedState, Store, TemplateId,
+        TemplateRow, VersionRow, Via,
     },
 };
 use key::Keys;
@@ -138,6 +138,16 @@ struct Composed {
 type Assignments = [(String, Option<semver::VersionReq>)];
 pub(super) type Live = BTreeMap<String, Vec<resolve::Candidate<VersionRow>>>;
 
+/// The live set a recomputation of many templates reads once, and the live epoch
+/// ([`crate::store::Store::live_epoch`]) read just before it. Under each template's lock it
+/// is used only while the epoch is still that one: else another replica may already have
+/// served a state composed from a newer live set, and composing from this one would serve
+/// older versions after newer ones (`tests/recompute.rs`, two replicas with a SIGKILL).
+pub(super) struct SharedLive {
+    pub epoch: i64,
+    pub live: Live,
+}
+
 impl Fleet {
     /// Recomputes every template (the [`recompute_job`]).
     pub async fn recompute_all(&self) -> anyhow::Result<Vec<Recomputed>> {
@@ -158,14 +168,14 @@ impl Fleet {
     }
 
     /// [`Fleet::recompute`], composing from `live` (the live set a job that recomputes many
-    /// templates read once) on the first try. A live set read before the template's lock is
-    /// safe: whatever changed it since queued its own recomputation, which runs after.
+    /// templates read once) on the first try, if it is still current under the template's
+    /// lock (see [`SharedLive`]).
     async fn recompute_from(
         &self,
         template_id: &TemplateId,
         actor: &Actor,
         via: Via,
-        mut live: Option<&Live>,
+        mut live: Option<&SharedLive>,
     ) -> anyhow::Result<Option<Recomputed>> {
         // Another replica serving a state between our read and our write makes the write
         // a no-op (compare-and-set on the sequence): compute again from what it left, and
@@ -190,7 +200,7 @@ impl Fleet {
         template_id: &TemplateId,
         actor: &Actor,
         via: Via,
-        shared: Option<&Live>,
+        shared: Option<&SharedLive>,
     ) -> anyhow::Result<Option<Attempt>> {
         // One recomputation of a template at a time, on every replica; everything is read
         // under the lock, the served state (whose sequence the write compares) first.
@@ -210,6 +220,11 @@ impl Fleet {
                 Ok((a.module_name, req))
             })
             .collect::<anyhow::Result<Vec<_>>>()?;
+        // The shared live set, if no change to the live set committed since it was read.
+        let shared = match shared {
+            Some(s) if self.store.live_epoch().await? == s.epoch => Some(&s.live),
+            _ => None,
+        };
         let fresh;
         let live = match shared {
             Some(l) => l,
@@ -435,157 +450,5 @@ impl Fleet {
             return Ok(false);
         }
         Ok(self.store.signing_keyids().await?.as_ref() == Some(&mine))
-    }
-
-    /// Resolves `assignments` against `live` and composes them: the findings and, when
-    /// nothing blocks, the unsigned document.
-    async fn compose(
-        &self,
-        template: &TemplateRow,
-        assignments: &Assignments,
-        live: &Live,
-    ) -> anyhow::Result<Composed> {
-        let resolution = resolve::resolve(assignments, live);
-        let mut findings: Vec<Finding> = resolution
-            .unresolved
-            .iter()
-            .map(|u| {
-                Finding::new(Code::AssignmentUnresolved, &u.module, &u.why)
-                    .field(format!("assignments.{}", u.module))
-            })
-            .collect();
-        let mut layers = Vec::new();
-        for c in resolution.chosen.values() {
-            match layers::layer_of(c) {
-                Ok(l) => layers.push(l),
-                // One unreadable version blocks the templates that need it (fail safe), not
-                // the recomputation of every other template.
-                Err(why) => findings.push(
-                    Finding::new(
-                        Code::EntryInvalid,
-                        c.data.module.as_str(),
-                        format!("version {} cannot be composed: {why}", c.data.id),
-                    )
-                    .field(format!("versions.{}", c.data.id)),
-                ),
-            }
-        }
-        let composition = compose::compose(&layers);
-        findings.extend(composition.findings().iter().cloned());
-        let blocked = composition.merged_digest().is_none()
-            || findings.iter().any(|f| f.severity == Severity::Conflict);
-        let order: Vec<String> = composition.order().iter().map(|m| m.to_string()).collect();
-        let mut state = None;
-        if let (false, Some(merged)) = (blocked, composition.merged_digest()) {
-            let mut modules = Vec::new();
-            for name in &order {
-                let c = resolution.chosen[name.as_str()];
-                modules.push(
-                    self.desired_module(&c.data, &c.version, &c.manifest)
-                        .await?,
-                );
-            }
-            state = Some(unsigned(template, modules, merged, None));
-        }
-        Ok(Composed {
-            findings,
-            blocked,
-            order,
-            state,
-        })
-    }
-
-    /// The state to serve when the full one cannot be composed and the served one names a
-    /// version that left `live`: the assignments that compose on their own, together; if
-    /// those conflict, a hold state.
-    async fn degrade(
-        &self,
-        template: &TemplateRow,
-        assignments: &Assignments,
-        live: &Live,
-        conflicts: &[Finding],
-    ) -> anyhow::Result<(DesiredState, Degraded)> {
-        let mut kept = Vec::new();
-        let mut dropped = Vec::new();
-        for a in assignments {
-            let alone = self
-                .compose(template, std::slice::from_ref(a), live)
-                .await?;
-            if alone.state.is_some() {
-                kept.push(a.clone());
-            } else {
-                dropped.push(a.0.clone());
-            }
-        }
-        let why: Vec<&str> = conflicts.iter().map(|f| f.message.as_str()).collect();
-        let why = why.join("; ");
-        let rest = self.compose(template, &kept, live).await?;
-        if let Some(state) = rest.state {
-            let reason = format!(
-                "the served state named a version that is no longer live and the assignments cannot all be composed ({why}); serving the template without {}",
-                dropped.join(", ")
-            );
-            return Ok((
-                state,
-                Degraded {
-                    mode: DegradedMode::Degraded,
-                    reason,
-                    dropped,
-                    findings: conflicts.to_vec(),
-                },
-            ));
-        }
-        let reason = format!(
-            "the served state named a version that is no longer live and nothing composes without it ({why}); nodes hold what they run"
-        );
-        let empty = compose::compose(&[])
-            .merged_digest()
-            .ok_or_else(|| anyhow::anyhow!("the empty composition has no digest"))?;
-        let hold = unsigned(template, Vec::new(), empty, Some(reason.clone()));
-        Ok((
-            hold,
-            Degraded {
-                mode: DegradedMode::Held,
-                reason,
-                dropped: assignments.iter().map(|a| a.0.clone()).collect(),
-                findings: conflicts.to_vec(),
-            },
-        ))
-    }
-
-    /// What a node needs to fetch and verify `v`: its reference by digest, digests and the
-    /// module's pinned signer policy (configuration, or the identity pinned on first use).
-    async fn desired_module(
-        &self,
-        v: &VersionRow,
-        version: &Version,
-        manifest: &powernode_module::manifest::Manifest,
-    ) -> anyhow::Result<DesiredModule> {
-        let manifest_digest = v.manifest_digest;
-        let composefs_digest = v
-            .composefs_digest
-            .ok_or_else(|| anyhow::anyhow!("version {} has no composefs digest", v.id))?;
-        let trust = self.policies.by_name(&v.module);
-        let mut signer = SignerPolicy {
-            keys: trust.map(|t| t.key_pems.clone()).unwrap_or_default(),
-            identity_regexp: trust.and_then(|t| t.identity_regexp.clone()),
-            issuer_regexp: trust.and_then(|t| t.issuer_regexp.clone()),
-            require_tlog: trust.is_none_or(|t| t.policy.require_tlog),
-        };
-        if signer.identity_regexp.is_none()
-            && let Some(pin) = self.store.pin(&v.module).await?
-        {
-            signer.identity_regexp = Some(pin.identity_pattern);
-            signer.issuer_regexp = Some(format!("^{}$", regex::escape(&pin.issuer)));
-        }
-        Ok(DesiredModule {
-            name: v.module.to_string(),
-            version: version.to_string(),
-            reference: format!("{}/{}@{manifest_digest}", self.registry_host, v.repository),
-            manifest_digest,
-            composefs_digest,
-            signer,
-            packages: manifest.package_spec.clone(),
-        })
     }
 }

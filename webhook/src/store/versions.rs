@@ -243,6 +243,11 @@ impl Store {
         if n != 1 {
             return Ok(false);
         }
+        if from == Lifecycle::Live || to == Lifecycle::Live {
+            sqlx::query("UPDATE live_epoch SET epoch = epoch + 1 WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+        }
         append_audit(&mut tx, audit, self.now()).await?;
         for j in then {
             super::jobs::insert(&mut tx, j, self.now()).await?;
@@ -252,6 +257,17 @@ impl Store {
         }
         tx.commit().await?;
         Ok(true)
+    }
+
+    /// The counter every change to the set of `live` versions increments (migration 0014): a
+    /// live set read after it is current for as long as it stays the same.
+    pub async fn live_epoch(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query("SELECT epoch FROM live_epoch WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?
+            .map(|r| r.try_get::<i64, _>("epoch"))
+            .transpose()?
+            .unwrap_or(0))
     }
 
     /// Every `live` version of every module (the inputs of desired states and validation).
