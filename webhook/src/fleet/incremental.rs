@@ -9,10 +9,9 @@
 //! [`Store::templates_reaching`]: crate::store::Store::templates_reaching
 
 use super::{Assignments, Fleet, Live, Recomputed};
-use crate::store::TemplateId;
 use crate::{
     lifecycle::Actor,
-    store::{Job, LastComputation, NewJob, ServedState, TemplateRow, Via},
+    store::{Job, LastComputation, NewJob, ServedState, TemplateId, TemplateRow, Via},
 };
 use powernode_module::{
     diagnostics::{Finding, Severity},

@@ -7,8 +7,10 @@ use super::{
     cache::InstanceAuth,
     drift::{self, Drift, Observed},
 };
-use crate::store::{InstanceId, TemplateId};
-use crate::{error::ServiceError, store::InstanceRow};
+use crate::{
+    error::ServiceError,
+    store::{InstanceId, InstanceRow, TemplateId},
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;

@@ -12,10 +12,9 @@ use super::{
     Fleet,
     drift::{self, Drift, Observed},
 };
-use crate::store::{InstanceId, TemplateId};
 use crate::{
     error::ServiceError,
-    store::{Rejudged, StoredReport, StoredVerdict, VerdictRow},
+    store::{InstanceId, Rejudged, StoredReport, StoredVerdict, TemplateId, VerdictRow},
 };
 use powernode_module::desired_state::DesiredState;
 use std::{

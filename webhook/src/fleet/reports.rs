@@ -7,10 +7,9 @@ use super::{
     Fleet,
     drift::{self, Desired, Observed},
 };
-use crate::store::{InstanceId, TemplateId};
 use crate::{
     error::ServiceError,
-    store::{DriftState, JudgedReport, Report, StoredVerdict},
+    store::{DriftState, InstanceId, JudgedReport, Report, StoredVerdict, TemplateId},
 };
 use sha2::{Digest as _, Sha256};
 use std::{collections::BTreeMap, sync::Arc};

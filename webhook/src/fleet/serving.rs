@@ -11,8 +11,10 @@
 //! the cache, so the next poll takes the full path that re-issues or records it.
 
 use super::{Fleet, cache::STATE_TTL};
-use crate::store::TemplateId;
-use crate::{error::ServiceError, store::ServedState};
+use crate::{
+    error::ServiceError,
+    store::{ServedState, TemplateId},
+};
 use tokio::sync::watch;
 
 /// How a poll is answered.

@@ -4,13 +4,12 @@
 //! audit row, so every replica refuses the old token within a second; this replica at once.
 
 use super::{Fleet, instances::token_hash};
-use crate::store::{InstanceId, TemplateId};
 use crate::{
     catalogue::NAME_PATTERN,
     config::{Caller, Role},
     error::{ServiceError, require_role},
     lifecycle::Actor,
-    store::{AuditAction, InstanceRow, NewAudit, Via},
+    store::{AuditAction, InstanceId, InstanceRow, NewAudit, TemplateId, Via},
 };
 use powernode_module::manifest::ModuleName;
 use serde::{Deserialize, Serialize};
