@@ -2,22 +2,21 @@
 //! whose closure reaches the module; unchanged inputs compose nothing; and two replicas on
 //! one PostgreSQL, changing assignments and promoting at once, one SIGKILLed in the middle
 //! of a recomputation, end with every template serving the state its final inputs call for,
-//! while no served state ever goes back.
+//! while no served state ever goes back; and a recomputation paused after reading the live
+//! set it shares never serves it once another replica served from a newer one.
 
 mod common;
+#[path = "recompute/lab.rs"]
+mod lab;
 use common::{fleet::*, release::*, *};
-use module_webhook::{
-    fleet::recompute_job,
-    store::{Store, TemplateId},
-};
-use powernode_testkit::registry::{TestRegistry, free_port};
+use lab::*;
+use module_webhook::{fleet::recompute_job, store::TemplateId};
+use powernode_testkit::registry::TestRegistry;
 use rstest::rstest;
 use serde_json::json;
 use std::{
     collections::BTreeMap,
     fs,
-    path::Path,
-    process::Child,
     sync::{
         Arc,
         atomic::{AtomicBool, Ordering},
@@ -25,59 +24,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-const MODULES: [&str; 4] = ["system-base", "security-hardening", "my-redis", "motd"];
-
-/// A module of its own, reaching nothing else.
-fn motd() -> tempfile::TempDir {
-    let t = tempfile::tempdir().unwrap();
-    fs::create_dir_all(t.path().join("rootfs/etc")).unwrap();
-    fs::write(
-        t.path().join("manifest.yaml"),
-        "schema_version: 1\nidentity:\n  name: motd\n  category: userland\n  variety: subscription\n  description: The message of the day\nfile_spec:\n  include: [\"/etc/motd\"]\ndependency_spec: []\n",
-    )
-    .unwrap();
-    fs::write(t.path().join("rootfs/etc/motd"), "welcome\n").unwrap();
-    t
-}
-
-fn source(name: &str) -> tempfile::TempDir {
-    if name == "motd" { motd() } else { module(name) }
-}
-
-fn cfg_for(db: &str, reg: &TestRegistry, k: &Keys) -> module_webhook::config::Config {
-    let policies = MODULES
-        .iter()
-        .map(|m| key_policy(m, &repo(m), k.public.clone()))
-        .collect();
-    let mut cfg = config(db, &reg.host, policies);
-    cfg.promotion.live = module_webhook::lifecycle::StagePolicy::default();
-    cfg
-}
-
-/// Promotes a draft through staging and blessed (the last step, to live, is the test's).
-async fn bless(r: &Running, id: &str) {
-    for to in ["staging", "blessed"] {
-        let (s, v) = post(
-            r,
-            &format!("/versions/{id}/promote"),
-            OPS_TOKEN,
-            json!({"to": to}),
-        )
-        .await;
-        assert_eq!(s, 200, "{id} → {to}: {v}");
-    }
-}
-
 fn counts(r: &Running) -> (u64, u64) {
     let m = &r.app.state.metrics;
     (m.compositions("composed"), m.compositions("skipped"))
-}
-
-fn version_of(doc: &serde_json::Value, module: &str) -> Option<String> {
-    doc["modules"]
-        .as_array()?
-        .iter()
-        .find_map(|m| (m["name"] == module).then(|| m["version"].as_str().unwrap().to_owned()))
 }
 
 /// Three templates: two reach system-base (one assigns it, one through security-hardening's
@@ -232,204 +181,6 @@ async fn a_promotion_recomputes_only_the_templates_reaching_the_module_and_uncha
 }
 
 /// A fresh database on the PostgreSQL this test needs (`DATABASE_URL`, else the local one).
-async fn pg() -> TestDb {
-    let base = std::env::var("DATABASE_URL")
-        .ok()
-        .filter(|u| u.starts_with("postgres"))
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    postgres_in(&base).await
-}
-
-/// A child replica: its URL, configuration and log.
-struct Replica {
-    child: Option<Child>,
-    url: String,
-    config: std::path::PathBuf,
-    log: std::path::PathBuf,
-}
-
-impl Replica {
-    async fn start(
-        dir: &Path,
-        name: &str,
-        cfg: &module_webhook::config::Config,
-        env: &[(&str, &str)],
-    ) -> Replica {
-        let port = free_port();
-        let mut cfg = cfg.clone();
-        cfg.listen = format!("127.0.0.1:{port}");
-        let config = dir.join(format!("{name}.toml"));
-        fs::write(&config, toml::to_string(&cfg).unwrap()).unwrap();
-        let log = dir.join(format!("{name}.log"));
-        let mut r = Replica {
-            child: None,
-            url: format!("http://127.0.0.1:{port}"),
-            config,
-            log,
-        };
-        r.restart(env).await;
-        r
-    }
-
-    async fn restart(&mut self, env: &[(&str, &str)]) {
-        self.kill();
-        self.child = Some(spawn_receiver_with(
-            env!("CARGO_BIN_EXE_module-webhook"),
-            &self.config,
-            &self.log,
-            env,
-        ));
-        let c = reqwest::Client::new();
-        for _ in 0..300 {
-            if let Ok(r) = c.get(format!("{}/readyz", self.url)).send().await
-                && r.status().is_success()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
-            "replica {} not ready:\n{}",
-            self.url,
-            fs::read_to_string(&self.log).unwrap_or_default()
-        );
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// One operator call to a replica; the answer's status (0: no answer, e.g. killed).
-async fn call_replica(
-    url: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<serde_json::Value>,
-) -> u16 {
-    let c = reqwest::Client::builder()
-        .timeout(Duration::from_secs(90))
-        .build()
-        .unwrap();
-    let mut req = c
-        .request(method, format!("{url}/api/v1{path}"))
-        .bearer_auth(OPS_TOKEN);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    req.send().await.map_or(0, |r| r.status().as_u16())
-}
-
-fn assign(url: &str, t: &str, m: &str) -> tokio::task::JoinHandle<u16> {
-    let (url, path) = (url.to_owned(), format!("/templates/{t}/assignments"));
-    let body = json!({"module_name": m});
-    tokio::spawn(async move { call_replica(&url, reqwest::Method::POST, &path, Some(body)).await })
-}
-
-fn unassign(url: &str, t: &str, m: &str) -> tokio::task::JoinHandle<u16> {
-    let (url, path) = (url.to_owned(), format!("/templates/{t}/assignments/{m}"));
-    tokio::spawn(async move { call_replica(&url, reqwest::Method::DELETE, &path, None).await })
-}
-
-fn promote(url: &str, id: &str) -> tokio::task::JoinHandle<u16> {
-    let (url, path) = (url.to_owned(), format!("/versions/{id}/promote"));
-    tokio::spawn(async move {
-        call_replica(
-            &url,
-            reqwest::Method::POST,
-            &path,
-            Some(json!({"to": "live"})),
-        )
-        .await
-    })
-}
-
-async fn all_ok(calls: Vec<tokio::task::JoinHandle<u16>>) {
-    for c in calls {
-        let s = c.await.unwrap();
-        assert!(s == 200 || s == 204, "a call answered {s}");
-    }
-}
-
-/// One served state as the poller saw it: sequence, state id, module → version.
-type Seen = (i64, String, BTreeMap<String, String>);
-
-/// Every state each template served, as committed, polled until `stop`.
-fn poll_served(
-    url: String,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<BTreeMap<String, Vec<Seen>>> {
-    tokio::spawn(async move {
-        use sqlx::Row;
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
-        let mut seen: BTreeMap<String, Vec<Seen>> = BTreeMap::new();
-        while !stop.load(Ordering::SeqCst) {
-            for r in
-                sqlx::query("SELECT template_id, sequence, state_id, document FROM desired_states")
-                    .fetch_all(&pool)
-                    .await
-                    .unwrap()
-            {
-                let v = seen.entry(r.get("template_id")).or_default();
-                let (seq, id) = (r.get::<i64, _>("sequence"), r.get::<String, _>("state_id"));
-                if v.last().is_some_and(|l| (l.0, &l.1) == (seq, &id)) {
-                    continue;
-                }
-                let doc: serde_json::Value =
-                    serde_json::from_str(&r.get::<String, _>("document")).unwrap();
-                let versions = doc["modules"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|m| {
-                        let f = |k: &str| m[k].as_str().unwrap().to_owned();
-                        (f("name"), f("version"))
-                    })
-                    .collect();
-                v.push((seq, id, versions));
-            }
-            tokio::time::sleep(Duration::from_millis(2)).await;
-        }
-        pool.close().await;
-        seen
-    })
-}
-
-/// Template recomputation locks held now (advisory class "pnds", `store/template_locks.rs`).
-async fn recompute_locks(url: &str) -> i64 {
-    use sqlx::{Connection, Row};
-    let mut c = sqlx::PgConnection::connect(url).await.unwrap();
-    sqlx::query(
-        "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND granted \
-         AND classid = 1886282867 AND objsubid = 2 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-    )
-    .fetch_one(&mut c)
-    .await
-    .unwrap()
-    .get(0)
-}
-
-async fn settled(store: &Store, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while has_pending_jobs(store).await {
-        assert!(
-            Instant::now() < deadline,
-            "jobs never finished:\n{}",
-            fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Two replicas on one PostgreSQL: assignment changes and promotions sent to both at once,
 /// one replica SIGKILLed while it holds a template's recomputation (stalled at
 /// `fleet.recompute.before_commit`, its state composed and signed, not written) and
@@ -607,4 +358,101 @@ async fn two_replicas_changing_and_promoting_at_once_with_a_sigkill_mid_recomput
     }
     let transitions: usize = seen.values().map(Vec::len).sum();
     println!("{transitions} served states observed across {TEMPLATES} templates; none went back");
+}
+
+/// Two replicas on one PostgreSQL, ordered by a pause instead of raced: replica a reads the
+/// live set for a recomputation of two templates (a promotion of system-base) and pauses
+/// there (`fleet.recompute_many.after_live_read`); meanwhile motd 1.1.0 goes live through
+/// replica b, which serves both templates with it. When a goes on, its live set is older
+/// than what is served: it must not serve motd 1.0.0 again (the live epoch it read before
+/// its live set has moved on, so it reads the live set again).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_recomputation_paused_after_reading_the_live_set_never_serves_it_once_it_is_stale() {
+    let db = pg().await;
+    let reg = TestRegistry::start();
+    let k = keys();
+    let r = serve(cfg_for(&db.url, &reg, &k)).await;
+    let dirs: BTreeMap<&str, tempfile::TempDir> =
+        ["system-base", "motd"].map(|m| (m, source(m))).into();
+    let mut next = BTreeMap::new();
+    for (m, d) in &dirs {
+        release_live(&r, &reg, &k, d.path(), m, "1.0.0").await;
+        let id = release_draft(&r, &reg, &k, d.path(), m, "1.1.0").await;
+        bless(&r, &id).await;
+        next.insert(*m, id);
+    }
+    for t in ["t0", "t1"] {
+        template_with(&r, t, &["system-base", "motd"]).await;
+    }
+    r.app.drain().await.unwrap();
+    let store = r.app.state.store.clone();
+    let served = |t: &'static str| {
+        let store = store.clone();
+        async move {
+            let st = store.served_state(&t.into()).await.unwrap().unwrap();
+            (
+                version_of(&st.document, "system-base"),
+                version_of(&st.document, "motd"),
+            )
+        }
+    };
+    let v = |s: &str| Some(s.to_owned());
+
+    let dir = tempfile::tempdir().unwrap();
+    let go_on = dir.path().join("go-on");
+    let pause = format!("fleet.recompute_many.after_live_read={}", go_on.display());
+    let mut cfg = (*r.app.state.config).clone();
+    // One worker on a, held by the paused job: b's workers take everything else.
+    cfg.ingest.workers = 1;
+    let a = Replica::start(
+        dir.path(),
+        "a",
+        &cfg,
+        &[(module_webhook::faults::PAUSE_VAR, &pause)],
+    )
+    .await;
+    all_ok(vec![promote(&a.url, &next["system-base"])]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !fs::read_to_string(&a.log)
+        .unwrap_or_default()
+        .contains("pausing at this fault point")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "replica a never paused after reading the live set:\n{}",
+            fs::read_to_string(&a.log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cfg.ingest.workers = 2;
+    let b = Replica::start(dir.path(), "b", &cfg, &[]).await;
+    all_ok(vec![promote(&b.url, &next["motd"])]).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for t in ["t0", "t1"] {
+        while served(t).await != (v("1.1.0"), v("1.1.0")) {
+            assert!(
+                Instant::now() < deadline,
+                "replica b never served {t} from the new live set:\n{}",
+                fs::read_to_string(&b.log).unwrap_or_default()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    // Replica a goes on with the live set it read before motd 1.1.0 went live.
+    fs::write(&go_on, b"").unwrap();
+    settled(&store, &a.log).await;
+    assert!(
+        fs::read_to_string(&a.log)
+            .unwrap_or_default()
+            .contains("going on"),
+        "replica a went on past its pause"
+    );
+    for t in ["t0", "t1"] {
+        assert_eq!(
+            served(t).await,
+            (v("1.1.0"), v("1.1.0")),
+            "{t} went back to what replica a's stale live set held"
+        );
+    }
 }

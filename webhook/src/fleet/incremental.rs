@@ -99,6 +99,7 @@ impl Fleet {
             _ => {
                 let epoch = self.store.live_epoch().await?;
                 let live = super::candidates(self.store.live_versions().await?);
+                crate::faults::point("fleet.recompute_many.after_live_read").await;
                 Some(super::SharedLive { epoch, live })
             }
         };
