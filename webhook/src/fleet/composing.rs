@@ -2,7 +2,15 @@
 //! resolve to, the degraded one served when a version it names left `live`, and what a node
 //! needs of each chosen version (its reference, digests and pinned signer policy).
 
-use super::*;
+use super::{
+    Assignments, Composed, Degraded, DegradedMode, Fleet, Live, layers, resolve, unsigned,
+};
+use crate::store::{TemplateRow, VersionRow};
+use powernode_module::{
+    compose,
+    desired_state::{DesiredModule, DesiredState, SignerPolicy},
+    diagnostics::{Code, Finding, Severity},
+};
 
 impl Fleet {
     /// Resolves `assignments` against `live` and composes them: the findings and, when
@@ -48,10 +56,7 @@ impl Fleet {
             let mut modules = Vec::new();
             for name in &order {
                 let c = resolution.chosen[name.as_str()];
-                modules.push(
-                    self.desired_module(&c.data, &c.version, &c.manifest)
-                        .await?,
-                );
+                modules.push(self.desired_module(&c.data, &c.manifest).await?);
             }
             state = Some(unsigned(template, modules, merged, None));
         }
@@ -126,7 +131,6 @@ impl Fleet {
     pub(super) async fn desired_module(
         &self,
         v: &VersionRow,
-        version: &Version,
         manifest: &powernode_module::manifest::Manifest,
     ) -> anyhow::Result<DesiredModule> {
         let manifest_digest = v.manifest_digest;
@@ -148,7 +152,7 @@ impl Fleet {
         }
         Ok(DesiredModule {
             name: v.module.to_string(),
-            version: version.to_string(),
+            version: v.version.to_string(),
             reference: format!("{}/{}@{manifest_digest}", self.registry_host, v.repository),
             manifest_digest,
             composefs_digest,

@@ -154,7 +154,7 @@ impl Fleet {
             let mut cands: Vec<_> = live.get(m).into_iter().flatten().collect();
             cands.sort_by_key(|c| c.data.id.to_string());
             for c in cands {
-                let described = match self.desired_module(&c.data, &c.version, &c.manifest).await {
+                let described = match self.desired_module(&c.data, &c.manifest).await {
                     Ok(d) => serde_json::to_value(d)?,
                     Err(e) => serde_json::json!({"error": format!("{e:#}")}),
                 };

@@ -36,11 +36,9 @@ use crate::{
 };
 use key::Keys;
 use powernode_module::{
-    Version,
     artifact::COMPOSEFS_FORMAT,
-    compose,
-    desired_state::{self, DesiredModule, DesiredState, SignerPolicy},
-    diagnostics::{Code, Finding, Severity},
+    desired_state::{self, DesiredModule, DesiredState},
+    diagnostics::{Finding, Severity},
     digest::Digest,
 };
 use std::{

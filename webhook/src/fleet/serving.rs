@@ -60,9 +60,7 @@ impl Fleet {
         self.cache.set_state(template, &id);
         Ok(true)
     }
-}
 
-impl Fleet {
     /// Answers a poll of `template`'s desired state that named `presented` in
     /// `If-None-Match` (if any): unchanged, or the served state (re-issued first when it is
     /// past half its validity), which reports may name from then on.

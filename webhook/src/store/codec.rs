@@ -2,9 +2,9 @@
 //! the rest of the receiver uses, so no caller compares a column's text. The text stored is
 //! the enum's serde name (what `as_str` writes), so JSON answers keep their shape.
 
-use powernode_module::digest::Digest;
 use serde::de::DeserializeOwned;
 use sqlx::{Row, any::AnyRow};
+use std::{fmt::Display, str::FromStr};
 
 /// The enum a text column holds; an unknown value is an error naming column and value (a
 /// row written by a newer receiver is refused, never misread).
@@ -22,34 +22,34 @@ pub(crate) fn opt_text_enum<T: DeserializeOwned>(
     text.map(|t| parse(column, t)).transpose()
 }
 
-/// A digest column (`sha256:…`, as `Digest` displays it), parsed once here; a malformed
-/// one is an error naming the column.
-pub(crate) fn digest(r: &AnyRow, column: &str) -> anyhow::Result<Digest> {
-    let text: String = r.try_get(column)?;
-    text.parse()
-        .map_err(|e| anyhow::anyhow!("column {column}: {e}"))
-}
-
-/// A text column holding a value of a parsed type (a module name, a version), parsed once
-/// here; a value that does not parse is an error naming the column.
+/// A text column holding a value of a parsed type (a digest, a module name, a version, a
+/// stage), parsed once here; a value that does not parse is an error naming the column.
 pub(crate) fn parsed<T>(r: &AnyRow, column: &str) -> anyhow::Result<T>
 where
-    T: std::str::FromStr,
-    T::Err: std::fmt::Display,
+    T: FromStr,
+    T::Err: Display,
 {
     let text: String = r.try_get(column)?;
-    text.parse()
-        .map_err(|e| anyhow::anyhow!("column {column}: {e}"))
+    parse_text(column, &text)
 }
 
-/// Like [`digest`], for a nullable column.
-pub(crate) fn opt_digest(r: &AnyRow, column: &str) -> anyhow::Result<Option<Digest>> {
+/// Like [`parsed`], for a nullable column.
+pub(crate) fn opt_parsed<T>(r: &AnyRow, column: &str) -> anyhow::Result<Option<T>>
+where
+    T: FromStr,
+    T::Err: Display,
+{
     let text: Option<String> = r.try_get(column)?;
-    text.map(|t| {
-        t.parse()
-            .map_err(|e| anyhow::anyhow!("column {column}: {e}"))
-    })
-    .transpose()
+    text.map(|t| parse_text(column, &t)).transpose()
+}
+
+fn parse_text<T>(column: &str, text: &str) -> anyhow::Result<T>
+where
+    T: FromStr,
+    T::Err: Display,
+{
+    text.parse()
+        .map_err(|e| anyhow::anyhow!("column {column}: {e}"))
 }
 
 fn parse<T: DeserializeOwned>(column: &str, text: String) -> anyhow::Result<T> {

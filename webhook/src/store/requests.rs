@@ -2,7 +2,7 @@
 //! compare-and-set on `state = 'pending'`, like version transitions: a `/cancel` and a
 //! concurrent re-evaluation cannot undo each other.
 
-use super::{RequestId, Store, VersionId, Via, codec::digest};
+use super::{RequestId, Store, VersionId, Via, codec::parsed};
 use powernode_module::digest::Digest;
 use powernode_module::lifecycle::{Actor, Lifecycle};
 use serde::Serialize;
@@ -129,13 +129,10 @@ pub(crate) async fn settle_done(
 
 fn row(r: &AnyRow) -> anyhow::Result<PromotionRequest> {
     Ok(PromotionRequest {
-        id: r.try_get::<String, _>("id")?.into(),
-        version_id: r.try_get::<String, _>("version_id")?.into(),
-        to_state: r
-            .try_get::<String, _>("to_state")?
-            .parse()
-            .map_err(anyhow::Error::msg)?,
-        digest: digest(r, "digest")?,
+        id: r.try_get("id")?,
+        version_id: r.try_get("version_id")?,
+        to_state: parsed(r, "to_state")?,
+        digest: parsed(r, "digest")?,
         requester: Actor::decode(&r.try_get::<String, _>("requester")?)
             .map_err(anyhow::Error::msg)?,
         via: Via::parse(&r.try_get::<String, _>("via")?)?,

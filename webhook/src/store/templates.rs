@@ -273,7 +273,8 @@ impl Store {
     }
 
     /// The served state's id and expiry (seconds) of `template`: what a poll whose
-    /// `If-None-Match` names a state needs to know, without reading the document.
+    /// `If-None-Match` names a state (or a page listing templates) needs to know, without
+    /// reading the document.
     pub async fn served_state_head(
         &self,
         template_id: &TemplateId,
@@ -301,18 +302,6 @@ impl Store {
                 ))
             })
             .collect()
-    }
-
-    /// The served state id of every template (for the drift summary and caches).
-    pub async fn served_state_id(
-        &self,
-        template_id: &TemplateId,
-    ) -> anyhow::Result<Option<String>> {
-        let r = sqlx::query("SELECT state_id FROM desired_states WHERE template_id = $1")
-            .bind(template_id)
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(r.map(|r| r.try_get("state_id")).transpose()?)
     }
 
     pub async fn last_computation(

@@ -3,7 +3,7 @@
 use super::{
     Store, VersionId,
     audit::{NewAudit, append_audit},
-    codec::{digest, opt_digest, parsed},
+    codec::{opt_parsed, parsed},
 };
 pub use powernode_module::lifecycle::Lifecycle;
 use powernode_module::{Version, digest::Digest, manifest::ModuleName};
@@ -36,18 +36,17 @@ pub struct VersionRow {
 const VCOLS: &str = "id, module, version, lifecycle, repository, tag, manifest_digest, artifact_digest, composefs_digest, composefs_format, source_repository, source_commit, signer_identity, signer_issuer, file_index, manifest, reject_reason, created_at, updated_at";
 
 fn version_row(r: &AnyRow) -> anyhow::Result<VersionRow> {
-    let lifecycle: String = r.try_get("lifecycle")?;
     let index: Option<String> = r.try_get("file_index")?;
     Ok(VersionRow {
-        id: r.try_get::<String, _>("id")?.into(),
+        id: r.try_get("id")?,
         module: parsed(r, "module")?,
         version: parsed(r, "version")?,
-        lifecycle: lifecycle.parse().map_err(anyhow::Error::msg)?,
+        lifecycle: parsed(r, "lifecycle")?,
         repository: r.try_get("repository")?,
         tag: r.try_get("tag")?,
-        manifest_digest: digest(r, "manifest_digest")?,
-        artifact_digest: opt_digest(r, "artifact_digest")?,
-        composefs_digest: opt_digest(r, "composefs_digest")?,
+        manifest_digest: parsed(r, "manifest_digest")?,
+        artifact_digest: opt_parsed(r, "artifact_digest")?,
+        composefs_digest: opt_parsed(r, "composefs_digest")?,
         composefs_format: r.try_get("composefs_format")?,
         source_repository: r.try_get("source_repository")?,
         source_commit: r.try_get("source_commit")?,

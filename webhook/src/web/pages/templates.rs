@@ -59,7 +59,7 @@ pub async fn list(
     });
     let mut templates = Vec::new();
     for t in rows {
-        let state = s.store.served_state_id(&t.id).await?;
+        let state = s.store.served_state_head(&t.id).await?.map(|(id, _)| id);
         let last = s.store.last_computation(&t.id).await?;
         templates.push(TemplateLine {
             assignments: s.store.assignments(&t.id).await?.len(),
