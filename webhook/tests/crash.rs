@@ -23,16 +23,10 @@ use std::{
 const REPO: &str = "acct/modules/my-redis-module";
 
 async fn wait_ready(url: &str) {
-    let c = reqwest::Client::new();
-    for _ in 0..200 {
-        if let Ok(r) = c.get(format!("{url}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("module-webhook did not become ready at {url}");
+    assert!(
+        ready(url).await,
+        "module-webhook did not become ready at {url}"
+    );
 }
 
 /// Releases my-redis 3.0.0 with a 96 MiB file (so an ingest, download and verification,

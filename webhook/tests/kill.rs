@@ -37,14 +37,8 @@ async fn start(config: &Path, log: &Path, url: &str) -> Child {
 /// [`start`] with more environment variables (a fault point to stall at).
 async fn start_with(config: &Path, log: &Path, url: &str, env: &[(&str, &str)]) -> Child {
     let mut child = spawn_receiver_with(env!("CARGO_BIN_EXE_module-webhook"), config, log, env);
-    let c = reqwest::Client::new();
-    for _ in 0..200 {
-        if let Ok(r) = c.get(format!("{url}/readyz")).send().await
-            && r.status().is_success()
-        {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    if ready(url).await {
+        return child;
     }
     let _ = child.kill();
     let _ = child.wait();
@@ -109,9 +103,10 @@ async fn served_ids(store: &Store, templates: usize) -> Vec<Option<String>> {
     for i in 0..templates {
         out.push(
             store
-                .served_state_id(&format!("t{i:03}").into())
+                .served_state_head(&format!("t{i:03}").into())
                 .await
-                .unwrap(),
+                .unwrap()
+                .map(|(id, _)| id),
         );
     }
     out
@@ -364,16 +359,7 @@ async fn sigkill_during_desired_state_recomputation_completes_every_template_onc
     }
     // my-redis 0.2.0, blessed: the child takes it live.
     let next = release_draft(&r, &reg, &k, redis.path(), "my-redis", "0.2.0").await;
-    for to in ["staging", "blessed"] {
-        let (s, v) = post(
-            &r,
-            &format!("/versions/{next}/promote"),
-            OPS_TOKEN,
-            json!({"to": to}),
-        )
-        .await;
-        assert_eq!(s, 200, "{v}");
-    }
+    bless(&r, &next).await;
     for i in 0..TEMPLATES {
         let t = format!("t{i:03}");
         let (s, v) = post(

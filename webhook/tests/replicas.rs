@@ -62,16 +62,8 @@ impl Replica {
     }
 
     async fn ready(&self) {
-        let c = reqwest::Client::new();
-        for _ in 0..300 {
-            if let Ok(r) = c.get(format!("{}/readyz", self.url)).send().await
-                && r.status().is_success()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
+        assert!(
+            common::ready(&self.url).await,
             "replica at {} did not become ready:\n{}",
             self.url,
             self.log_text()

@@ -303,7 +303,14 @@ pub async fn release_live(
     version: &str,
 ) -> String {
     let id = release_draft(r, reg, k, dir, name, version).await;
-    for to in ["staging", "blessed", "live"] {
+    promote_through(r, &id, &["staging", "blessed", "live"]).await;
+    r.app.drain().await.unwrap();
+    id
+}
+
+/// Promotes version `id` through `stages`, in order, as the operator; each step answers 200.
+pub async fn promote_through(r: &Running, id: &str, stages: &[&str]) {
+    for to in stages {
         let (s, v) = post(
             r,
             &format!("/versions/{id}/promote"),
@@ -313,8 +320,11 @@ pub async fn release_live(
         .await;
         assert_eq!(s, 200, "{id} → {to}: {v}");
     }
-    r.app.drain().await.unwrap();
-    id
+}
+
+/// Promotes a draft through staging and blessed (the last step, to live, is the caller's).
+pub async fn bless(r: &Running, id: &str) {
+    promote_through(r, id, &["staging", "blessed"]).await;
 }
 
 /// Reports, as instance `instance` with its `token`, exactly what the signed state `doc`

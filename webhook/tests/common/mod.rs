@@ -451,6 +451,21 @@ pub fn spawn_receiver(bin: &str, config: &Path, log: &Path) -> std::process::Chi
     spawn_receiver_with(bin, config, log, &[])
 }
 
+/// Whether the receiver at `url` answers `GET /readyz` within 15 s (a spawned receiver
+/// migrates and binds first). Callers say what failed, with its log.
+pub async fn ready(url: &str) -> bool {
+    let c = reqwest::Client::new();
+    for _ in 0..300 {
+        if let Ok(r) = c.get(format!("{url}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    false
+}
+
 /// [`spawn_receiver`] with more environment variables (e.g. a fault point to stall at).
 pub fn spawn_receiver_with(
     bin: &str,

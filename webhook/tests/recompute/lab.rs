@@ -47,20 +47,6 @@ pub fn cfg_for(db: &str, reg: &TestRegistry, k: &Keys) -> module_webhook::config
     cfg
 }
 
-/// Promotes a draft through staging and blessed (the last step, to live, is the test's).
-pub async fn bless(r: &Running, id: &str) {
-    for to in ["staging", "blessed"] {
-        let (s, v) = post(
-            r,
-            &format!("/versions/{id}/promote"),
-            OPS_TOKEN,
-            json!({"to": to}),
-        )
-        .await;
-        assert_eq!(s, 200, "{id} → {to}: {v}");
-    }
-}
-
 pub fn version_of(doc: &serde_json::Value, module: &str) -> Option<String> {
     doc["modules"]
         .as_array()?
@@ -115,16 +101,8 @@ impl Replica {
             &self.log,
             env,
         ));
-        let c = reqwest::Client::new();
-        for _ in 0..300 {
-            if let Ok(r) = c.get(format!("{}/readyz", self.url)).send().await
-                && r.status().is_success()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!(
+        assert!(
+            ready(&self.url).await,
             "replica {} not ready:\n{}",
             self.url,
             fs::read_to_string(&self.log).unwrap_or_default()
